@@ -1,0 +1,28 @@
+//! Go's internal register ABI (ABIInternal, Go >= 1.17 on amd64): integer arguments in RAX, RBX,
+//! RCX, RDI, RSI, R8..R11; results in the same order; the current goroutine's `g` in R14.
+//! The C-ABI argument helpers would read the wrong registers, so probes use these instead.
+
+use aya_ebpf::programs::ProbeContext;
+
+/// Integer argument or result `n` (0-based) of a Go function, at entry or at a RET.
+#[inline(always)]
+pub fn arg(ctx: &ProbeContext, n: u8) -> u64 {
+    // SAFETY: ctx.regs points at the kernel's pt_regs for this probe hit; the verifier checks the
+    // access is inside the context.
+    let regs = unsafe { &*ctx.regs };
+    match n {
+        0 => regs.rax,
+        1 => regs.rbx,
+        2 => regs.rcx,
+        3 => regs.rdi,
+        4 => regs.rsi,
+        _ => 0,
+    }
+}
+
+/// The running goroutine's `g` pointer (R14 in every ABIInternal Go function).
+#[inline(always)]
+pub fn current_g(ctx: &ProbeContext) -> u64 {
+    // SAFETY: as in `arg`.
+    unsafe { (*ctx.regs).r14 }
+}

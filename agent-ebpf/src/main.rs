@@ -1,0 +1,157 @@
+//! goscope's uprobes on the Go runtime. Each probe is a thin `fn x(ctx)` calling `try_x`; a
+//! probe that cannot read what it needs drops the event (never faults the target).
+#![no_std]
+#![no_main]
+
+mod go_abi;
+
+use agent_ebpf::{DEFAULT_RING_BYTES, EventKind, MAX_TARGETS, RawEvent, TargetConfig};
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user},
+    macros::{map, uprobe},
+    maps::{HashMap, PerCpuArray, RingBuf},
+    programs::ProbeContext,
+};
+
+#[map(name = "EVENTS")]
+static EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_RING_BYTES, 0);
+
+#[map(name = "LOST")]
+static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+#[map(name = "TARGETS")]
+static TARGETS: HashMap<u32, TargetConfig> = HashMap::with_max_entries(MAX_TARGETS, 0);
+
+/// Reads a u64 at `base + off` in the target's memory.
+#[inline(always)]
+fn read_u64(base: u64, off: u32) -> Result<u64, i64> {
+    if base == 0 {
+        return Err(-1);
+    }
+    // SAFETY: bpf_probe_read_user copies from user memory and fails cleanly on a bad address.
+    unsafe { bpf_probe_read_user((base + off as u64) as *const u64) }.map_err(|e| e as i64)
+}
+
+/// The goid of the user goroutine the current M runs: `g.m.curg.goid`. Correct both on a user
+/// goroutine's stack (where curg == g) and on the system stack (g0).
+#[inline(always)]
+fn curg_goid(cfg: &TargetConfig, g: u64) -> u64 {
+    let curg = read_u64(g, cfg.g_m).and_then(|m| read_u64(m, cfg.m_curg));
+    match curg {
+        Ok(curg) if curg != 0 => read_u64(curg, cfg.g_goid).unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// Looks up this process's config; None for processes goscope does not watch.
+#[inline(always)]
+fn target() -> Option<(u32, u32, &'static TargetConfig)> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let pid = (pid_tgid >> 32) as u32;
+    // SAFETY: the value is only read, and entries are only replaced by userspace while attached.
+    let cfg = unsafe { TARGETS.get(&pid) }?;
+    Some((pid, pid_tgid as u32, cfg))
+}
+
+#[inline(always)]
+fn emit(event: RawEvent) {
+    if EVENTS.output(&event, 0).is_err() {
+        if let Some(lost) = LOST.get_ptr_mut(0) {
+            // SAFETY: per-CPU slot: no other program writes it concurrently on this CPU.
+            unsafe { *lost += 1 };
+        }
+    }
+}
+
+#[inline(always)]
+fn event(kind: EventKind, pid: u32, tid: u32, goid: u64) -> RawEvent {
+    RawEvent {
+        // SAFETY: plain helper call without arguments.
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        goid,
+        pid,
+        tid,
+        kind: kind as u8,
+        ..RawEvent::default()
+    }
+}
+
+/// At every RET of `runtime.newproc1`: RAX holds the new `*g`; R14 is g0, whose M runs the creator.
+#[uprobe]
+pub fn goroutine_created(ctx: ProbeContext) -> u32 {
+    let _ = try_goroutine_created(&ctx);
+    0
+}
+
+fn try_goroutine_created(ctx: &ProbeContext) -> Result<(), i64> {
+    let Some((pid, tid, cfg)) = target() else { return Ok(()) };
+    let newg = go_abi::arg(ctx, 0);
+    let mut ev = event(EventKind::Created, pid, tid, read_u64(newg, cfg.g_goid)?);
+    ev.peer_goid = if cfg.g_parent_goid != 0 {
+        read_u64(newg, cfg.g_parent_goid)?
+    } else {
+        curg_goid(cfg, go_abi::current_g(ctx))
+    };
+    ev.addr = read_u64(newg, cfg.g_gopc)?;
+    ev.aux = read_u64(newg, cfg.g_startpc)?;
+    emit(ev);
+    Ok(())
+}
+
+/// `runtime.gopark(unlockf, lock, reason, ...)` on the parking goroutine's own stack.
+#[uprobe]
+pub fn goroutine_parked(ctx: ProbeContext) -> u32 {
+    let _ = try_goroutine_parked(&ctx);
+    0
+}
+
+fn try_goroutine_parked(ctx: &ProbeContext) -> Result<(), i64> {
+    let Some((pid, tid, cfg)) = target() else { return Ok(()) };
+    let g = go_abi::current_g(ctx);
+    let mut ev = event(EventKind::Parked, pid, tid, read_u64(g, cfg.g_goid)?);
+    ev.addr = go_abi::arg(ctx, 1);
+    // waitReason is a uint8; the upper bits of the register are unspecified.
+    ev.wait_reason = go_abi::arg(ctx, 2) as u8;
+    emit(ev);
+    Ok(())
+}
+
+/// `runtime.ready(gp, ...)` runs on the system stack of the M whose user goroutine woke `gp`.
+#[uprobe]
+pub fn goroutine_ready(ctx: ProbeContext) -> u32 {
+    let _ = try_goroutine_ready(&ctx);
+    0
+}
+
+fn try_goroutine_ready(ctx: &ProbeContext) -> Result<(), i64> {
+    let Some((pid, tid, cfg)) = target() else { return Ok(()) };
+    let gp = go_abi::arg(ctx, 0);
+    let mut ev = event(EventKind::Ready, pid, tid, read_u64(gp, cfg.g_goid)?);
+    ev.peer_goid = curg_goid(cfg, go_abi::current_g(ctx));
+    emit(ev);
+    Ok(())
+}
+
+/// `runtime.goexit1` on the exiting goroutine's stack.
+#[uprobe]
+pub fn goroutine_exited(ctx: ProbeContext) -> u32 {
+    let _ = try_goroutine_exited(&ctx);
+    0
+}
+
+fn try_goroutine_exited(ctx: &ProbeContext) -> Result<(), i64> {
+    let Some((pid, tid, cfg)) = target() else { return Ok(()) };
+    let g = go_abi::current_g(ctx);
+    emit(event(EventKind::Exited, pid, tid, read_u64(g, cfg.g_goid)?));
+    Ok(())
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo<'_>) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

@@ -1,0 +1,30 @@
+//! Builds agent-ebpf's programs for the BPF target and leaves the object in OUT_DIR, where
+//! `probes::loader` embeds it with `include_bytes_aligned!`.
+use anyhow::{Context as _, anyhow};
+
+/// Must match rust-toolchain.toml: bpf-linker is built against this nightly's LLVM.
+const EBPF_TOOLCHAIN: &str = "nightly-2026-10-15";
+
+fn main() -> anyhow::Result<()> {
+    let metadata = cargo_metadata::MetadataCommand::new()
+        .no_deps()
+        .exec()
+        .context("cargo metadata")?;
+    let ebpf = metadata
+        .packages
+        .iter()
+        .find(|p| p.name.as_str() == "agent-ebpf")
+        .ok_or_else(|| anyhow!("agent-ebpf package not found in the workspace"))?;
+    let root_dir = ebpf
+        .manifest_path
+        .parent()
+        .ok_or_else(|| anyhow!("no parent for {}", ebpf.manifest_path))?;
+    aya_build::build_ebpf(
+        [aya_build::Package {
+            name: ebpf.name.as_str(),
+            root_dir: root_dir.as_str(),
+            ..Default::default()
+        }],
+        aya_build::Toolchain::Custom(EBPF_TOOLCHAIN),
+    )
+}

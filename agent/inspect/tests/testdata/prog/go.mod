@@ -1,0 +1,3 @@
+module example.com/goscopefixture
+
+go 1.19

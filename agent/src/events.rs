@@ -1,0 +1,118 @@
+//! Ring-buffer bytes → typed goroutine events. The only place raw event bytes are interpreted.
+use agent_ebpf::{EventKind, RawEvent};
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("event record of {0} bytes, expected {expected}", expected = size_of::<RawEvent>())]
+    Size(usize),
+    #[error("unknown event kind {0}")]
+    Kind(u8),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GoroutineEvent {
+    /// CLOCK_MONOTONIC nanoseconds.
+    pub ts_ns: u64,
+    pub pid: u32,
+    pub tid: u32,
+    pub goid: u64,
+    pub detail: EventDetail,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventDetail {
+    Created {
+        parent_goid: u64,
+        /// PC of the `go` statement (runtime address).
+        creation_pc: u64,
+        /// Entry PC of the goroutine's function (runtime address).
+        start_pc: u64,
+    },
+    Parked {
+        /// The runtime's numeric waitReason; names come from the binary's own table.
+        wait_reason: u8,
+        /// gopark's `lock` argument: `&hchan.lock` for channel operations, else runtime-internal.
+        lock_addr: u64,
+    },
+    Ready {
+        /// 0 when no user goroutine did the waking (scheduler, netpoller, timers).
+        waker_goid: u64,
+    },
+    Exited,
+}
+
+impl GoroutineEvent {
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        if bytes.len() != size_of::<RawEvent>() {
+            return Err(DecodeError::Size(bytes.len()));
+        }
+        // SAFETY: the length matches and RawEvent is plain integers (any bit pattern is valid);
+        // read_unaligned because ring-buffer records are only 8-byte aligned by convention.
+        let raw: RawEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+        let detail = match EventKind::from_u8(raw.kind).ok_or(DecodeError::Kind(raw.kind))? {
+            EventKind::Created => EventDetail::Created {
+                parent_goid: raw.peer_goid,
+                creation_pc: raw.addr,
+                start_pc: raw.aux,
+            },
+            EventKind::Parked => EventDetail::Parked {
+                wait_reason: raw.wait_reason,
+                lock_addr: raw.addr,
+            },
+            EventKind::Ready => EventDetail::Ready {
+                waker_goid: raw.peer_goid,
+            },
+            EventKind::Exited => EventDetail::Exited,
+        };
+        Ok(Self {
+            ts_ns: raw.ts_ns,
+            pid: raw.pid,
+            tid: raw.tid,
+            goid: raw.goid,
+            detail,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bytes_of(raw: &RawEvent) -> Vec<u8> {
+        // SAFETY: RawEvent is repr(C) plain integers; viewing it as bytes is sound.
+        unsafe { std::slice::from_raw_parts((raw as *const RawEvent).cast::<u8>(), size_of::<RawEvent>()) }.to_vec()
+    }
+
+    #[test]
+    fn decodes_each_kind() {
+        let raw = RawEvent {
+            ts_ns: 5,
+            goid: 7,
+            peer_goid: 1,
+            addr: 0x4000,
+            aux: 0x5000,
+            pid: 42,
+            tid: 43,
+            kind: EventKind::Created as u8,
+            ..Default::default()
+        };
+        let ev = GoroutineEvent::decode(&bytes_of(&raw)).unwrap();
+        assert_eq!(ev.goid, 7);
+        assert_eq!(
+            ev.detail,
+            EventDetail::Created { parent_goid: 1, creation_pc: 0x4000, start_pc: 0x5000 }
+        );
+        let parked = RawEvent { kind: EventKind::Parked as u8, wait_reason: 19, ..raw };
+        assert_eq!(
+            GoroutineEvent::decode(&bytes_of(&parked)).unwrap().detail,
+            EventDetail::Parked { wait_reason: 19, lock_addr: 0x4000 }
+        );
+    }
+
+    #[test]
+    fn rejects_bad_records() {
+        assert_eq!(GoroutineEvent::decode(&[0u8; 3]), Err(DecodeError::Size(3)));
+        let raw = RawEvent { kind: 99, ..Default::default() };
+        assert_eq!(GoroutineEvent::decode(&bytes_of(&raw)), Err(DecodeError::Kind(99)));
+    }
+}

@@ -1,0 +1,10 @@
+//! goscope: the pipeline, one module per stage.
+//!
+//! target (pid → exe) → `inspect` (Go binary analysis) → `probes` (load + attach) →
+//! `events` (ring-buffer bytes → typed events) → `output` (text / JSON lines).
+pub mod attach;
+pub mod events;
+pub mod inspect_cmd;
+pub mod output;
+pub mod probes;
+pub mod target;

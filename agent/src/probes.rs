@@ -1,0 +1,152 @@
+//! Loads goscope's eBPF programs once and attaches them to target processes. Per target, the
+//! runtime offsets the probes need go into the TARGETS map; the probes ignore every other process.
+use std::{collections::HashMap as StdHashMap, num::NonZeroU32};
+
+use agent_ebpf::{LOST_MAP, TARGETS_MAP, TargetConfig};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+    programs::{
+        ProgramError, UProbe,
+        uprobe::{UProbeAttachLocation, UProbeLinkId, UProbeScope},
+    },
+};
+use goscope_inspect::{GoBinary, ProbeKind, ProbeSite};
+
+use crate::target::Target;
+
+/// The eBPF object built by build.rs from agent-ebpf.
+static PROBES_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/goscope-probes"));
+
+const PROGRAMS: [ProbeKind; 4] = [
+    ProbeKind::GoroutineCreated,
+    ProbeKind::GoroutineParked,
+    ProbeKind::GoroutineReady,
+    ProbeKind::GoroutineExited,
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("loading the eBPF programs failed: {0} (goscope needs root, or CAP_BPF + CAP_PERFMON, and a kernel with BTF and BPF ring buffers)")]
+    Load(#[source] aya::EbpfError),
+    #[error("eBPF program {name}: {source}")]
+    Program {
+        name: &'static str,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("eBPF map {name}: {source}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error("the embedded eBPF object has no {0} (the build is broken: rebuild goscope)")]
+    Missing(&'static str),
+    #[error("the binary has no probe site for {0:?}")]
+    NoSite(ProbeKind),
+    #[error("attaching {program} at {symbol}+{offset} failed: {source}")]
+    Attach {
+        program: &'static str,
+        symbol: String,
+        offset: u64,
+        #[source]
+        source: ProgramError,
+    },
+}
+
+/// The loaded programs and maps. Dropping it detaches every probe and frees the maps.
+pub struct Probes {
+    ebpf: Ebpf,
+    targets: HashMap<MapData, u32, TargetConfig>,
+    lost: PerCpuArray<MapData, u64>,
+    links: StdHashMap<u32, Vec<(&'static str, UProbeLinkId)>>,
+}
+
+impl Probes {
+    /// Loads (but does not attach) the programs. `ring_bytes` sizes the event ring buffer.
+    pub fn load(ring_bytes: u32) -> Result<(Self, RingBuf<MapData>), ProbeError> {
+        let mut ebpf = EbpfLoader::new()
+            .set_max_entries(agent_ebpf::EVENTS_MAP, ring_bytes)
+            .load(PROBES_OBJECT)
+            .map_err(ProbeError::Load)?;
+        for kind in PROGRAMS {
+            let name = kind.program_name();
+            uprobe(&mut ebpf, name)?
+                .load()
+                .map_err(|source| ProbeError::Program { name, source })?;
+        }
+        let events = take_map(&mut ebpf, agent_ebpf::EVENTS_MAP)?;
+        let events = RingBuf::try_from(events).map_err(|source| ProbeError::Map { name: agent_ebpf::EVENTS_MAP, source })?;
+        let targets = take_map(&mut ebpf, TARGETS_MAP)?;
+        let targets = HashMap::try_from(targets).map_err(|source| ProbeError::Map { name: TARGETS_MAP, source })?;
+        let lost = take_map(&mut ebpf, LOST_MAP)?;
+        let lost = PerCpuArray::try_from(lost).map_err(|source| ProbeError::Map { name: LOST_MAP, source })?;
+        Ok((
+            Self {
+                ebpf,
+                targets,
+                lost,
+                links: StdHashMap::new(),
+            },
+            events,
+        ))
+    }
+
+    /// Attaches every probe to `target` at the sites `binary` chose. On error nothing stays
+    /// attached to the target.
+    pub fn attach(&mut self, target: &Target, binary: &GoBinary, config: TargetConfig) -> Result<(), ProbeError> {
+        let pid = target.pid;
+        self.targets
+            .insert(pid, config, 0)
+            .map_err(|source| ProbeError::Map { name: TARGETS_MAP, source })?;
+        self.links.entry(pid).or_default();
+        let result = PROGRAMS.into_iter().try_for_each(|kind| {
+            let sites: Vec<&ProbeSite> = binary.probe_sites().iter().filter(|s| s.probe == kind).collect();
+            if sites.is_empty() {
+                return Err(ProbeError::NoSite(kind));
+            }
+            let name = kind.program_name();
+            let program = uprobe(&mut self.ebpf, name)?;
+            let scope = NonZeroU32::new(pid).map_or(UProbeScope::AllProcesses, UProbeScope::OneProcess);
+            let locations = sites.iter().map(|s| UProbeAttachLocation::AbsoluteOffset(s.file_offset));
+            let link = program.attach(locations, &target.exe, scope).map_err(|source| ProbeError::Attach {
+                program: name,
+                symbol: sites[0].symbol.clone(),
+                offset: sites[0].offset,
+                source,
+            })?;
+            self.links.entry(pid).or_default().push((name, link));
+            Ok(())
+        });
+        if result.is_err() {
+            self.detach(pid);
+        }
+        result
+    }
+
+    /// Detaches every probe of `pid` and forgets its config. Safe to call twice.
+    pub fn detach(&mut self, pid: u32) {
+        for (name, link) in self.links.remove(&pid).unwrap_or_default() {
+            if let Ok(program) = uprobe(&mut self.ebpf, name) {
+                // The target may have exited already; then the kernel dropped the probe itself.
+                let _ = program.detach(link);
+            }
+        }
+        let _ = self.targets.remove(&pid);
+    }
+
+    /// Events the probes could not deliver because the ring buffer was full, summed over CPUs.
+    pub fn lost_events(&self) -> u64 {
+        self.lost.get(&0, 0).map(|per_cpu| per_cpu.iter().sum()).unwrap_or(0)
+    }
+}
+
+fn uprobe<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut UProbe, ProbeError> {
+    let program = ebpf.program_mut(name).ok_or(ProbeError::Missing(name))?;
+    program.try_into().map_err(|source| ProbeError::Program { name, source })
+}
+
+fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, ProbeError> {
+    ebpf.take_map(name).ok_or(ProbeError::Missing(name))
+}

@@ -1,0 +1,139 @@
+//! A target process: its PID, the binary it runs (through `/proc/PID/exe`, so the right inode is
+//! found whatever mount namespace the process lives in) and the load bias of that binary.
+use std::{
+    fs,
+    io::{self, BufRead as _},
+    path::PathBuf,
+};
+
+use object::{Object as _, ObjectSegment as _};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    #[error("no process with PID {0} (check the PID; the process may have exited)")]
+    NoSuchProcess(u32),
+    #[error("PID {pid} exited while goscope was attaching")]
+    Exited { pid: u32 },
+    #[error("cannot read /proc/{pid}/{what}: {source} (goscope needs root or CAP_SYS_PTRACE + CAP_BPF)")]
+    Proc {
+        pid: u32,
+        what: &'static str,
+        source: io::Error,
+    },
+    #[error("PID {pid}: cannot find where {exe} is mapped in /proc/{pid}/maps")]
+    NotMapped { pid: u32, exe: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub pid: u32,
+    /// `/proc/PID/exe`: opens and probes the process's own executable inode.
+    pub exe: PathBuf,
+    /// What `/proc/PID/exe` points to, for display.
+    pub exe_name: String,
+}
+
+impl Target {
+    pub fn from_pid(pid: u32) -> Result<Self, TargetError> {
+        let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+        if pid == 0 || !proc_dir.exists() {
+            return Err(TargetError::NoSuchProcess(pid));
+        }
+        let exe = proc_dir.join("exe");
+        let exe_name = fs::read_link(&exe)
+            .map_err(|source| proc_error(pid, "exe", source))?
+            .to_string_lossy()
+            .into_owned();
+        Ok(Self { pid, exe, exe_name })
+    }
+
+    pub fn is_alive(&self) -> bool {
+        PathBuf::from(format!("/proc/{}/exe", self.pid)).exists()
+    }
+
+    /// Runtime address minus link-time address of the executable's code (non-zero for PIE).
+    pub fn load_bias(&self, elf: &[u8]) -> Result<u64, TargetError> {
+        let pid = self.pid;
+        let file = object::File::parse(elf).map_err(|e| TargetError::Proc {
+            pid,
+            what: "exe",
+            source: io::Error::new(io::ErrorKind::InvalidData, e),
+        })?;
+        if file.kind() != object::ObjectKind::Dynamic {
+            return Ok(0);
+        }
+        let maps = fs::File::open(format!("/proc/{pid}/maps"))
+            .map_err(|source| proc_error(pid, "maps", source))?;
+        for line in io::BufReader::new(maps).lines() {
+            let line = line.map_err(|source| proc_error(pid, "maps", source))?;
+            let Some(mapping) = Mapping::parse(&line) else { continue };
+            if mapping.path != self.exe_name {
+                continue;
+            }
+            // The segment whose file range holds this mapping's file offset gives its link address.
+            for seg in file.segments() {
+                let (seg_off, seg_size) = seg.file_range();
+                if mapping.offset >= seg_off && mapping.offset < seg_off + seg_size.max(1) {
+                    let vaddr = seg.address() + (mapping.offset - seg_off);
+                    return Ok(mapping.start.wrapping_sub(vaddr));
+                }
+            }
+        }
+        Err(TargetError::NotMapped {
+            pid,
+            exe: self.exe_name.clone(),
+        })
+    }
+}
+
+fn proc_error(pid: u32, what: &'static str, source: io::Error) -> TargetError {
+    match source.kind() {
+        io::ErrorKind::NotFound => TargetError::Exited { pid },
+        _ => TargetError::Proc { pid, what, source },
+    }
+}
+
+struct Mapping<'a> {
+    start: u64,
+    offset: u64,
+    path: &'a str,
+}
+
+impl<'a> Mapping<'a> {
+    /// `start-end perms offset dev inode path`
+    fn parse(line: &'a str) -> Option<Self> {
+        let mut fields = line.split_whitespace();
+        let range = fields.next()?;
+        let _perms = fields.next()?;
+        let offset = u64::from_str_radix(fields.next()?, 16).ok()?;
+        let _dev = fields.next()?;
+        let _inode = fields.next()?;
+        let path = fields.next()?;
+        let start = u64::from_str_radix(range.split('-').next()?, 16).ok()?;
+        Some(Self {
+            start,
+            offset,
+            path,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_maps_line() {
+        let m = Mapping::parse("7f1c2a000000-7f1c2a200000 r-xp 00001000 fd:01 1234   /usr/bin/demo").unwrap();
+        assert_eq!(m.start, 0x7f1c2a000000);
+        assert_eq!(m.offset, 0x1000);
+        assert_eq!(m.path, "/usr/bin/demo");
+        assert!(Mapping::parse("garbage").is_none());
+    }
+
+    #[test]
+    fn missing_pid_is_a_clear_error() {
+        let err = Target::from_pid(u32::MAX).unwrap_err();
+        assert!(err.to_string().contains("no process with PID"));
+    }
+}

@@ -1,0 +1,77 @@
+//! Developer tasks. `cargo xtask demo` and `cargo xtask test` are the README's two commands; both
+//! bootstrap what they need first, idempotently.
+mod bootstrap;
+mod demo;
+
+use std::{path::PathBuf, process::Command};
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install the pinned nightly, bpf-linker and check Go/kernel prerequisites (idempotent).
+    Bootstrap,
+    /// Build goscope, start the bundled Go demo and attach goscope to it.
+    Demo {
+        /// How long to watch (e.g. 20s).
+        #[arg(long, default_value = "20s")]
+        duration: String,
+        /// Output format passed to goscope.
+        #[arg(long, default_value = "text")]
+        format: String,
+    },
+    /// Run the whole test suite (unit, integration against real Go processes, eBPF attach tests).
+    Test {
+        /// Extra arguments passed to `cargo test` after `--`.
+        #[arg(trailing_var_arg = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().task {
+        Task::Bootstrap => bootstrap::ensure_all(),
+        Task::Demo { duration, format } => {
+            bootstrap::ensure_all()?;
+            demo::run(&duration, &format)
+        }
+        Task::Test { args } => {
+            bootstrap::ensure_all()?;
+            run_tests(&args)
+        }
+    }
+}
+
+/// The workspace root (xtask lives one level below it).
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().map(PathBuf::from).unwrap_or_default()
+}
+
+/// Runs a command with inherited stdio; fails with the command line if it fails.
+pub fn check(cmd: &mut Command) -> anyhow::Result<()> {
+    let status = cmd.status().with_context(|| format!("spawning {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
+
+fn run_tests(args: &[String]) -> anyhow::Result<()> {
+    let root = workspace_root();
+    if std::env::var("CI").as_deref() == Ok("true") {
+        eprintln!("xtask: CI=true: eBPF tests must attach for real and fail if they cannot");
+    }
+    check(Command::new("cargo").current_dir(&root).args(["build", "--workspace", "--all-targets"]))?;
+    check(Command::new("cargo")
+        .current_dir(&root)
+        .args(["test", "--workspace", "--no-fail-fast", "--"])
+        .args(args))
+}
