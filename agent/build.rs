@@ -1,5 +1,7 @@
 //! Builds agent-ebpf's programs for the BPF target and leaves the object in OUT_DIR, where
 //! `probes::loader` embeds it with `include_bytes_aligned!`.
+// Linked only so cargo rebuilds the agent when the eBPF crate changes (see Cargo.toml).
+use agent_ebpf as _;
 use anyhow::{Context as _, anyhow};
 
 /// Must match rust-toolchain.toml: bpf-linker is built against this nightly's LLVM.

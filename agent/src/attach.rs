@@ -5,7 +5,6 @@
 //! counted drops in userspace, never a stalled ring buffer.
 use std::{
     io::{self, Write as _},
-    os::fd::AsRawFd as _,
     time::Duration,
 };
 
@@ -75,12 +74,12 @@ pub fn inspect_target(target: &Target) -> Result<(GoBinary, u64), AttachError> {
 fn target_config(binary: &GoBinary) -> TargetConfig {
     let l = binary.layout();
     TargetConfig {
-        g_goid: l.g.goid,
-        g_parent_goid: l.g.parent_goid.unwrap_or(0),
-        g_m: l.g.m,
-        g_gopc: l.g.gopc,
-        g_startpc: l.g.startpc,
-        m_curg: l.m.curg,
+        g_goid: l.g_goid,
+        g_parent_goid: l.g_parent_goid.unwrap_or(0),
+        g_m: l.g_m,
+        g_gopc: l.g_gopc,
+        g_startpc: l.g_startpc,
+        m_curg: l.m_curg,
     }
 }
 
@@ -178,7 +177,9 @@ async fn read_events(
     tx: mpsc::Sender<Item>,
     duration: Option<Duration>,
 ) -> Result<ReadStats, AttachError> {
-    let mut ring = AsyncFd::new(RingFd(ring))?;
+    // SAFETY: the RingBuf owns its map fd and moves into the AsyncFd, so the fd stays open and is
+    // not reused while registered.
+    let mut ring = unsafe { AsyncFd::register(ring) }.map_err(|e| e.into_parts().1)?;
     let mut stats = ReadStats::default();
     let mut sigint = tokio::signal::unix::signal(SignalKind::interrupt())?;
     let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())?;
@@ -189,7 +190,7 @@ async fn read_events(
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
-                drain(&mut guard.get_inner_mut().0, &tx, &mut stats);
+                drain(guard.get_inner_mut(), &tx, &mut stats);
                 guard.clear_ready();
             }
             _ = tick.tick() => {
@@ -209,7 +210,7 @@ async fn read_events(
         }
     }
     // Whatever the kernel buffered before we stopped still belongs to the stream.
-    drain(&mut ring.get_mut().0, &tx, &mut stats);
+    drain(ring.get_mut(), &tx, &mut stats);
     stats.lost_kernel = stats.lost_kernel.max(probes.lost_events());
     Ok(stats)
 }
@@ -247,13 +248,4 @@ fn write_events(mut rx: mpsc::Receiver<Item>, ctx: &TargetContext, format: Forma
     }
     out.flush()?;
     Ok(written)
-}
-
-/// AsyncFd needs AsRawFd; the ring buffer map's fd becomes readable when records arrive.
-struct RingFd(RingBuf<MapData>);
-
-impl std::os::fd::AsRawFd for RingFd {
-    fn as_raw_fd(&self) -> std::os::fd::RawFd {
-        self.0.as_raw_fd()
-    }
 }

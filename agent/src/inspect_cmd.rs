@@ -45,7 +45,7 @@ pub fn run(path: Option<PathBuf>, pid: Option<u32>, format: Format) -> Result<()
                 "pie": binary.pie(),
                 "cgo": info.cgo,
                 "build_id": info.build_id,
-                "module": info.module_path,
+                "module": info.module,
                 "offsets": binary.layout().entries(),
                 "offsets_source": binary.offsets_source(),
                 "wait_reasons": (0..=u8::MAX).map_while(|c| binary.wait_reasons().name(c)).collect::<Vec<_>>(),

@@ -38,7 +38,7 @@ impl TargetContext {
     /// gopark's lock argument is `&hchan.lock` for blocking channel operations only.
     fn channel(&self, reason: &str, lock_addr: u64) -> Option<u64> {
         let chan_op = (reason.starts_with("chan send") || reason.starts_with("chan receive")) && !reason.contains("nil chan");
-        let lock_off = u64::from(self.binary.layout().hchan.lock);
+        let lock_off = u64::from(self.binary.layout().hchan_lock);
         (chan_op && lock_addr > lock_off).then(|| lock_addr - lock_off)
     }
 }
@@ -108,7 +108,9 @@ impl EventRecord {
                 rec.kind = "created";
                 rec.parent_goid = Some(parent_goid);
                 rec.creation_pc = Some(hex(creation_pc));
-                rec.creation_site = ctx.symbolize(creation_pc).map(SourceSite::from);
+                // gopc is the return address of the call to newproc; like the runtime's own
+                // "created by" line, symbolize the call instruction before it.
+                rec.creation_site = ctx.symbolize(creation_pc.saturating_sub(1)).map(SourceSite::from);
                 rec.start_function = ctx.symbolize(start_pc).map(|f| f.function);
             }
             EventDetail::Parked { wait_reason, lock_addr } => {

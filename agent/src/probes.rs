@@ -67,7 +67,7 @@ impl Probes {
     /// Loads (but does not attach) the programs. `ring_bytes` sizes the event ring buffer.
     pub fn load(ring_bytes: u32) -> Result<(Self, RingBuf<MapData>), ProbeError> {
         let mut ebpf = EbpfLoader::new()
-            .set_max_entries(agent_ebpf::EVENTS_MAP, ring_bytes)
+            .map_max_entries(agent_ebpf::EVENTS_MAP, ring_bytes)
             .load(PROBES_OBJECT)
             .map_err(ProbeError::Load)?;
         for kind in PROGRAMS {
@@ -98,7 +98,7 @@ impl Probes {
     pub fn attach(&mut self, target: &Target, binary: &GoBinary, config: TargetConfig) -> Result<(), ProbeError> {
         let pid = target.pid;
         self.targets
-            .insert(pid, config, 0)
+            .insert(&pid, &config, 0)
             .map_err(|source| ProbeError::Map { name: TARGETS_MAP, source })?;
         self.links.entry(pid).or_default();
         let result = PROGRAMS.into_iter().try_for_each(|kind| {

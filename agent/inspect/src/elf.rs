@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use object::elf;
 use object::read::elf::{FileHeader, ProgramHeader, SectionHeader, Sym};
-use object::{Endianness, LittleEndian};
+use object::Endianness;
 
 use crate::error::{InspectError, Result};
 
@@ -189,7 +189,6 @@ impl<'a> Elf<'a> {
                 }
             }
         }
-        let _ = LittleEndian; // endianness is checked above; data is little-endian
         Ok(Elf {
             data,
             e_type,
@@ -267,11 +266,6 @@ impl<'a> Elf<'a> {
             }
         }
         Some(v)
-    }
-
-    /// True if `vaddr` lies in a file-backed PT_LOAD (or allocated section when there are none).
-    pub fn is_mapped(&self, vaddr: u64) -> bool {
-        self.read(vaddr, 1).is_some()
     }
 
     pub fn is_executable(&self, vaddr: u64) -> bool {
@@ -413,7 +407,8 @@ impl<'a> Elf<'a> {
                     break;
                 }
                 let name = &blob[name_start..name_end];
-                let name = name.strip_suffix(b"\0").unwrap_or(name);
+                let name_len = name.iter().position(|b| *b == 0).unwrap_or(name.len());
+                let name = &name[..name_len];
                 if name == owner && ty == n_type {
                     out.push(&blob[desc_start..desc_end]);
                 }

@@ -1,1 +1,662 @@
-//! Go binary analysis (placeholder; being written).
+//! Go binary analysis for goscope.
+//!
+//! [`GoBinary::open`] reads an ELF executable built by Go 1.19 or newer and computes, once:
+//! build info (`.go.buildinfo`, `.note.go.buildid`), a function table (ELF `.symtab` and/or
+//! `.gopclntab`, so stripped binaries work), the byte offsets of the runtime structs the eBPF side
+//! reads ([`RuntimeLayout`], from DWARF or a checked-in per-version table), the goroutine
+//! wait-reason names ([`WaitReasonTable`]), and the uprobe sites ([`ProbeSite`]) for goroutine
+//! creation, parking, readying and exit.
+//!
+//! Input is untrusted: every read is bounds-checked, allocations are bounded by the input size,
+//! and malformed input yields an [`InspectError`], never a panic.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod buildinfo;
+mod dwarf;
+mod elf;
+mod error;
+mod layout;
+mod pclntab;
+mod probes;
+mod waitreason;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use serde::Serialize;
+
+pub use buildinfo::{BuildInfo, GoVersion};
+pub use error::InspectError;
+pub use layout::{NEWEST_MINOR, OLDEST_MINOR, OffsetsSource, RuntimeLayout, render_table};
+pub use probes::{ProbeKind, ProbeSite};
+pub use waitreason::WaitReasonTable;
+
+use elf::Elf;
+use pclntab::Pclntab;
+
+/// Largest file [`GoBinary::open`] reads.
+pub const MAX_FILE_SIZE: u64 = 2 << 30;
+
+/// Offset of `text` in `runtime.moduledata` (same in Go 1.19-1.27 per DWARF).
+const MODULEDATA_TEXT: u64 = 176;
+/// Offset of `etext` in `runtime.moduledata`.
+const MODULEDATA_ETEXT: u64 = 184;
+
+/// CPU architecture of the binary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Arch {
+    /// x86-64.
+    Amd64,
+    /// AArch64.
+    Arm64,
+}
+
+/// A source position for a PC.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Frame {
+    /// Function name ("runtime.gopark"); for inlined code, the outermost (physical) function.
+    pub function: String,
+    /// Source file of the innermost inlined position ("?" when unknown).
+    pub file: String,
+    /// Line (0 when unknown).
+    pub line: u32,
+    /// Entry address of `function`.
+    pub entry: u64,
+}
+
+/// A function's address range.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FunctionInfo {
+    /// Name as in the symbol table / pclntab.
+    pub name: String,
+    /// Entry (link-time virtual address).
+    pub entry: u64,
+    /// End (exclusive): symbol size from `.symtab`, else the next function's entry.
+    pub end: u64,
+}
+
+/// Whether goscope can trace this binary, and if not, why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Support {
+    /// True iff amd64, Go 1.19–1.27 (or newer with a validated layout), layout resolved and all
+    /// probe sites found.
+    pub supported: bool,
+    /// Reasons when not supported (and notes otherwise; empty when all is well).
+    pub reasons: Vec<String>,
+}
+
+/// An analysed Go binary. Cheap to query; everything is computed by [`GoBinary::open`].
+#[derive(Clone)]
+pub struct GoBinary {
+    build_info: BuildInfo,
+    arch: Arch,
+    stripped: bool,
+    pie: bool,
+    layout: RuntimeLayout,
+    offsets_source: OffsetsSource,
+    wait_reasons: WaitReasonTable,
+    probe_sites: Vec<ProbeSite>,
+    pcln: Pclntab,
+    symtab_funcs: HashMap<String, (u64, u64)>,
+    pcln_funcs: HashMap<String, (u64, u64)>,
+    /// Sorted (entry, end, name) from .symtab, for symbolizing when pclntab has no answer.
+    symtab_sorted: Vec<(u64, u64, String)>,
+    reasons: Vec<String>,
+    notes: Vec<String>,
+}
+
+impl std::fmt::Debug for GoBinary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GoBinary")
+            .field("build_info", &self.build_info)
+            .field("arch", &self.arch)
+            .field("stripped", &self.stripped)
+            .field("pie", &self.pie)
+            .field("offsets_source", &self.offsets_source)
+            .field("pclntab", &self.pcln)
+            .field("probe_sites", &self.probe_sites.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl GoBinary {
+    /// Reads and analyses the file at `path` (refuses files larger than [`MAX_FILE_SIZE`]).
+    pub fn open(path: &Path) -> Result<GoBinary, InspectError> {
+        let io = |source| InspectError::Io { path: path.display().to_string(), source };
+        let meta = std::fs::metadata(path).map_err(io)?;
+        if meta.len() > MAX_FILE_SIZE {
+            return Err(InspectError::TooLarge { size: meta.len(), limit: MAX_FILE_SIZE });
+        }
+        let data = std::fs::read(path).map_err(io)?;
+        GoBinary::from_bytes(&data)
+    }
+
+    /// Analyses an in-memory ELF image.
+    pub fn from_bytes(data: &[u8]) -> Result<GoBinary, InspectError> {
+        if data.len() as u64 > MAX_FILE_SIZE {
+            return Err(InspectError::TooLarge { size: data.len() as u64, limit: MAX_FILE_SIZE });
+        }
+        let elf = Elf::parse(data)?;
+        analyse(&elf)
+    }
+
+    /// Build information from `.go.buildinfo` and the build-id note.
+    pub fn build_info(&self) -> &BuildInfo {
+        &self.build_info
+    }
+    /// CPU architecture.
+    pub fn arch(&self) -> Arch {
+        self.arch
+    }
+    /// True when the binary lacks `.symtab` or DWARF.
+    pub fn stripped(&self) -> bool {
+        self.stripped
+    }
+    /// True for ET_DYN (position-independent) executables.
+    pub fn pie(&self) -> bool {
+        self.pie
+    }
+    /// Runtime struct offsets.
+    pub fn layout(&self) -> &RuntimeLayout {
+        &self.layout
+    }
+    /// Where [`GoBinary::layout`] came from.
+    pub fn offsets_source(&self) -> OffsetsSource {
+        self.offsets_source
+    }
+    /// Wait reason names.
+    pub fn wait_reasons(&self) -> &WaitReasonTable {
+        &self.wait_reasons
+    }
+    /// Uprobe sites (empty on arm64: placement is amd64-only for now; see [`GoBinary::support`]).
+    pub fn probe_sites(&self) -> &[ProbeSite] {
+        &self.probe_sites
+    }
+
+    /// Function, file and line for a link-time virtual address.
+    pub fn symbolize(&self, pc: u64) -> Option<Frame> {
+        if let Some((function, file, line, entry)) = self.pcln.lookup(pc) {
+            return Some(Frame { function, file, line, entry });
+        }
+        let i = self.symtab_sorted.partition_point(|(e, _, _)| *e <= pc).checked_sub(1)?;
+        let (entry, end, name) = &self.symtab_sorted[i];
+        if pc < *end {
+            return Some(Frame { function: name.clone(), file: "?".into(), line: 0, entry: *entry });
+        }
+        None
+    }
+
+    /// A function by exact name: `.symtab` when present, else pclntab.
+    pub fn function(&self, name: &str) -> Option<FunctionInfo> {
+        let (entry, end) = self.symtab_funcs.get(name).or_else(|| self.pcln_funcs.get(name))?;
+        Some(FunctionInfo { name: name.to_string(), entry: *entry, end: *end })
+    }
+
+    /// A function by exact name from `.gopclntab` only (works on stripped binaries).
+    pub fn pclntab_function(&self, name: &str) -> Option<FunctionInfo> {
+        let (entry, end) = self.pcln_funcs.get(name)?;
+        Some(FunctionInfo { name: name.to_string(), entry: *entry, end: *end })
+    }
+
+    /// A function by exact name from the ELF `.symtab` only (None on stripped binaries).
+    pub fn symtab_function(&self, name: &str) -> Option<FunctionInfo> {
+        let (entry, end) = self.symtab_funcs.get(name)?;
+        Some(FunctionInfo { name: name.to_string(), entry: *entry, end: *end })
+    }
+
+    /// Number of functions in `.gopclntab`.
+    pub fn pclntab_len(&self) -> usize {
+        self.pcln.nfunc
+    }
+
+    /// Every function in `.gopclntab` as (name, entry, end).
+    pub fn pclntab_functions(&self) -> Vec<FunctionInfo> {
+        self.pcln
+            .functions()
+            .map(|(n, e, x)| FunctionInfo { name: n.to_string(), entry: e, end: x })
+            .collect()
+    }
+
+    /// The text start used for pclntab lookups (header `textStart`, or `moduledata.text` on 1.26+).
+    pub fn text_start(&self) -> u64 {
+        self.pcln.text_start
+    }
+
+    /// Whether goscope can trace this binary.
+    pub fn support(&self) -> Support {
+        let mut reasons = self.reasons.clone();
+        if reasons.is_empty() {
+            reasons.extend(self.notes.iter().cloned());
+            return Support { supported: true, reasons };
+        }
+        Support { supported: false, reasons }
+    }
+}
+
+fn analyse(elf: &Elf<'_>) -> Result<GoBinary, InspectError> {
+    // --- Go detection and build info.
+    let blob = buildinfo::find_buildinfo(elf);
+    let build_id = buildinfo::go_build_id(elf);
+    let Some(blob) = blob else {
+        if build_id.is_some() {
+            return Err(InspectError::malformed(
+                "Go build id note present but no .go.buildinfo: cannot determine the Go version (pre-1.13 or damaged binary)",
+            ));
+        }
+        return Err(InspectError::NotGo);
+    };
+    let (version_raw, modinfo) = buildinfo::parse_buildinfo_blob(blob)?;
+    let go_version = GoVersion::parse(&version_raw).ok_or_else(|| InspectError::UnsupportedGoVersion {
+        version: version_raw.clone(),
+        reason: "cannot parse the toolchain version string".into(),
+    })?;
+    if go_version.major != 1 || go_version.minor < OLDEST_MINOR {
+        return Err(InspectError::UnsupportedGoVersion {
+            version: version_raw,
+            reason: "goscope supports Go 1.19 and newer; rebuild the program with a newer toolchain".into(),
+        });
+    }
+    let mi = buildinfo::parse_modinfo(&modinfo);
+
+    let arch = match elf.machine {
+        object::elf::EM_X86_64 => Arch::Amd64,
+        object::elf::EM_AARCH64 => Arch::Arm64,
+        m => {
+            return Err(InspectError::UnsupportedArch {
+                arch: format!("ELF machine {m}"),
+                reason: "goscope supports amd64 and arm64 Go binaries".into(),
+            });
+        }
+    };
+
+    // --- Function table.
+    let mut pcln = find_pclntab(elf)?;
+    if pcln.header_text_start == 0 {
+        pcln.text_start = moduledata_text(elf, pcln.vaddr).ok_or_else(|| {
+            InspectError::malformed(
+                "pclntab has no textStart (Go 1.26+) and runtime.firstmoduledata was not found in .go.module or writable data",
+            )
+        })?;
+    }
+    let mut pcln_funcs: HashMap<String, (u64, u64)> = HashMap::with_capacity(pcln.nfunc);
+    for (name, entry, end) in pcln.functions() {
+        // Assembly functions appear twice (ABI0 body + ABIInternal wrapper); keep the first.
+        pcln_funcs.entry(name.to_string()).or_insert((entry, end));
+    }
+    let mut symtab_funcs = HashMap::new();
+    let mut symtab_sorted = Vec::new();
+    for s in &elf.symbols {
+        if s.kind == object::elf::STT_FUNC && s.value != 0 {
+            let end = s.value.saturating_add(s.size.max(1));
+            symtab_funcs.entry(s.name.clone()).or_insert((s.value, end));
+            symtab_sorted.push((s.value, end, s.name.clone()));
+        }
+    }
+    symtab_sorted.sort();
+
+    let has_symtab = elf.section(".symtab").is_some();
+    let has_dwarf = elf.section(".debug_info").is_some() || elf.section(".zdebug_info").is_some();
+    let settings = mi.settings;
+    let cgo = settings.iter().any(|(k, v)| k == "CGO_ENABLED" && v == "1")
+        || ["x_cgo_init", "crosscall2", "_cgo_sys_thread_start"].iter().any(|n| {
+            symtab_funcs.contains_key(*n)
+                || elf.symbol(n).is_some()
+                || elf.dynsym_names.iter().any(|d| d == n)
+        });
+    let build_info = BuildInfo {
+        go_version: go_version.clone(),
+        path: mi.path,
+        module: mi.module,
+        module_version: mi.module_version,
+        settings,
+        cgo,
+        build_id,
+    };
+
+    let mut reasons = Vec::new();
+    let mut notes = Vec::new();
+    let minor = go_version.minor;
+    let known = minor <= NEWEST_MINOR;
+    if arch != Arch::Amd64 {
+        reasons.push(format!("architecture {arch:?}: probe placement is implemented for amd64 only"));
+    }
+
+    // Function bodies needed by probes and validation.
+    let func_range = |name: &str| -> Option<(u64, u64)> {
+        symtab_funcs.get(name).or_else(|| pcln_funcs.get(name)).copied()
+    };
+    let body = |name: &str| -> Option<(u64, &[u8])> {
+        let (entry, end) = func_range(name)?;
+        let len = end.checked_sub(entry)?.min(1 << 20);
+        Some((entry, elf.read(entry, len)?))
+    };
+
+    // --- Wait reasons (read before the layout: used to validate an unknown version's layout).
+    let from_binary = elf
+        .symbol("runtime.waitReasonStrings")
+        .and_then(|s| waitreason::read_at(elf, s.value, (s.size / 16) as usize))
+        .or_else(|| waitreason::scan(elf).map(|(_, v)| v));
+    let table = layout::table(minor.min(NEWEST_MINOR));
+    let wait_reasons = match from_binary {
+        Some(names) => WaitReasonTable::new(names, "binary"),
+        None => match table.as_ref().filter(|_| known) {
+            Some(t) => {
+                notes.push(format!(
+                    "wait reasons not found in the binary; using the go1.{} table",
+                    t.minor
+                ));
+                WaitReasonTable::new(t.wait_reasons.clone(), "table")
+            }
+            None => {
+                reasons.push("wait reason table not found in the binary and no table for this version".into());
+                WaitReasonTable::new(Vec::new(), "table")
+            }
+        },
+    };
+
+    // --- Layout.
+    let dwarf_entries = match dwarf::read_structs(elf) {
+        Ok(Some(structs)) => Some(layout::entries_from_dwarf(&structs)),
+        Ok(None) => None,
+        Err(e) => {
+            notes.push(format!("DWARF unusable ({e}); using offsets table"));
+            None
+        }
+    };
+    let (layout, offsets_source) = match dwarf_entries.map(|e| RuntimeLayout::from_entries(&e)) {
+        Some(Ok(l)) => (l, OffsetsSource::Dwarf),
+        other => {
+            if let Some(Err(k)) = other {
+                notes.push(format!("DWARF lacks {k}; using offsets table"));
+            }
+            let t = table.as_ref().ok_or_else(|| InspectError::UnsupportedGoVersion {
+                version: go_version.raw.clone(),
+                reason: "no offsets table for this version and no DWARF".into(),
+            })?;
+            let l = RuntimeLayout::from_entries(&t.entries).map_err(|k| {
+                InspectError::malformed(format!("built-in go1.{} table lacks {k}", t.minor))
+            })?;
+            if !known {
+                // Newer than any table: accept the newest layout only if the binary agrees.
+                let check = validate_newer(arch, &l, t, &wait_reasons, &body);
+                if let Err(why) = check {
+                    return Err(InspectError::UnsupportedGoVersion {
+                        version: go_version.raw.clone(),
+                        reason: format!(
+                            "no DWARF and no offsets table for go1.{minor}; the newest known layout (go1.{}) does not match this binary: {why}; rebuild without -w or update goscope",
+                            t.minor
+                        ),
+                    });
+                }
+                notes.push(format!(
+                    "go1.{minor} is newer than the newest table; using the go1.{} layout, validated against the binary",
+                    t.minor
+                ));
+            }
+            (l, OffsetsSource::Table)
+        }
+    };
+    if arch == Arch::Amd64 {
+        if let Err(why) = validate_code(&layout, &body) {
+            if offsets_source == OffsetsSource::Table || !known {
+                reasons.push(format!("layout does not match the runtime code: {why}"));
+            } else {
+                notes.push(format!("layout cross-check: {why}"));
+            }
+        }
+    }
+
+    // --- Probe sites.
+    let mut probe_sites = Vec::new();
+    if arch == Arch::Amd64 {
+        for kind in ProbeKind::ALL {
+            let name = kind.function();
+            let Some((entry, code)) = body(name) else {
+                reasons.push(format!("missing symbol {name}: not in .symtab or .gopclntab"));
+                continue;
+            };
+            let mk = |offset: u64, instruction: String, why: String| -> Option<ProbeSite> {
+                let address = entry.checked_add(offset)?;
+                Some(ProbeSite {
+                    probe: kind,
+                    symbol: name.to_string(),
+                    offset,
+                    address,
+                    file_offset: elf.file_offset(address)?,
+                    instruction,
+                    why,
+                })
+            };
+            if kind == ProbeKind::GoroutineCreated {
+                let rets = probes::find_rets(code, entry);
+                if rets.is_empty() {
+                    reasons.push(format!("no RET instruction found in {name}"));
+                }
+                for (off, text) in rets {
+                    let why = format!(
+                        "RET at {name}+{off}: RAX holds the returned *g of the new goroutine here; RET is \
+                         single-stepped (~5 us) but goroutine creation is rare; one probe per RET because \
+                         uretprobes crash Go programs"
+                    );
+                    match mk(off, text, why) {
+                        Some(s) => probe_sites.push(s),
+                        None => reasons.push(format!("{name}+{off} is not file-backed")),
+                    }
+                }
+            } else {
+                let site = probes::place_entry(name, code, entry, kind.arg_count(minor));
+                match mk(site.offset, site.instruction, site.why) {
+                    Some(s) => probe_sites.push(s),
+                    None => reasons.push(format!("{name}+{} is not file-backed", site.offset)),
+                }
+            }
+        }
+    }
+
+    Ok(GoBinary {
+        build_info,
+        arch,
+        stripped: !has_symtab || !has_dwarf,
+        pie: elf.e_type == object::elf::ET_DYN,
+        layout,
+        offsets_source,
+        wait_reasons,
+        probe_sites,
+        pcln,
+        symtab_funcs,
+        pcln_funcs,
+        symtab_sorted,
+        reasons,
+        notes,
+    })
+}
+
+/// `.gopclntab` (or `.data.rel.ro.gopclntab` in PIE builds); without section headers, the first
+/// 8-aligned plausible header in a PT_LOAD segment.
+fn find_pclntab(elf: &Elf<'_>) -> Result<Pclntab, InspectError> {
+    for name in [".gopclntab", ".data.rel.ro.gopclntab"] {
+        if let Some(s) = elf.section(name) {
+            if let Some(d) = elf.section_data(s) {
+                return Pclntab::parse(d, s.addr);
+            }
+        }
+    }
+    if elf.sections.iter().any(|s| s.has_file_data() && s.addr != 0) {
+        return Err(InspectError::MissingSymbol {
+            name: "runtime.pclntab".into(),
+            reason: "no .gopclntab section".into(),
+        });
+    }
+    for (vaddr, bytes) in elf.load_regions() {
+        let skip = ((8 - (vaddr % 8)) % 8) as usize;
+        let mut off = skip;
+        while off + 72 <= bytes.len() {
+            if pclntab::looks_like_header(&bytes[off..]) {
+                if let Ok(p) = Pclntab::parse(&bytes[off..], vaddr + off as u64) {
+                    if p.nfunc > 0 {
+                        return Ok(p);
+                    }
+                }
+            }
+            off += 8;
+        }
+    }
+    Err(InspectError::MissingSymbol {
+        name: "runtime.pclntab".into(),
+        reason: "no section headers and no pclntab header found in the loadable segments".into(),
+    })
+}
+
+/// `runtime.firstmoduledata.text`: moduledata starts with `pcHeader`, the pclntab address. Looks
+/// in `.go.module` (1.26+) first, then every writable region, for an 8-aligned pointer equal to
+/// the pclntab address whose `text`/`etext` fields look like an executable range.
+fn moduledata_text(elf: &Elf<'_>, pclntab_vaddr: u64) -> Option<u64> {
+    let check = |md: u64| -> Option<u64> {
+        let text = elf.read_ptr(md.checked_add(MODULEDATA_TEXT)?)?;
+        let etext = elf.read_ptr(md.checked_add(MODULEDATA_ETEXT)?)?;
+        (text != 0 && etext > text && elf.is_executable(text)).then_some(text)
+    };
+    if let Some(s) = elf.section(".go.module") {
+        if s.addr != 0 && elf.read_ptr(s.addr) == Some(pclntab_vaddr) {
+            if let Some(t) = check(s.addr) {
+                return Some(t);
+            }
+        }
+    }
+    for (base, bytes) in elf.writable_regions() {
+        let skip = ((8 - (base % 8)) % 8) as usize;
+        let mut off = skip;
+        while off + 8 <= bytes.len() {
+            let md = base + off as u64;
+            if elf::le_u64(bytes, off) == Some(pclntab_vaddr) {
+                if let Some(t) = check(md) {
+                    return Some(t);
+                }
+            }
+            off += 8;
+        }
+    }
+    // PIE with pointers left to dynamic relocations.
+    let mut relocs: Vec<u64> = elf
+        .relative_relocs
+        .iter()
+        .filter(|(_, v)| **v == pclntab_vaddr)
+        .map(|(k, _)| *k)
+        .collect();
+    relocs.sort();
+    relocs.into_iter().find_map(check)
+}
+
+/// Checks a layout against the runtime's machine code (amd64). Each check is a field the
+/// function is known (from the runtime source of 1.19-1.27) to access with a `[reg+disp]`
+/// operand:
+/// * `runtime.newproc1` initialises the new g: `goid`, `gopc`, `startpc`, `parentGoid` (8 bytes);
+/// * `runtime.gopark` loads `mp.curg` (8 bytes) and stores the 1-byte `gp.waitreason`;
+/// * `runtime.chansend` takes `&c.lock` (LEA or access), stores `mysg.c` (8 bytes; on 1.26+ the
+///   `vu` word), `mysg.elem` and `gp.waiting`.
+///
+/// A layout from another version fails this, because every layout change so far moved at least
+/// one of these fields (verified for all pairs of 1.19-1.27 tables against real binaries).
+fn validate_code<'a>(
+    l: &RuntimeLayout,
+    body: &dyn Fn(&str) -> Option<(u64, &'a [u8])>,
+) -> Result<(), String> {
+    let mut missing = Vec::new();
+    let mut check = |func: &str, fields: &[(&str, Option<u32>, Option<usize>, bool)]| {
+        let Some((e, code)) = body(func) else {
+            missing.push(format!("{func} not found"));
+            return;
+        };
+        let d = probes::displacements(code, e);
+        for (name, off, size, write) in fields {
+            let Some(off) = off else { continue };
+            let ok = d.iter().any(|(o, w, s)| {
+                *o == u64::from(*off) && size.is_none_or(|z| z == *s) && (!write || *w)
+            });
+            if !ok {
+                missing.push(format!("{name}={off} not accessed in {func}"));
+            }
+        }
+    };
+    check(
+        "runtime.newproc1",
+        &[
+            ("g.goid", Some(l.g_goid), Some(8), false),
+            ("g.gopc", Some(l.g_gopc), Some(8), false),
+            ("g.startpc", Some(l.g_startpc), Some(8), false),
+            ("g.parentGoid", l.g_parent_goid, Some(8), false),
+        ],
+    );
+    check(
+        "runtime.gopark",
+        &[("m.curg", Some(l.m_curg), Some(8), false), ("g.waitreason", Some(l.g_waitreason), Some(1), true)],
+    );
+    check(
+        "runtime.chansend",
+        &[
+            ("hchan.lock", Some(l.hchan_lock), None, false),
+            ("sudog.c", Some(l.sudog_c), Some(8), true),
+            ("sudog.elem", Some(l.sudog_elem), Some(8), true),
+            ("g.waiting", Some(l.g_waiting), Some(8), true),
+        ],
+    );
+    if missing.is_empty() { Ok(()) } else { Err(missing.join("; ")) }
+}
+
+/// Validation for a version newer than every table: the code must agree with the layout
+/// ([`validate_code`]) and the wait reason table read from the binary must equal the table's.
+fn validate_newer<'a>(
+    arch: Arch,
+    l: &RuntimeLayout,
+    t: &layout::Table,
+    wr: &WaitReasonTable,
+    body: &dyn Fn(&str) -> Option<(u64, &'a [u8])>,
+) -> Result<(), String> {
+    if arch != Arch::Amd64 {
+        return Err("layout validation needs amd64 code".into());
+    }
+    if wr.source() != "binary" {
+        return Err("wait reason table not found in the binary".into());
+    }
+    if wr.names() != t.wait_reasons.as_slice() {
+        return Err(format!(
+            "wait reasons differ from go1.{} ({} entries in the binary, {} in the table)",
+            t.minor,
+            wr.len(),
+            t.wait_reasons.len()
+        ));
+    }
+    validate_code(l, body)
+}
+
+/// Entries of a layout as read from DWARF (for the table generator); None without DWARF.
+#[doc(hidden)]
+pub fn dwarf_entries(data: &[u8]) -> Result<Option<BTreeMap<String, u32>>, InspectError> {
+    let elf = Elf::parse(data)?;
+    Ok(dwarf::read_structs(&elf)?.map(|s| layout::entries_from_dwarf(&s)))
+}
+
+/// Validates `layout` against this binary's runtime code (amd64). Exposed for tests.
+#[doc(hidden)]
+pub fn validate_layout(data: &[u8], layout: &RuntimeLayout) -> Result<(), String> {
+    let elf = Elf::parse(data).map_err(|e| e.to_string())?;
+    let bin = analyse(&elf).map_err(|e| e.to_string())?;
+    let body = |name: &str| -> Option<(u64, &[u8])> {
+        let f = bin.function(name)?;
+        let len = f.end.checked_sub(f.entry)?.min(1 << 20);
+        Some((f.entry, elf.read(f.entry, len)?))
+    };
+    validate_code(layout, &body)
+}
+
+/// The checked-in layout for Go 1.`minor`, if any. Exposed for tests and the CLI.
+pub fn table_layout(minor: u32) -> Option<RuntimeLayout> {
+    RuntimeLayout::from_entries(&layout::table(minor)?.entries).ok()
+}
+
+/// The checked-in wait reason names for Go 1.`minor`, if any.
+pub fn table_wait_reasons(minor: u32) -> Option<Vec<String>> {
+    Some(layout::table(minor)?.wait_reasons)
+}

@@ -1,0 +1,379 @@
+//! `.gopclntab` reader (Go 1.18+ layout, magics 0xfffffff0 and 0xfffffff1).
+//!
+//! Header (64-bit): magic u32, 2 pad bytes, minLC u8, ptrSize u8, then 8-byte fields nfunc,
+//! nfiles, textStart, funcnameOffset, cuOffset, filetabOffset, pctabOffset, pclnOffset (all offsets
+//! from the start of the header). `textStart` is 0 from Go 1.26 on; the caller then supplies
+//! `runtime.firstmoduledata.text`.
+//!
+//! functab at pclnOffset: nfunc+1 pairs {entryoff u32, funcoff u32} (entryoff relative to
+//! textStart, funcoff relative to pclnOffset); the last pair only marks the end of the text.
+//! `_func` at pclnOffset+funcoff: entryOff u32, nameOff i32, args, deferreturn, pcsp, pcfile,
+//! pcln, npcdata, cuOffset (u32 each), [startLine i32 from 1.20], funcID u8, ...
+
+use crate::error::{InspectError, Result};
+
+pub(crate) const MAGIC_118: u32 = 0xffff_fff0;
+pub(crate) const MAGIC_120: u32 = 0xffff_fff1;
+const MAGIC_116: u32 = 0xffff_fffa;
+const MAGIC_12: u32 = 0xffff_fffb;
+
+/// Longest function or file name read (Go names can be long with generics, but not this long).
+const MAX_NAME: usize = 1 << 16;
+
+#[derive(Clone)]
+pub(crate) struct Pclntab {
+    data: Vec<u8>,
+    pub vaddr: u64,
+    pub magic: u32,
+    pub min_lc: u8,
+    pub nfunc: usize,
+    pub header_text_start: u64,
+    pub text_start: u64,
+    funcname_off: usize,
+    cu_off: usize,
+    filetab_off: usize,
+    pctab_off: usize,
+    pcln_off: usize,
+}
+
+impl std::fmt::Debug for Pclntab {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pclntab")
+            .field("vaddr", &format_args!("{:#x}", self.vaddr))
+            .field("magic", &format_args!("{:#x}", self.magic))
+            .field("nfunc", &self.nfunc)
+            .field("text_start", &format_args!("{:#x}", self.text_start))
+            .finish()
+    }
+}
+
+/// Fields of one `_func` record that the lookups need.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FuncRec {
+    pub entry: u64,
+    pub name_off: i32,
+    pub pcfile: u32,
+    pub pcln: u32,
+    pub cu_offset: u32,
+}
+
+/// Does `b` start with a plausible 64-bit pclntab header?
+pub(crate) fn looks_like_header(b: &[u8]) -> bool {
+    let Some(m) = rd_u32(b, 0) else { return false };
+    (m == MAGIC_118 || m == MAGIC_120)
+        && b.len() >= 72
+        && b[4] == 0
+        && b[5] == 0
+        && matches!(b[6], 1 | 2 | 4)
+        && b[7] == 8
+}
+
+impl Pclntab {
+    /// Parses the header of the table in `data` (the table starts at `data[0]`, mapped at `vaddr`).
+    /// Copies `data` so that the result owns everything it needs for later lookups.
+    pub fn parse(data: &[u8], vaddr: u64) -> Result<Pclntab> {
+        let magic = rd_u32(data, 0).ok_or_else(|| InspectError::truncated("pclntab header"))?;
+        match magic {
+            MAGIC_118 | MAGIC_120 => {}
+            MAGIC_116 | MAGIC_12 => {
+                return Err(InspectError::UnsupportedGoVersion {
+                    version: if magic == MAGIC_116 { "go1.16-1.17".into() } else { "go1.2-1.15".into() },
+                    reason: "pclntab format predates Go 1.18; goscope supports Go 1.19 and newer".into(),
+                });
+            }
+            _ => return Err(InspectError::malformed(format!("unknown pclntab magic {magic:#x}"))),
+        }
+        if data.len() < 72 {
+            return Err(InspectError::truncated("pclntab header"));
+        }
+        if data[4] != 0 || data[5] != 0 || !matches!(data[6], 1 | 2 | 4) {
+            return Err(InspectError::malformed("pclntab header has bad padding or pc quantum"));
+        }
+        if data[7] != 8 {
+            return Err(InspectError::UnsupportedArch {
+                arch: format!("{}-byte pointers", data[7]),
+                reason: "only 64-bit Go binaries are supported".into(),
+            });
+        }
+        let field = |i: usize| rd_u64(data, 8 + 8 * i).unwrap_or(u64::MAX);
+        let len = data.len() as u64;
+        let nfunc = field(0);
+        let header_text_start = field(2);
+        let offs: Vec<u64> = (3..8).map(field).collect();
+        for (i, o) in offs.iter().enumerate() {
+            if *o >= len {
+                return Err(InspectError::truncated(format!("pclntab table #{i} (offset {o:#x})")));
+            }
+        }
+        let pcln_off = offs[4];
+        // functab: nfunc+1 pairs of u32.
+        let need = nfunc
+            .checked_add(1)
+            .and_then(|n| n.checked_mul(8))
+            .and_then(|n| n.checked_add(pcln_off));
+        if need.is_none_or(|n| n > len) {
+            return Err(InspectError::truncated(format!("pclntab functab ({nfunc} functions)")));
+        }
+        Ok(Pclntab {
+            data: data.to_vec(),
+            vaddr,
+            magic,
+            min_lc: data[6],
+            nfunc: nfunc as usize,
+            header_text_start,
+            text_start: header_text_start,
+            funcname_off: offs[0] as usize,
+            cu_off: offs[1] as usize,
+            filetab_off: offs[2] as usize,
+            pctab_off: offs[3] as usize,
+            pcln_off: pcln_off as usize,
+        })
+    }
+
+    fn functab(&self, i: usize) -> Option<(u32, u32)> {
+        let o = self.pcln_off.checked_add(i.checked_mul(8)?)?;
+        Some((rd_u32(&self.data, o)?, rd_u32(&self.data, o + 4)?))
+    }
+
+    /// Entry address of function `i` (or the end of text for `i == nfunc`).
+    pub fn entry(&self, i: usize) -> Option<u64> {
+        let (e, _) = self.functab(i)?;
+        self.text_start.checked_add(u64::from(e))
+    }
+
+    /// End of function `i`: the next function's entry.
+    pub fn end(&self, i: usize) -> Option<u64> {
+        self.entry(i + 1)
+    }
+
+    pub fn func(&self, i: usize) -> Option<FuncRec> {
+        if i >= self.nfunc {
+            return None;
+        }
+        let (entryoff, funcoff) = self.functab(i)?;
+        let base = self.pcln_off.checked_add(funcoff as usize)?;
+        let r = |k: usize| rd_u32(&self.data, base + 4 * k);
+        Some(FuncRec {
+            entry: self.text_start.checked_add(u64::from(entryoff))?,
+            name_off: r(1)? as i32,
+            pcfile: r(5)?,
+            pcln: r(6)?,
+            cu_offset: r(8)?,
+        })
+    }
+
+    /// Index of the function containing `pc`.
+    pub fn find(&self, pc: u64) -> Option<usize> {
+        let rel = pc.checked_sub(self.text_start)?;
+        if self.nfunc == 0 {
+            return None;
+        }
+        let end = u64::from(self.functab(self.nfunc)?.0);
+        if rel >= end {
+            return None;
+        }
+        // Largest i with entryoff(i) <= rel.
+        let (mut lo, mut hi) = (0usize, self.nfunc);
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            if u64::from(self.functab(mid)?.0) <= rel {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        if u64::from(self.functab(lo)?.0) <= rel { Some(lo) } else { None }
+    }
+
+    pub fn name(&self, f: &FuncRec) -> Option<&str> {
+        if f.name_off < 0 {
+            return None;
+        }
+        self.cstr(self.funcname_off.checked_add(f.name_off as usize)?)
+    }
+
+    fn cstr(&self, off: usize) -> Option<&str> {
+        let rest = self.data.get(off..)?;
+        let rest = &rest[..rest.len().min(MAX_NAME)];
+        let n = rest.iter().position(|&b| b == 0)?;
+        std::str::from_utf8(&rest[..n]).ok()
+    }
+
+    /// Value of the pc-value table at `table_off` for `target` in the function starting at `entry`.
+    pub fn pcvalue(&self, table_off: u32, entry: u64, target: u64) -> Option<i32> {
+        if table_off == 0 {
+            return None;
+        }
+        let start = self.pctab_off.checked_add(table_off as usize)?;
+        decode_pcvalue(self.data.get(start..)?, entry, target, self.min_lc)
+    }
+
+    /// File name of file number `fileno` of the compilation unit `cu_offset`.
+    pub fn file(&self, cu_offset: u32, fileno: i32) -> Option<&str> {
+        if fileno < 0 {
+            return None;
+        }
+        let idx = (cu_offset as usize).checked_add(fileno as usize)?;
+        let off = rd_u32(&self.data, self.cu_off.checked_add(idx.checked_mul(4)?)?)?;
+        if off == u32::MAX {
+            return None;
+        }
+        self.cstr(self.filetab_off.checked_add(off as usize)?)
+    }
+
+    /// (function name, file, line, entry) for `pc`.
+    pub fn lookup(&self, pc: u64) -> Option<(String, String, u32, u64)> {
+        let i = self.find(pc)?;
+        let f = self.func(i)?;
+        let name = self.name(&f)?.to_string();
+        let fileno = self.pcvalue(f.pcfile, f.entry, pc);
+        let line = self.pcvalue(f.pcln, f.entry, pc);
+        let file = fileno.and_then(|n| self.file(f.cu_offset, n)).unwrap_or("?").to_string();
+        let line = line.filter(|l| *l >= 0).map(|l| l as u32).unwrap_or(0);
+        Some((name, file, line, f.entry))
+    }
+
+    /// Every function as (name, entry, end).
+    pub fn functions(&self) -> impl Iterator<Item = (&str, u64, u64)> + '_ {
+        (0..self.nfunc).filter_map(move |i| {
+            let f = self.func(i)?;
+            let name = self.name(&f)?;
+            Some((name, f.entry, self.end(i)?))
+        })
+    }
+}
+
+/// Go's pc-value encoding: starting from `val = -1, pc = entry`, pairs of
+/// (zig-zag uvarint value delta, uvarint pc delta × quantum); a zero value delta other than the
+/// first ends the table. Returns the value in force at `target`.
+pub(crate) fn decode_pcvalue(p: &[u8], entry: u64, target: u64, quantum: u8) -> Option<i32> {
+    let mut pos = 0usize;
+    let mut val: i32 = -1;
+    let mut pc = entry;
+    let mut first = true;
+    loop {
+        let (uvdelta, n) = varint32(p.get(pos..)?)?;
+        if uvdelta == 0 && !first {
+            return None;
+        }
+        pos += n;
+        let delta = (-((uvdelta & 1) as i32)) ^ ((uvdelta >> 1) as i32);
+        val = val.wrapping_add(delta);
+        let (pcdelta, n) = varint32(p.get(pos..)?)?;
+        pos += n;
+        pc = pc.checked_add(u64::from(pcdelta) * u64::from(quantum))?;
+        if target < pc {
+            return Some(val);
+        }
+        first = false;
+    }
+}
+
+fn varint32(b: &[u8]) -> Option<(u32, usize)> {
+    let mut v: u32 = 0;
+    let mut shift = 0u32;
+    for (i, &byte) in b.iter().enumerate().take(5) {
+        v |= u32::from(byte & 0x7f).checked_shl(shift).unwrap_or(0);
+        if byte & 0x80 == 0 {
+            return Some((v, i + 1));
+        }
+        shift += 7;
+    }
+    None
+}
+
+pub(crate) fn rd_u32(b: &[u8], off: usize) -> Option<u32> {
+    crate::elf::le_u32(b, off)
+}
+
+pub(crate) fn rd_u64(b: &[u8], off: usize) -> Option<u64> {
+    crate::elf::le_u64(b, off)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn zz(v: i32) -> u32 {
+        ((v << 1) ^ (v >> 31)) as u32
+    }
+
+    fn uv(mut v: u32, out: &mut Vec<u8>) {
+        while v >= 0x80 {
+            out.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    }
+
+    /// Encodes (value, pc-length) runs the way cmd/internal/obj does.
+    fn encode(runs: &[(i32, u32)], quantum: u32) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut prev = -1;
+        for &(v, len) in runs {
+            uv(zz(v - prev), &mut out);
+            uv(len / quantum, &mut out);
+            prev = v;
+        }
+        out.push(0);
+        out
+    }
+
+    #[test]
+    fn pcvalue_basic() {
+        // line 10 for [0,4), line 12 for [4,300), line 11 for [300,310)
+        let t = encode(&[(10, 4), (12, 296), (11, 10)], 1);
+        let e = 0x401000;
+        assert_eq!(decode_pcvalue(&t, e, e, 1), Some(10));
+        assert_eq!(decode_pcvalue(&t, e, e + 3, 1), Some(10));
+        assert_eq!(decode_pcvalue(&t, e, e + 4, 1), Some(12));
+        assert_eq!(decode_pcvalue(&t, e, e + 299, 1), Some(12));
+        assert_eq!(decode_pcvalue(&t, e, e + 300, 1), Some(11));
+        assert_eq!(decode_pcvalue(&t, e, e + 309, 1), Some(11));
+        assert_eq!(decode_pcvalue(&t, e, e + 310, 1), None);
+    }
+
+    #[test]
+    fn pcvalue_first_zero_delta_and_quantum() {
+        // First value -1 (delta 0 allowed only first), then 0, with arm64 quantum 4.
+        let t = encode(&[(-1, 8), (0, 16)], 4);
+        assert_eq!(decode_pcvalue(&t, 0x1000, 0x1004, 4), Some(-1));
+        assert_eq!(decode_pcvalue(&t, 0x1000, 0x1008, 4), Some(0));
+        assert_eq!(decode_pcvalue(&t, 0x1000, 0x1017, 4), Some(0));
+        assert_eq!(decode_pcvalue(&t, 0x1000, 0x1018, 4), None);
+    }
+
+    #[test]
+    fn pcvalue_negative_and_truncated() {
+        let t = encode(&[(100, 2), (-5, 2), (70000, 200)], 1);
+        assert_eq!(decode_pcvalue(&t, 0, 2, 1), Some(-5));
+        assert_eq!(decode_pcvalue(&t, 0, 201, 1), Some(70000));
+        for cut in 0..t.len() - 1 {
+            // Never panics; a cut table either still answers early pcs or returns None.
+            let _ = decode_pcvalue(&t[..cut], 0, 201, 1);
+        }
+        assert_eq!(decode_pcvalue(&[], 0, 0, 1), None);
+        assert_eq!(decode_pcvalue(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff], 0, 0, 1), None);
+    }
+
+    #[test]
+    fn header_rejects_garbage() {
+        assert!(Pclntab::parse(&[0u8; 10], 0).is_err());
+        let mut h = vec![0u8; 72];
+        h[..4].copy_from_slice(&MAGIC_120.to_le_bytes());
+        h[6] = 1;
+        h[7] = 8;
+        // nfunc huge
+        h[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert!(Pclntab::parse(&h, 0).is_err());
+        h[8..16].copy_from_slice(&0u64.to_le_bytes());
+        for i in 3..8 {
+            h[8 + 8 * i..16 + 8 * i].copy_from_slice(&64u64.to_le_bytes());
+        }
+        let p = Pclntab::parse(&h, 0).unwrap();
+        assert_eq!(p.find(0x1000), None);
+        assert_eq!(p.functions().count(), 0);
+        h[..4].copy_from_slice(&MAGIC_116.to_le_bytes());
+        assert!(matches!(Pclntab::parse(&h, 0), Err(InspectError::UnsupportedGoVersion { .. })));
+    }
+}

@@ -1,0 +1,415 @@
+//! Uprobe placement on amd64 Go runtime functions, by decoding with iced-x86.
+//!
+//! The kernel (arch/x86/kernel/uprobes.c) *emulates* a few instruction classes at a uprobe:
+//! `PUSH r64` (0x50-0x57, 0x41 0x50-0x57), `Jcc`/`JMP` rel8/rel32 without a 0x66 prefix, `CALL
+//! rel32`, and the one-byte `NOP` 0x90. Everything else is single-stepped out of line, which
+//! costs ~5 µs per hit instead of ~1 µs. Go functions start with the stack check
+//! `CMP RSP, [R14+0x10]` (single-stepped), so +0 is the worst place for an entry probe.
+//!
+//! Entry rule ([`place_entry`]): decode from the entry; an instruction is a candidate if it is
+//! emulated and comes before any write to the function's integer argument registers, before any
+//! CALL, and before the first conditional branch other than the stack-check Jcc (the Jcc right
+//! after `CMP RSP|R12, [R14+0x10]`). Preference: `PUSH RBP` (fires once per call, and kernels
+//! with `is_uprobe_at_func_entry` keep the caller in user stack traces) > any later emulated
+//! instruction still before clobbers (fires once) > the stack-check Jcc itself (fires twice when
+//! the stack must grow, since morestack restarts the function at +0).
+//!
+//! `GoroutineCreated` is placed on every `RET` of `runtime.newproc1`, where RAX holds the new
+//! `*g` — never a uretprobe (they crash Go programs whose goroutines migrate threads).
+
+use iced_x86::{
+    Code, Decoder, DecoderOptions, FlowControl, Formatter, Instruction, InstructionInfoFactory,
+    IntelFormatter, OpAccess, OpKind, Register,
+};
+use serde::Serialize;
+
+/// Which goroutine lifecycle event a probe reports.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum ProbeKind {
+    /// `runtime.newproc1` returned a new goroutine (RET sites).
+    GoroutineCreated,
+    /// `runtime.gopark` entry.
+    GoroutineParked,
+    /// `runtime.ready` entry.
+    GoroutineReady,
+    /// `runtime.goexit1` entry.
+    GoroutineExited,
+}
+
+impl ProbeKind {
+    /// All kinds, in a stable order.
+    pub const ALL: [ProbeKind; 4] = [
+        ProbeKind::GoroutineCreated,
+        ProbeKind::GoroutineParked,
+        ProbeKind::GoroutineReady,
+        ProbeKind::GoroutineExited,
+    ];
+
+    /// Name of the eBPF program attached for this kind.
+    pub fn program_name(self) -> &'static str {
+        match self {
+            ProbeKind::GoroutineCreated => "goroutine_created",
+            ProbeKind::GoroutineParked => "goroutine_parked",
+            ProbeKind::GoroutineReady => "goroutine_ready",
+            ProbeKind::GoroutineExited => "goroutine_exited",
+        }
+    }
+
+    /// Runtime function the probe goes into.
+    pub fn function(self) -> &'static str {
+        match self {
+            ProbeKind::GoroutineCreated => "runtime.newproc1",
+            ProbeKind::GoroutineParked => "runtime.gopark",
+            ProbeKind::GoroutineReady => "runtime.ready",
+            ProbeKind::GoroutineExited => "runtime.goexit1",
+        }
+    }
+
+    /// Number of integer register arguments at entry (ABIInternal: RAX, RBX, RCX, RDI, RSI, R8-R11)
+    /// in the measured versions (1.19-1.27); None = unknown, assume all nine.
+    pub(crate) fn arg_count(self, minor: u32) -> Option<usize> {
+        if minor > crate::layout::NEWEST_MINOR {
+            return None;
+        }
+        Some(match self {
+            ProbeKind::GoroutineCreated => {
+                if minor >= 23 {
+                    5
+                } else {
+                    3
+                }
+            }
+            ProbeKind::GoroutineParked => 5,
+            ProbeKind::GoroutineReady => 3,
+            ProbeKind::GoroutineExited => 0,
+        })
+    }
+}
+
+/// Where to attach one uprobe.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProbeSite {
+    /// Event kind.
+    pub probe: ProbeKind,
+    /// Function symbol ("runtime.gopark").
+    pub symbol: String,
+    /// Bytes from the symbol's entry.
+    pub offset: u64,
+    /// Link-time virtual address.
+    pub address: u64,
+    /// Offset in the ELF file (what a uprobe attaches to), correct for PIE.
+    pub file_offset: u64,
+    /// The instruction at the site, Intel syntax ("push rbp").
+    pub instruction: String,
+    /// Why this site was chosen.
+    pub why: String,
+}
+
+pub(crate) const ARG_REGS: [Register; 9] = [
+    Register::RAX,
+    Register::RBX,
+    Register::RCX,
+    Register::RDI,
+    Register::RSI,
+    Register::R8,
+    Register::R9,
+    Register::R10,
+    Register::R11,
+];
+
+/// Upper bound on instructions decoded for an entry probe.
+const MAX_PROLOGUE_INSNS: usize = 64;
+
+/// A chosen in-function site.
+#[derive(Debug, Clone)]
+pub(crate) struct Site {
+    pub offset: u64,
+    pub instruction: String,
+    pub why: String,
+}
+
+fn format(instr: &Instruction) -> String {
+    let mut f = IntelFormatter::new();
+    f.options_mut().set_space_after_operand_separator(true);
+    f.options_mut().set_show_branch_size(false);
+    let mut s = String::new();
+    f.format(instr, &mut s);
+    s
+}
+
+fn is_push(raw: &[u8]) -> bool {
+    matches!(raw, [0x50..=0x57] | [0x41, 0x50..=0x57])
+}
+
+fn is_rel_branch(raw: &[u8]) -> bool {
+    matches!(raw, [0x70..=0x7f, _] | [0xeb, _] | [0xe9, _, _, _, _] | [0x0f, 0x80..=0x8f, _, _, _, _])
+}
+
+fn is_emulated(raw: &[u8]) -> bool {
+    is_push(raw) || is_rel_branch(raw) || raw == [0x90]
+}
+
+/// `CMP RSP|R12, [R14+0x10]` — the Go stack-bound check.
+fn is_stack_check_cmp(instr: &Instruction) -> bool {
+    instr.code() == Code::Cmp_r64_rm64
+        && matches!(instr.op0_register(), Register::RSP | Register::R12)
+        && instr.op_count() == 2
+        && instr.op_kind(1) == OpKind::Memory
+        && instr.memory_base() == Register::R14
+        && instr.memory_index() == Register::None
+        && instr.memory_displacement64() == 0x10
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cand {
+    PushRbp,
+    StackJcc,
+    Other,
+}
+
+/// Chooses the cheapest safe entry-probe site. `code` is the function body starting at `entry`.
+pub(crate) fn place_entry(func: &str, code: &[u8], entry: u64, nargs: Option<usize>) -> Site {
+    let argregs: &[Register] = &ARG_REGS[..nargs.unwrap_or(9).min(9)];
+    let arg_desc = if argregs.is_empty() {
+        "it takes no register arguments".to_string()
+    } else {
+        format!(
+            "argument registers {} are still intact",
+            argregs.iter().map(|r| format!("{r:?}")).collect::<Vec<_>>().join(",")
+        )
+    };
+    let mut decoder = Decoder::with_ip(64, code, entry, DecoderOptions::NONE);
+    let mut factory = InstructionInfoFactory::new();
+    let mut instr = Instruction::default();
+    let mut prev_stack_cmp = false;
+    let mut stack_jcc_off: Option<u64> = None;
+    let mut cands: Vec<(u64, Cand, String, &'static str)> = Vec::new();
+    let mut stop_reason = "end of decoded prologue";
+    let mut first_text = String::new();
+    for n in 0..MAX_PROLOGUE_INSNS {
+        if !decoder.can_decode() {
+            break;
+        }
+        decoder.decode_out(&mut instr);
+        if instr.is_invalid() {
+            stop_reason = "undecodable instruction";
+            break;
+        }
+        let off = instr.ip() - entry;
+        let Some(raw) = code.get(off as usize..off as usize + instr.len()) else { break };
+        if n == 0 {
+            first_text = format(&instr);
+        }
+        let stack_jcc = prev_stack_cmp && instr.is_jcc_short_or_near();
+        if is_emulated(raw) {
+            let kind = if raw == [0x55] {
+                Cand::PushRbp
+            } else if stack_jcc {
+                Cand::StackJcc
+            } else {
+                Cand::Other
+            };
+            let what = if is_push(raw) {
+                "PUSH (push emulation)"
+            } else if raw == [0x90] {
+                "NOP (nop emulation)"
+            } else {
+                "relative branch (branch emulation)"
+            };
+            cands.push((off, kind, format(&instr), what));
+        }
+        if stack_jcc {
+            stack_jcc_off = Some(off);
+        }
+        match instr.flow_control() {
+            FlowControl::Next => {}
+            FlowControl::ConditionalBranch if stack_jcc => {}
+            FlowControl::ConditionalBranch => {
+                stop_reason = "first conditional branch in the body";
+                break;
+            }
+            FlowControl::Call | FlowControl::IndirectCall => {
+                stop_reason = "a CALL (clobbers every register)";
+                break;
+            }
+            _ => {
+                stop_reason = "end of straight-line code";
+                break;
+            }
+        }
+        let info = factory.info(&instr);
+        let clobbers = info.used_registers().iter().any(|u| {
+            matches!(
+                u.access(),
+                OpAccess::Write | OpAccess::CondWrite | OpAccess::ReadWrite | OpAccess::ReadCondWrite
+            ) && argregs.contains(&u.register().full_register())
+        });
+        if clobbers {
+            stop_reason = "the first write to an argument register";
+            break;
+        }
+        prev_stack_cmp = is_stack_check_cmp(&instr);
+    }
+
+    let after_check = |off: u64| stack_jcc_off.is_none_or(|j| off > j);
+    if let Some((off, _, text, _)) =
+        cands.iter().find(|(off, k, _, _)| *k == Cand::PushRbp && after_check(*off))
+    {
+        return Site {
+            offset: *off,
+            instruction: text.clone(),
+            why: format!(
+                "PUSH RBP at {func}+{off}: emulated by the kernel (no single-step, ~1 us/hit vs ~5 us at +0), \
+                 after the stack check so it fires once per call even when the stack grows, and uprobe-at-entry \
+                 stack walks still see the caller; {arg_desc}"
+            ),
+        };
+    }
+    if let Some((off, _, text, what)) =
+        cands.iter().find(|(off, k, _, _)| *k == Cand::Other && after_check(*off))
+    {
+        return Site {
+            offset: *off,
+            instruction: text.clone(),
+            why: format!(
+                "{what} at {func}+{off}: emulated by the kernel, reached on every call after the stack check \
+                 (fires once per call), before any CALL, body branch or argument write; {arg_desc}"
+            ),
+        };
+    }
+    if let Some((off, _, text, _)) = cands.iter().find(|(_, k, _, _)| *k == Cand::StackJcc) {
+        return Site {
+            offset: *off,
+            instruction: text.clone(),
+            why: format!(
+                "stack-check Jcc at {func}+{off}: emulated by the kernel and {arg_desc}, but it FIRES TWICE for a \
+                 call that grows the stack (morestack restarts the function at +0) and the caller is missing \
+                 from kernel stack traces (frame not pushed yet); no later emulated instruction precedes {stop_reason}"
+            ),
+        };
+    }
+    if let Some((off, _, text, what)) = cands.first() {
+        return Site {
+            offset: *off,
+            instruction: text.clone(),
+            why: format!(
+                "{what} at {func}+{off}: the only emulated instruction before {stop_reason}; it precedes the stack \
+                 check, so it fires again when the stack grows"
+            ),
+        };
+    }
+    Site {
+        offset: 0,
+        instruction: first_text,
+        why: format!(
+            "fallback to {func}+0: no kernel-emulated instruction (PUSH/Jcc/JMP/NOP) before {stop_reason}; +0 is \
+             single-stepped (~5 us per hit)"
+        ),
+    }
+}
+
+/// Every one-byte `RET` (0xC3) in `code` (decoded linearly from `entry`): (offset, text).
+pub(crate) fn find_rets(code: &[u8], entry: u64) -> Vec<(u64, String)> {
+    let mut decoder = Decoder::with_ip(64, code, entry, DecoderOptions::NONE);
+    let mut instr = Instruction::default();
+    let mut out = Vec::new();
+    while decoder.can_decode() {
+        decoder.decode_out(&mut instr);
+        let off = instr.ip() - entry;
+        if instr.code() == Code::Retnq && code.get(off as usize) == Some(&0xc3) && instr.len() == 1 {
+            out.push((off, format(&instr)));
+        }
+    }
+    out
+}
+
+/// Memory operands with a base register (not RIP/RSP) and no index anywhere in `code`:
+/// (displacement, written, size in bytes; 0 for LEA and for `ADD reg, imm` whose immediate is
+/// recorded as the displacement).
+pub(crate) fn displacements(code: &[u8], entry: u64) -> Vec<(u64, bool, usize)> {
+    let mut decoder = Decoder::with_ip(64, code, entry, DecoderOptions::NONE);
+    let mut factory = InstructionInfoFactory::new();
+    let mut instr = Instruction::default();
+    let mut out = Vec::new();
+    while decoder.can_decode() {
+        decoder.decode_out(&mut instr);
+        if matches!(instr.code(), Code::Add_rm64_imm8 | Code::Add_rm64_imm32 | Code::Add_RAX_imm32)
+            && instr.op0_kind() == OpKind::Register
+        {
+            // `ADDQ $off, reg` computes a field address the way LEA does (e.g. &c.lock).
+            out.push((instr.immediate64(), false, 0));
+            continue;
+        }
+        if instr.is_invalid() || !(0..instr.op_count()).any(|i| instr.op_kind(i) == OpKind::Memory) {
+            continue;
+        }
+        let base = instr.memory_base();
+        if matches!(base, Register::None | Register::RIP | Register::RSP | Register::ESP)
+            || instr.memory_index() != Register::None
+        {
+            continue;
+        }
+        let info = factory.info(&instr);
+        let write = info.used_memory().iter().any(|m| {
+            matches!(m.access(), OpAccess::Write | OpAccess::ReadWrite | OpAccess::CondWrite | OpAccess::ReadCondWrite)
+        });
+        let size = if instr.mnemonic() == iced_x86::Mnemonic::Lea { 0 } else { instr.memory_size().size() };
+        out.push((instr.memory_displacement64(), write, size));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // go1.21+ gopark prologue: CMP RSP,[R14+0x10]; JBE rel32; PUSH RBP; MOV RBP,RSP; SUB RSP,0x10;
+    // MOV RDX,[R14+0x30]; NOP
+    const GOPARK_121: &[u8] = &[
+        0x49, 0x3b, 0x66, 0x10, 0x0f, 0x86, 0xdc, 0x00, 0x00, 0x00, 0x55, 0x48, 0x89, 0xe5, 0x48, 0x83,
+        0xec, 0x10, 0x49, 0x8b, 0x56, 0x30, 0x90,
+    ];
+    // go1.19: CMP; JBE rel32; SUB RSP,0x18; MOV [RSP+0x10],RBP; LEA RBP,[RSP+0x10]; MOV RDX,[R14+0x30]; NOP
+    const GOPARK_119: &[u8] = &[
+        0x49, 0x3b, 0x66, 0x10, 0x0f, 0x86, 0xe9, 0x00, 0x00, 0x00, 0x48, 0x83, 0xec, 0x18, 0x48, 0x89,
+        0x6c, 0x24, 0x10, 0x48, 0x8d, 0x6c, 0x24, 0x10, 0x49, 0x8b, 0x56, 0x30, 0x90,
+    ];
+
+    #[test]
+    fn push_rbp_preferred() {
+        let s = place_entry("runtime.gopark", GOPARK_121, 0x1000, Some(5));
+        assert_eq!(s.offset, 10);
+        assert_eq!(s.instruction, "push rbp");
+    }
+
+    #[test]
+    fn go119_uses_nop_after_frame() {
+        let s = place_entry("runtime.gopark", GOPARK_119, 0x1000, Some(5));
+        assert_eq!(s.offset, 28, "{s:?}");
+        assert_eq!(s.instruction, "nop");
+        // If RDX counted as an argument (all nine do not include it) it would still be 28;
+        // clobbering RAX before the NOP leaves only the stack-check Jcc.
+        let mut code = GOPARK_119.to_vec();
+        code[24..28].copy_from_slice(&[0x49, 0x8b, 0x46, 0x30]); // MOV RAX,[R14+0x30]
+        let s = place_entry("runtime.gopark", &code, 0x1000, None);
+        assert_eq!(s.offset, 4, "{s:?}");
+        assert!(s.why.contains("FIRES TWICE"));
+    }
+
+    #[test]
+    fn fallback_to_zero() {
+        // MOV RAX, RBX; RET
+        let s = place_entry("f", &[0x48, 0x89, 0xd8, 0xc3], 0x1000, None);
+        assert_eq!(s.offset, 0);
+        assert!(s.why.contains("fallback"));
+    }
+
+    #[test]
+    fn rets() {
+        // push rbp; ret; int3; ret
+        let r = find_rets(&[0x55, 0xc3, 0xcc, 0xc3], 0x2000);
+        assert_eq!(r.iter().map(|x| x.0).collect::<Vec<_>>(), vec![1, 3]);
+        assert_eq!(r[0].1, "ret");
+    }
+}
