@@ -32,6 +32,12 @@ pub enum AttachError {
         #[source]
         source: goscope_inspect::InspectError,
     },
+    #[error("{path}: {source}")]
+    Binary {
+        path: String,
+        #[source]
+        source: goscope_inspect::InspectError,
+    },
     #[error("PID {pid} ({exe}) runs {version}, which goscope cannot watch: {reasons}")]
     Unsupported {
         pid: u32,

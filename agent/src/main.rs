@@ -76,7 +76,8 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("goscope: {e:#}");
+            // Every error's message already names its cause: print it once, on one line.
+            eprintln!("goscope: {e}");
             ExitCode::FAILURE
         }
     }

@@ -1,0 +1,372 @@
+//! End-to-end checks against real Go binaries built from tests/testdata/prog by several
+//! toolchains: version, symbols (stripped pclntab vs unstripped symtab vs `go tool addr2line`),
+//! layout (stripped table vs DWARF), wait reasons and probe sites.
+//!
+//! Always tested: the installed go, go1.19, go1.21, go1.23. With GOSCOPE_TEST_ALL_GO=1 also
+//! go1.20, 1.22, 1.24, 1.25, 1.27 (every checked-in offsets table).
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use common::{Toolchain, Variant, fixture_or_skip, go_version, skip};
+use goscope_inspect::{Arch, GoBinary, OffsetsSource, ProbeKind, table_layout, table_wait_reasons};
+
+fn open(p: &Path) -> GoBinary {
+    GoBinary::open(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// Expected wait reason codes for "chan receive", "chan send", "select".
+fn chan_codes(minor: u32) -> (u8, u8, u8) {
+    if minor >= 26 { (19, 20, 18) } else { (14, 15, 9) }
+}
+
+/// Names that appear more than once in pclntab (assembly ABI0 + ABIInternal pairs).
+fn duplicate_names(b: &GoBinary) -> HashSet<String> {
+    let mut seen = HashSet::new();
+    let mut dup = HashSet::new();
+    for f in b.pclntab_functions() {
+        if !seen.insert(f.name.clone()) {
+            dup.insert(f.name);
+        }
+    }
+    dup
+}
+
+/// `go tool addr2line` of the installed toolchain, as an independent oracle.
+fn addr2line(bin: &Path, pcs: &[u64]) -> Option<Vec<(String, String, u32)>> {
+    let mut child = Command::new("go")
+        .env("GOTOOLCHAIN", "local")
+        .args(["tool", "addr2line"])
+        .arg(bin)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let mut input = String::new();
+    for pc in pcs {
+        input.push_str(&format!("{pc:#x}\n"));
+    }
+    child.stdin.take()?.write_all(input.as_bytes()).ok()?;
+    let out = child.wait_with_output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let lines: Vec<&str> = text.lines().collect();
+    let mut res = Vec::new();
+    for pair in lines.chunks(2) {
+        let func = pair.first()?.to_string();
+        let (file, line) = pair.get(1)?.rsplit_once(':')?;
+        res.push((func, file.to_string(), line.parse().ok()?));
+    }
+    (res.len() == pcs.len()).then_some(res)
+}
+
+fn check_toolchain(tc: Toolchain) {
+    let version = match go_version(tc) {
+        Ok(v) => v,
+        Err(e) => return skip(&e),
+    };
+    let Some(plain_p) = fixture_or_skip(tc, Variant::Plain) else { return };
+    let plain = open(&plain_p);
+    let v = &plain.build_info().go_version;
+    assert_eq!(v.raw.split(' ').next().unwrap(), version, "version string");
+    assert_eq!(v.major, 1);
+    let minor = v.minor;
+    eprintln!("checking {version} (go1.{minor})");
+
+    // --- Build info.
+    let bi = plain.build_info();
+    assert_eq!(bi.module, "example.com/goscopefixture");
+    assert!(bi.settings.iter().any(|(k, v)| k == "GOARCH" && v == "amd64"), "{:?}", bi.settings);
+    assert!(!bi.cgo);
+    assert!(bi.build_id.as_deref().is_some_and(|id| id.contains('/')), "{:?}", bi.build_id);
+    assert_eq!(plain.arch(), Arch::Amd64);
+    assert!(!plain.stripped());
+    assert!(!plain.pie());
+    assert_eq!(plain.offsets_source(), OffsetsSource::Dwarf);
+
+    // --- DWARF layout equals the checked-in table for this version.
+    let table = table_layout(minor).unwrap_or_else(|| panic!("no table for go1.{minor}"));
+    assert_eq!(plain.layout().entries(), table.entries(), "DWARF layout vs offsets/go1.{minor}.txt");
+    assert_eq!(plain.layout().g_parent_goid.is_some(), minor >= 21);
+
+    // --- Wait reasons from the binary.
+    let wr = plain.wait_reasons();
+    assert_eq!(wr.source(), "binary");
+    let (recv, send, sel) = chan_codes(minor);
+    assert_eq!(wr.code_of("chan receive"), Some(recv));
+    assert_eq!(wr.code_of("chan send"), Some(send));
+    assert_eq!(wr.code_of("select"), Some(sel));
+    assert_eq!(wr.name(recv), Some("chan receive"));
+    assert_eq!(wr.names(), table_wait_reasons(minor).unwrap().as_slice());
+
+    // --- Probe sites.
+    check_probe_sites(&plain, &plain_p, minor);
+    assert!(plain.support().supported, "{:?}", plain.support());
+
+    // --- Symbolization against go tool addr2line (independent implementation).
+    let gopark = plain.symtab_function("runtime.gopark").expect("symtab gopark");
+    let fr = plain.symbolize(gopark.entry + 4).unwrap();
+    assert_eq!(fr.function, "runtime.gopark");
+    assert_eq!(fr.entry, gopark.entry);
+    assert!(fr.file.ends_with("runtime/proc.go"), "{}", fr.file);
+    assert!(fr.line > 0);
+    let funcs = plain.pclntab_functions();
+    let pcs: Vec<u64> = funcs
+        .iter()
+        .step_by((funcs.len() / 150).max(1))
+        .flat_map(|f| [f.entry, f.entry + (f.end - f.entry) / 2])
+        .collect();
+    match addr2line(&plain_p, &pcs) {
+        Some(oracle) => {
+            let mut mismatches = 0;
+            for (pc, (func, file, line)) in pcs.iter().zip(&oracle) {
+                let ours = plain.symbolize(*pc).unwrap_or_else(|| panic!("no frame for {pc:#x}"));
+                if &ours.function != func || &ours.file != file || ours.line != *line {
+                    mismatches += 1;
+                    eprintln!("{pc:#x}: ours {ours:?} vs addr2line {func} {file}:{line}");
+                }
+            }
+            assert_eq!(mismatches, 0, "symbolization differs from go tool addr2line");
+        }
+        None => eprintln!("note: go tool addr2line unavailable; oracle check skipped"),
+    }
+
+    // --- Stripped twin: pclntab entries == unstripped symtab, table layout == DWARF layout.
+    for (full_v, stripped_v) in [
+        (Variant::Plain, Variant::Stripped),
+        (Variant::ExtLink, Variant::ExtLinkStripped),
+        (Variant::Pie, Variant::PieStripped),
+    ] {
+        let Some(full_p) = fixture_or_skip(tc, full_v) else { continue };
+        let Some(stripped_p) = fixture_or_skip(tc, stripped_v) else { continue };
+        let full = open(&full_p);
+        let stripped = open(&stripped_p);
+        let what = format!("{version} {}", stripped_v.name());
+        assert!(stripped.stripped(), "{what}");
+        assert!(stripped.symtab_function("runtime.gopark").is_none(), "{what}: symtab expected gone");
+        assert_eq!(stripped.offsets_source(), OffsetsSource::Table, "{what}");
+        assert_eq!(full.offsets_source(), OffsetsSource::Dwarf, "{what}");
+        assert_eq!(stripped.layout(), full.layout(), "{what}: table vs DWARF layout");
+        assert_eq!(stripped.wait_reasons(), full.wait_reasons(), "{what}: wait reasons");
+        assert_eq!(stripped.wait_reasons().source(), "binary", "{what}");
+        assert_eq!(stripped.build_info().go_version, full.build_info().go_version);
+        assert_eq!(stripped.text_start(), full.text_start(), "{what}: text start");
+        if let Some(rt) = full.symtab_function("runtime.text") {
+            assert_eq!(full.text_start(), rt.entry, "{what}: text start vs runtime.text symbol");
+        }
+        for name in ["runtime.gopark", "runtime.newproc1", "main.main", "runtime.ready", "runtime.goexit1"]
+        {
+            let sym = full.symtab_function(name).unwrap_or_else(|| panic!("{what}: {name} in symtab"));
+            let pc = stripped.pclntab_function(name).unwrap_or_else(|| panic!("{what}: {name} in pclntab"));
+            assert_eq!(pc.entry, sym.entry, "{what}: {name} entry");
+            let f = stripped.function(name).unwrap();
+            assert_eq!(f.entry, sym.entry, "{what}: {name} via function()");
+            let fr = stripped.symbolize(sym.entry + 1).unwrap();
+            assert_eq!(fr.function, name, "{what}");
+            assert_eq!(fr, full.symbolize(sym.entry + 1).unwrap(), "{what}: frames differ");
+        }
+        // Every pclntab function with a unique name matches the symtab entry of the full twin.
+        let dups = duplicate_names(&stripped);
+        let symtab: HashMap<String, u64> = full
+            .pclntab_functions()
+            .into_iter()
+            .filter_map(|f| full.symtab_function(&f.name).map(|s| (f.name, s.entry)))
+            .collect();
+        let mut checked = 0;
+        for f in stripped.pclntab_functions() {
+            if dups.contains(&f.name) {
+                continue;
+            }
+            if let Some(e) = symtab.get(&f.name) {
+                assert_eq!(f.entry, *e, "{what}: {}", f.name);
+                checked += 1;
+            }
+        }
+        assert!(checked > 1000, "{what}: only {checked} functions compared");
+        if stripped_v == Variant::ExtLinkStripped {
+            assert!(stripped.build_info().cgo, "{what}: cgo");
+        }
+        if stripped_v == Variant::PieStripped {
+            assert!(stripped.pie() && full.pie(), "{what}: pie");
+        }
+        check_probe_sites(&stripped, &stripped_p, minor);
+        check_probe_sites(&full, &full_p, minor);
+        assert_eq!(stripped.probe_sites(), full.probe_sites(), "{what}: probe sites");
+        assert!(stripped.support().supported, "{what}: {:?}", stripped.support());
+    }
+
+    // --- arm64 cross build: same offsets, symbols work, probes unsupported.
+    if let Some(arm_p) = fixture_or_skip(tc, Variant::Arm64) {
+        let arm = open(&arm_p);
+        assert_eq!(arm.arch(), Arch::Arm64);
+        assert_eq!(arm.layout(), plain.layout(), "arm64 offsets equal amd64 offsets");
+        assert_eq!(arm.wait_reasons(), plain.wait_reasons());
+        let gp = arm.symtab_function("runtime.gopark").unwrap();
+        assert_eq!(arm.pclntab_function("runtime.gopark").unwrap().entry, gp.entry);
+        assert_eq!(arm.symbolize(gp.entry + 8).unwrap().function, "runtime.gopark");
+        assert!(arm.probe_sites().is_empty());
+        let s = arm.support();
+        assert!(!s.supported && s.reasons.iter().any(|r| r.contains("amd64")), "{s:?}");
+    }
+}
+
+fn check_probe_sites(b: &GoBinary, path: &Path, minor: u32) {
+    let file = std::fs::read(path).unwrap();
+    let sites = b.probe_sites();
+    for kind in ProbeKind::ALL {
+        assert!(sites.iter().any(|s| s.probe == kind), "{}: no {kind:?} site", path.display());
+    }
+    for s in sites {
+        let f = b.function(&s.symbol).unwrap();
+        assert_eq!(s.address, f.entry + s.offset);
+        assert!(s.offset > 0, "{s:?}: never at +0");
+        assert!(s.address < f.end);
+        let byte = file[s.file_offset as usize];
+        match s.instruction.as_str() {
+            "push rbp" => assert_eq!(byte, 0x55, "{s:?}"),
+            "ret" => assert_eq!(byte, 0xc3, "{s:?}"),
+            "nop" => assert_eq!(byte, 0x90, "{s:?}"),
+            i if i.starts_with('j') => assert!(byte == 0x0f || (0x70..=0x7f).contains(&byte), "{s:?}"),
+            other => panic!("unexpected probe instruction {other}"),
+        }
+        assert!(!s.why.is_empty());
+    }
+    let gopark = sites.iter().find(|s| s.probe == ProbeKind::GoroutineParked).unwrap();
+    if minor >= 21 {
+        assert_eq!((gopark.offset, gopark.instruction.as_str()), (10, "push rbp"), "{gopark:?}");
+    } else {
+        // Go 1.19/1.20: no PUSH RBP; the NOP after the frame setup precedes any argument write.
+        assert_eq!((gopark.offset, gopark.instruction.as_str()), (28, "nop"), "{gopark:?}");
+    }
+    let ready = sites.iter().find(|s| s.probe == ProbeKind::GoroutineReady).unwrap();
+    if minor >= 21 {
+        assert_eq!(ready.instruction, "push rbp");
+    }
+    let rets: Vec<_> = sites.iter().filter(|s| s.probe == ProbeKind::GoroutineCreated).collect();
+    assert!(rets.iter().all(|s| s.instruction == "ret" && s.symbol == "runtime.newproc1"));
+}
+
+#[test]
+fn installed_go() {
+    check_toolchain(None);
+}
+
+#[test]
+fn go1_19() {
+    check_toolchain(Some("go1.19.13"));
+}
+
+#[test]
+fn go1_21() {
+    check_toolchain(Some("go1.21.13"));
+}
+
+#[test]
+fn go1_23() {
+    check_toolchain(Some("go1.23.12"));
+}
+
+fn all_go() -> bool {
+    std::env::var("GOSCOPE_TEST_ALL_GO").is_ok_and(|v| v == "1")
+}
+
+#[test]
+fn go1_20_22_24_25_27_when_requested() {
+    if !all_go() {
+        eprintln!("set GOSCOPE_TEST_ALL_GO=1 to also test go1.20, 1.22, 1.24, 1.25, 1.27");
+        return;
+    }
+    for tc in ["go1.20.14", "go1.22.12", "go1.24.13", "go1.25.14", "go1.27.4"] {
+        check_toolchain(Some(tc));
+    }
+}
+
+/// The code validator accepts a binary's own layout and rejects other versions' layouts.
+#[test]
+fn layout_validation_discriminates_versions() {
+    let mut bins = Vec::new();
+    for tc in [Some("go1.19.13"), Some("go1.21.13"), Some("go1.23.12"), None] {
+        if let Some(p) = fixture_or_skip(tc, Variant::Stripped) {
+            bins.push(p);
+        }
+    }
+    for p in bins {
+        let data = std::fs::read(&p).unwrap();
+        let b = GoBinary::from_bytes(&data).unwrap();
+        let own = b.build_info().go_version.minor;
+        for m in [19u32, 21, 23, 25, 26] {
+            let l = table_layout(m).unwrap();
+            let res = goscope_inspect::validate_layout(&data, &l);
+            let same_class = l == *b.layout() || {
+                // 1.19=1.20, 1.21~1.22, 1.23~1.24, 1.26=1.27 share every validated field.
+                let class = |m: u32| match m {
+                    19 | 20 => 0,
+                    21 | 22 => 1,
+                    23 | 24 => 2,
+                    25 => 3,
+                    _ => 4,
+                };
+                class(m) == class(own)
+            };
+            assert_eq!(res.is_ok(), same_class, "go1.{own} binary vs go1.{m} table: {res:?}");
+        }
+    }
+}
+
+/// Rewrites the version string in .go.buildinfo (same length) to simulate other toolchains.
+fn patch_version(data: &mut [u8], new: &str) {
+    let magic = b"\xff Go buildinf:";
+    let pos = data.windows(magic.len()).position(|w| w == magic).expect("buildinfo magic");
+    let len = data[pos + 32] as usize;
+    assert_eq!(len, new.len(), "replacement must keep the length");
+    data[pos + 33..pos + 33 + len].copy_from_slice(new.as_bytes());
+}
+
+#[test]
+fn newer_go_version_validated_or_rejected() {
+    // A go1.26 binary claiming go1.28: the newest table (1.27) matches it -> accepted.
+    if let Some(p) = fixture_or_skip(None, Variant::Stripped) {
+        let mut data = std::fs::read(&p).unwrap();
+        let orig = GoBinary::from_bytes(&data).unwrap();
+        let raw = orig.build_info().go_version.raw.clone();
+        if orig.build_info().go_version.minor >= 26 && raw.len() == "go1.26.8".len() {
+            patch_version(&mut data, "go1.28.0");
+            let b = GoBinary::from_bytes(&data).expect("validated newer version");
+            assert_eq!(b.build_info().go_version.minor, 28);
+            assert_eq!(b.offsets_source(), OffsetsSource::Table);
+            assert_eq!(b.layout(), &table_layout(27).unwrap());
+            let s = b.support();
+            assert!(s.supported, "{s:?}");
+            assert!(s.reasons.iter().any(|r| r.contains("validated")), "{s:?}");
+        }
+    }
+    // A go1.23 binary claiming go1.28 without DWARF: newest layout does not fit -> rejected.
+    if let Some(p) = fixture_or_skip(Some("go1.23.12"), Variant::Stripped) {
+        let mut data = std::fs::read(&p).unwrap();
+        patch_version(&mut data, "go1.28.99");
+        match GoBinary::from_bytes(&data) {
+            Err(goscope_inspect::InspectError::UnsupportedGoVersion { reason, .. }) => {
+                assert!(reason.contains("does not match"), "{reason}");
+            }
+            other => panic!("expected UnsupportedGoVersion, got {other:?}"),
+        }
+        // ... but with DWARF the layout is read from the binary and the version is fine.
+        if let Some(p) = fixture_or_skip(Some("go1.23.12"), Variant::Plain) {
+            let mut data = std::fs::read(&p).unwrap();
+            patch_version(&mut data, "go1.28.99");
+            let b = GoBinary::from_bytes(&data).unwrap();
+            assert_eq!(b.offsets_source(), OffsetsSource::Dwarf);
+            assert_eq!(b.layout(), &table_layout(23).unwrap());
+        }
+        // Older than 1.19 -> rejected.
+        patch_version(&mut data, "go1.18.10");
+        assert!(matches!(
+            GoBinary::from_bytes(&data),
+            Err(goscope_inspect::InspectError::UnsupportedGoVersion { .. })
+        ));
+    }
+}
