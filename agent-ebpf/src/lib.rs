@@ -48,7 +48,7 @@ impl EventKind {
 /// | `goid`      | new goroutine       | parking goroutine            | woken goroutine         | exiting |
 /// | `peer_goid` | creator             | –                            | waker (0: scheduler)    | –      |
 /// | `addr`      | `go` statement PC   | gopark's `lock` argument     | –                       | –      |
-/// | `aux`       | goroutine entry PC  | –                            | –                       | –      |
+/// | `aux`       | goroutine entry PC  | the parking `*g` (for later memory reads) | –          | –      |
 /// | `wait_reason` | –                 | runtime's numeric waitReason | –                       | –      |
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -110,6 +110,7 @@ fn try_goroutine_parked(ctx: &ProbeContext) -> Result<(), i64> {
     let g = go_abi::current_g(ctx);
     let mut ev = event(EventKind::Parked, pid, tid, read_u64(g, cfg.g_goid)?);
     ev.addr = go_abi::arg(ctx, 1);
+    ev.aux = g;
     // waitReason is a uint8; the upper bits of the register are unspecified.
     ev.wait_reason = go_abi::arg(ctx, 2) as u8;
     emit(ev);

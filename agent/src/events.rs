@@ -33,6 +33,8 @@ pub enum EventDetail {
         wait_reason: u8,
         /// gopark's `lock` argument: `&hchan.lock` for channel operations, else runtime-internal.
         lock_addr: u64,
+        /// The goroutine's `*g`, to read its stack and `g.waiting` from memory later.
+        g_addr: u64,
     },
     Ready {
         /// 0 when no user goroutine did the waking (scheduler, netpoller, timers).
@@ -58,6 +60,7 @@ impl GoroutineEvent {
             EventKind::Parked => EventDetail::Parked {
                 wait_reason: raw.wait_reason,
                 lock_addr: raw.addr,
+                g_addr: raw.aux,
             },
             EventKind::Ready => EventDetail::Ready {
                 waker_goid: raw.peer_goid,
@@ -105,7 +108,7 @@ mod tests {
         let parked = RawEvent { kind: EventKind::Parked as u8, wait_reason: 19, ..raw };
         assert_eq!(
             GoroutineEvent::decode(&bytes_of(&parked)).unwrap().detail,
-            EventDetail::Parked { wait_reason: 19, lock_addr: 0x4000 }
+            EventDetail::Parked { wait_reason: 19, lock_addr: 0x4000, g_addr: 0x5000 }
         );
     }
 

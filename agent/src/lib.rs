@@ -5,6 +5,7 @@
 pub mod attach;
 pub mod events;
 pub mod inspect_cmd;
+pub mod state;
 pub mod output;
 pub mod probes;
 pub mod target;

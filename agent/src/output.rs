@@ -113,7 +113,7 @@ impl EventRecord {
                 rec.creation_site = ctx.symbolize(creation_pc.saturating_sub(1)).map(SourceSite::from);
                 rec.start_function = ctx.symbolize(start_pc).map(|f| f.function);
             }
-            EventDetail::Parked { wait_reason, lock_addr } => {
+            EventDetail::Parked { wait_reason, lock_addr, .. } => {
                 rec.kind = "parked";
                 let reason = ctx.wait_reason(wait_reason);
                 rec.channel = ctx.channel(&reason, lock_addr).map(hex);

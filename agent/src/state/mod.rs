@@ -1,0 +1,326 @@
+//! Goroutine and channel state of one process, rebuilt from events (and seeded from a memory
+//! snapshot at attach). One owner mutates it; detectors and exporters read it.
+//!
+//! Goroutines are keyed by goid, never by `*g`: the runtime reuses g structs for new goroutines.
+mod wait;
+
+use std::collections::{BTreeSet, HashMap};
+
+pub use wait::{WaitClass, WaitReasons};
+
+use crate::events::{EventDetail, GoroutineEvent};
+
+/// What a goroutine is doing, as far as goscope knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GoState {
+    Runnable,
+    Running,
+    Waiting,
+    Syscall,
+}
+
+/// Why and on what a goroutine waits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wait {
+    pub reason_code: u8,
+    pub class: WaitClass,
+    /// Channels it blocks on: one for send/receive; for a select, every case's channel once read
+    /// from `g.waiting` in memory.
+    pub channels: Vec<u64>,
+    /// Address of the sync primitive (Mutex, RWMutex, WaitGroup) when known.
+    pub lock: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Goroutine {
+    pub goid: u64,
+    pub state: GoState,
+    /// When it entered `state` (CLOCK_MONOTONIC ns). For goroutines found blocked at attach this
+    /// is only known when the GC recorded it; otherwise it is the attach time and
+    /// `since_is_lower_bound` is set.
+    pub since_ns: u64,
+    pub since_is_lower_bound: bool,
+    pub parent_goid: Option<u64>,
+    /// `go` statement PC and entry PC of the goroutine's function (runtime addresses).
+    pub creation_pc: Option<u64>,
+    pub start_pc: Option<u64>,
+    pub wait: Option<Wait>,
+    /// The `*g` last seen, for memory reads (stacks, select cases). Valid while the goroutine lives.
+    pub g_addr: Option<u64>,
+    /// Timestamp of the newest event applied, for reconciling with a memory snapshot.
+    pub last_event_ns: u64,
+}
+
+/// A channel goscope has seen goroutines block on.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Channel {
+    pub addr: u64,
+    /// Buffer size, when read from memory.
+    pub capacity: Option<u64>,
+    pub closed: bool,
+    pub blocked_senders: BTreeSet<u64>,
+    pub blocked_receivers: BTreeSet<u64>,
+    /// Goroutines seen operating on it (blocking on it, or waking one of its waiters); capped.
+    pub operators: BTreeSet<u64>,
+}
+
+/// Most operators remembered per channel; enough to judge "every counterpart is gone".
+const MAX_OPERATORS: usize = 256;
+
+/// One goroutine as a memory snapshot saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotGoroutine {
+    pub goid: u64,
+    pub state: GoState,
+    pub wait: Option<Wait>,
+    /// CLOCK_MONOTONIC ns the runtime recorded for the start of the wait (0: unknown).
+    pub wait_since_ns: u64,
+    pub parent_goid: Option<u64>,
+    pub creation_pc: Option<u64>,
+    pub start_pc: Option<u64>,
+    pub g_addr: u64,
+}
+
+/// A change worth telling exporters about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transition {
+    /// A goroutine that had been waiting was made runnable: one blocking episode ended.
+    Unblocked {
+        goid: u64,
+        wait: Wait,
+        since_ns: u64,
+        until_ns: u64,
+        waker_goid: u64,
+    },
+    Exited {
+        goid: u64,
+        created_ns: Option<u64>,
+        parent_goid: Option<u64>,
+    },
+}
+
+#[derive(Debug)]
+pub struct ProcessState {
+    pub pid: u32,
+    reasons: WaitReasons,
+    /// `hchan.lock` offset: gopark's lock argument minus this is the channel.
+    hchan_lock: u64,
+    goroutines: HashMap<u64, Goroutine>,
+    channels: HashMap<u64, Channel>,
+    /// Creation time of goroutines created since attach.
+    created_ns: HashMap<u64, u64>,
+    /// goid → exit time, kept until a snapshot is reconciled so it cannot resurrect them.
+    exited: HashMap<u64, u64>,
+}
+
+impl ProcessState {
+    pub fn new(pid: u32, reasons: WaitReasons, hchan_lock: u32) -> Self {
+        Self {
+            pid,
+            reasons,
+            hchan_lock: u64::from(hchan_lock),
+            goroutines: HashMap::new(),
+            channels: HashMap::new(),
+            created_ns: HashMap::new(),
+            exited: HashMap::new(),
+        }
+    }
+
+    pub fn goroutines(&self) -> impl Iterator<Item = &Goroutine> {
+        self.goroutines.values()
+    }
+
+    pub fn goroutine(&self, goid: u64) -> Option<&Goroutine> {
+        self.goroutines.get(&goid)
+    }
+
+    pub fn channel(&self, addr: u64) -> Option<&Channel> {
+        self.channels.get(&addr)
+    }
+
+    pub fn channels(&self) -> impl Iterator<Item = &Channel> {
+        self.channels.values()
+    }
+
+    pub fn reasons(&self) -> &WaitReasons {
+        &self.reasons
+    }
+
+    /// Applies one event; returns what ended, if anything.
+    pub fn apply(&mut self, ev: &GoroutineEvent) -> Option<Transition> {
+        match ev.detail {
+            EventDetail::Created { parent_goid, creation_pc, start_pc } => {
+                self.created_ns.insert(ev.goid, ev.ts_ns);
+                self.exited.remove(&ev.goid);
+                let g = self.entry(ev.goid, ev.ts_ns);
+                g.state = GoState::Runnable;
+                g.since_ns = ev.ts_ns;
+                g.since_is_lower_bound = false;
+                g.parent_goid = Some(parent_goid);
+                g.creation_pc = Some(creation_pc);
+                g.start_pc = Some(start_pc);
+                None
+            }
+            EventDetail::Parked { wait_reason, lock_addr, g_addr } => {
+                let class = self.reasons.class(wait_reason);
+                let channels = match class {
+                    WaitClass::ChanSend | WaitClass::ChanReceive if lock_addr > self.hchan_lock => {
+                        vec![lock_addr - self.hchan_lock]
+                    }
+                    _ => Vec::new(),
+                };
+                self.leave_channels(ev.goid);
+                for &c in &channels {
+                    let ch = self.channels.entry(c).or_insert_with(|| Channel { addr: c, ..Channel::default() });
+                    if class == WaitClass::ChanSend {
+                        ch.blocked_senders.insert(ev.goid);
+                    } else {
+                        ch.blocked_receivers.insert(ev.goid);
+                    }
+                    remember_operator(ch, ev.goid);
+                }
+                let g = self.entry(ev.goid, ev.ts_ns);
+                g.state = GoState::Waiting;
+                g.since_ns = ev.ts_ns;
+                g.since_is_lower_bound = false;
+                g.g_addr = Some(g_addr);
+                g.wait = Some(Wait { reason_code: wait_reason, class, channels, lock: None });
+                None
+            }
+            EventDetail::Ready { waker_goid } => {
+                let waits = self.leave_channels(ev.goid);
+                if waker_goid != 0 {
+                    for c in waits.iter().flat_map(|w| &w.channels) {
+                        if let Some(ch) = self.channels.get_mut(c) {
+                            remember_operator(ch, waker_goid);
+                        }
+                    }
+                }
+                let g = self.entry(ev.goid, ev.ts_ns);
+                let was = (g.state == GoState::Waiting).then(|| (g.since_ns, g.wait.take()));
+                g.state = GoState::Runnable;
+                g.since_ns = ev.ts_ns;
+                g.since_is_lower_bound = false;
+                g.wait = None;
+                match was {
+                    Some((since_ns, Some(wait))) => Some(Transition::Unblocked {
+                        goid: ev.goid,
+                        wait,
+                        since_ns,
+                        until_ns: ev.ts_ns,
+                        waker_goid,
+                    }),
+                    _ => None,
+                }
+            }
+            EventDetail::Exited => {
+                self.leave_channels(ev.goid);
+                let g = self.goroutines.remove(&ev.goid);
+                self.exited.insert(ev.goid, ev.ts_ns);
+                Some(Transition::Exited {
+                    goid: ev.goid,
+                    created_ns: self.created_ns.remove(&ev.goid),
+                    parent_goid: g.and_then(|g| g.parent_goid),
+                })
+            }
+        }
+    }
+
+    /// Merges a memory snapshot read after the probes were attached (`read_start_ns` is when the
+    /// read began). Events newer than the read win; goroutines that exited meanwhile stay gone.
+    pub fn reconcile(&mut self, snapshot: &[SnapshotGoroutine], read_start_ns: u64) {
+        for s in snapshot {
+            if self.exited.contains_key(&s.goid) {
+                continue;
+            }
+            if self.goroutines.get(&s.goid).is_some_and(|g| g.last_event_ns >= read_start_ns) {
+                continue;
+            }
+            let known_since = s.wait_since_ns != 0 && s.wait_since_ns <= read_start_ns;
+            let g = Goroutine {
+                goid: s.goid,
+                state: s.state,
+                since_ns: if known_since { s.wait_since_ns } else { read_start_ns },
+                since_is_lower_bound: !known_since,
+                parent_goid: s.parent_goid,
+                creation_pc: s.creation_pc,
+                start_pc: s.start_pc,
+                wait: s.wait.clone(),
+                g_addr: Some(s.g_addr),
+                last_event_ns: 0,
+            };
+            if let Some(wait) = &g.wait {
+                for &c in &wait.channels {
+                    let ch = self.channels.entry(c).or_insert_with(|| Channel { addr: c, ..Channel::default() });
+                    match wait.class {
+                        WaitClass::ChanSend => ch.blocked_senders.insert(s.goid),
+                        WaitClass::ChanReceive => ch.blocked_receivers.insert(s.goid),
+                        _ => false,
+                    };
+                    remember_operator(ch, s.goid);
+                }
+            }
+            self.goroutines.insert(s.goid, g);
+        }
+        self.exited.clear();
+    }
+
+    /// Records what memory showed about a blocked goroutine later: a select's channels, a
+    /// channel's capacity and closed flag.
+    pub fn enrich_wait(&mut self, goid: u64, channels: &[u64]) {
+        let Some(g) = self.goroutines.get_mut(&goid) else { return };
+        let Some(wait) = g.wait.as_mut() else { return };
+        for &c in channels {
+            if !wait.channels.contains(&c) {
+                wait.channels.push(c);
+            }
+            let ch = self.channels.entry(c).or_insert_with(|| Channel { addr: c, ..Channel::default() });
+            remember_operator(ch, goid);
+        }
+    }
+
+    pub fn set_channel_info(&mut self, addr: u64, capacity: u64, closed: bool) {
+        let ch = self.channels.entry(addr).or_insert_with(|| Channel { addr, ..Channel::default() });
+        ch.capacity = Some(capacity);
+        ch.closed = closed;
+    }
+
+    fn entry(&mut self, goid: u64, ts_ns: u64) -> &mut Goroutine {
+        let g = self.goroutines.entry(goid).or_insert_with(|| Goroutine {
+            goid,
+            state: GoState::Running,
+            since_ns: ts_ns,
+            since_is_lower_bound: true,
+            parent_goid: None,
+            creation_pc: None,
+            start_pc: None,
+            wait: None,
+            g_addr: None,
+            last_event_ns: ts_ns,
+        });
+        g.last_event_ns = g.last_event_ns.max(ts_ns);
+        g
+    }
+
+    /// Removes `goid` from the waiter sets of the channels it was blocked on.
+    fn leave_channels(&mut self, goid: u64) -> Option<Wait> {
+        let wait = self.goroutines.get(&goid)?.wait.clone()?;
+        for c in &wait.channels {
+            if let Some(ch) = self.channels.get_mut(c) {
+                ch.blocked_senders.remove(&goid);
+                ch.blocked_receivers.remove(&goid);
+            }
+        }
+        Some(wait)
+    }
+}
+
+fn remember_operator(ch: &mut Channel, goid: u64) {
+    if ch.operators.len() < MAX_OPERATORS || ch.operators.contains(&goid) {
+        ch.operators.insert(goid);
+    }
+}
+
+#[cfg(test)]
+mod tests;

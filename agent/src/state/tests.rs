@@ -1,0 +1,122 @@
+use super::*;
+use crate::events::{EventDetail, GoroutineEvent};
+
+const LOCK_OFF: u32 = 104;
+const CHAN: u64 = 0xc000_1000;
+
+fn reasons() -> WaitReasons {
+    // Go 1.26 order for the codes used here.
+    let mut names = vec![String::new(); 21];
+    names[13] = "semacquire".into();
+    names[14] = "sleep".into();
+    names[18] = "select".into();
+    names[19] = "chan receive".into();
+    names[20] = "chan send".into();
+    WaitReasons::new(names)
+}
+
+fn ev(ts_ns: u64, goid: u64, detail: EventDetail) -> GoroutineEvent {
+    GoroutineEvent { ts_ns, pid: 1, tid: 1, goid, detail }
+}
+
+fn park(ts: u64, goid: u64, reason: u8, chan: u64) -> GoroutineEvent {
+    ev(ts, goid, EventDetail::Parked { wait_reason: reason, lock_addr: chan + u64::from(LOCK_OFF), g_addr: 0x1000 + goid })
+}
+
+#[test]
+fn a_blocking_episode_starts_at_park_and_ends_at_ready() {
+    let mut st = ProcessState::new(1, reasons(), LOCK_OFF);
+    st.apply(&ev(10, 7, EventDetail::Created { parent_goid: 1, creation_pc: 0x40, start_pc: 0x50 }));
+    st.apply(&park(20, 7, 19, CHAN));
+    let g = st.goroutine(7).unwrap();
+    assert_eq!(g.state, GoState::Waiting);
+    assert_eq!(g.wait.as_ref().unwrap().channels, vec![CHAN]);
+    assert!(st.channel(CHAN).unwrap().blocked_receivers.contains(&7));
+
+    let t = st.apply(&ev(50, 7, EventDetail::Ready { waker_goid: 1 }));
+    match t {
+        Some(Transition::Unblocked { goid: 7, since_ns: 20, until_ns: 50, waker_goid: 1, wait }) => {
+            assert_eq!(wait.class, WaitClass::ChanReceive)
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    let ch = st.channel(CHAN).unwrap();
+    assert!(ch.blocked_receivers.is_empty());
+    assert_eq!(ch.operators, BTreeSet::from([1, 7]));
+    assert_eq!(st.goroutine(7).unwrap().state, GoState::Runnable);
+}
+
+#[test]
+fn exit_removes_the_goroutine_and_reports_its_lifetime() {
+    let mut st = ProcessState::new(1, reasons(), LOCK_OFF);
+    st.apply(&ev(10, 7, EventDetail::Created { parent_goid: 1, creation_pc: 0x40, start_pc: 0x50 }));
+    let t = st.apply(&ev(90, 7, EventDetail::Exited));
+    assert_eq!(t, Some(Transition::Exited { goid: 7, created_ns: Some(10), parent_goid: Some(1) }));
+    assert!(st.goroutine(7).is_none());
+}
+
+#[test]
+fn non_channel_parks_have_no_channel() {
+    let mut st = ProcessState::new(1, reasons(), LOCK_OFF);
+    st.apply(&park(5, 3, 14, 0x9999));
+    let w = st.goroutine(3).unwrap().wait.clone().unwrap();
+    assert_eq!(w.class, WaitClass::Sleep);
+    assert!(w.channels.is_empty());
+}
+
+fn snap(goid: u64, class: WaitClass, chan: u64, since: u64) -> SnapshotGoroutine {
+    SnapshotGoroutine {
+        goid,
+        state: GoState::Waiting,
+        wait: Some(Wait { reason_code: 20, class, channels: vec![chan], lock: None }),
+        wait_since_ns: since,
+        parent_goid: Some(1),
+        creation_pc: None,
+        start_pc: None,
+        g_addr: 0x2000,
+    }
+}
+
+#[test]
+fn snapshot_fills_in_goroutines_blocked_before_attach() {
+    let mut st = ProcessState::new(1, reasons(), LOCK_OFF);
+    st.reconcile(&[snap(9, WaitClass::ChanSend, CHAN, 0), snap(10, WaitClass::ChanSend, CHAN, 400)], 1000);
+    let g9 = st.goroutine(9).unwrap();
+    assert!(g9.since_is_lower_bound);
+    assert_eq!(g9.since_ns, 1000);
+    let g10 = st.goroutine(10).unwrap();
+    assert!(!g10.since_is_lower_bound);
+    assert_eq!(g10.since_ns, 400);
+    assert_eq!(st.channel(CHAN).unwrap().blocked_senders, BTreeSet::from([9, 10]));
+}
+
+#[test]
+fn events_newer_than_the_snapshot_win_and_exits_stay_exited() {
+    let mut st = ProcessState::new(1, reasons(), LOCK_OFF);
+    // During the memory read (started at 1000): g9 woke up, g11 exited.
+    st.apply(&ev(1500, 9, EventDetail::Ready { waker_goid: 4 }));
+    st.apply(&ev(1600, 11, EventDetail::Exited));
+    st.reconcile(&[snap(9, WaitClass::ChanSend, CHAN, 0), snap(11, WaitClass::ChanSend, CHAN, 0)], 1000);
+    assert_eq!(st.goroutine(9).unwrap().state, GoState::Runnable);
+    assert!(st.goroutine(11).is_none());
+    assert!(st.channel(CHAN).is_none_or(|c| c.blocked_senders.is_empty()));
+}
+
+#[test]
+fn select_channels_come_from_memory_later() {
+    let mut st = ProcessState::new(1, reasons(), LOCK_OFF);
+    st.apply(&ev(5, 3, EventDetail::Parked { wait_reason: 18, lock_addr: 0, g_addr: 0x3000 }));
+    assert!(st.goroutine(3).unwrap().wait.as_ref().unwrap().channels.is_empty());
+    st.enrich_wait(3, &[0xa, 0xb]);
+    assert_eq!(st.goroutine(3).unwrap().wait.as_ref().unwrap().channels, vec![0xa, 0xb]);
+    assert!(st.channel(0xa).unwrap().operators.contains(&3));
+}
+
+#[test]
+fn classes_follow_names_not_codes() {
+    assert_eq!(WaitClass::of("chan receive (durable)"), WaitClass::ChanReceive);
+    assert_eq!(WaitClass::of("select (no cases)"), WaitClass::Forever);
+    assert_eq!(WaitClass::of("GC worker (idle)"), WaitClass::Runtime);
+    assert!(!WaitClass::Sleep.is_user_blocking());
+    assert!(WaitClass::Mutex.is_user_blocking());
+}
