@@ -3,9 +3,11 @@
 //! target (pid → exe) → `inspect` (Go binary analysis) → `probes` (load + attach) →
 //! `events` (ring-buffer bytes → typed events) → `output` (text / JSON lines).
 pub mod attach;
+pub mod detect;
 pub mod events;
 pub mod inspect_cmd;
 pub mod state;
 pub mod output;
+pub mod pipeline;
 pub mod probes;
 pub mod target;

@@ -30,6 +30,12 @@ enum Command {
         /// Size of the kernel ring buffer in bytes (a power of two, multiple of the page size).
         #[arg(long, default_value_t = agent_ebpf::DEFAULT_RING_BYTES, value_parser = parse_ring_bytes)]
         ring_buffer_size: u32,
+        /// Report goroutines blocked on a channel, select or lock for longer than this.
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        block_threshold: Duration,
+        /// Print only findings, not every goroutine event.
+        #[arg(long)]
+        no_events: bool,
     },
     /// Analyse a Go binary (or a running process's binary): version, offsets, probe sites, support.
     Inspect {
@@ -56,7 +62,7 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Attach { pid, format, duration, ring_buffer_size } => tokio::runtime::Builder::new_multi_thread()
+        Command::Attach { pid, format, duration, ring_buffer_size, block_threshold, no_events } => tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
@@ -68,6 +74,8 @@ fn main() -> ExitCode {
                     duration,
                     ring_bytes: ring_buffer_size,
                     queue_len: 65_536,
+                    show_events: !no_events,
+                    block_threshold,
                 }))
                 .map_err(anyhow::Error::from)
             }),

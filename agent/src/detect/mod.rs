@@ -1,0 +1,75 @@
+//! Detectors: plain functions of the goroutine/channel state and the current time that return
+//! findings. They never touch the kernel or the target, so they are tested on hand-built state.
+mod blocked;
+
+use serde::Serialize;
+
+pub use blocked::blocked;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FindingType {
+    /// Blocked longer than the threshold (idle workers too: a metric, low severity).
+    Blocked,
+    /// Blocked where nothing can ever unblock it, or a growing pile at one site.
+    Leak,
+    /// A cycle of goroutines each waiting on the next.
+    Deadlock,
+}
+
+impl FindingType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Blocked => "blocked",
+            Self::Leak => "leak",
+            Self::Deadlock => "deadlock",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Grade {
+    /// Heuristic: long block, growth.
+    Suspect,
+    /// Structural: a cycle, or every counterpart dead or itself stuck, stable across re-checks.
+    Proven,
+}
+
+impl Grade {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Suspect => "suspect",
+            Self::Proven => "proven",
+        }
+    }
+}
+
+/// One goroutine as a finding presents it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Involved {
+    pub goid: u64,
+    pub wait_reason: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lock: Option<String>,
+    pub waiting_for_ns: u64,
+    /// True when the wait began before goscope attached and the runtime did not record when.
+    pub waiting_for_is_lower_bound: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    /// Stable across re-checks of the same situation, so a later retraction can name it.
+    pub id: String,
+    #[serde(rename = "type")]
+    pub finding_type: FindingType,
+    pub grade: Grade,
+    pub pid: u32,
+    pub goroutines: Vec<Involved>,
+    /// Deadlocks: the goids of the cycle, in wait-for order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub chain: Vec<u64>,
+    pub summary: String,
+}

@@ -1,0 +1,257 @@
+//! The event path after the kernel: a reader drains the ring buffer into a bounded queue (full
+//! queue = counted drop, never a stalled reader), and one processing thread owns the goroutine
+//! state, runs the detectors on a clock tick and writes the output.
+use std::{
+    collections::BTreeMap,
+    io::{self, Write},
+    time::Duration,
+};
+
+use aya::maps::{MapData, RingBuf};
+use serde::Serialize;
+use serde_json::json;
+use tokio::{io::unix::AsyncFd, signal::unix::SignalKind, sync::mpsc};
+
+use crate::{
+    detect::{self, Finding},
+    events::GoroutineEvent,
+    output::{EventRecord, Format, TargetContext, write_line},
+    probes::Probes,
+    state::{ProcessState, WaitReasons},
+    target::Target,
+};
+
+/// One item on the queue from the reader to the processor.
+pub enum Item {
+    Event(GoroutineEvent),
+    /// Events the kernel dropped since the last report.
+    Lost(u64),
+    /// Clock tick (CLOCK_MONOTONIC ns): time to run the detectors.
+    Tick(u64),
+}
+
+#[derive(Debug, Default)]
+pub struct ReadStats {
+    pub lost_kernel: u64,
+    pub dropped: u64,
+    pub undecodable: u64,
+    pub target_exited: bool,
+}
+
+/// Drains the ring buffer until a signal, the deadline, or the target's exit.
+pub async fn read_events(
+    ring: RingBuf<MapData>,
+    probes: &Probes,
+    target: &Target,
+    tx: mpsc::Sender<Item>,
+    duration: Option<Duration>,
+) -> io::Result<ReadStats> {
+    // SAFETY: the RingBuf owns its map fd and moves into the AsyncFd, so the fd stays open and is
+    // not reused while registered.
+    let mut ring = unsafe { AsyncFd::register(ring) }.map_err(|e| e.into_parts().1)?;
+    let mut stats = ReadStats::default();
+    let mut sigint = tokio::signal::unix::signal(SignalKind::interrupt())?;
+    let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())?;
+    let deadline = tokio::time::sleep(duration.unwrap_or(Duration::from_secs(u64::MAX / 4)));
+    tokio::pin!(deadline);
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            guard = ring.readable_mut() => {
+                let mut guard = guard?;
+                drain(guard.get_inner_mut(), &tx, &mut stats);
+                guard.clear_ready();
+            }
+            _ = tick.tick() => {
+                let lost = probes.lost_events();
+                if lost > stats.lost_kernel {
+                    let _ = tx.try_send(Item::Lost(lost - stats.lost_kernel));
+                    stats.lost_kernel = lost;
+                }
+                // A skipped tick under load only delays detection by one period.
+                let _ = tx.try_send(Item::Tick(monotonic_ns()));
+                if !target.is_alive() {
+                    stats.target_exited = true;
+                    break;
+                }
+            }
+            _ = sigint.recv() => break,
+            _ = sigterm.recv() => break,
+            () = &mut deadline => break,
+        }
+    }
+    // Whatever the kernel buffered before we stopped still belongs to the stream.
+    drain(ring.get_mut(), &tx, &mut stats);
+    stats.lost_kernel = stats.lost_kernel.max(probes.lost_events());
+    Ok(stats)
+}
+
+fn drain(ring: &mut RingBuf<MapData>, tx: &mpsc::Sender<Item>, stats: &mut ReadStats) {
+    while let Some(item) = ring.next() {
+        match GoroutineEvent::decode(&item) {
+            Ok(ev) => {
+                if tx.try_send(Item::Event(ev)).is_err() {
+                    stats.dropped += 1;
+                }
+            }
+            Err(_) => stats.undecodable += 1,
+        }
+    }
+}
+
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime only writes the timespec we own; CLOCK_MONOTONIC is the clock of
+    // bpf_ktime_get_ns and of the Go runtime's nanotime.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+pub struct ProcessorConfig {
+    pub format: Format,
+    /// Print every goroutine event (otherwise only findings and summaries).
+    pub show_events: bool,
+    pub block_threshold: Duration,
+}
+
+#[derive(Debug, Default)]
+pub struct ProcessStats {
+    pub events: u64,
+    pub findings: u64,
+}
+
+/// A finding is reported once it has been seen on this many consecutive ticks.
+const CONFIRMATIONS: u32 = 2;
+
+/// Owns the state: applies events in order, runs detectors on each tick, writes output.
+pub fn process(mut rx: mpsc::Receiver<Item>, ctx: &TargetContext, cfg: &ProcessorConfig) -> io::Result<ProcessStats> {
+    let reasons = WaitReasons::new(ctx.binary.wait_reasons().names().to_vec());
+    let mut state = ProcessState::new(ctx.pid, reasons, ctx.binary.layout().hchan_lock);
+    let mut out = io::BufWriter::new(io::stdout().lock());
+    let mut stats = ProcessStats::default();
+    let mut findings = FindingTracker::default();
+    let threshold_ns = cfg.block_threshold.as_nanos() as u64;
+    while let Some(item) = rx.blocking_recv() {
+        match item {
+            Item::Event(ev) => {
+                stats.events += 1;
+                state.apply(&ev);
+                if cfg.show_events {
+                    let rec = EventRecord::new(&ev, ctx);
+                    let line = match cfg.format {
+                        Format::Json => serde_json::to_string(&rec).map_err(io::Error::other)?,
+                        Format::Text => rec.to_text(ctx.attached_at_ns),
+                    };
+                    write_line(&mut out, &line)?;
+                }
+            }
+            Item::Lost(n) => {
+                let line = match cfg.format {
+                    Format::Json => json!({"kind": "lost", "pid": ctx.pid, "count": n}).to_string(),
+                    Format::Text => format!("goscope: {n} events lost: the ring buffer was full (raise --ring-buffer-size)"),
+                };
+                write_line(&mut out, &line)?;
+            }
+            Item::Tick(now_ns) => {
+                let current = detect::blocked(&state, now_ns, threshold_ns);
+                for change in findings.update(current) {
+                    stats.findings += u64::from(matches!(change, Change::Raised(_)));
+                    write_line(&mut out, &change.render(cfg.format)?)?;
+                }
+            }
+        }
+        if rx.is_empty() {
+            out.flush()?;
+        }
+    }
+    out.flush()?;
+    Ok(stats)
+}
+
+/// A finding appearing (after confirmation) or going away.
+enum Change {
+    Raised(Finding),
+    Retracted(Finding),
+}
+
+impl Change {
+    fn render(&self, format: Format) -> io::Result<String> {
+        #[derive(Serialize)]
+        struct Tagged<'a> {
+            kind: &'static str,
+            #[serde(flatten)]
+            finding: &'a Finding,
+        }
+        let (kind, f) = match self {
+            Self::Raised(f) => ("finding", f),
+            Self::Retracted(f) => ("retraction", f),
+        };
+        Ok(match format {
+            Format::Json => serde_json::to_string(&Tagged { kind, finding: f }).map_err(io::Error::other)?,
+            Format::Text => match self {
+                Self::Raised(f) => format!("FINDING [{}/{}] {}", f.finding_type.as_str(), f.grade.as_str(), f.summary),
+                Self::Retracted(f) => format!("retracted: {}", f.summary),
+            },
+        })
+    }
+}
+
+/// Confirms findings over consecutive ticks and notices when they go away.
+#[derive(Default)]
+struct FindingTracker {
+    /// id → (finding, consecutive sightings)
+    seen: BTreeMap<String, (Finding, u32)>,
+}
+
+impl FindingTracker {
+    fn update(&mut self, current: Vec<Finding>) -> Vec<Change> {
+        let mut changes = Vec::new();
+        let mut next = BTreeMap::new();
+        for f in current {
+            let count = self.seen.remove(&f.id).map_or(1, |(_, n)| n.saturating_add(1));
+            if count == CONFIRMATIONS {
+                changes.push(Change::Raised(f.clone()));
+            }
+            next.insert(f.id.clone(), (f, count));
+        }
+        for (_, (f, count)) in std::mem::take(&mut self.seen) {
+            if count >= CONFIRMATIONS {
+                changes.push(Change::Retracted(f));
+            }
+        }
+        self.seen = next;
+        changes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::{FindingType, Grade};
+
+    fn finding(id: &str) -> Finding {
+        Finding {
+            id: id.into(),
+            finding_type: FindingType::Blocked,
+            grade: Grade::Suspect,
+            pid: 1,
+            goroutines: vec![],
+            chain: vec![],
+            summary: id.into(),
+        }
+    }
+
+    #[test]
+    fn findings_are_confirmed_before_reporting_and_retracted_when_gone() {
+        let mut t = FindingTracker::default();
+        assert!(t.update(vec![finding("a")]).is_empty(), "first sighting is not reported");
+        let raised = t.update(vec![finding("a")]);
+        assert!(matches!(raised.as_slice(), [Change::Raised(f)] if f.id == "a"));
+        assert!(t.update(vec![finding("a")]).is_empty(), "reported once");
+        let gone = t.update(vec![]);
+        assert!(matches!(gone.as_slice(), [Change::Retracted(f)] if f.id == "a"));
+        // A one-tick blip is never reported, so it is never retracted either.
+        assert!(t.update(vec![finding("b")]).is_empty());
+        assert!(t.update(vec![]).is_empty());
+    }
+}
