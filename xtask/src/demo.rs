@@ -34,6 +34,7 @@ pub fn run(duration: &str, format: &str) -> anyhow::Result<()> {
     }
     let mut demo = ChildGuard(
         Command::new(&demo_bin)
+            .arg("-wait")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -52,7 +53,8 @@ pub fn run(duration: &str, format: &str) -> anyhow::Result<()> {
         }
     });
     let mut goscope = Command::new(root.join("target/release/goscope"))
-        .args(["attach", "--pid", &pid.to_string(), "--duration", duration, "--format", format])
+        // A short threshold so the demo's stuck goroutines are reported within its run.
+        .args(["attach", "--pid", &pid.to_string(), "--duration", duration, "--format", format, "--block-threshold", "3s"])
         .spawn()
         .context("starting goscope")?;
     // Give goscope a moment to attach, then let the demo start its scenario.
