@@ -1,22 +1,12 @@
 //! `cargo xtask demo`: build goscope and the bundled demo service, run the service, attach.
 use std::{
     io::{BufRead as _, BufReader},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
 };
 
 use anyhow::{Context as _, bail};
 
-use crate::{check, workspace_root};
-
-/// Kills and reaps the demo process however the demo ends.
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use crate::{ChildGuard, check, workspace_root};
 
 pub fn run(duration: &str, format: &str) -> anyhow::Result<()> {
     let root = workspace_root();

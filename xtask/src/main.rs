@@ -1,9 +1,13 @@
 //! Developer tasks. `cargo xtask demo` and `cargo xtask test` are the README's two commands; both
 //! bootstrap what they need first, idempotently.
+mod bench;
 mod bootstrap;
 mod demo;
 
-use std::{path::PathBuf, process::Command};
+use std::{
+    path::PathBuf,
+    process::{Child, Command},
+};
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
@@ -28,6 +32,8 @@ enum Task {
         #[arg(long, default_value = "text")]
         format: String,
     },
+    /// Benchmarks that report figures: probe overhead on a live Go program, state model throughput.
+    Bench,
     /// Run the whole test suite (unit, integration against real Go processes, eBPF attach tests).
     Test {
         /// Extra arguments passed to `cargo test` after `--`.
@@ -43,6 +49,10 @@ fn main() -> anyhow::Result<()> {
             bootstrap::ensure_all()?;
             demo::run(&duration, &format)
         }
+        Task::Bench => {
+            bootstrap::ensure_all()?;
+            bench::run()
+        }
         Task::Test { args } => {
             bootstrap::ensure_all()?;
             run_tests(&args)
@@ -53,6 +63,16 @@ fn main() -> anyhow::Result<()> {
 /// The workspace root (xtask lives one level below it).
 pub fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().map(PathBuf::from).unwrap_or_default()
+}
+
+/// Kills and reaps a child process however the task ends.
+pub struct ChildGuard(pub Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// Runs a command with inherited stdio; fails with the command line if it fails.
