@@ -48,7 +48,12 @@ impl GoVersion {
         if idx == 0 {
             return None;
         }
-        Some(GoVersion { major: nums[0], minor: nums[1], patch: nums[2], raw: s.to_string() })
+        Some(GoVersion {
+            major: nums[0],
+            minor: nums[1],
+            patch: nums[2],
+            raw: s.to_string(),
+        })
     }
 
     /// "1.21"
@@ -82,7 +87,9 @@ pub(crate) fn parse_buildinfo_blob(blob: &[u8]) -> Result<(String, String)> {
         return Err(InspectError::truncated(".go.buildinfo header"));
     }
     if &blob[..14] != BUILDINFO_MAGIC {
-        return Err(InspectError::malformed(".go.buildinfo does not start with the buildinfo magic"));
+        return Err(InspectError::malformed(
+            ".go.buildinfo does not start with the buildinfo magic",
+        ));
     }
     let flags = blob[15];
     if flags & 2 == 0 {
@@ -92,37 +99,42 @@ pub(crate) fn parse_buildinfo_blob(blob: &[u8]) -> Result<(String, String)> {
         });
     }
     let mut pos = 32usize;
-    let version = read_varint_string(blob, &mut pos, "Go version string in .go.buildinfo")?;
+    let version = read_varint_bytes(blob, &mut pos, "Go version string in .go.buildinfo")?;
     let modinfo = if pos < blob.len() {
-        read_varint_string(blob, &mut pos, "modinfo in .go.buildinfo").unwrap_or_default()
+        read_varint_bytes(blob, &mut pos, "modinfo in .go.buildinfo").unwrap_or_default()
     } else {
-        String::new()
+        &[]
     };
-    Ok((version, strip_sentinels(&modinfo)))
+    Ok((
+        String::from_utf8_lossy(version).into_owned(),
+        String::from_utf8_lossy(strip_sentinels(modinfo)).into_owned(),
+    ))
 }
 
-fn read_varint_string(b: &[u8], pos: &mut usize, what: &str) -> Result<String> {
+fn read_varint_bytes<'a>(b: &'a [u8], pos: &mut usize, what: &str) -> Result<&'a [u8]> {
     let (len, n) = uvarint(b.get(*pos..).unwrap_or(&[]))
         .ok_or_else(|| InspectError::truncated(what.to_string()))?;
     *pos += n;
     if len > MAX_STRING {
-        return Err(InspectError::malformed(format!("{what} has implausible length {len}")));
+        return Err(InspectError::malformed(format!(
+            "{what} has implausible length {len}"
+        )));
     }
     let end = pos
         .checked_add(len as usize)
         .filter(|e| *e <= b.len())
         .ok_or_else(|| InspectError::truncated(what.to_string()))?;
-    let s = String::from_utf8_lossy(&b[*pos..end]).into_owned();
+    let s = &b[*pos..end];
     *pos = end;
     Ok(s)
 }
 
-fn strip_sentinels(m: &str) -> String {
-    let b = m.as_bytes();
+/// modinfo is wrapped in 16-byte binary sentinels (cmd/go's modinfo start/end markers).
+fn strip_sentinels(b: &[u8]) -> &[u8] {
     if b.len() >= 33 && b[b.len() - 17] == b'\n' {
-        return String::from_utf8_lossy(&b[16..b.len() - 16]).into_owned();
+        return &b[16..b.len() - 16];
     }
-    m.to_string()
+    b
 }
 
 /// Reads an unsigned LEB128 varint; returns (value, bytes consumed).
@@ -195,7 +207,9 @@ fn split_setting(s: &str) -> (String, String) {
             }
             if bytes[i] == b'"' {
                 let key = stripped[..i].to_string();
-                let value = stripped[i + 1..].strip_prefix('=').unwrap_or(&stripped[i + 1..]);
+                let value = stripped[i + 1..]
+                    .strip_prefix('=')
+                    .unwrap_or(&stripped[i + 1..]);
                 return (key, unquote(value));
             }
             i += 1;
@@ -232,12 +246,11 @@ fn unquote(v: &str) -> String {
 /// Finds the buildinfo blob: the `.go.buildinfo` section, else a 16-byte-aligned magic in the
 /// writable data (what debug/buildinfo does when there are no section headers).
 pub(crate) fn find_buildinfo<'a>(elf: &Elf<'a>) -> Option<&'a [u8]> {
-    if let Some(s) = elf.section(".go.buildinfo") {
-        if let Some(d) = elf.section_data(s) {
-            if d.starts_with(BUILDINFO_MAGIC) {
-                return Some(d);
-            }
-        }
+    if let Some(s) = elf.section(".go.buildinfo")
+        && let Some(d) = elf.section_data(s)
+        && d.starts_with(BUILDINFO_MAGIC)
+    {
+        return Some(d);
     }
     let mut regions = elf.writable_regions();
     if regions.is_empty() {
@@ -259,10 +272,11 @@ pub(crate) fn find_buildinfo<'a>(elf: &Elf<'a>) -> Option<&'a [u8]> {
 
 /// Go build id from the `Go`/type 4 ELF note.
 pub(crate) fn go_build_id(elf: &Elf<'_>) -> Option<String> {
-    elf.notes(b"Go", 4)
-        .into_iter()
-        .next()
-        .map(|d| String::from_utf8_lossy(d).trim_end_matches('\0').to_string())
+    elf.notes(b"Go", 4).into_iter().next().map(|d| {
+        String::from_utf8_lossy(d)
+            .trim_end_matches('\0')
+            .to_string()
+    })
 }
 
 #[cfg(test)]
@@ -308,7 +322,10 @@ mod tests {
     fn rejects_old_format_and_truncation() {
         let mut b = blob("go1.17", "");
         b[15] = 0;
-        assert!(matches!(parse_buildinfo_blob(&b), Err(InspectError::UnsupportedGoVersion { .. })));
+        assert!(matches!(
+            parse_buildinfo_blob(&b),
+            Err(InspectError::UnsupportedGoVersion { .. })
+        ));
         let b = blob("go1.21.13", "path\tx\n");
         for cut in 0..40 {
             assert!(parse_buildinfo_blob(&b[..cut]).is_err(), "cut {cut}");

@@ -10,6 +10,9 @@ use crate::error::{InspectError, Result};
 
 type R<'a> = EndianSlice<'a, LittleEndian>;
 
+/// Upper bound on the total size of inflated DWARF sections.
+const MAX_DECOMPRESSED_TOTAL: u64 = 512 << 20;
+
 /// Upper bound on DIEs visited (Go binaries have a few million at most).
 const MAX_DIES: usize = 50_000_000;
 
@@ -40,6 +43,7 @@ pub(crate) struct Member {
 /// Returns None if the binary has no DWARF; Err only for DWARF that is present but broken.
 pub(crate) fn read_structs(elf: &Elf<'_>) -> Result<Option<HashMap<String, StructInfo>>> {
     let mut sections: HashMap<SectionId, Cow<'_, [u8]>> = HashMap::new();
+    let mut budget = MAX_DECOMPRESSED_TOTAL;
     for id in [
         SectionId::DebugInfo,
         SectionId::DebugAbbrev,
@@ -53,16 +57,20 @@ pub(crate) fn read_structs(elf: &Elf<'_>) -> Result<Option<HashMap<String, Struc
         SectionId::DebugLocLists,
         SectionId::DebugRanges,
     ] {
-        if let Some(d) = elf.debug_section(id.name())? {
+        if let Some(d) = elf.debug_section(id.name(), &mut budget)? {
             sections.insert(id, d);
         }
     }
-    if !sections.contains_key(&SectionId::DebugInfo) || !sections.contains_key(&SectionId::DebugAbbrev)
+    if !sections.contains_key(&SectionId::DebugInfo)
+        || !sections.contains_key(&SectionId::DebugAbbrev)
     {
         return Ok(None);
     }
     let dwarf = gimli::Dwarf::load(|id| -> std::result::Result<R<'_>, gimli::Error> {
-        Ok(EndianSlice::new(sections.get(&id).map(|c| &c[..]).unwrap_or(&[]), LittleEndian))
+        Ok(EndianSlice::new(
+            sections.get(&id).map(|c| &c[..]).unwrap_or(&[]),
+            LittleEndian,
+        ))
     })
     .map_err(dw_err)?;
 
@@ -80,11 +88,11 @@ pub(crate) fn read_structs(elf: &Elf<'_>) -> Result<Option<HashMap<String, Struc
                 return Err(InspectError::malformed("DWARF has too many entries"));
             }
             let depth = entry.depth();
-            if let Some((_, d, _)) = &current {
-                if depth <= *d {
-                    let (name, _, info) = current.take().unwrap_or_default();
-                    out.insert(name, info);
-                }
+            if let Some((_, d, _)) = &current
+                && depth <= *d
+            {
+                let (name, _, info) = current.take().unwrap_or_default();
+                out.insert(name, info);
             }
             match entry.tag() {
                 gimli::DW_TAG_structure_type => {
@@ -93,12 +101,23 @@ pub(crate) fn read_structs(elf: &Elf<'_>) -> Result<Option<HashMap<String, Struc
                         continue;
                     };
                     if WANTED.contains(&name.as_str()) && !out.contains_key(&name) {
-                        let size = entry.attr_value(gimli::DW_AT_byte_size).and_then(|v| v.udata_value());
-                        current = Some((name, depth, StructInfo { size, members: BTreeMap::new() }));
+                        let size = entry
+                            .attr_value(gimli::DW_AT_byte_size)
+                            .and_then(|v| v.udata_value());
+                        current = Some((
+                            name,
+                            depth,
+                            StructInfo {
+                                size,
+                                members: BTreeMap::new(),
+                            },
+                        ));
                     }
                 }
                 gimli::DW_TAG_member => {
-                    let Some((_, d, info)) = current.as_mut() else { continue };
+                    let Some((_, d, info)) = current.as_mut() else {
+                        continue;
+                    };
                     if depth != *d + 1 {
                         continue;
                     }
@@ -189,7 +208,9 @@ fn find_vu(
                     continue;
                 }
                 let name = attr_str(dwarf, unit, child.attr_value(gimli::DW_AT_name));
-                let moff = child.attr_value(gimli::DW_AT_data_member_location).and_then(|v| v.udata_value());
+                let moff = child
+                    .attr_value(gimli::DW_AT_data_member_location)
+                    .and_then(|v| v.udata_value());
                 let ty = child.attr_value(gimli::DW_AT_type);
                 members.push((name, moff, ty));
             }
@@ -198,10 +219,10 @@ fn find_vu(
                 if name.as_deref() == Some("vu") {
                     return Some(moff);
                 }
-                if let Some(ty) = ty {
-                    if let Some(inner) = find_vu_ref(dwarf, unit, ty, depth + 1) {
-                        return moff.checked_add(inner);
-                    }
+                if let Some(ty) = ty
+                    && let Some(inner) = find_vu_ref(dwarf, unit, ty, depth + 1)
+                {
+                    return moff.checked_add(inner);
                 }
             }
             None

@@ -6,9 +6,9 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
+use object::Endianness;
 use object::elf;
 use object::read::elf::{FileHeader, ProgramHeader, SectionHeader, Sym};
-use object::Endianness;
 
 use crate::error::{InspectError, Result};
 
@@ -146,7 +146,9 @@ impl<'a> Elf<'a> {
                     if kind != elf::STT_FUNC && kind != elf::STT_OBJECT {
                         continue;
                     }
-                    let Ok(name) = symtab.symbol_name(endian, sym) else { continue };
+                    let Ok(name) = symtab.symbol_name(endian, sym) else {
+                        continue;
+                    };
                     symbols.push(Symbol {
                         name: String::from_utf8_lossy(name).into_owned(),
                         value: sym.st_value(endian),
@@ -157,10 +159,10 @@ impl<'a> Elf<'a> {
             }
             if let Ok(dynsym) = table.symbols(endian, data, elf::SHT_DYNSYM) {
                 for sym in dynsym.iter() {
-                    if let Ok(name) = dynsym.symbol_name(endian, sym) {
-                        if !name.is_empty() {
-                            dynsym_names.push(String::from_utf8_lossy(name).into_owned());
-                        }
+                    if let Ok(name) = dynsym.symbol_name(endian, sym)
+                        && !name.is_empty()
+                    {
+                        dynsym_names.push(String::from_utf8_lossy(name).into_owned());
                     }
                 }
             }
@@ -175,11 +177,13 @@ impl<'a> Elf<'a> {
                 if sh.sh_type(endian) != elf::SHT_RELA {
                     continue;
                 }
-                let Some(bytes) = sections.get(i).and_then(|s| file_range(data, s.offset, s.size))
+                let Some(bytes) = sections
+                    .get(i)
+                    .and_then(|s| file_range(data, s.offset, s.size))
                 else {
                     continue;
                 };
-                for chunk in bytes.chunks_exact(24) {
+                for chunk in bytes.as_chunks::<24>().0 {
                     let r_offset = le_u64(chunk, 0).unwrap_or(0);
                     let r_info = le_u64(chunk, 8).unwrap_or(0);
                     let r_addend = le_u64(chunk, 16).unwrap_or(0);
@@ -260,10 +264,10 @@ impl<'a> Elf<'a> {
     /// relocation targets it, the relocation addend (the link-time value).
     pub fn read_ptr(&self, vaddr: u64) -> Option<u64> {
         let v = le_u64(self.read(vaddr, 8)?, 0)?;
-        if v == 0 {
-            if let Some(a) = self.relative_relocs.get(&vaddr) {
-                return Some(*a);
-            }
+        if v == 0
+            && let Some(a) = self.relative_relocs.get(&vaddr)
+        {
+            return Some(*a);
         }
         Some(v)
     }
@@ -290,21 +294,25 @@ impl<'a> Elf<'a> {
     /// table, else writable PT_LOAD segments. Returned as (vaddr, bytes).
     pub fn writable_regions(&self) -> Vec<(u64, &'a [u8])> {
         let mut out = Vec::new();
-        let have_sections = self.sections.iter().any(|s| s.has_file_data() && s.addr != 0);
+        let have_sections = self
+            .sections
+            .iter()
+            .any(|s| s.has_file_data() && s.addr != 0);
         if have_sections {
             for s in &self.sections {
-                if s.writable() && s.addr != 0 {
-                    if let Some(d) = self.section_data(s) {
-                        out.push((s.addr, d));
-                    }
+                if s.writable()
+                    && s.addr != 0
+                    && let Some(d) = self.section_data(s)
+                {
+                    out.push((s.addr, d));
                 }
             }
         } else {
             for seg in self.loads() {
-                if seg.writable() {
-                    if let Some(d) = file_range(self.data, seg.offset, seg.filesz) {
-                        out.push((seg.vaddr, d));
-                    }
+                if seg.writable()
+                    && let Some(d) = file_range(self.data, seg.offset, seg.filesz)
+                {
+                    out.push((seg.vaddr, d));
                 }
             }
         }
@@ -325,8 +333,12 @@ impl<'a> Elf<'a> {
 
     /// Section data, transparently inflating SHF_COMPRESSED (ELF `Chdr`) and GNU `.zdebug_*`
     /// zlib sections. Looks up `name` (".debug_info") and the `.zdebug_` spelling.
-    pub fn debug_section(&self, name: &str) -> Result<Option<Cow<'a, [u8]>>> {
-        let zname = name.strip_prefix(".debug_").map(|rest| format!(".zdebug_{rest}"));
+    /// `budget` is the number of decompressed bytes still allowed; it is reduced by the claimed
+    /// size before anything is allocated.
+    pub fn debug_section(&self, name: &str, budget: &mut u64) -> Result<Option<Cow<'a, [u8]>>> {
+        let zname = name
+            .strip_prefix(".debug_")
+            .map(|rest| format!(".zdebug_{rest}"));
         let (sec, gnu) = match self.section(name) {
             Some(s) => (s, false),
             None => match zname.as_deref().and_then(|z| self.section(z)) {
@@ -340,7 +352,10 @@ impl<'a> Elf<'a> {
         let (format, payload, size) = if sec.flags & u64::from(elf::SHF_COMPRESSED) != 0 {
             // Elf64_Chdr: ch_type u32, ch_reserved u32, ch_size u64, ch_addralign u64.
             if raw.len() < 24 {
-                return Err(InspectError::truncated(format!("compression header of {}", sec.name)));
+                return Err(InspectError::truncated(format!(
+                    "compression header of {}",
+                    sec.name
+                )));
             }
             let ch_type = le_u32(raw, 0).unwrap_or(0);
             let ch_size = le_u64(raw, 8).unwrap_or(0);
@@ -355,17 +370,27 @@ impl<'a> Elf<'a> {
             }
             let mut sz = [0u8; 8];
             sz.copy_from_slice(&raw[4..12]);
-            (object::CompressionFormat::Zlib, &raw[12..], u64::from_be_bytes(sz))
+            (
+                object::CompressionFormat::Zlib,
+                &raw[12..],
+                u64::from_be_bytes(sz),
+            )
         } else {
             return Ok(Some(Cow::Borrowed(raw)));
         };
-        if size > MAX_DECOMPRESSED_SECTION {
+        if size > MAX_DECOMPRESSED_SECTION || size > *budget {
             return Err(InspectError::malformed(format!(
-                "{} claims {size} bytes uncompressed (limit {MAX_DECOMPRESSED_SECTION})",
-                sec.name
+                "{} claims {size} bytes uncompressed (limit {})",
+                sec.name,
+                MAX_DECOMPRESSED_SECTION.min(*budget)
             )));
         }
-        let cd = object::CompressedData { format, data: payload, uncompressed_size: size };
+        *budget -= size;
+        let cd = object::CompressedData {
+            format,
+            data: payload,
+            uncompressed_size: size,
+        };
         let out = cd
             .decompress()
             .map_err(|e| InspectError::malformed(format!("cannot inflate {}: {e}", sec.name)))?;
@@ -377,18 +402,18 @@ impl<'a> Elf<'a> {
     pub fn notes(&self, owner: &[u8], n_type: u32) -> Vec<&'a [u8]> {
         let mut blobs: Vec<&'a [u8]> = Vec::new();
         for s in &self.sections {
-            if s.sh_type == elf::SHT_NOTE {
-                if let Some(d) = self.section_data(s) {
-                    blobs.push(d);
-                }
+            if s.sh_type == elf::SHT_NOTE
+                && let Some(d) = self.section_data(s)
+            {
+                blobs.push(d);
             }
         }
         if blobs.is_empty() {
             for seg in &self.segments {
-                if seg.p_type == elf::PT_NOTE {
-                    if let Some(d) = file_range(self.data, seg.offset, seg.filesz) {
-                        blobs.push(d);
-                    }
+                if seg.p_type == elf::PT_NOTE
+                    && let Some(d) = file_range(self.data, seg.offset, seg.filesz)
+                {
+                    blobs.push(d);
                 }
             }
         }
@@ -400,9 +425,13 @@ impl<'a> Elf<'a> {
                 let descsz = le_u32(blob, pos + 4).unwrap_or(0) as usize;
                 let ty = le_u32(blob, pos + 8).unwrap_or(0);
                 let name_start = pos + 12;
-                let Some(name_end) = name_start.checked_add(namesz) else { break };
+                let Some(name_end) = name_start.checked_add(namesz) else {
+                    break;
+                };
                 let desc_start = align4(name_end);
-                let Some(desc_end) = desc_start.checked_add(descsz) else { break };
+                let Some(desc_end) = desc_start.checked_add(descsz) else {
+                    break;
+                };
                 if desc_end > blob.len() {
                     break;
                 }

@@ -16,6 +16,9 @@ mod buildinfo;
 mod dwarf;
 mod elf;
 mod error;
+/// Entry points for the fuzz targets in `fuzz/` (not a stable API).
+#[doc(hidden)]
+pub mod fuzzing;
 mod layout;
 mod pclntab;
 mod probes;
@@ -83,8 +86,11 @@ pub struct Support {
     /// True iff amd64, Go 1.19–1.27 (or newer with a validated layout), layout resolved and all
     /// probe sites found.
     pub supported: bool,
-    /// Reasons when not supported (and notes otherwise; empty when all is well).
+    /// Why not, when `supported` is false (empty otherwise).
     pub reasons: Vec<String>,
+    /// Informational notes (e.g. "go1.28 is newer than the newest table; ... validated",
+    /// "wait reasons not found in the binary; using the go1.21 table").
+    pub notes: Vec<String>,
 }
 
 /// An analysed Go binary. Cheap to query; everything is computed by [`GoBinary::open`].
@@ -103,6 +109,8 @@ pub struct GoBinary {
     pcln_funcs: HashMap<String, (u64, u64)>,
     /// Sorted (entry, end, name) from .symtab, for symbolizing when pclntab has no answer.
     symtab_sorted: Vec<(u64, u64, String)>,
+    /// `.symtab` data (STT_OBJECT) symbols: name -> link-time address.
+    symtab_objects: HashMap<String, u64>,
     reasons: Vec<String>,
     notes: Vec<String>,
 }
@@ -124,10 +132,16 @@ impl std::fmt::Debug for GoBinary {
 impl GoBinary {
     /// Reads and analyses the file at `path` (refuses files larger than [`MAX_FILE_SIZE`]).
     pub fn open(path: &Path) -> Result<GoBinary, InspectError> {
-        let io = |source| InspectError::Io { path: path.display().to_string(), source };
+        let io = |source| InspectError::Io {
+            path: path.display().to_string(),
+            source,
+        };
         let meta = std::fs::metadata(path).map_err(io)?;
         if meta.len() > MAX_FILE_SIZE {
-            return Err(InspectError::TooLarge { size: meta.len(), limit: MAX_FILE_SIZE });
+            return Err(InspectError::TooLarge {
+                size: meta.len(),
+                limit: MAX_FILE_SIZE,
+            });
         }
         let data = std::fs::read(path).map_err(io)?;
         GoBinary::from_bytes(&data)
@@ -136,7 +150,10 @@ impl GoBinary {
     /// Analyses an in-memory ELF image.
     pub fn from_bytes(data: &[u8]) -> Result<GoBinary, InspectError> {
         if data.len() as u64 > MAX_FILE_SIZE {
-            return Err(InspectError::TooLarge { size: data.len() as u64, limit: MAX_FILE_SIZE });
+            return Err(InspectError::TooLarge {
+                size: data.len() as u64,
+                limit: MAX_FILE_SIZE,
+            });
         }
         let elf = Elf::parse(data)?;
         analyse(&elf)
@@ -178,32 +195,66 @@ impl GoBinary {
     /// Function, file and line for a link-time virtual address.
     pub fn symbolize(&self, pc: u64) -> Option<Frame> {
         if let Some((function, file, line, entry)) = self.pcln.lookup(pc) {
-            return Some(Frame { function, file, line, entry });
+            return Some(Frame {
+                function,
+                file,
+                line,
+                entry,
+            });
         }
-        let i = self.symtab_sorted.partition_point(|(e, _, _)| *e <= pc).checked_sub(1)?;
+        let i = self
+            .symtab_sorted
+            .partition_point(|(e, _, _)| *e <= pc)
+            .checked_sub(1)?;
         let (entry, end, name) = &self.symtab_sorted[i];
         if pc < *end {
-            return Some(Frame { function: name.clone(), file: "?".into(), line: 0, entry: *entry });
+            return Some(Frame {
+                function: name.clone(),
+                file: "?".into(),
+                line: 0,
+                entry: *entry,
+            });
         }
         None
     }
 
     /// A function by exact name: `.symtab` when present, else pclntab.
     pub fn function(&self, name: &str) -> Option<FunctionInfo> {
-        let (entry, end) = self.symtab_funcs.get(name).or_else(|| self.pcln_funcs.get(name))?;
-        Some(FunctionInfo { name: name.to_string(), entry: *entry, end: *end })
+        let (entry, end) = self
+            .symtab_funcs
+            .get(name)
+            .or_else(|| self.pcln_funcs.get(name))?;
+        Some(FunctionInfo {
+            name: name.to_string(),
+            entry: *entry,
+            end: *end,
+        })
     }
 
     /// A function by exact name from `.gopclntab` only (works on stripped binaries).
     pub fn pclntab_function(&self, name: &str) -> Option<FunctionInfo> {
         let (entry, end) = self.pcln_funcs.get(name)?;
-        Some(FunctionInfo { name: name.to_string(), entry: *entry, end: *end })
+        Some(FunctionInfo {
+            name: name.to_string(),
+            entry: *entry,
+            end: *end,
+        })
     }
 
     /// A function by exact name from the ELF `.symtab` only (None on stripped binaries).
     pub fn symtab_function(&self, name: &str) -> Option<FunctionInfo> {
         let (entry, end) = self.symtab_funcs.get(name)?;
-        Some(FunctionInfo { name: name.to_string(), entry: *entry, end: *end })
+        Some(FunctionInfo {
+            name: name.to_string(),
+            entry: *entry,
+            end: *end,
+        })
+    }
+
+    /// Link-time address of a data symbol (STT_OBJECT, e.g. "runtime.allgs") from the ELF
+    /// `.symtab`; None on stripped binaries. Add the load bias for PIE.
+    pub fn data_symbol(&self, name: &str) -> Option<u64> {
+        self.symtab_objects.get(name).copied()
     }
 
     /// Number of functions in `.gopclntab`.
@@ -215,7 +266,11 @@ impl GoBinary {
     pub fn pclntab_functions(&self) -> Vec<FunctionInfo> {
         self.pcln
             .functions()
-            .map(|(n, e, x)| FunctionInfo { name: n.to_string(), entry: e, end: x })
+            .map(|(n, e, x)| FunctionInfo {
+                name: n.to_string(),
+                entry: e,
+                end: x,
+            })
             .collect()
     }
 
@@ -226,12 +281,11 @@ impl GoBinary {
 
     /// Whether goscope can trace this binary.
     pub fn support(&self) -> Support {
-        let mut reasons = self.reasons.clone();
-        if reasons.is_empty() {
-            reasons.extend(self.notes.iter().cloned());
-            return Support { supported: true, reasons };
+        Support {
+            supported: self.reasons.is_empty(),
+            reasons: self.reasons.clone(),
+            notes: self.notes.clone(),
         }
-        Support { supported: false, reasons }
     }
 }
 
@@ -248,14 +302,17 @@ fn analyse(elf: &Elf<'_>) -> Result<GoBinary, InspectError> {
         return Err(InspectError::NotGo);
     };
     let (version_raw, modinfo) = buildinfo::parse_buildinfo_blob(blob)?;
-    let go_version = GoVersion::parse(&version_raw).ok_or_else(|| InspectError::UnsupportedGoVersion {
-        version: version_raw.clone(),
-        reason: "cannot parse the toolchain version string".into(),
-    })?;
+    let go_version =
+        GoVersion::parse(&version_raw).ok_or_else(|| InspectError::UnsupportedGoVersion {
+            version: version_raw.clone(),
+            reason: "cannot parse the toolchain version string".into(),
+        })?;
     if go_version.major != 1 || go_version.minor < OLDEST_MINOR {
         return Err(InspectError::UnsupportedGoVersion {
             version: version_raw,
-            reason: "goscope supports Go 1.19 and newer; rebuild the program with a newer toolchain".into(),
+            reason:
+                "goscope supports Go 1.19 and newer; rebuild the program with a newer toolchain"
+                    .into(),
         });
     }
     let mi = buildinfo::parse_modinfo(&modinfo);
@@ -295,16 +352,24 @@ fn analyse(elf: &Elf<'_>) -> Result<GoBinary, InspectError> {
         }
     }
     symtab_sorted.sort();
+    let symtab_objects: HashMap<String, u64> = elf
+        .symbols
+        .iter()
+        .filter(|s| s.kind == object::elf::STT_OBJECT && s.value != 0)
+        .map(|s| (s.name.clone(), s.value))
+        .collect();
 
     let has_symtab = elf.section(".symtab").is_some();
     let has_dwarf = elf.section(".debug_info").is_some() || elf.section(".zdebug_info").is_some();
     let settings = mi.settings;
     let cgo = settings.iter().any(|(k, v)| k == "CGO_ENABLED" && v == "1")
-        || ["x_cgo_init", "crosscall2", "_cgo_sys_thread_start"].iter().any(|n| {
-            symtab_funcs.contains_key(*n)
-                || elf.symbol(n).is_some()
-                || elf.dynsym_names.iter().any(|d| d == n)
-        });
+        || ["x_cgo_init", "crosscall2", "_cgo_sys_thread_start"]
+            .iter()
+            .any(|n| {
+                symtab_funcs.contains_key(*n)
+                    || elf.symbol(n).is_some()
+                    || elf.dynsym_names.iter().any(|d| d == n)
+            });
     let build_info = BuildInfo {
         go_version: go_version.clone(),
         path: mi.path,
@@ -320,12 +385,17 @@ fn analyse(elf: &Elf<'_>) -> Result<GoBinary, InspectError> {
     let minor = go_version.minor;
     let known = minor <= NEWEST_MINOR;
     if arch != Arch::Amd64 {
-        reasons.push(format!("architecture {arch:?}: probe placement is implemented for amd64 only"));
+        reasons.push(format!(
+            "architecture {arch:?}: probe placement is implemented for amd64 only"
+        ));
     }
 
     // Function bodies needed by probes and validation.
     let func_range = |name: &str| -> Option<(u64, u64)> {
-        symtab_funcs.get(name).or_else(|| pcln_funcs.get(name)).copied()
+        symtab_funcs
+            .get(name)
+            .or_else(|| pcln_funcs.get(name))
+            .copied()
     };
     let body = |name: &str| -> Option<(u64, &[u8])> {
         let (entry, end) = func_range(name)?;
@@ -334,11 +404,35 @@ fn analyse(elf: &Elf<'_>) -> Result<GoBinary, InspectError> {
     };
 
     // --- Wait reasons (read before the layout: used to validate an unknown version's layout).
+    let table = layout::table(minor.min(NEWEST_MINOR));
     let from_binary = elf
         .symbol("runtime.waitReasonStrings")
         .and_then(|s| waitreason::read_at(elf, s.value, (s.size / 16) as usize))
-        .or_else(|| waitreason::scan(elf).map(|(_, v)| v));
-    let table = layout::table(minor.min(NEWEST_MINOR));
+        .or_else(|| {
+            if arch != Arch::Amd64 {
+                return None;
+            }
+            let (entry, code) = body("runtime.waitReason.String")?;
+            waitreason::from_string_method(elf, entry, code)
+        })
+        .or_else(|| {
+            // Last resort: the data scan cannot see where the array ends and may run into a
+            // following string variable; cut it to the version's table when it extends it.
+            let (_, mut names) = waitreason::scan(elf)?;
+            if let Some(t) = table.as_ref().filter(|_| known)
+                && names.len() > t.wait_reasons.len()
+                && names[..t.wait_reasons.len()] == t.wait_reasons[..]
+            {
+                notes.push(format!(
+                    "wait reason scan found {} entries; cut to the {} of the go1.{} table",
+                    names.len(),
+                    t.wait_reasons.len(),
+                    t.minor
+                ));
+                names.truncate(t.wait_reasons.len());
+            }
+            Some(names)
+        });
     let wait_reasons = match from_binary {
         Some(names) => WaitReasonTable::new(names, "binary"),
         None => match table.as_ref().filter(|_| known) {
@@ -350,7 +444,10 @@ fn analyse(elf: &Elf<'_>) -> Result<GoBinary, InspectError> {
                 WaitReasonTable::new(t.wait_reasons.clone(), "table")
             }
             None => {
-                reasons.push("wait reason table not found in the binary and no table for this version".into());
+                reasons.push(
+                    "wait reason table not found in the binary and no table for this version"
+                        .into(),
+                );
                 WaitReasonTable::new(Vec::new(), "table")
             }
         },
@@ -371,10 +468,12 @@ fn analyse(elf: &Elf<'_>) -> Result<GoBinary, InspectError> {
             if let Some(Err(k)) = other {
                 notes.push(format!("DWARF lacks {k}; using offsets table"));
             }
-            let t = table.as_ref().ok_or_else(|| InspectError::UnsupportedGoVersion {
-                version: go_version.raw.clone(),
-                reason: "no offsets table for this version and no DWARF".into(),
-            })?;
+            let t = table
+                .as_ref()
+                .ok_or_else(|| InspectError::UnsupportedGoVersion {
+                    version: go_version.raw.clone(),
+                    reason: "no offsets table for this version and no DWARF".into(),
+                })?;
             let l = RuntimeLayout::from_entries(&t.entries).map_err(|k| {
                 InspectError::malformed(format!("built-in go1.{} table lacks {k}", t.minor))
             })?;
@@ -398,13 +497,13 @@ fn analyse(elf: &Elf<'_>) -> Result<GoBinary, InspectError> {
             (l, OffsetsSource::Table)
         }
     };
-    if arch == Arch::Amd64 {
-        if let Err(why) = validate_code(&layout, &body) {
-            if offsets_source == OffsetsSource::Table || !known {
-                reasons.push(format!("layout does not match the runtime code: {why}"));
-            } else {
-                notes.push(format!("layout cross-check: {why}"));
-            }
+    if arch == Arch::Amd64
+        && let Err(why) = validate_code(&layout, &body)
+    {
+        if offsets_source == OffsetsSource::Table || !known {
+            reasons.push(format!("layout does not match the runtime code: {why}"));
+        } else {
+            notes.push(format!("layout cross-check: {why}"));
         }
     }
 
@@ -414,7 +513,9 @@ fn analyse(elf: &Elf<'_>) -> Result<GoBinary, InspectError> {
         for kind in ProbeKind::ALL {
             let name = kind.function();
             let Some((entry, code)) = body(name) else {
-                reasons.push(format!("missing symbol {name}: not in .symtab or .gopclntab"));
+                reasons.push(format!(
+                    "missing symbol {name}: not in .symtab or .gopclntab"
+                ));
                 continue;
             };
             let mk = |offset: u64, instruction: String, why: String| -> Option<ProbeSite> {
@@ -468,44 +569,42 @@ fn analyse(elf: &Elf<'_>) -> Result<GoBinary, InspectError> {
         symtab_funcs,
         pcln_funcs,
         symtab_sorted,
+        symtab_objects,
         reasons,
         notes,
     })
 }
 
-/// `.gopclntab` (or `.data.rel.ro.gopclntab` in PIE builds); without section headers, the first
-/// 8-aligned plausible header in a PT_LOAD segment.
+/// Looks up a function's (entry, code bytes) by name.
+type BodyFn<'f, 'a> = dyn Fn(&str) -> Option<(u64, &'a [u8])> + 'f;
+
+/// `.gopclntab` (or `.data.rel.ro.gopclntab` in PIE builds). Otherwise — no section headers, or
+/// an external linker that merged the table into `.data.rel.ro` (seen with lld-linked binaries
+/// such as the docker CLI) — the first 8-aligned plausible header in a PT_LOAD segment.
 fn find_pclntab(elf: &Elf<'_>) -> Result<Pclntab, InspectError> {
     for name in [".gopclntab", ".data.rel.ro.gopclntab"] {
-        if let Some(s) = elf.section(name) {
-            if let Some(d) = elf.section_data(s) {
-                return Pclntab::parse(d, s.addr);
-            }
+        if let Some(s) = elf.section(name)
+            && let Some(d) = elf.section_data(s)
+        {
+            return Pclntab::parse(d, s.addr);
         }
-    }
-    if elf.sections.iter().any(|s| s.has_file_data() && s.addr != 0) {
-        return Err(InspectError::MissingSymbol {
-            name: "runtime.pclntab".into(),
-            reason: "no .gopclntab section".into(),
-        });
     }
     for (vaddr, bytes) in elf.load_regions() {
         let skip = ((8 - (vaddr % 8)) % 8) as usize;
         let mut off = skip;
         while off + 72 <= bytes.len() {
-            if pclntab::looks_like_header(&bytes[off..]) {
-                if let Ok(p) = Pclntab::parse(&bytes[off..], vaddr + off as u64) {
-                    if p.nfunc > 0 {
-                        return Ok(p);
-                    }
-                }
+            if pclntab::looks_like_header(&bytes[off..])
+                && let Ok(p) = Pclntab::parse(&bytes[off..], vaddr.wrapping_add(off as u64))
+                && p.plausible()
+            {
+                return Ok(p);
             }
             off += 8;
         }
     }
     Err(InspectError::MissingSymbol {
         name: "runtime.pclntab".into(),
-        reason: "no section headers and no pclntab header found in the loadable segments".into(),
+        reason: "no .gopclntab section and no pclntab header found in the loadable segments".into(),
     })
 }
 
@@ -518,22 +617,22 @@ fn moduledata_text(elf: &Elf<'_>, pclntab_vaddr: u64) -> Option<u64> {
         let etext = elf.read_ptr(md.checked_add(MODULEDATA_ETEXT)?)?;
         (text != 0 && etext > text && elf.is_executable(text)).then_some(text)
     };
-    if let Some(s) = elf.section(".go.module") {
-        if s.addr != 0 && elf.read_ptr(s.addr) == Some(pclntab_vaddr) {
-            if let Some(t) = check(s.addr) {
-                return Some(t);
-            }
-        }
+    if let Some(s) = elf.section(".go.module")
+        && s.addr != 0
+        && elf.read_ptr(s.addr) == Some(pclntab_vaddr)
+        && let Some(t) = check(s.addr)
+    {
+        return Some(t);
     }
     for (base, bytes) in elf.writable_regions() {
         let skip = ((8 - (base % 8)) % 8) as usize;
         let mut off = skip;
         while off + 8 <= bytes.len() {
-            let md = base + off as u64;
-            if elf::le_u64(bytes, off) == Some(pclntab_vaddr) {
-                if let Some(t) = check(md) {
-                    return Some(t);
-                }
+            let md = base.wrapping_add(off as u64);
+            if elf::le_u64(bytes, off) == Some(pclntab_vaddr)
+                && let Some(t) = check(md)
+            {
+                return Some(t);
             }
             off += 8;
         }
@@ -559,10 +658,7 @@ fn moduledata_text(elf: &Elf<'_>, pclntab_vaddr: u64) -> Option<u64> {
 ///
 /// A layout from another version fails this, because every layout change so far moved at least
 /// one of these fields (verified for all pairs of 1.19-1.27 tables against real binaries).
-fn validate_code<'a>(
-    l: &RuntimeLayout,
-    body: &dyn Fn(&str) -> Option<(u64, &'a [u8])>,
-) -> Result<(), String> {
+fn validate_code<'a>(l: &RuntimeLayout, body: &BodyFn<'_, 'a>) -> Result<(), String> {
     let mut missing = Vec::new();
     let mut check = |func: &str, fields: &[(&str, Option<u32>, Option<usize>, bool)]| {
         let Some((e, code)) = body(func) else {
@@ -591,7 +687,10 @@ fn validate_code<'a>(
     );
     check(
         "runtime.gopark",
-        &[("m.curg", Some(l.m_curg), Some(8), false), ("g.waitreason", Some(l.g_waitreason), Some(1), true)],
+        &[
+            ("m.curg", Some(l.m_curg), Some(8), false),
+            ("g.waitreason", Some(l.g_waitreason), Some(1), true),
+        ],
     );
     check(
         "runtime.chansend",
@@ -602,7 +701,11 @@ fn validate_code<'a>(
             ("g.waiting", Some(l.g_waiting), Some(8), true),
         ],
     );
-    if missing.is_empty() { Ok(()) } else { Err(missing.join("; ")) }
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(missing.join("; "))
+    }
 }
 
 /// Validation for a version newer than every table: the code must agree with the layout
@@ -612,7 +715,7 @@ fn validate_newer<'a>(
     l: &RuntimeLayout,
     t: &layout::Table,
     wr: &WaitReasonTable,
-    body: &dyn Fn(&str) -> Option<(u64, &'a [u8])>,
+    body: &BodyFn<'_, 'a>,
 ) -> Result<(), String> {
     if arch != Arch::Amd64 {
         return Err("layout validation needs amd64 code".into());
@@ -659,4 +762,11 @@ pub fn table_layout(minor: u32) -> Option<RuntimeLayout> {
 /// The checked-in wait reason names for Go 1.`minor`, if any.
 pub fn table_wait_reasons(minor: u32) -> Option<Vec<String>> {
     Some(layout::table(minor)?.wait_reasons)
+}
+
+/// Wait reason names found by the stripped-binary data scan only (for tests).
+#[doc(hidden)]
+pub fn wait_reasons_by_scan(data: &[u8]) -> Option<Vec<String>> {
+    let elf = Elf::parse(data).ok()?;
+    waitreason::scan(&elf).map(|(_, names)| names)
 }

@@ -77,17 +77,28 @@ impl Pclntab {
             MAGIC_118 | MAGIC_120 => {}
             MAGIC_116 | MAGIC_12 => {
                 return Err(InspectError::UnsupportedGoVersion {
-                    version: if magic == MAGIC_116 { "go1.16-1.17".into() } else { "go1.2-1.15".into() },
-                    reason: "pclntab format predates Go 1.18; goscope supports Go 1.19 and newer".into(),
+                    version: if magic == MAGIC_116 {
+                        "go1.16-1.17".into()
+                    } else {
+                        "go1.2-1.15".into()
+                    },
+                    reason: "pclntab format predates Go 1.18; goscope supports Go 1.19 and newer"
+                        .into(),
                 });
             }
-            _ => return Err(InspectError::malformed(format!("unknown pclntab magic {magic:#x}"))),
+            _ => {
+                return Err(InspectError::malformed(format!(
+                    "unknown pclntab magic {magic:#x}"
+                )));
+            }
         }
         if data.len() < 72 {
             return Err(InspectError::truncated("pclntab header"));
         }
         if data[4] != 0 || data[5] != 0 || !matches!(data[6], 1 | 2 | 4) {
-            return Err(InspectError::malformed("pclntab header has bad padding or pc quantum"));
+            return Err(InspectError::malformed(
+                "pclntab header has bad padding or pc quantum",
+            ));
         }
         if data[7] != 8 {
             return Err(InspectError::UnsupportedArch {
@@ -102,7 +113,9 @@ impl Pclntab {
         let offs: Vec<u64> = (3..8).map(field).collect();
         for (i, o) in offs.iter().enumerate() {
             if *o >= len {
-                return Err(InspectError::truncated(format!("pclntab table #{i} (offset {o:#x})")));
+                return Err(InspectError::truncated(format!(
+                    "pclntab table #{i} (offset {o:#x})"
+                )));
             }
         }
         let pcln_off = offs[4];
@@ -112,7 +125,9 @@ impl Pclntab {
             .and_then(|n| n.checked_mul(8))
             .and_then(|n| n.checked_add(pcln_off));
         if need.is_none_or(|n| n > len) {
-            return Err(InspectError::truncated(format!("pclntab functab ({nfunc} functions)")));
+            return Err(InspectError::truncated(format!(
+                "pclntab functab ({nfunc} functions)"
+            )));
         }
         Ok(Pclntab {
             data: data.to_vec(),
@@ -128,6 +143,25 @@ impl Pclntab {
             pctab_off: offs[3] as usize,
             pcln_off: pcln_off as usize,
         })
+    }
+
+    /// Cheap sanity check for a header found by scanning: at least one function, the first
+    /// functab entries ascending, and the first function's name readable.
+    pub fn plausible(&self) -> bool {
+        if self.nfunc == 0 {
+            return false;
+        }
+        let n = self.nfunc.min(16);
+        let mut prev = 0u32;
+        for i in 0..=n {
+            match self.functab(i) {
+                Some((e, _)) if e >= prev => prev = e,
+                _ => return false,
+            }
+        }
+        self.func(0)
+            .and_then(|f| self.name(&f))
+            .is_some_and(|n| !n.is_empty())
     }
 
     fn functab(&self, i: usize) -> Option<(u32, u32)> {
@@ -182,7 +216,11 @@ impl Pclntab {
                 hi = mid;
             }
         }
-        if u64::from(self.functab(lo)?.0) <= rel { Some(lo) } else { None }
+        if u64::from(self.functab(lo)?.0) <= rel {
+            Some(lo)
+        } else {
+            None
+        }
     }
 
     pub fn name(&self, f: &FuncRec) -> Option<&str> {
@@ -228,7 +266,10 @@ impl Pclntab {
         let name = self.name(&f)?.to_string();
         let fileno = self.pcvalue(f.pcfile, f.entry, pc);
         let line = self.pcvalue(f.pcln, f.entry, pc);
-        let file = fileno.and_then(|n| self.file(f.cu_offset, n)).unwrap_or("?").to_string();
+        let file = fileno
+            .and_then(|n| self.file(f.cu_offset, n))
+            .unwrap_or("?")
+            .to_string();
         let line = line.filter(|l| *l >= 0).map(|l| l as u32).unwrap_or(0);
         Some((name, file, line, f.entry))
     }
@@ -353,7 +394,10 @@ mod tests {
             let _ = decode_pcvalue(&t[..cut], 0, 201, 1);
         }
         assert_eq!(decode_pcvalue(&[], 0, 0, 1), None);
-        assert_eq!(decode_pcvalue(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff], 0, 0, 1), None);
+        assert_eq!(
+            decode_pcvalue(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff], 0, 0, 1),
+            None
+        );
     }
 
     #[test]
@@ -374,6 +418,9 @@ mod tests {
         assert_eq!(p.find(0x1000), None);
         assert_eq!(p.functions().count(), 0);
         h[..4].copy_from_slice(&MAGIC_116.to_le_bytes());
-        assert!(matches!(Pclntab::parse(&h, 0), Err(InspectError::UnsupportedGoVersion { .. })));
+        assert!(matches!(
+            Pclntab::parse(&h, 0),
+            Err(InspectError::UnsupportedGoVersion { .. })
+        ));
     }
 }

@@ -28,7 +28,10 @@ impl WaitReasonTable {
 
     /// Code of a name, e.g. `code_of("chan receive")` is 14 on 1.19–1.25 and 19 on 1.26+.
     pub fn code_of(&self, name: &str) -> Option<u8> {
-        self.names.iter().position(|n| n == name).and_then(|i| u8::try_from(i).ok())
+        self.names
+            .iter()
+            .position(|n| n == name)
+            .and_then(|i| u8::try_from(i).ok())
     }
 
     /// Number of entries.
@@ -91,6 +94,49 @@ pub(crate) fn read_at(elf: &Elf<'_>, vaddr: u64, count: usize) -> Option<Vec<Str
     Some(out)
 }
 
+/// Stripped amd64 binaries: `runtime.waitReason.String` is
+/// `if w >= len(waitReasonStrings) { return "unknown wait reason" }; return waitReasonStrings[w]`,
+/// so its first `CMP reg8/32, imm` gives the array length and one of its RIP-relative `LEA`s the
+/// array address (the other points at "unknown wait reason"). Decoded with iced-x86; the result
+/// is accepted only if the array content checks out.
+pub(crate) fn from_string_method(elf: &Elf<'_>, entry: u64, code: &[u8]) -> Option<Vec<String>> {
+    use iced_x86::{Decoder, DecoderOptions, Instruction, Mnemonic, OpKind};
+    let mut decoder = Decoder::with_ip(64, code, entry, DecoderOptions::NONE);
+    let mut instr = Instruction::default();
+    let mut count: Option<usize> = None;
+    let mut targets = Vec::new();
+    for _ in 0..64 {
+        if !decoder.can_decode() {
+            break;
+        }
+        decoder.decode_out(&mut instr);
+        if instr.is_invalid() {
+            break;
+        }
+        if count.is_none()
+            && instr.mnemonic() == Mnemonic::Cmp
+            && instr.op_count() == 2
+            && instr.op0_kind() == OpKind::Register
+            && matches!(
+                instr.op1_kind(),
+                OpKind::Immediate8 | OpKind::Immediate8to32 | OpKind::Immediate32
+            )
+        {
+            count = usize::try_from(instr.immediate(1))
+                .ok()
+                .filter(|n| (3..=MAX_REASONS).contains(n));
+        }
+        if instr.mnemonic() == Mnemonic::Lea && instr.is_ip_rel_memory_operand() {
+            targets.push(instr.ip_rel_memory_address());
+        }
+    }
+    let count = count?;
+    targets.into_iter().find_map(|t| {
+        let names = read_at(elf, t, count)?;
+        (names.get(1).map(String::as_str) == Some("GC assist marking")).then_some(names)
+    })
+}
+
 /// Stripped binaries: scan writable data for 16 zero bytes followed by
 /// {ptr -> "GC assist marking", 17}, {ptr -> "IO wait", 7} (entries 0-2 are the same in every
 /// version), then read entries until one is not a plausible non-empty string.
@@ -103,13 +149,14 @@ pub(crate) fn scan(elf: &Elf<'_>) -> Option<(u64, Vec<String>)> {
                 && le_u64(bytes, off + 40) == Some(7)
                 && bytes[off..off + 16].iter().all(|b| *b == 0)
             {
-                let vaddr = base + off as u64;
-                if read_string(elf, vaddr + 16) == Some(Some("GC assist marking".into()))
-                    && read_string(elf, vaddr + 32) == Some(Some("IO wait".into()))
+                let vaddr = base.wrapping_add(off as u64);
+                if read_string(elf, vaddr.wrapping_add(16))
+                    == Some(Some("GC assist marking".into()))
+                    && read_string(elf, vaddr.wrapping_add(32)) == Some(Some("IO wait".into()))
                 {
                     let mut names = vec![String::new()];
                     for i in 1..MAX_REASONS {
-                        match read_string(elf, vaddr + 16 * i as u64) {
+                        match read_string(elf, vaddr.wrapping_add(16 * i as u64)) {
                             Some(Some(s)) if !s.is_empty() => names.push(s),
                             _ => break,
                         }

@@ -63,7 +63,9 @@ pub type Toolchain = Option<&'static str>;
 static BUILD_LOCK: Mutex<()> = Mutex::new(());
 
 pub fn in_ci() -> bool {
-    std::env::var("CI").map(|v| v == "true" || v == "1").unwrap_or(false)
+    std::env::var("CI")
+        .map(|v| v == "true" || v == "1")
+        .unwrap_or(false)
 }
 
 /// Reports a skip (or panics under CI).
@@ -80,7 +82,9 @@ fn source_dir() -> PathBuf {
 
 fn fixtures_root() -> PathBuf {
     let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-    tmp.parent().map(|p| p.join("go-fixtures")).unwrap_or_else(|| tmp.join("go-fixtures"))
+    tmp.parent()
+        .map(|p| p.join("go-fixtures"))
+        .unwrap_or_else(|| tmp.join("go-fixtures"))
 }
 
 /// FNV-1a over the fixture sources (names and contents, sorted), stable across Rust versions.
@@ -93,7 +97,12 @@ fn source_hash() -> String {
     files.sort();
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for f in files {
-        let mut bytes = f.file_name().unwrap().to_string_lossy().into_owned().into_bytes();
+        let mut bytes = f
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned()
+            .into_bytes();
         bytes.extend(std::fs::read(&f).unwrap());
         for b in bytes {
             h ^= u64::from(b);
@@ -178,4 +187,24 @@ pub fn fixture_or_skip(toolchain: Toolchain, variant: Variant) -> Option<PathBuf
             None
         }
     }
+}
+
+/// True if `GOTOOLCHAIN=<v>` would not need a download (toolchain already in the module cache).
+pub fn toolchain_cached(v: &str) -> bool {
+    let Ok(out) = Command::new("go")
+        .env("GOTOOLCHAIN", "local")
+        .args(["env", "GOMODCACHE"])
+        .output()
+    else {
+        return false;
+    };
+    let cache = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let arch = match std::env::consts::ARCH {
+        "aarch64" => "arm64",
+        _ => "amd64",
+    };
+    !cache.is_empty()
+        && Path::new(&cache)
+            .join(format!("golang.org/toolchain@v0.0.1-{v}.linux-{arch}"))
+            .is_dir()
 }

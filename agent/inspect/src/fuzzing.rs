@@ -1,0 +1,36 @@
+//! Entry points for the cargo-fuzz targets in `fuzz/`: the crate's internal parsers, each fed
+//! with raw bytes and then queried the way [`crate::GoBinary`] queries them. Not a stable API.
+
+use crate::{buildinfo, pclntab::Pclntab};
+
+/// `.go.buildinfo` blob parsing: version string, modinfo text, `GoVersion` and settings.
+pub fn buildinfo(data: &[u8]) {
+    if let Ok((version, modinfo)) = buildinfo::parse_buildinfo_blob(data) {
+        let _ = crate::GoVersion::parse(&version).map(|v| v.minor_string());
+        let mi = buildinfo::parse_modinfo(&modinfo);
+        let _ = (mi.path.len(), mi.module.len(), mi.module_version.len(), mi.settings.len());
+    }
+    // The version parser also sees arbitrary text in the field.
+    let _ = crate::GoVersion::parse(&String::from_utf8_lossy(data));
+}
+
+/// A `.gopclntab` mapped at 0x4e0000 (text at 0x401000 when the header has no textStart):
+/// header, every function's name and range, and PC lookups (name, file, line).
+pub fn pclntab(data: &[u8]) {
+    let Ok(mut p) = Pclntab::parse(data, 0x4e_0000) else {
+        return;
+    };
+    if p.header_text_start == 0 {
+        p.text_start = 0x40_1000;
+    }
+    let _ = p.plausible();
+    let mut pcs = vec![p.text_start, p.text_start.wrapping_sub(1), u64::MAX];
+    for (i, (_, entry, end)) in p.functions().enumerate() {
+        if i < 64 {
+            pcs.extend([entry, entry.wrapping_add(1), end.wrapping_sub(1), end]);
+        }
+    }
+    for pc in pcs {
+        let _ = p.lookup(pc);
+    }
+}
