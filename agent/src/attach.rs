@@ -66,13 +66,33 @@ pub fn inspect_target(target: &Target) -> Result<(GoBinary, u64), AttachError> {
         exe: target.exe_name.clone(),
         source,
     };
-    let bytes = std::fs::read(&target.exe).map_err(|e| match e.kind() {
-        io::ErrorKind::NotFound => AttachError::ExitedDuringAttach { pid: target.pid },
-        _ => AttachError::Io(io::Error::new(e.kind(), format!("reading {}: {e}", target.exe.display()))),
-    })?;
+    let bytes = read_exe(target)?;
     let binary = GoBinary::from_bytes(&bytes).map_err(inspect_err)?;
     let bias = target.load_bias(&bytes)?;
     Ok((binary, bias))
+}
+
+/// Reads `/proc/PID/exe`. It is briefly unreadable while a process execs, and for good once it
+/// exits: retry a few times before deciding which.
+fn read_exe(target: &Target) -> Result<Vec<u8>, AttachError> {
+    let mut tries = 0;
+    loop {
+        match std::fs::read(&target.exe) {
+            Ok(bytes) => return Ok(bytes),
+            Err(e) if e.kind() == io::ErrorKind::NotFound && tries < 5 && target.is_alive() => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(if target.is_alive() {
+                    AttachError::Io(io::Error::new(e.kind(), format!("PID {} has no readable executable (a kernel thread or a zombie?)", target.pid)))
+                } else {
+                    AttachError::ExitedDuringAttach { pid: target.pid }
+                });
+            }
+            Err(e) => return Err(AttachError::Io(io::Error::new(e.kind(), format!("reading {}: {e}", target.exe.display())))),
+        }
+    }
 }
 
 fn target_config(binary: &GoBinary) -> TargetConfig {

@@ -47,8 +47,13 @@ impl Target {
         Ok(Self { pid, exe, exe_name })
     }
 
+    /// True while the process exists and is not a zombie. (A PID reused by a new process would
+    /// also count; the window is too small to matter for an attach.)
     pub fn is_alive(&self) -> bool {
-        PathBuf::from(format!("/proc/{}/exe", self.pid)).exists()
+        let Ok(stat) = fs::read_to_string(format!("/proc/{}/stat", self.pid)) else { return false };
+        // The state letter follows the command name, which is in parentheses and may contain any.
+        let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next());
+        !matches!(state, None | Some("Z" | "X"))
     }
 
     /// Runtime address minus link-time address of the executable's code (non-zero for PIE).
@@ -129,6 +134,21 @@ mod tests {
         assert_eq!(m.offset, 0x1000);
         assert_eq!(m.path, "/usr/bin/demo");
         assert!(Mapping::parse("garbage").is_none());
+    }
+
+    #[test]
+    fn liveness_follows_the_process() {
+        let me = Target::from_pid(std::process::id()).unwrap();
+        assert!(me.is_alive());
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        // Exited but not reaped: a zombie is not alive.
+        while fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z")) {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let zombie = Target { pid, exe: PathBuf::new(), exe_name: String::new() };
+        assert!(!zombie.is_alive());
+        child.wait().unwrap();
     }
 
     #[test]
