@@ -11,6 +11,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use crate::{
+    export::{OtlpArgs, ProcessInfo},
     output::{Format, TargetContext, write_line},
     pipeline::{ProcessorConfig, monotonic_ns, process, read_events},
     probes::Probes,
@@ -57,6 +58,8 @@ pub struct AttachOptions {
     pub queue_len: usize,
     pub show_events: bool,
     pub block_threshold: Duration,
+    pub top: bool,
+    pub otlp: OtlpArgs,
 }
 
 /// Reads and analyses the target's executable.
@@ -149,9 +152,17 @@ pub async fn run(opts: AttachOptions) -> Result<(), AttachError> {
     stdout.flush()?;
     drop(stdout);
 
+    let process_info = ProcessInfo::from_pid(target.pid, &target.exe_name, &binary);
     let ctx = TargetContext { pid: target.pid, binary, load_bias, attached_at_ns: monotonic_ns() };
     let (tx, rx) = mpsc::channel(opts.queue_len);
-    let cfg = ProcessorConfig { format: opts.format, show_events: opts.show_events, block_threshold: opts.block_threshold };
+    let cfg = ProcessorConfig {
+        format: opts.format,
+        otlp: opts.otlp,
+        process_info,
+        show_events: opts.show_events && !opts.top,
+        block_threshold: opts.block_threshold,
+        top: opts.top,
+    };
     let processor = tokio::task::spawn_blocking(move || process(rx, &ctx, &cfg));
     let stats = read_events(ring, &probes, &target, tx, opts.duration).await?;
     let processed = processor.await.map_err(|e| io::Error::other(e.to_string()))??;
@@ -163,16 +174,28 @@ pub async fn run(opts: AttachOptions) -> Result<(), AttachError> {
             &mut stdout,
             &json!({"kind": "summary", "events": processed.events, "findings": processed.findings,
                     "lost": stats.lost_kernel, "dropped": stats.dropped, "undecodable": stats.undecodable,
-                    "target_exited": stats.target_exited}).to_string(),
+                    "target_exited": stats.target_exited,
+                    "otlp": processed.otlp}).to_string(),
         )?,
-        Format::Text => eprintln!(
-            "goscope: {} events, {} findings; {} lost in the kernel ring buffer, {} dropped in userspace{}",
-            processed.events,
-            processed.findings,
-            stats.lost_kernel,
-            stats.dropped,
-            if stats.target_exited { "; the target exited" } else { "" }
-        ),
+        Format::Text => {
+            eprintln!(
+                "goscope: {} events, {} findings; {} lost in the kernel ring buffer, {} dropped in userspace{}",
+                processed.events,
+                processed.findings,
+                stats.lost_kernel,
+                stats.dropped,
+                if stats.target_exited { "; the target exited" } else { "" }
+            );
+            if let Some(o) = &processed.otlp {
+                eprintln!(
+                    "goscope: OTLP: {} spans, {} log records exported; {} lost{}",
+                    o.traces.exported,
+                    o.logs.exported,
+                    o.lost(),
+                    if o.flushed { "" } else { " (not all flushed before the shutdown deadline)" }
+                );
+            }
+        }
     }
     stdout.flush()?;
     Ok(())

@@ -4,9 +4,12 @@
 //! `events` (ring-buffer bytes → typed events) → `output` (text / JSON lines).
 pub mod attach;
 pub mod detect;
+pub mod dump_cmd;
 pub mod events;
+pub mod export;
 pub mod inspect_cmd;
 pub mod state;
+pub mod summary;
 pub mod output;
 pub mod pipeline;
 pub mod probes;

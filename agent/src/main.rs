@@ -4,7 +4,7 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 use clap::{Parser, Subcommand};
 use goscope::{
     attach::{self, AttachOptions},
-    inspect_cmd,
+    dump_cmd, inspect_cmd,
     output::Format,
 };
 
@@ -36,6 +36,12 @@ enum Command {
         /// Print only findings, not every goroutine event.
         #[arg(long)]
         no_events: bool,
+        /// Show a live summary (goroutines by state and wait reason, longest blocked) that
+        /// refreshes in place, instead of the event stream.
+        #[arg(long, conflicts_with = "format")]
+        top: bool,
+        #[command(flatten)]
+        otlp: goscope::export::OtlpArgs,
     },
     /// Analyse a Go binary (or a running process's binary): version, offsets, probe sites, support.
     Inspect {
@@ -45,6 +51,15 @@ enum Command {
         /// Inspect the binary a running process executes.
         #[arg(long)]
         pid: Option<u32>,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Print every goroutine of a running Go process (state, wait reason, stack, channels), read
+    /// from its memory without stopping it.
+    Dump {
+        /// Process to read.
+        #[arg(long)]
+        pid: u32,
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
@@ -62,7 +77,7 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Attach { pid, format, duration, ring_buffer_size, block_threshold, no_events } => tokio::runtime::Builder::new_multi_thread()
+        Command::Attach { pid, format, duration, ring_buffer_size, block_threshold, no_events, top, otlp } => tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
@@ -76,10 +91,13 @@ fn main() -> ExitCode {
                     queue_len: 65_536,
                     show_events: !no_events,
                     block_threshold,
+                    top,
+                    otlp,
                 }))
                 .map_err(anyhow::Error::from)
             }),
         Command::Inspect { path, pid, format } => inspect_cmd::run(path, pid, format).map_err(anyhow::Error::from),
+        Command::Dump { pid, format } => dump_cmd::run(pid, format).map_err(anyhow::Error::from),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -24,11 +24,11 @@ pub struct TargetContext {
 }
 
 impl TargetContext {
-    fn symbolize(&self, runtime_pc: u64) -> Option<Frame> {
+    pub fn symbolize(&self, runtime_pc: u64) -> Option<Frame> {
         self.binary.symbolize(runtime_pc.wrapping_sub(self.load_bias))
     }
 
-    fn wait_reason(&self, code: u8) -> String {
+    pub fn wait_reason(&self, code: u8) -> String {
         self.binary
             .wait_reasons()
             .name(code)

@@ -12,12 +12,16 @@ use serde::Serialize;
 use serde_json::json;
 use tokio::{io::unix::AsyncFd, signal::unix::SignalKind, sync::mpsc};
 
+use goscope_inspect::{GoBinary, ProbeKind};
+
 use crate::{
     detect::{self, Finding},
-    events::GoroutineEvent,
+    events::{EventDetail, GoroutineEvent},
+    export::{ExportStats, Health, OtlpArgs, OtlpExporter, ProbeHealth, ProcessInfo},
     output::{EventRecord, Format, TargetContext, write_line},
     probes::Probes,
-    state::{ProcessState, WaitReasons},
+    state::{ProcessState, Transition, WaitReasons},
+    summary,
     target::Target,
 };
 
@@ -26,11 +30,11 @@ pub enum Item {
     Event(GoroutineEvent),
     /// Events the kernel dropped since the last report.
     Lost(u64),
-    /// Clock tick (CLOCK_MONOTONIC ns): time to run the detectors.
-    Tick(u64),
+    /// Clock tick: time to run the detectors and report health.
+    Tick { now_ns: u64, reader: ReadStats },
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, Copy)]
 pub struct ReadStats {
     pub lost_kernel: u64,
     pub dropped: u64,
@@ -69,7 +73,7 @@ pub async fn read_events(
                     stats.lost_kernel = lost;
                 }
                 // A skipped tick under load only delays detection by one period.
-                let _ = tx.try_send(Item::Tick(monotonic_ns()));
+                let _ = tx.try_send(Item::Tick { now_ns: monotonic_ns(), reader: stats });
                 if !target.is_alive() {
                     stats.target_exited = true;
                     break;
@@ -109,22 +113,31 @@ pub fn monotonic_ns() -> u64 {
 
 pub struct ProcessorConfig {
     pub format: Format,
+    pub otlp: OtlpArgs,
+    pub process_info: ProcessInfo,
     /// Print every goroutine event (otherwise only findings and summaries).
     pub show_events: bool,
     pub block_threshold: Duration,
+    /// Redraw the live summary on every tick instead of printing events.
+    pub top: bool,
 }
 
 #[derive(Debug, Default)]
 pub struct ProcessStats {
     pub events: u64,
     pub findings: u64,
+    /// OTLP items exported / lost (dropped or failed), when OTLP is on.
+    pub otlp: Option<ExportStats>,
 }
 
 /// A finding is reported once it has been seen on this many consecutive ticks.
 const CONFIRMATIONS: u32 = 2;
 
-/// Owns the state: applies events in order, runs detectors on each tick, writes output.
+/// Owns the state: applies events in order, runs detectors on each tick, writes output and feeds
+/// the OTLP exporter (created here: its blocking HTTP client must live off the async runtime).
 pub fn process(mut rx: mpsc::Receiver<Item>, ctx: &TargetContext, cfg: &ProcessorConfig) -> io::Result<ProcessStats> {
+    let otlp = OtlpExporter::start(&cfg.otlp, &cfg.process_info).map_err(io::Error::other)?;
+    let mut hits = ProbeHits::new(&ctx.binary);
     let reasons = WaitReasons::new(ctx.binary.wait_reasons().names().to_vec());
     let mut state = ProcessState::new(ctx.pid, reasons, ctx.binary.layout().hchan_lock);
     let mut out = io::BufWriter::new(io::stdout().lock());
@@ -135,7 +148,14 @@ pub fn process(mut rx: mpsc::Receiver<Item>, ctx: &TargetContext, cfg: &Processo
         match item {
             Item::Event(ev) => {
                 stats.events += 1;
-                state.apply(&ev);
+                hits.count(&ev);
+                let transition = state.apply(&ev);
+                if let (Some(x), Some(t)) = (&otlp, &transition) {
+                    match t {
+                        Transition::Unblocked { .. } => x.blocking_episode(t, &state, ctx),
+                        Transition::Exited { .. } => x.goroutine_exited(t, ctx),
+                    }
+                }
                 if cfg.show_events {
                     let rec = EventRecord::new(&ev, ctx);
                     let line = match cfg.format {
@@ -152,11 +172,34 @@ pub fn process(mut rx: mpsc::Receiver<Item>, ctx: &TargetContext, cfg: &Processo
                 };
                 write_line(&mut out, &line)?;
             }
-            Item::Tick(now_ns) => {
+            Item::Tick { now_ns, reader } => {
                 let current = detect::blocked(&state, now_ns, threshold_ns);
-                for change in findings.update(current) {
-                    stats.findings += u64::from(matches!(change, Change::Raised(_)));
-                    write_line(&mut out, &change.render(cfg.format)?)?;
+                let changes = findings.update(current);
+                if let Some(x) = &otlp {
+                    x.observe_state(&state);
+                    x.health(&Health {
+                        events: stats.events,
+                        lost: reader.lost_kernel,
+                        dropped: reader.dropped,
+                        undecodable: reader.undecodable,
+                        attach_failures: 0,
+                        probes: hits.health(),
+                    });
+                    for change in &changes {
+                        match change {
+                            Change::Raised(f) => x.finding(f),
+                            Change::Retracted(f) => x.finding_retracted(f),
+                        }
+                    }
+                }
+                stats.findings += changes.iter().filter(|c| matches!(c, Change::Raised(_))).count() as u64;
+                if cfg.top {
+                    // Clear the screen and redraw from the top-left corner.
+                    write!(out, "\x1b[H\x1b[2J{}", summary::render(&state, ctx, now_ns))?;
+                } else {
+                    for change in changes {
+                        write_line(&mut out, &change.render(cfg.format)?)?;
+                    }
                 }
             }
         }
@@ -165,7 +208,45 @@ pub fn process(mut rx: mpsc::Receiver<Item>, ctx: &TargetContext, cfg: &Processo
         }
     }
     out.flush()?;
+    stats.otlp = otlp.map(OtlpExporter::shutdown);
     Ok(stats)
+}
+
+/// Probe hits per program, counted from the events they produced, for the health metrics.
+struct ProbeHits {
+    /// (program, hits, emulated instruction)
+    programs: Vec<(ProbeKind, u64, bool)>,
+}
+
+impl ProbeHits {
+    fn new(binary: &GoBinary) -> Self {
+        let mut programs: Vec<(ProbeKind, u64, bool)> = Vec::new();
+        for site in binary.probe_sites() {
+            if !programs.iter().any(|p| p.0 == site.probe) {
+                programs.push((site.probe, 0, ProbeHealth::is_emulated_instruction(&site.instruction)));
+            }
+        }
+        Self { programs }
+    }
+
+    fn count(&mut self, ev: &GoroutineEvent) {
+        let kind = match ev.detail {
+            EventDetail::Created { .. } => ProbeKind::GoroutineCreated,
+            EventDetail::Parked { .. } => ProbeKind::GoroutineParked,
+            EventDetail::Ready { .. } => ProbeKind::GoroutineReady,
+            EventDetail::Exited => ProbeKind::GoroutineExited,
+        };
+        if let Some(p) = self.programs.iter_mut().find(|p| p.0 == kind) {
+            p.1 += 1;
+        }
+    }
+
+    fn health(&self) -> Vec<ProbeHealth> {
+        self.programs
+            .iter()
+            .map(|&(kind, hits, emulated)| ProbeHealth { name: kind.program_name(), hits, emulated })
+            .collect()
+    }
 }
 
 /// A finding appearing (after confirmation) or going away.

@@ -1,0 +1,93 @@
+//! goscope-tests: the harness of goscope's integration tests.
+//!
+//! Everything here is real: Go fixture programs (`tests/fixtures/go/<name>/`) are compiled with a
+//! real Go toolchain ([`GoFixture`]), run as real processes ([`ChildGuard`]), and watched by the
+//! real `goscope` binary ([`Goscope`]), which loads real eBPF programs and uprobes.
+//!
+//! Every process is owned by an RAII guard that SIGKILLs and reaps it on drop, so a failing (even
+//! panicking) test leaves no stray process behind; a killed goscope leaves no probe behind either,
+//! since the kernel drops its uprobe links when its file descriptors close.
+//!
+//! The tests that load eBPF call [`require_bpf`] first.
+
+pub mod backend;
+pub mod fixture;
+pub mod goscope;
+pub mod process;
+pub mod scenario;
+
+use std::env;
+use std::path::{Path, PathBuf};
+
+pub use fixture::{GO_VERSIONS, GoFixture, Variant};
+pub use goscope::{Goscope, RunOutput, Stopped, goscope_bin, run_goscope};
+pub use process::{ChildGuard, Line};
+
+/// The workspace root (the parent of this crate's directory).
+pub fn workspace_root() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().unwrap_or(manifest).to_path_buf()
+}
+
+/// The cargo target directory this test binary was built into.
+///
+/// `CARGO_TARGET_DIR` if set (relative to the workspace root when relative); otherwise found from
+/// this test binary's path, `<target>/<profile>/deps/<exe>` or, with cargo's newer build-dir
+/// layout, `<target>/<profile>/build/<package>/<hash>/out/<exe>`; otherwise `<workspace>/target`.
+pub fn target_dir() -> PathBuf {
+    if let Some(dir) = env::var_os("CARGO_TARGET_DIR").filter(|d| !d.is_empty()) {
+        let dir = PathBuf::from(dir);
+        return if dir.is_absolute() {
+            dir
+        } else {
+            workspace_root().join(dir)
+        };
+    }
+    if let Ok(exe) = env::current_exe() {
+        for dir in exe.ancestors().skip(1).take(5) {
+            if dir.file_name().is_some_and(|n| n == "deps" || n == "build")
+                && let Some(target) = dir.parent().and_then(Path::parent)
+            {
+                return target.to_path_buf();
+            }
+        }
+    }
+    workspace_root().join("target")
+}
+
+/// Whether this machine can run goscope's eBPF: root, and a kernel with BTF
+/// (`/sys/kernel/btf/vmlinux`).
+///
+/// Returns `Ok(true)` when it can. When it cannot, under CI (`CI=true`) this panics with the
+/// reason, since a CI that silently skips every real test proves nothing; elsewhere it prints
+/// `SKIP: <reason>` on stderr and returns `Ok(false)`, and the test returns early:
+///
+/// ```no_run
+/// # fn t() -> anyhow::Result<()> {
+/// if !goscope_tests::require_bpf()? {
+///     return Ok(());
+/// }
+/// # Ok(()) }
+/// ```
+pub fn require_bpf() -> anyhow::Result<bool> {
+    let mut reasons = Vec::new();
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    if euid != 0 {
+        reasons.push(format!(
+            "not root (euid {euid}); goscope needs root to load eBPF"
+        ));
+    }
+    if !Path::new("/sys/kernel/btf/vmlinux").exists() {
+        reasons.push("/sys/kernel/btf/vmlinux is missing: the kernel has no BTF".to_string());
+    }
+    if reasons.is_empty() {
+        return Ok(true);
+    }
+    let reason = reasons.join("; ");
+    if env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("CI=true but this machine cannot run goscope's eBPF: {reason}");
+    }
+    eprintln!("SKIP: {reason}");
+    Ok(false)
+}

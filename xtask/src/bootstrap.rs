@@ -2,6 +2,7 @@
 //! - the pinned nightly (from rust-toolchain.toml) with rust-src, for userspace (aya 0.16 needs
 //!   rustc >= 1.98) and for `-Z build-std=core` on the BPF target;
 //! - bpf-linker 0.13, built against that nightly's own libLLVM (it must be the same LLVM);
+//! - cargo-fuzz 0.13, for the fuzz step of `cargo xtask test`;
 //! - a check that Go is installed (fixtures and the demo are built from source).
 use std::{
     fs,
@@ -14,11 +15,13 @@ use anyhow::{Context as _, bail};
 use crate::{check, workspace_root};
 
 pub const BPF_LINKER_VERSION: &str = "0.13";
+pub const CARGO_FUZZ_VERSION: &str = "0.13";
 
 pub fn ensure_all() -> anyhow::Result<()> {
     let toolchain = pinned_toolchain()?;
     ensure_toolchain(&toolchain)?;
     ensure_bpf_linker(&toolchain)?;
+    ensure_cargo_fuzz(&toolchain)?;
     ensure_go()?;
     Ok(())
 }
@@ -83,6 +86,22 @@ fn ensure_bpf_linker(toolchain: &str) -> anyhow::Result<()> {
     let version = output_of(Command::new("rustup").args(["run", toolchain, "bpf-linker", "--version"]));
     if version.is_none() {
         bail!("bpf-linker was installed but does not run under {toolchain}; is ~/.cargo/bin on PATH?");
+    }
+    Ok(())
+}
+
+/// cargo-fuzz, for goscope-inspect's fuzz targets (agent/inspect/fuzz) that `cargo xtask test` runs.
+fn ensure_cargo_fuzz(toolchain: &str) -> anyhow::Result<()> {
+    let version = output_of(Command::new("rustup").args(["run", toolchain, "cargo", "fuzz", "--version"]));
+    if version.as_deref().is_some_and(|v| v.starts_with(&format!("cargo-fuzz {CARGO_FUZZ_VERSION}"))) {
+        return Ok(());
+    }
+    eprintln!("xtask: installing cargo-fuzz {CARGO_FUZZ_VERSION} (found: {version:?})");
+    check(Command::new("rustup")
+        .args(["run", toolchain, "cargo", "install", "cargo-fuzz", "--locked", "--force", "--version"])
+        .arg(format!("^{CARGO_FUZZ_VERSION}")))?;
+    if output_of(Command::new("rustup").args(["run", toolchain, "cargo", "fuzz", "--version"])).is_none() {
+        bail!("cargo-fuzz was installed but `cargo fuzz` does not run under {toolchain}; is ~/.cargo/bin on PATH?");
     }
     Ok(())
 }

@@ -3,6 +3,7 @@
 mod bench;
 mod bootstrap;
 mod demo;
+mod fuzz;
 
 use std::{
     path::PathBuf,
@@ -89,9 +90,10 @@ fn run_tests(args: &[String]) -> anyhow::Result<()> {
     if std::env::var("CI").as_deref() == Ok("true") {
         eprintln!("xtask: CI=true: eBPF tests must attach for real and fail if they cannot");
     }
-    check(Command::new("cargo").current_dir(&root).args(["build", "--workspace", "--all-targets"]))?;
-    check(Command::new("cargo")
-        .current_dir(&root)
-        .args(["test", "--workspace", "--no-fail-fast", "--"])
-        .args(args))
+    // The default members: everything but agent-ebpf's BPF-only binary, which the agent's build
+    // script compiles for the BPF target.
+    check(Command::new("cargo").current_dir(&root).args(["build", "--all-targets"]))?;
+    check(Command::new("cargo").current_dir(&root).args(["test", "--no-fail-fast", "--"]).args(args))?;
+    // goscope-inspect's fuzz targets over their checked-in corpus (~20 s; GOSCOPE_FUZZ_SECONDS).
+    fuzz::run_briefly()
 }

@@ -16,6 +16,11 @@ const MAX_DECOMPRESSED_TOTAL: u64 = 512 << 20;
 /// Upper bound on DIEs visited (Go binaries have a few million at most).
 const MAX_DIES: usize = 50_000_000;
 
+/// Upper bound on the DIEs and unit headers read while following member types to a `vu` word
+/// ([`find_vu`]), over all members: self-referential types would otherwise make the depth-limited
+/// search exponential (a 700-byte input took 23 s). Go 1.20-1.27 binaries need < 500.
+const MAX_VU_STEPS: usize = 100_000;
+
 /// Type structs to collect.
 pub(crate) const WANTED: &[&str] = &[
     "runtime.g",
@@ -76,6 +81,7 @@ pub(crate) fn read_structs(elf: &Elf<'_>) -> Result<Option<HashMap<String, Struc
 
     let mut out: HashMap<String, StructInfo> = HashMap::new();
     let mut visited = 0usize;
+    let mut vu_steps = MAX_VU_STEPS;
     let mut units = dwarf.units();
     while let Some(header) = units.next().map_err(dw_err)? {
         let unit = dwarf.unit(header).map_err(dw_err)?;
@@ -133,7 +139,7 @@ pub(crate) fn read_structs(elf: &Elf<'_>) -> Result<Option<HashMap<String, Struc
                     };
                     let vu = entry
                         .attr_value(gimli::DW_AT_type)
-                        .and_then(|t| find_vu_ref(&dwarf, &unit, t, 0));
+                        .and_then(|t| find_vu_ref(&dwarf, &unit, t, 0, &mut vu_steps));
                     info.members.insert(name, Member { offset, vu });
                 }
                 _ => {}
@@ -156,21 +162,23 @@ fn find_vu_ref(
     unit: &gimli::Unit<R<'_>>,
     ty: AttributeValue<R<'_>>,
     depth: u32,
+    steps: &mut usize,
 ) -> Option<u64> {
     if depth > 4 {
         return None;
     }
     match ty {
-        AttributeValue::UnitRef(off) => find_vu(dwarf, unit, off, depth),
+        AttributeValue::UnitRef(off) => find_vu(dwarf, unit, off, depth, steps),
         AttributeValue::DebugInfoRef(goff) => {
             if let Some(off) = goff.to_unit_offset(&unit.header) {
-                return find_vu(dwarf, unit, off, depth);
+                return find_vu(dwarf, unit, off, depth, steps);
             }
             let mut units = dwarf.units();
             while let Ok(Some(h)) = units.next() {
+                *steps = steps.checked_sub(1)?;
                 if let Some(off) = goff.to_unit_offset(&h) {
                     let other = dwarf.unit(h).ok()?;
-                    return find_vu(dwarf, &other, off, depth);
+                    return find_vu(dwarf, &other, off, depth, steps);
                 }
             }
             None
@@ -186,21 +194,24 @@ fn find_vu(
     unit: &gimli::Unit<R<'_>>,
     off: UnitOffset,
     depth: u32,
+    steps: &mut usize,
 ) -> Option<u64> {
     if depth > 4 {
         return None;
     }
+    *steps = steps.checked_sub(1)?;
     let mut cursor = unit.entries_at_offset(off).ok()?;
     let entry = cursor.next_dfs().ok()??;
     match entry.tag() {
         gimli::DW_TAG_typedef => {
             let t = entry.attr_value(gimli::DW_AT_type)?;
-            find_vu_ref(dwarf, unit, t, depth + 1)
+            find_vu_ref(dwarf, unit, t, depth + 1, steps)
         }
         gimli::DW_TAG_structure_type => {
             let base = entry.depth();
             let mut members = Vec::new();
             while let Some(child) = cursor.next_dfs().ok()? {
+                *steps = steps.checked_sub(1)?;
                 if child.depth() <= base {
                     break;
                 }
@@ -220,7 +231,7 @@ fn find_vu(
                     return Some(moff);
                 }
                 if let Some(ty) = ty
-                    && let Some(inner) = find_vu_ref(dwarf, unit, ty, depth + 1)
+                    && let Some(inner) = find_vu_ref(dwarf, unit, ty, depth + 1, steps)
                 {
                     return moff.checked_add(inner);
                 }

@@ -14,6 +14,8 @@ use crate::error::{InspectError, Result};
 
 /// Upper bound for one decompressed DWARF section.
 const MAX_DECOMPRESSED_SECTION: u64 = 256 << 20;
+/// Largest expansion of zlib/deflate data (258-byte matches coded in 2 bits, plus headers).
+const MAX_DEFLATE_RATIO: u64 = 1032;
 
 #[derive(Debug, Clone)]
 pub(crate) struct Section {
@@ -140,17 +142,26 @@ impl<'a> Elf<'a> {
                     size: sh.sh_size(endian),
                 });
             }
+            // Symbols may all point into one long string: bound the bytes copied out by the input
+            // size (a 550 KB file took 2.3 GB), and stop at a name that runs off its table
+            // (each such lookup scans to the end of the table).
+            let mut name_budget = data.len().saturating_mul(2).saturating_add(1 << 20);
+            let mut copy_name = |name: &[u8]| -> Option<String> {
+                name_budget = name_budget.checked_sub(name.len() + 1)?;
+                Some(String::from_utf8_lossy(name).into_owned())
+            };
             if let Ok(symtab) = table.symbols(endian, data, elf::SHT_SYMTAB) {
                 for sym in symtab.iter() {
                     let kind = sym.st_type();
                     if kind != elf::STT_FUNC && kind != elf::STT_OBJECT {
                         continue;
                     }
-                    let Ok(name) = symtab.symbol_name(endian, sym) else {
-                        continue;
+                    let Some(name) = symtab.symbol_name(endian, sym).ok().and_then(&mut copy_name)
+                    else {
+                        break;
                     };
                     symbols.push(Symbol {
-                        name: String::from_utf8_lossy(name).into_owned(),
+                        name,
                         value: sym.st_value(endian),
                         size: sym.st_size(endian),
                         kind,
@@ -159,10 +170,12 @@ impl<'a> Elf<'a> {
             }
             if let Ok(dynsym) = table.symbols(endian, data, elf::SHT_DYNSYM) {
                 for sym in dynsym.iter() {
-                    if let Ok(name) = dynsym.symbol_name(endian, sym)
-                        && !name.is_empty()
-                    {
-                        dynsym_names.push(String::from_utf8_lossy(name).into_owned());
+                    let Ok(name) = dynsym.symbol_name(endian, sym) else {
+                        break;
+                    };
+                    if !name.is_empty() {
+                        let Some(name) = copy_name(name) else { break };
+                        dynsym_names.push(name);
                     }
                 }
             }
@@ -316,15 +329,34 @@ impl<'a> Elf<'a> {
                 }
             }
         }
-        out
+        self.bounded(out)
     }
 
     /// Read-only, non-executable file-backed regions (for finding pclntab without sections);
     /// falls back to every PT_LOAD.
     pub fn load_regions(&self) -> Vec<(u64, &'a [u8])> {
-        self.loads()
-            .filter_map(|seg| file_range(self.data, seg.offset, seg.filesz).map(|d| (seg.vaddr, d)))
-            .collect()
+        self.bounded(
+            self.loads()
+                .filter_map(|seg| file_range(self.data, seg.offset, seg.filesz).map(|d| (seg.vaddr, d)))
+                .collect(),
+        )
+    }
+
+    /// The leading `regions` whose sizes add up to at most twice the file size. Real sections
+    /// and segments barely overlap; crafted ones can all cover the same bytes, which made every
+    /// scan over the regions quadratic (15,000 copies of one 1 MB section: 3 s to say NotGo).
+    fn bounded<T>(&self, mut regions: Vec<(T, &'a [u8])>) -> Vec<(T, &'a [u8])> {
+        let mut total = 0usize;
+        let limit = self.data.len().saturating_mul(2);
+        let keep = regions
+            .iter()
+            .take_while(|(_, d)| {
+                total = total.saturating_add(d.len());
+                total <= limit
+            })
+            .count();
+        regions.truncate(keep);
+        regions
     }
 
     pub fn symbol(&self, name: &str) -> Option<&Symbol> {
@@ -378,11 +410,15 @@ impl<'a> Elf<'a> {
         } else {
             return Ok(Some(Cow::Borrowed(raw)));
         };
-        if size > MAX_DECOMPRESSED_SECTION || size > *budget {
+        // The output buffer is allocated at the claimed size up front: cap it by what the
+        // payload can inflate to (deflate expands at most ~1032:1), not only by the constants.
+        let limit = MAX_DECOMPRESSED_SECTION
+            .min(*budget)
+            .min((payload.len() as u64).saturating_mul(MAX_DEFLATE_RATIO));
+        if size > limit {
             return Err(InspectError::malformed(format!(
-                "{} claims {size} bytes uncompressed (limit {})",
-                sec.name,
-                MAX_DECOMPRESSED_SECTION.min(*budget)
+                "{} claims {size} bytes uncompressed (limit {limit})",
+                sec.name
             )));
         }
         *budget -= size;
@@ -418,7 +454,7 @@ impl<'a> Elf<'a> {
             }
         }
         let mut out = Vec::new();
-        for blob in blobs {
+        for (_, blob) in self.bounded(blobs.into_iter().map(|b| ((), b)).collect()) {
             let mut pos = 0usize;
             while pos + 12 <= blob.len() {
                 let namesz = le_u32(blob, pos).unwrap_or(0) as usize;

@@ -25,7 +25,11 @@ pub fn pclntab(data: &[u8]) {
     }
     let _ = p.plausible();
     let mut pcs = vec![p.text_start, p.text_start.wrapping_sub(1), u64::MAX];
-    for (i, (_, entry, end)) in p.functions().enumerate() {
+    // Names are copied as `GoBinary` does, so copies that outgrow the input hit the fuzzer's
+    // allocation limits.
+    let mut names = std::collections::HashMap::new();
+    for (i, (name, entry, end)) in p.functions().enumerate() {
+        names.entry(name.to_string()).or_insert((entry, end));
         if i < 64 {
             pcs.extend([entry, entry.wrapping_add(1), end.wrapping_sub(1), end]);
         }

@@ -45,6 +45,10 @@ pub const MAX_FILE_SIZE: u64 = 2 << 30;
 const MODULEDATA_TEXT: u64 = 176;
 /// Offset of `etext` in `runtime.moduledata`.
 const MODULEDATA_ETEXT: u64 = 184;
+/// Look-alikes tried by the data scans for structures a real binary has once (pclntab header,
+/// moduledata, wait reason array): each try reads through the section table, so crafted input
+/// full of look-alikes would make a scan quadratic.
+pub(crate) const MAX_SCAN_CANDIDATES: usize = 64;
 
 /// CPU architecture of the binary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -589,15 +593,23 @@ fn find_pclntab(elf: &Elf<'_>) -> Result<Pclntab, InspectError> {
             return Pclntab::parse(d, s.addr);
         }
     }
-    for (vaddr, bytes) in elf.load_regions() {
+    // A candidate that parses is copied to the end of its segment (Pclntab owns its bytes): give
+    // up after a few decoys rather than copy once per 8 bytes (quadratic: 0.5 s for 2 MB).
+    let mut candidates = 0;
+    'scan: for (vaddr, bytes) in elf.load_regions() {
         let skip = ((8 - (vaddr % 8)) % 8) as usize;
         let mut off = skip;
         while off + 72 <= bytes.len() {
-            if pclntab::looks_like_header(&bytes[off..])
-                && let Ok(p) = Pclntab::parse(&bytes[off..], vaddr.wrapping_add(off as u64))
-                && p.plausible()
-            {
-                return Ok(p);
+            if pclntab::looks_like_header(&bytes[off..]) {
+                candidates += 1;
+                if candidates > MAX_SCAN_CANDIDATES {
+                    break 'scan;
+                }
+                if let Ok(p) = Pclntab::parse(&bytes[off..], vaddr.wrapping_add(off as u64))
+                    && p.plausible()
+                {
+                    return Ok(p);
+                }
             }
             off += 8;
         }
@@ -612,7 +624,12 @@ fn find_pclntab(elf: &Elf<'_>) -> Result<Pclntab, InspectError> {
 /// in `.go.module` (1.26+) first, then every writable region, for an 8-aligned pointer equal to
 /// the pclntab address whose `text`/`etext` fields look like an executable range.
 fn moduledata_text(elf: &Elf<'_>, pclntab_vaddr: u64) -> Option<u64> {
+    let tries = std::cell::Cell::new(0);
     let check = |md: u64| -> Option<u64> {
+        tries.set(tries.get() + 1);
+        if tries.get() > MAX_SCAN_CANDIDATES {
+            return None;
+        }
         let text = elf.read_ptr(md.checked_add(MODULEDATA_TEXT)?)?;
         let etext = elf.read_ptr(md.checked_add(MODULEDATA_ETEXT)?)?;
         (text != 0 && etext > text && elf.is_executable(text)).then_some(text)

@@ -275,12 +275,20 @@ impl Pclntab {
     }
 
     /// Every function as (name, entry, end).
+    ///
+    /// Every function of a crafted table can name the same long string (or one with no NUL,
+    /// scanned to [`MAX_NAME`] each time); callers copy the names. So the bytes scanned are
+    /// bounded by the table size, which real tables (each name stored once) never reach.
     pub fn functions(&self) -> impl Iterator<Item = (&str, u64, u64)> + '_ {
-        (0..self.nfunc).filter_map(move |i| {
-            let f = self.func(i)?;
-            let name = self.name(&f)?;
-            Some((name, f.entry, self.end(i)?))
-        })
+        let mut budget = self.data.len().saturating_mul(2).saturating_add(1 << 20);
+        (0..self.nfunc)
+            .map_while(move |i| {
+                let f = self.func(i);
+                let name = f.as_ref().and_then(|f| self.name(f));
+                budget = budget.checked_sub(name.map_or(MAX_NAME, |n| n.len() + 1))?;
+                Some(name.zip(f).and_then(|(n, f)| Some((n, f.entry, self.end(i)?))))
+            })
+            .flatten()
     }
 }
 

@@ -141,6 +141,7 @@ pub(crate) fn from_string_method(elf: &Elf<'_>, entry: u64, code: &[u8]) -> Opti
 /// {ptr -> "GC assist marking", 17}, {ptr -> "IO wait", 7} (entries 0-2 are the same in every
 /// version), then read entries until one is not a plausible non-empty string.
 pub(crate) fn scan(elf: &Elf<'_>) -> Option<(u64, Vec<String>)> {
+    let mut candidates = 0;
     for (base, bytes) in elf.writable_regions() {
         let skip = ((16 - (base % 16)) % 16) as usize;
         let mut off = skip;
@@ -149,6 +150,10 @@ pub(crate) fn scan(elf: &Elf<'_>) -> Option<(u64, Vec<String>)> {
                 && le_u64(bytes, off + 40) == Some(7)
                 && bytes[off..off + 16].iter().all(|b| *b == 0)
             {
+                candidates += 1;
+                if candidates > crate::MAX_SCAN_CANDIDATES {
+                    return None;
+                }
                 let vaddr = base.wrapping_add(off as u64);
                 if read_string(elf, vaddr.wrapping_add(16))
                     == Some(Some("GC assist marking".into()))

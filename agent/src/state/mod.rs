@@ -96,6 +96,7 @@ pub enum Transition {
     Exited {
         goid: u64,
         created_ns: Option<u64>,
+        exited_ns: u64,
         parent_goid: Option<u64>,
     },
 }
@@ -221,6 +222,7 @@ impl ProcessState {
                 Some(Transition::Exited {
                     goid: ev.goid,
                     created_ns: self.created_ns.remove(&ev.goid),
+                    exited_ns: ev.ts_ns,
                     parent_goid: g.and_then(|g| g.parent_goid),
                 })
             }

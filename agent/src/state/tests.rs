@@ -51,7 +51,7 @@ fn exit_removes_the_goroutine_and_reports_its_lifetime() {
     let mut st = ProcessState::new(1, reasons(), LOCK_OFF);
     st.apply(&ev(10, 7, EventDetail::Created { parent_goid: 1, creation_pc: 0x40, start_pc: 0x50 }));
     let t = st.apply(&ev(90, 7, EventDetail::Exited));
-    assert_eq!(t, Some(Transition::Exited { goid: 7, created_ns: Some(10), parent_goid: Some(1) }));
+    assert_eq!(t, Some(Transition::Exited { goid: 7, created_ns: Some(10), exited_ns: 90, parent_goid: Some(1) }));
     assert!(st.goroutine(7).is_none());
 }
 

@@ -1,0 +1,34 @@
+//! goscope-memory: reads a live Go process's memory — without stopping it — to enumerate every
+//! goroutine: status, wait reason, creation site, stack, and the channels it blocks on.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use goscope_memory::{ProcessMemory, snapshot};
+//! let pid = 1234;
+//! let binary = goscope_inspect::GoBinary::open(std::path::Path::new(&format!("/proc/{pid}/exe")))?;
+//! let load_bias = 0; // runtime minus link-time address; non-zero for PIE (see goscope's target.rs)
+//! let mem = ProcessMemory::new(pid)?;
+//! let snap = snapshot(&mem, &binary, load_bias)?;
+//! for g in &snap.goroutines {
+//!     println!("goroutine {} [{}]", g.goid, g.wait_reason.as_deref().unwrap_or(g.status.runtime_name()));
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! * [`ProcessMemory`]: bounded, batched reads with `process_vm_readv` (fallback `/proc/PID/mem`).
+//! * [`locate_allgs`]: where `runtime.allgs` is (symbol table, or decoded from `runtime.allgadd`).
+//! * [`snapshot`]: the goroutines, validated against torn reads (see the module docs of
+//!   `snapshot.rs` for how).
+
+mod allgs;
+mod process;
+mod snapshot;
+mod stack;
+
+pub use allgs::{ALLGADD, AllgsLocation, AllgsSource, LocateError, find_allgs_in_code, locate_allgs, locate_allgs_from_code};
+pub use process::{Batch, DEFAULT_BUDGET, MAX_REQUEST, MemoryError, ProcessMemory, ReadStats};
+pub use snapshot::{
+    Channel, GStatus, Goroutine, Location, Snapshot, SnapshotError, SnapshotOptions, SnapshotStats, monotonic_ns,
+    snapshot, snapshot_with,
+};
+pub use stack::{StackEnd, StackFrame};

@@ -1,0 +1,384 @@
+//! `goscope dump`: every goroutine of a running Go process, read from its memory without
+//! stopping it, printed the way the Go runtime prints its own goroutine dump (text) or as one JSON
+//! object per goroutine (json).
+use std::collections::BTreeMap;
+use std::io::{self, Write};
+
+use goscope_memory::{
+    Channel, GStatus, Goroutine, Location, ProcessMemory, Snapshot, SnapshotError, StackEnd, snapshot,
+};
+use serde::Serialize;
+
+use crate::{
+    attach::{AttachError, inspect_target},
+    output::{Format, hex},
+    target::Target,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DumpError {
+    #[error(transparent)]
+    Attach(#[from] AttachError),
+    #[error("PID {pid} exited while goscope was reading its memory")]
+    Exited { pid: u32 },
+    #[error("PID {pid} ({exe}): {source}")]
+    Snapshot {
+        pid: u32,
+        exe: String,
+        #[source]
+        source: SnapshotError,
+    },
+    #[error("{0}")]
+    Io(#[from] io::Error),
+}
+
+pub fn run(pid: u32, format: Format) -> Result<(), DumpError> {
+    let target = Target::from_pid(pid).map_err(AttachError::from)?;
+    let (binary, load_bias) = inspect_target(&target)?;
+    let gone = |target: &Target| DumpError::Exited { pid: target.pid };
+    let mem = match ProcessMemory::new(pid) {
+        Ok(m) => m,
+        Err(e) if e.is_gone() => return Err(gone(&target)),
+        Err(e) => {
+            return Err(DumpError::Snapshot { pid, exe: target.exe_name.clone(), source: e.into() });
+        }
+    };
+    let snap = snapshot(&mem, &binary, load_bias).map_err(|source| {
+        let exited = match &source {
+            SnapshotError::Memory(e) => e.is_gone(),
+            SnapshotError::Locate(goscope_memory::LocateError::Memory(e)) => e.is_gone(),
+            _ => false,
+        };
+        // A process that exits mid-read can also surface as unmapped memory.
+        if exited || mem.process_gone() {
+            gone(&target)
+        } else {
+            DumpError::Snapshot { pid, exe: target.exe_name.clone(), source }
+        }
+    })?;
+    let ctx = Ctx { exe: &target.exe_name, go_version: &binary.build_info().go_version.raw };
+    let mut out = io::BufWriter::new(io::stdout().lock());
+    let written = match format {
+        Format::Text => write_text(&mut out, &snap, &ctx),
+        Format::Json => write_json(&mut out, &snap, &ctx),
+    }
+    .and_then(|()| out.flush());
+    match written {
+        // `goscope dump | head` is fine.
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        r => r.map_err(DumpError::from),
+    }
+}
+
+struct Ctx<'a> {
+    exe: &'a str,
+    go_version: &'a str,
+}
+
+/// What the header shows in brackets: the wait reason of a waiting goroutine, else its status.
+fn status_text(g: &Goroutine) -> String {
+    let mut s = match (&g.wait_reason, g.status) {
+        (Some(r), GStatus::Waiting | GStatus::Leaked) => r.clone(),
+        _ => g.status.runtime_name().to_string(),
+    };
+    if g.status == GStatus::Leaked {
+        s.push_str(" (leaked)");
+    }
+    if g.scan {
+        s.push_str(" (scan)");
+    }
+    s
+}
+
+/// (name, count), most frequent first.
+type Counts = Vec<(String, u64)>;
+
+/// Counts by state and by wait reason.
+fn summary(snap: &Snapshot) -> (Counts, Counts) {
+    let mut states: BTreeMap<String, u64> = BTreeMap::new();
+    let mut reasons: BTreeMap<String, u64> = BTreeMap::new();
+    for g in &snap.goroutines {
+        *states.entry(g.status.name().to_string()).or_default() += 1;
+        if let Some(r) = &g.wait_reason {
+            *reasons.entry(r.clone()).or_default() += 1;
+        }
+    }
+    let sorted = |m: BTreeMap<String, u64>| {
+        let mut v: Vec<_> = m.into_iter().collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        v
+    };
+    (sorted(states), sorted(reasons))
+}
+
+/// The runtime's rule for showing a frame in a GOTRACEBACK=all traceback (`showfuncinfo`):
+/// qualified names outside package runtime, exported runtime functions, and runtime.gopanic
+/// below the top.
+fn shown(function: &str, first: bool) -> bool {
+    if function == "runtime.gopanic" && !first {
+        return true;
+    }
+    let Some(rest) = function.strip_prefix("runtime.") else {
+        return function.contains('.');
+    };
+    rest.chars().next().is_some_and(char::is_uppercase)
+}
+
+fn offset(pc: u64, loc: &Location) -> String {
+    if pc > loc.entry { format!(" +{:#x}", pc - loc.entry) } else { String::new() }
+}
+
+fn write_text(out: &mut impl Write, snap: &Snapshot, ctx: &Ctx<'_>) -> io::Result<()> {
+    let s = &snap.stats;
+    let system = snap.goroutines.iter().filter(|g| g.system).count();
+    let (states, reasons) = summary(snap);
+    let join = |v: &[(String, u64)]| v.iter().map(|(k, n)| format!("{n} {k}")).collect::<Vec<_>>().join(", ");
+    writeln!(
+        out,
+        "PID {} {} ({}): {} goroutines ({} of them the runtime's own)",
+        snap.pid,
+        ctx.exe,
+        ctx.go_version,
+        snap.goroutines.len(),
+        system
+    )?;
+    writeln!(out, "by state: {}", join(&states))?;
+    if !reasons.is_empty() {
+        writeln!(out, "waiting on: {}", join(&reasons))?;
+    }
+    let mut notes = vec![format!("{} dead g structs skipped", s.dead)];
+    if s.not_examined > 0 {
+        notes.push(format!("{} g structs not read (limit)", s.not_examined));
+    }
+    if s.invalid > 0 {
+        notes.push(format!("{} left out: implausible on two reads", s.invalid));
+    }
+    if s.inconsistent > 0 {
+        notes.push(format!("{} shown without stack: changed while read, twice", s.inconsistent));
+    }
+    if s.duplicate_goids > 0 {
+        notes.push(format!("{} duplicate goids left out", s.duplicate_goids));
+    }
+    writeln!(
+        out,
+        "read {} bytes with {} syscalls in {:.1} ms without stopping the process; {}",
+        s.bytes_read,
+        s.syscalls,
+        s.elapsed_ns as f64 / 1e6,
+        notes.join("; ")
+    )?;
+    for g in &snap.goroutines {
+        writeln!(out)?;
+        write_goroutine(out, snap, g)?;
+    }
+    Ok(())
+}
+
+fn write_goroutine(out: &mut impl Write, snap: &Snapshot, g: &Goroutine) -> io::Result<()> {
+    let mut header = format!("goroutine {} [{}", g.goid, status_text(g));
+    if let Some(ns) = g.waiting_for_ns(snap.read_start_ns) {
+        let minutes = ns / 60_000_000_000;
+        if minutes >= 1 {
+            header.push_str(&format!(", {minutes} minutes"));
+        }
+    }
+    writeln!(out, "{header}]:")?;
+    match g.stack_end {
+        StackEnd::Running => writeln!(out, "\tgoroutine running on other thread; stack unavailable")?,
+        StackEnd::Inconsistent => writeln!(out, "\tgoroutine changed while goscope read it, twice; stack left out")?,
+        _ => {}
+    }
+    // Like the runtime: hide runtime internals, unless nothing else would be left.
+    let visible: Vec<_> = g
+        .stack
+        .iter()
+        .enumerate()
+        .filter(|(i, f)| f.location.as_ref().is_some_and(|l| shown(&l.function, *i == 0)))
+        .map(|(_, f)| f)
+        .collect();
+    let frames: Vec<_> = if visible.is_empty() { g.stack.iter().collect() } else { visible };
+    for f in frames {
+        match &f.location {
+            Some(l) => writeln!(out, "{}(...)\n\t{}:{}{}", l.function, l.file, l.line, offset(f.pc, l))?,
+            None => writeln!(out, "?()\n\t?:0 pc={}", hex(f.pc))?,
+        }
+    }
+    match g.stack_end {
+        StackEnd::Truncated => writeln!(out, "...additional frames elided...")?,
+        StackEnd::BadFramePointer => writeln!(out, "\t(stack walk stopped: frame pointer outside the stack)")?,
+        StackEnd::UnknownPc => writeln!(out, "\t(stack walk stopped: return address outside Go code)")?,
+        StackEnd::Unreadable => writeln!(out, "\t(stack walk stopped: stack memory unreadable)")?,
+        _ => {}
+    }
+    // "created by", except for goroutine 1 and goroutines the runtime starts for itself.
+    if let Some(c) = &g.created_by
+        && g.goid != 1
+        && shown(&c.function, false)
+    {
+        let by = match g.parent_goid {
+            Some(p) => format!(" in goroutine {p}"),
+            None => String::new(),
+        };
+        writeln!(out, "created by {}{by}\n\t{}:{}{}", c.function, c.file, c.line, offset(g.gopc, c))?;
+    }
+    for c in &g.channels {
+        let verb = if g.is_select { "selecting on" } else { "waiting on" };
+        match snap.channels.get(c) {
+            Some(ch) => writeln!(
+                out,
+                "{verb} chan {} (cap {}, len {}{})",
+                hex(*c),
+                ch.capacity,
+                ch.len,
+                if ch.closed { ", closed" } else { "" }
+            )?,
+            None => writeln!(out, "{verb} chan {} (header unreadable)", hex(*c))?,
+        }
+    }
+    if let Some(s) = g.sema_addr {
+        writeln!(out, "waiting on semaphore {}", hex(s))?;
+    }
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct FrameRecord<'a> {
+    function: Option<&'a str>,
+    file: Option<&'a str>,
+    line: Option<u32>,
+    pc: String,
+    /// `pc` minus the function's entry: the runtime's "+0x45".
+    offset: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct CreatedBy<'a> {
+    function: &'a str,
+    file: &'a str,
+    line: u32,
+    /// The creating goroutine (Go 1.21+).
+    goid: Option<u64>,
+    pc: String,
+}
+
+#[derive(Serialize)]
+struct ChannelRecord {
+    addr: String,
+    capacity: u64,
+    len: u64,
+    elem_size: u16,
+    closed: bool,
+}
+
+impl From<&Channel> for ChannelRecord {
+    fn from(c: &Channel) -> Self {
+        ChannelRecord { addr: hex(c.addr), capacity: c.capacity, len: c.len, elem_size: c.elem_size, closed: c.closed }
+    }
+}
+
+#[derive(Serialize)]
+struct GoroutineRecord<'a> {
+    kind: &'static str,
+    pid: u32,
+    goid: u64,
+    /// The g status: idle, runnable, running, syscall, waiting, copystack, preempted, leaked, ...
+    state: &'static str,
+    /// What the runtime's dump shows in brackets ("chan send", "runnable", ...).
+    status: String,
+    wait_reason: Option<&'a str>,
+    wait_reason_code: Option<u8>,
+    /// Now minus `g.waitsince` (set by the GC for goroutines it saw blocked); null when unknown.
+    waiting_for_ns: Option<u64>,
+    channels: Vec<String>,
+    channel_details: Vec<ChannelRecord>,
+    is_select: bool,
+    /// Go 1.26+: the semaphore (or sync.Cond notifyList) address of a sync wait.
+    sema_addr: Option<String>,
+    created_by: Option<CreatedBy<'a>>,
+    parent_goid: Option<u64>,
+    start_function: Option<&'a str>,
+    stack: Vec<FrameRecord<'a>>,
+    /// Why the stack ends: goexit (complete), running, truncated, ...
+    stack_end: StackEnd,
+    system: bool,
+    scan: bool,
+    g: String,
+}
+
+fn write_json(out: &mut impl Write, snap: &Snapshot, ctx: &Ctx<'_>) -> io::Result<()> {
+    let (states, reasons) = summary(snap);
+    let summary = serde_json::json!({
+        "kind": "summary",
+        "pid": snap.pid,
+        "exe": ctx.exe,
+        "go_version": ctx.go_version,
+        "goroutines": snap.goroutines.len(),
+        "states": states.into_iter().collect::<BTreeMap<_, _>>(),
+        "wait_reasons": reasons.into_iter().collect::<BTreeMap<_, _>>(),
+        "allgs": hex(snap.location.allgs),
+        "allgs_source": snap.location.source,
+        "stats": snap.stats,
+    });
+    writeln!(out, "{summary}")?;
+    for g in &snap.goroutines {
+        let rec = GoroutineRecord {
+            kind: "goroutine",
+            pid: snap.pid,
+            goid: g.goid,
+            state: g.status.name(),
+            status: status_text(g),
+            wait_reason: g.wait_reason.as_deref(),
+            wait_reason_code: g.wait_reason_code,
+            waiting_for_ns: g.waiting_for_ns(snap.read_start_ns),
+            channels: g.channels.iter().map(|c| hex(*c)).collect(),
+            channel_details: g.channels.iter().filter_map(|c| snap.channels.get(c)).map(ChannelRecord::from).collect(),
+            is_select: g.is_select,
+            sema_addr: g.sema_addr.map(hex),
+            created_by: g.created_by.as_ref().map(|c| CreatedBy {
+                function: &c.function,
+                file: &c.file,
+                line: c.line,
+                goid: g.parent_goid,
+                pc: hex(g.gopc),
+            }),
+            parent_goid: g.parent_goid,
+            start_function: g.start_function.as_deref(),
+            stack: g
+                .stack
+                .iter()
+                .map(|f| FrameRecord {
+                    function: f.location.as_ref().map(|l| l.function.as_str()),
+                    file: f.location.as_ref().map(|l| l.file.as_str()),
+                    line: f.location.as_ref().map(|l| l.line),
+                    pc: hex(f.pc),
+                    offset: f.location.as_ref().map(|l| f.pc.saturating_sub(l.entry)),
+                })
+                .collect(),
+            stack_end: g.stack_end,
+            system: g.system,
+            scan: g.scan,
+            g: hex(g.g_addr),
+        };
+        serde_json::to_writer(&mut *out, &rec).map_err(io::Error::other)?;
+        writeln!(out)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shown;
+
+    #[test]
+    fn frames_shown_like_the_runtime() {
+        assert!(shown("main.main", true));
+        assert!(shown("sync.runtime_SemacquireMutex", true));
+        assert!(shown("internal/poll.(*FD).Read", true));
+        assert!(!shown("runtime.gopark", true));
+        assert!(!shown("runtime.goexit", false));
+        assert!(shown("runtime.Gosched", true));
+        assert!(shown("runtime.gopanic", false));
+        assert!(!shown("runtime.gopanic", true));
+        assert!(!shown("nodot", false));
+    }
+}

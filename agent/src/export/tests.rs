@@ -1,0 +1,154 @@
+//! Unit tests of what does not need a Go binary or a backend. The end-to-end tests (a real Jaeger
+//! built from source, real goscope, real Go fixtures) are in `tests/tests/otlp.rs`.
+use std::time::{Duration, SystemTime};
+
+use opentelemetry::{InstrumentationScope, Key, Value, trace::Status};
+
+use super::{ids::Ids, spans::*, *};
+use crate::detect::{FindingType, Involved};
+
+fn factory() -> SpanFactory {
+    SpanFactory { ids: Ids::new(7), scope: InstrumentationScope::builder("goscope").build() }
+}
+
+fn attr<'a>(s: &'a SpanData, k: &str) -> Option<&'a Value> {
+    s.attributes.iter().find(|kv| kv.key == Key::from(k.to_owned())).map(|kv| &kv.value)
+}
+
+fn deadlock() -> Finding {
+    let involved = |goid, ch: &str| Involved {
+        goid,
+        wait_reason: "chan send".into(),
+        channel: Some(ch.into()),
+        lock: None,
+        waiting_for_ns: 2_000_000_000,
+        waiting_for_is_lower_bound: false,
+    };
+    Finding {
+        id: "deadlock:1:5-6".into(),
+        finding_type: FindingType::Deadlock,
+        grade: Grade::Proven,
+        pid: 1,
+        goroutines: vec![involved(5, "0xc000010000"), involved(6, "0xc000010100")],
+        chain: vec![5, 6],
+        summary: "g5 and g6 wait on each other".into(),
+    }
+}
+
+#[test]
+fn a_deadlock_links_to_every_goroutines_ongoing_blocking_span() {
+    let sf = factory();
+    let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+    let (root, ongoing) = finding_spans(&sf, &deadlock(), 0, now);
+    let root = root.expect("a deadlock has a span of its own");
+    assert_eq!(root.name, "deadlock");
+    assert_eq!(root.parent_span_id, SpanId::INVALID);
+    assert!(matches!(root.status, Status::Error { .. }));
+    assert_eq!(root.start_time, now - Duration::from_secs(2));
+    assert_eq!(ongoing.len(), 2);
+    assert_eq!(root.links.len(), 2);
+    for (link, span) in root.links.iter().zip(&ongoing) {
+        assert_eq!(link.span_context, span.span_context);
+        assert_eq!(attr(span, "goscope.blocking.ongoing"), Some(&Value::Bool(true)));
+        assert_eq!(attr(span, "goscope.wait.reason"), Some(&Value::from("chan send")));
+    }
+    // Each ongoing span sits in its goroutine's trace, under its lifetime span.
+    assert_eq!(ongoing[0].span_context.trace_id(), sf.ids.goroutine_trace(5));
+    assert_eq!(ongoing[0].parent_span_id, sf.ids.lifetime_span(5));
+    assert_eq!(attr(&ongoing[1], "goscope.channel.address"), Some(&Value::from("0xc000010100")));
+    assert_eq!(attr(&root, "goscope.finding.type"), Some(&Value::from("deadlock")));
+    assert_eq!(attr(&root, "goscope.finding.grade"), Some(&Value::from("proven")));
+    assert!(matches!(attr(&root, "goscope.finding.chain"), Some(Value::Array(_))));
+}
+
+#[test]
+fn a_blocked_finding_is_its_goroutines_ongoing_episode() {
+    let mut f = deadlock();
+    f.finding_type = FindingType::Blocked;
+    f.grade = Grade::Suspect;
+    f.goroutines.truncate(1);
+    f.chain.clear();
+    let (root, ongoing) = finding_spans(&factory(), &f, 3, SystemTime::now());
+    assert!(root.is_none());
+    assert_eq!(ongoing.len(), 1);
+    assert_eq!(ongoing[0].name, "block: chan send");
+    assert_eq!(attr(&ongoing[0], "goscope.finding.id"), Some(&Value::from("deadlock:1:5-6")));
+}
+
+#[test]
+fn lifetimes_are_trace_roots_linked_to_the_parent() {
+    let sf = factory();
+    let t = SystemTime::UNIX_EPOCH;
+    let s = lifetime_span(&sf, 9, Some(1), false, t, t + Duration::from_millis(5));
+    assert_eq!(s.span_context, sf.ids.lifetime_context(9));
+    assert_eq!(s.parent_span_id, SpanId::INVALID);
+    assert_eq!(s.links.len(), 1);
+    assert_eq!(s.links[0].span_context, sf.ids.lifetime_context(1));
+    assert_eq!(attr(&s, "goscope.goroutine.parent.id"), Some(&Value::I64(1)));
+    let orphan = lifetime_span(&sf, 9, Some(0), true, t, t);
+    assert!(orphan.links.is_empty());
+    assert_eq!(attr(&orphan, "goscope.goroutine.created_before_attach"), Some(&Value::Bool(true)));
+}
+
+#[test]
+fn finding_attributes_flatten_single_goroutine_findings() {
+    let mut f = deadlock();
+    f.goroutines.truncate(1);
+    f.finding_type = FindingType::Blocked;
+    f.chain.clear();
+    let attrs = finding_attributes(&f);
+    let get = |k: &str| attrs.iter().find(|kv| kv.key.as_str() == k).map(|kv| kv.value.clone());
+    assert_eq!(get("goscope.goroutine.id"), Some(Value::I64(5)));
+    assert_eq!(get("goscope.finding.type"), Some(Value::from("blocked")));
+    assert_eq!(get("goscope.finding.chain"), None);
+}
+
+#[test]
+fn probe_cost_estimate() {
+    let p = |emulated| ProbeHealth { name: "goroutine_parked", hits: 1_000_000, emulated };
+    assert!((p(true).estimated_cost_s() - 1.0).abs() < 1e-9);
+    assert!((p(false).estimated_cost_s() - 5.0).abs() < 1e-9);
+    assert!(ProbeHealth::is_emulated_instruction("push rbp"));
+    assert!(!ProbeHealth::is_emulated_instruction("mov rax, [rsp]"));
+}
+
+#[test]
+fn no_endpoint_means_no_exporter() {
+    // Only meaningful when the test environment has no OTLP variables of its own.
+    if std::env::vars().any(|(k, _)| k.starts_with("OTEL_EXPORTER_OTLP")) {
+        return;
+    }
+    assert!(OtlpExporter::start(&OtlpArgs::default(), &ProcessInfo::default()).unwrap().is_none());
+}
+
+#[test]
+fn a_dead_endpoint_never_blocks_and_everything_is_accounted_for() {
+    // Nothing listens on port 9 (discard) of loopback here: connections are refused at once.
+    for protocol in [OtlpProtocol::HttpProtobuf, OtlpProtocol::Grpc] {
+        let args = OtlpArgs {
+            otlp_endpoint: Some("http://127.0.0.1:9".into()),
+            otlp_protocol: Some(protocol),
+            otlp_queue_size: 16,
+            otlp_export_interval: Duration::from_millis(100),
+            otlp_timeout: Some(Duration::from_millis(300)),
+            ..OtlpArgs::default()
+        };
+        let exporter = OtlpExporter::start(&args, &ProcessInfo { pid: 1, ..ProcessInfo::default() }).unwrap().unwrap();
+        let f = deadlock();
+        let t0 = std::time::Instant::now();
+        for _ in 0..1000 {
+            exporter.finding(&f);
+            exporter.finding_retracted(&f);
+        }
+        assert!(t0.elapsed() < Duration::from_secs(1), "recording took {:?}", t0.elapsed());
+        let t0 = std::time::Instant::now();
+        let stats = exporter.shutdown_within(Duration::from_secs(2));
+        assert!(t0.elapsed() < Duration::from_secs(3), "shutdown took {:?}", t0.elapsed());
+        // 1000 findings × (1 finding span + 2 ongoing spans), 2000 log records.
+        let t = &stats.traces;
+        assert_eq!(t.submitted + t.dropped, 3000, "{protocol}: {stats:?}");
+        assert!(t.dropped > 0 && t.exported == 0, "{protocol}: {stats:?}");
+        assert_eq!(stats.logs.submitted + stats.logs.dropped, 2000, "{protocol}: {stats:?}");
+        assert!(stats.lost() >= 5000 - 32, "{protocol}: {stats:?}");
+    }
+}

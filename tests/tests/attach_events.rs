@@ -1,0 +1,133 @@
+//! goscope attached to real Go programs built with the installed Go: the exact event stream of
+//! the chanrecv10 scenario, and how an attach session ends (--duration, SIGTERM, target exit).
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail, ensure};
+use goscope_tests::goscope::kind;
+use goscope_tests::scenario::run_chanrecv10;
+use goscope_tests::{GoFixture, Goscope, Stopped, Variant, require_bpf};
+use serde_json::Value;
+
+/// Ten workers created by main, parked on one channel, readied by main's close, exited: every
+/// field of the 40 events (see tests/fixtures/go/chanrecv10/main.go for the exact expectations).
+#[test]
+fn chanrecv10_exact_events() -> Result<()> {
+    if !require_bpf()? {
+        return Ok(());
+    }
+    let fixture = GoFixture::build("chanrecv10", None, Variant::Plain)?;
+    let run = run_chanrecv10(&fixture)?;
+    eprintln!(
+        "{}: {} lines, attached in {:.2}s, scenario {:.2}s",
+        fixture.label(),
+        run.events.len(),
+        run.attach_time.as_secs_f64(),
+        run.total_time.as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Starts the deadlocked fixture (a quiet process: two goroutines stuck forever, a ticker) and
+/// attaches goscope to it with `extra_args`.
+fn attach_to_deadlocked(extra_args: &[&str]) -> Result<(goscope_tests::ChildGuard, Goscope)> {
+    let fixture = GoFixture::build("deadlocked", None, Variant::Plain)?;
+    let mut target = fixture.spawn(&[])?;
+    target.expect_json("deadlocked", Duration::from_secs(20))?;
+    let mut gs = Goscope::attach(target.pid(), extra_args)?;
+    gs.wait_attached(Duration::from_secs(90))?;
+    Ok((target, gs))
+}
+
+/// A clean end: exit 0, a single `summary` as the last line with events = the goroutine events
+/// printed.
+fn check_clean_end(how: &str, stop: &Stopped, lines: &[Value]) -> Result<()> {
+    ensure!(
+        stop.status.success(),
+        "{how}: goscope exited with {}, expected 0; stderr: {}",
+        stop.status,
+        stop.stderr.trim()
+    );
+    let Some(last) = lines.last().filter(|l| kind(l) == "summary") else {
+        bail!(
+            "{how}: expected a `summary` last line, observed {:?}",
+            lines.last()
+        );
+    };
+    let printed = lines
+        .iter()
+        .filter(|l| ["created", "parked", "ready", "exited"].contains(&kind(l)))
+        .count();
+    ensure!(
+        last.get("events").and_then(Value::as_u64) == Some(printed as u64),
+        "{how}: summary {last} but goscope printed {printed} goroutine events"
+    );
+    ensure!(
+        !stop.stderr.contains("panicked"),
+        "{how}: goscope panicked: {}",
+        stop.stderr
+    );
+    Ok(())
+}
+
+#[test]
+fn duration_ends_the_session() -> Result<()> {
+    if !require_bpf()? {
+        return Ok(());
+    }
+    let (_target, mut gs) = attach_to_deadlocked(&["--duration", "2s"])?;
+    let start = Instant::now();
+    let stop = gs.wait_end(Duration::from_secs(30))?;
+    let took = start.elapsed();
+    check_clean_end("--duration 2s", &stop, gs.events())?;
+    ensure!(
+        took < Duration::from_secs(15),
+        "--duration 2s: goscope took {took:?} after attaching to end"
+    );
+    Ok(())
+}
+
+#[test]
+fn sigterm_ends_the_session() -> Result<()> {
+    if !require_bpf()? {
+        return Ok(());
+    }
+    let (_target, mut gs) = attach_to_deadlocked(&[])?;
+    std::thread::sleep(Duration::from_millis(300));
+    let stop = gs.stop_with(libc::SIGTERM, Duration::from_secs(15))?;
+    check_clean_end("SIGTERM", &stop, gs.events())
+}
+
+#[test]
+fn sigint_ends_the_session() -> Result<()> {
+    if !require_bpf()? {
+        return Ok(());
+    }
+    let (_target, mut gs) = attach_to_deadlocked(&[])?;
+    std::thread::sleep(Duration::from_millis(300));
+    let stop = gs.stop(Duration::from_secs(15))?;
+    check_clean_end("SIGINT", &stop, gs.events())
+}
+
+/// The README's summary has `target_exited`: goscope notices its target is gone and ends by itself.
+#[test]
+fn target_exit_ends_the_session() -> Result<()> {
+    if !require_bpf()? {
+        return Ok(());
+    }
+    let (mut target, mut gs) = attach_to_deadlocked(&[])?;
+    target.close_stdin(); // the fixture exits 0 on stdin EOF
+    ensure!(
+        target
+            .wait_exit(Duration::from_secs(10))?
+            .is_some_and(|s| s.success()),
+        "the deadlocked fixture did not exit 0 on stdin EOF"
+    );
+    let stop = gs.wait_end(Duration::from_secs(20))?;
+    check_clean_end("target exit", &stop, gs.events())?;
+    let summary = gs.events().last().expect("checked above");
+    ensure!(
+        summary.get("target_exited") == Some(&Value::Bool(true)),
+        "target exit: expected \"target_exited\":true in {summary}"
+    );
+    Ok(())
+}

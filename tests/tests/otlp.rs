@@ -1,0 +1,480 @@
+//! OTLP export against a real backend: Jaeger v2 built from source (see `goscope_tests::backend`),
+//! on loopback, read back through its query API (traces), its Prometheus endpoint (metrics) and
+//! its `debug` exporter output (logs).
+//!
+//! The `smoke_*` tests drive goscope's exporter through `examples/otlp_smoke.rs` (synthetic
+//! goroutine activity, no eBPF, no root). The `attach_*` test runs the real `goscope attach`
+//! against a deadlocked Go fixture and needs root and BPF.
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail, ensure};
+use goscope_tests::backend::{Jaeger, Proxy, ProxyMode, TestCa, process_tag, references, tag};
+use goscope_tests::{GoFixture, Goscope, Variant, goscope_bin, require_bpf};
+use serde_json::Value;
+
+/// `<target>/debug/examples/otlp_smoke`, built once per test process.
+fn smoke_bin() -> Result<std::path::PathBuf> {
+    static BIN: OnceLock<Result<std::path::PathBuf, String>> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let target = goscope_tests::target_dir();
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let out = Command::new(cargo)
+            .args(["build", "-p", "goscope", "--example", "otlp_smoke"])
+            .current_dir(goscope_tests::workspace_root())
+            .env("CARGO_TARGET_DIR", &target)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("running cargo build --example otlp_smoke: {e}"))?;
+        if !out.status.success() {
+            return Err(format!("cargo build --example otlp_smoke failed: {}", String::from_utf8_lossy(&out.stderr)));
+        }
+        Ok(target.join("debug").join("examples").join("otlp_smoke"))
+    })
+    .clone()
+    .map_err(anyhow::Error::msg)
+}
+
+/// A Go binary for the smoke runs' symbol and wait-reason tables.
+fn go_binary() -> Result<GoFixture> {
+    GoFixture::build("deadlocked", None, Variant::Plain)
+}
+
+/// Builds the smoke example and its Go binary up front, so a test's timeline starts when the
+/// smoke run does.
+fn prepare() -> Result<()> {
+    smoke_bin()?;
+    go_binary()?;
+    Ok(())
+}
+
+/// Runs the smoke example; returns its JSON report.
+fn smoke(args: &[&str], timeout: Duration) -> Result<Value> {
+    smoke_env(args, &[], timeout)
+}
+
+/// [`smoke`] with extra environment variables.
+fn smoke_env(args: &[&str], env: &[(&str, &str)], timeout: Duration) -> Result<Value> {
+    let fixture = go_binary()?;
+    let mut cmd = Command::new(smoke_bin()?);
+    cmd.arg(&fixture.path).args(args).stdin(Stdio::null());
+    // The flags decide; nothing from the environment leaks in.
+    for (k, _) in std::env::vars() {
+        if k.starts_with("OTEL_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.envs(env.iter().copied());
+    let mut child = goscope_tests::ChildGuard::spawn("otlp_smoke", cmd)?;
+    let started = Instant::now();
+    let status = child
+        .wait_exit(timeout)?
+        .with_context(|| format!("otlp_smoke {args:?} still running after {timeout:?}: {}", child.stderr_text()))?;
+    let lines = child.drain_lines();
+    ensure!(status.success(), "otlp_smoke {args:?} failed ({status}): {}", child.stderr_text());
+    let mut report: Value = serde_json::from_str(lines.last().context("otlp_smoke printed nothing")?)?;
+    report["elapsed_ms"] = (started.elapsed().as_millis() as u64).into();
+    eprintln!(
+        "otlp_smoke {}: {} rounds in {} ms, longest call {} µs, shutdown {} ms, stats {}",
+        args.join(" "),
+        report["rounds"].as_array().map_or(0, Vec::len),
+        report["elapsed_ms"],
+        report["max_call_us"],
+        report["shutdown_ms"],
+        report["stats"]
+    );
+    Ok(report)
+}
+
+fn tag_i64(span: &Value, key: &str) -> Option<i64> {
+    tag(span, key).and_then(Value::as_i64)
+}
+
+fn tag_str<'a>(span: &'a Value, key: &str) -> Option<&'a str> {
+    tag(span, key).and_then(Value::as_str)
+}
+
+fn op(span: &Value) -> &str {
+    span["operationName"].as_str().unwrap_or_default()
+}
+
+/// Checks one smoke round's spans in Jaeger: the exported episode under the goroutine's lifetime,
+/// the lifetime linked to its parent, and the deadlock span linked to both ongoing episodes.
+fn check_round(spans: &[Value], round: &Value) -> Result<()> {
+    let worker = round["worker"].as_i64().unwrap();
+    let waker = round["waker"].as_i64().unwrap();
+    let parent = round["parent"].as_i64().unwrap();
+    let finding = round["finding"].as_str().unwrap();
+
+    let episode = spans
+        .iter()
+        .find(|s| op(s) == "block: chan receive" && tag_i64(s, "goscope.goroutine.id") == Some(worker))
+        .with_context(|| format!("no blocking span for g{worker}"))?;
+    ensure!(tag_str(episode, "goscope.wait.reason") == Some("chan receive"), "{episode}");
+    ensure!(tag_str(episode, "goscope.wait.class") == Some("chan_receive"), "{episode}");
+    ensure!(tag_str(episode, "goscope.channel.address") == Some("0xc000010000"), "{episode}");
+    ensure!(tag_i64(episode, "goscope.channel.capacity") == Some(3), "{episode}");
+    ensure!(tag_i64(episode, "goscope.waker.goroutine.id") == Some(waker), "{episode}");
+    ensure!(tag_i64(episode, "goscope.goroutine.parent.id") == Some(parent), "{episode}");
+    ensure!(tag_i64(episode, "goscope.blocking.duration_ns") == Some(250_000_000), "{episode}");
+    ensure!(episode["duration"].as_i64() == Some(250_000), "duration in µs: {episode}");
+    // The 1 ms episode of the waker is below --otlp-min-span-duration: no span.
+    ensure!(
+        !spans.iter().any(|s| op(s).starts_with("block: chan send") && tag_i64(s, "goscope.goroutine.id") == Some(waker)),
+        "short episode exported"
+    );
+
+    let lifetime = spans
+        .iter()
+        .find(|s| op(s) == "goroutine" && tag_i64(s, "goscope.goroutine.id") == Some(worker))
+        .with_context(|| format!("no lifetime span for g{worker}"))?;
+    ensure!(
+        references(episode).iter().any(|(t, trace, span)| t == "CHILD_OF"
+            && *trace == lifetime["traceID"].as_str().unwrap()
+            && *span == lifetime["spanID"].as_str().unwrap()),
+        "episode is not a child of the lifetime span: {episode}"
+    );
+    ensure!(tag_i64(lifetime, "goscope.goroutine.parent.id") == Some(parent), "{lifetime}");
+    // Linked (a FOLLOWS_FROM reference in Jaeger's model) to the parent's lifetime span, which
+    // lives in another trace.
+    ensure!(
+        references(lifetime).iter().any(|(t, trace, _)| t == "FOLLOWS_FROM" && trace != lifetime["traceID"].as_str().unwrap()),
+        "lifetime span has no link to its parent: {lifetime}"
+    );
+
+    let chain = spans
+        .iter()
+        .find(|s| op(s) == "deadlock" && tag_str(s, "goscope.finding.id") == Some(finding))
+        .with_context(|| format!("no deadlock span for {finding}"))?;
+    ensure!(tag_str(chain, "goscope.finding.type") == Some("deadlock"), "{chain}");
+    ensure!(tag_str(chain, "goscope.finding.grade") == Some("proven"), "{chain}");
+    ensure!(tag(chain, "error") == Some(&Value::Bool(true)), "proven deadlock is an error span: {chain}");
+    let links: Vec<_> = references(chain).into_iter().filter(|(t, _, _)| t == "FOLLOWS_FROM").collect();
+    ensure!(links.len() == 2, "deadlock span has {} links: {chain}", links.len());
+    for (_, trace, span_id) in &links {
+        let blocked = spans
+            .iter()
+            .find(|s| s["spanID"].as_str() == Some(span_id.as_str()))
+            .with_context(|| format!("deadlock links to span {span_id} that is not in Jaeger"))?;
+        ensure!(blocked["traceID"].as_str() == Some(trace.as_str()), "{blocked}");
+        ensure!(op(blocked) == "block: chan send", "{blocked}");
+        ensure!(tag(blocked, "goscope.blocking.ongoing") == Some(&Value::Bool(true)), "{blocked}");
+        ensure!(tag_str(blocked, "goscope.finding.id") == Some(finding), "{blocked}");
+        ensure!(tag_str(blocked, "goscope.channel.address").is_some_and(|c| c.starts_with("0xc00002")), "{blocked}");
+    }
+    Ok(())
+}
+
+#[test]
+fn smoke_exports_spans_logs_and_metrics_over_http_and_grpc() -> Result<()> {
+    let jaeger = Jaeger::start()?;
+    for (service, endpoint, protocol) in [
+        ("smoke-http", jaeger.otlp_http_endpoint(), "http/protobuf"),
+        ("smoke-grpc", jaeger.otlp_grpc_endpoint(), "grpc"),
+    ] {
+        let report = smoke(
+            &["--otlp-endpoint", &endpoint, "--otlp-protocol", protocol, "--otlp-service-name", service],
+            Duration::from_secs(60),
+        )?;
+        let stats = &report["stats"];
+        ensure!(stats["flushed"] == true, "{report}");
+        for signal in ["traces", "logs", "metrics"] {
+            let s = &stats[signal];
+            ensure!(s["exported"].as_u64() > Some(0) && s["exported"] == s["submitted"], "{signal}: {report}");
+            ensure!(s["dropped"] == 0 && s["failed"] == 0, "{signal}: {report}");
+        }
+        let round = &report["rounds"][0];
+        let spans = jaeger.wait_spans(service, Duration::from_secs(20), |s| s.len() >= 5)?;
+        check_round(&spans, round)?;
+
+        // Resource: the watched process, by semantic conventions.
+        let any = &spans[0];
+        ensure!(process_tag(any, "process.executable.name") == Some(&Value::from("deadlocked")), "{any}");
+        ensure!(process_tag(any, "process.runtime.name") == Some(&Value::from("go")), "{any}");
+        ensure!(process_tag(any, "process.pid").and_then(Value::as_i64).is_some_and(|p| p > 0), "{any}");
+        ensure!(process_tag(any, "process.runtime.version").and_then(Value::as_str).is_some_and(|v| v.starts_with("1.")), "{any}");
+        ensure!(process_tag(any, "host.name").is_some() && process_tag(any, "host.arch").is_some(), "{any}");
+        ensure!(tag_str(any, "otel.scope.name") == Some("goscope"), "{any}");
+
+        // Logs: the finding (ERROR, proven) and its retraction (INFO), pointing at the deadlock's trace.
+        let finding = round["finding"].as_str().unwrap();
+        let logs = jaeger.wait_logs(Duration::from_secs(20), |l| {
+            l.iter().filter(|r| r.attr("goscope.finding.id") == Some(finding)).count() >= 2
+        })?;
+        let mine: Vec<_> = logs.iter().filter(|r| r.attr("goscope.finding.id") == Some(finding)).collect();
+        let raised = mine.iter().find(|r| r.event_name == "goscope.finding").context("no finding log record")?;
+        ensure!(raised.severity_text == "ERROR", "{raised:?}");
+        ensure!(raised.attr("goscope.finding.type") == Some("deadlock") && raised.attr("goscope.finding.grade") == Some("proven"), "{raised:?}");
+        ensure!(raised.attr("goscope.finding.chain").is_some_and(|c| c.starts_with('[')), "{raised:?}");
+        let chain_span = spans.iter().find(|s| op(s) == "deadlock" && tag_str(s, "goscope.finding.id") == Some(finding)).unwrap();
+        ensure!(raised.trace_id == chain_span["traceID"].as_str().unwrap(), "log not correlated: {raised:?}");
+        let retracted = mine.iter().find(|r| r.event_name == "goscope.finding.retracted").context("no retraction log record")?;
+        ensure!(retracted.severity_text == "INFO" && retracted.attr("goscope.finding.retracted") == Some("true"), "{retracted:?}");
+        ensure!(retracted.trace_id == raised.trace_id, "{retracted:?}");
+    }
+
+    // Metrics, as Jaeger's Prometheus exporter exposes what arrived over OTLP.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let wanted = [
+        "goscope_blocking_duration_seconds_bucket{",
+        "goscope_findings_total{",
+        "goscope_findings_retracted_total{",
+        "goscope_goroutines{",
+        "go_goroutine_count{",
+        "goscope_events_total{",
+        "goscope_probe_hits_total{",
+        "goscope_probe_cost_seconds_total{",
+        "goscope_otlp_exported_total{",
+    ];
+    loop {
+        let text = jaeger.metrics_text()?;
+        let missing: Vec<_> = wanted.iter().filter(|w| !["smoke-http", "smoke-grpc"].iter().all(|svc| text.lines().any(|l| l.starts_with(**w) && l.contains(&format!("job=\"{svc}\""))))).collect();
+        if missing.is_empty() {
+            let line = |prefix: &str| text.lines().find(|l| l.starts_with(prefix) && l.contains("job=\"smoke-grpc\"")).map(str::to_owned);
+            let findings = line("goscope_findings_total{").unwrap();
+            ensure!(findings.contains("goscope_finding_type=\"deadlock\"") && findings.ends_with(" 1"), "{findings}");
+            let cost = line("goscope_probe_cost_seconds_total{").unwrap();
+            ensure!(cost.contains("goscope_probe_mode=\"emulated\"") && cost.ends_with(" 2e-06"), "{cost}");
+            let waiting = text
+                .lines()
+                .find(|l| l.starts_with("goscope_goroutines{") && l.contains("goscope_goroutine_state=\"runnable\"") && l.contains("job=\"smoke-grpc\""))
+                .context("no runnable goroutine gauge")?;
+            ensure!(waiting.ends_with(" 1"), "{waiting}");
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("metrics missing {missing:?} in:\n{text}");
+        }
+        thread::sleep(Duration::from_millis(500));
+    }
+    Ok(())
+}
+
+/// Rounds that reached Jaeger, by index.
+fn rounds_in_jaeger(jaeger: &Jaeger, service: &str, report: &Value) -> Result<Vec<usize>> {
+    let spans = jaeger.spans(service)?;
+    Ok(report["rounds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| spans.iter().any(|s| op(s) == "deadlock" && tag_str(s, "goscope.finding.id") == r["finding"].as_str()))
+        .map(|(i, _)| i)
+        .collect())
+}
+
+/// The exporter's calls never wait for the backend: the longest single call in the run.
+fn assert_never_blocked(report: &Value) -> Result<()> {
+    let max = report["max_call_us"].as_u64().unwrap_or(u64::MAX);
+    ensure!(max < 50_000, "a recording call took {max} µs: {report}");
+    ensure!(report["shutdown_ms"].as_u64() < Some(6_000), "shutdown took too long: {report}");
+    Ok(())
+}
+
+#[test]
+fn smoke_backend_down_at_start_then_up() -> Result<()> {
+    prepare()?;
+    for protocol in ["grpc", "http/protobuf"] {
+        let mut jaeger = Jaeger::start()?;
+        jaeger.stop();
+        let endpoint = if protocol == "grpc" { jaeger.otlp_grpc_endpoint() } else { jaeger.otlp_http_endpoint() };
+        let service = format!("down-at-start-{}", protocol.replace('/', "-"));
+        let args: Vec<String> = [
+            "--otlp-endpoint", &endpoint, "--otlp-protocol", protocol, "--otlp-service-name", &service,
+            "--otlp-queue-size", "8", "--otlp-export-interval", "200ms", "--otlp-timeout", "1s",
+            "--rounds", "40", "--pause", "200ms", "--keep-finding",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let runner = thread::spawn(move || smoke(&args.iter().map(String::as_str).collect::<Vec<_>>(), Duration::from_secs(60)));
+        thread::sleep(Duration::from_secs(3));
+        jaeger.restart()?;
+        let report = runner.join().expect("smoke thread")?;
+        assert_never_blocked(&report)?;
+        let t = &report["stats"]["traces"];
+        ensure!(t["dropped"].as_u64().unwrap() + t["failed"].as_u64().unwrap() > 0, "nothing lost while the backend was down: {report}");
+        ensure!(t["exported"].as_u64() > Some(0), "nothing exported once it came up: {report}");
+        let arrived = rounds_in_jaeger(&jaeger, &service, &report)?;
+        ensure!(arrived.iter().any(|&i| i >= 30), "late rounds never arrived ({arrived:?}): {report}");
+        ensure!(!arrived.contains(&0), "round 0 was sent while the backend was down, yet arrived: {arrived:?}");
+    }
+    Ok(())
+}
+
+#[test]
+fn smoke_backend_goes_away_mid_run_and_comes_back() -> Result<()> {
+    prepare()?;
+    let mut jaeger = Jaeger::start()?;
+    let service = "goes-away";
+    let endpoint = jaeger.otlp_grpc_endpoint();
+    let args: Vec<String> = [
+        "--otlp-endpoint", &endpoint, "--otlp-protocol", "grpc", "--otlp-service-name", service,
+        "--otlp-queue-size", "8", "--otlp-export-interval", "200ms", "--otlp-timeout", "1s",
+        "--rounds", "60", "--pause", "200ms", "--keep-finding",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let runner = thread::spawn(move || smoke(&args.iter().map(String::as_str).collect::<Vec<_>>(), Duration::from_secs(60)));
+    // Up for ~2 s: the first rounds arrive.
+    jaeger.wait_spans(service, Duration::from_secs(10), |s| s.iter().any(|s| op(s) == "deadlock"))?;
+    thread::sleep(Duration::from_secs(1));
+    jaeger.stop();
+    thread::sleep(Duration::from_secs(4));
+    jaeger.restart()?; // in-memory storage: it comes back empty
+    let report = runner.join().expect("smoke thread")?;
+    assert_never_blocked(&report)?;
+    let t = &report["stats"]["traces"];
+    ensure!(t["dropped"].as_u64().unwrap() + t["failed"].as_u64().unwrap() > 0, "nothing lost during the outage: {report}");
+    let arrived = rounds_in_jaeger(&jaeger, service, &report)?;
+    ensure!(arrived.iter().any(|&i| i >= 50), "no round after the restart arrived ({arrived:?}): {report}");
+    Ok(())
+}
+
+#[test]
+fn smoke_slow_and_hung_backend() -> Result<()> {
+    prepare()?;
+    let jaeger = Jaeger::start()?;
+    // Slow: every request chunk waits 300 ms in the proxy; everything still arrives.
+    let proxy = Proxy::start(jaeger.ports.otlp_http, ProxyMode::Delay(Duration::from_millis(300)))?;
+    let report = smoke(
+        &[
+            "--otlp-endpoint", &proxy.endpoint(), "--otlp-service-name", "slow",
+            "--otlp-export-interval", "200ms", "--otlp-timeout", "5s", "--rounds", "10", "--pause", "100ms", "--keep-finding",
+        ],
+        Duration::from_secs(60),
+    )?;
+    assert_never_blocked(&report)?;
+    let t = &report["stats"]["traces"];
+    ensure!(t["failed"] == 0 && t["exported"].as_u64() > Some(0), "{report}");
+    let arrived = rounds_in_jaeger(&jaeger, "slow", &report)?;
+    ensure!(arrived.len() as u64 >= 5, "slow backend: only rounds {arrived:?} arrived: {report}");
+
+    // Hung for the first half (accepts, never answers), then healthy: goscope times out, counts
+    // the loss, keeps going, and the later rounds arrive.
+    let proxy = Proxy::start(jaeger.ports.otlp_grpc, ProxyMode::Blackhole)?;
+    let endpoint = proxy.endpoint();
+    let args: Vec<String> = [
+        "--otlp-endpoint", &endpoint, "--otlp-protocol", "grpc", "--otlp-service-name", "hung",
+        "--otlp-queue-size", "8", "--otlp-export-interval", "200ms", "--otlp-timeout", "1s",
+        "--rounds", "50", "--pause", "200ms", "--keep-finding",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let runner = thread::spawn(move || smoke(&args.iter().map(String::as_str).collect::<Vec<_>>(), Duration::from_secs(60)));
+    thread::sleep(Duration::from_secs(4));
+    proxy.set_mode(ProxyMode::Forward);
+    let report = runner.join().expect("smoke thread")?;
+    assert_never_blocked(&report)?;
+    ensure!(proxy.accepted() > 0, "goscope never connected");
+    let t = &report["stats"]["traces"];
+    ensure!(t["dropped"].as_u64().unwrap() + t["failed"].as_u64().unwrap() > 0, "hung backend cost nothing? {report}");
+    let arrived = rounds_in_jaeger(&jaeger, "hung", &report)?;
+    ensure!(arrived.iter().any(|&i| i >= 40), "no late round arrived after the backend recovered ({arrived:?}): {report}");
+    Ok(())
+}
+
+#[test]
+fn smoke_tls_when_the_endpoint_is_https() -> Result<()> {
+    let dir = goscope_tests::backend::jaeger_dir().join("runs").join(format!("tls-{}", std::process::id()));
+    let ca = TestCa::create(&dir)?;
+    let jaeger = Jaeger::start_tls(&ca.server_cert, &ca.server_key)?;
+    let ca_path = ca.ca_cert.to_string_lossy().into_owned();
+    for (protocol, endpoint) in [("grpc", jaeger.otlp_grpcs_endpoint()), ("http/protobuf", jaeger.otlp_https_endpoint())] {
+        let service = format!("tls-{}", protocol.replace('/', "-"));
+        // Trusting the test CA: everything arrives, over TLS.
+        let args = ["--otlp-endpoint", &endpoint, "--otlp-protocol", protocol, "--otlp-service-name", &service, "--keep-finding"];
+        let report = smoke_env(&args, &[("OTEL_EXPORTER_OTLP_CERTIFICATE", &ca_path)], Duration::from_secs(60))?;
+        // Five episode/finding spans, plus lifetime spans of goroutines that exited.
+        ensure!(report["stats"]["traces"]["failed"] == 0 && report["stats"]["traces"]["exported"].as_u64() >= Some(5), "{report}");
+        ensure!(report["stats"]["logs"]["exported"] == 1, "{report}");
+        let spans = jaeger.wait_spans(&service, Duration::from_secs(20), |s| s.len() >= 5)?;
+        ensure!(spans.iter().any(|s| op(s) == "deadlock"), "no deadlock span over TLS");
+        // Not trusting it (system roots only): the handshake fails, nothing is exported, goscope
+        // still finishes on time.
+        let untrusted = format!("{service}-untrusted");
+        let args = ["--otlp-endpoint", &endpoint, "--otlp-protocol", protocol, "--otlp-service-name", &untrusted, "--otlp-timeout", "1s", "--keep-finding"];
+        let report = smoke(&args, Duration::from_secs(60))?;
+        assert_never_blocked(&report)?;
+        ensure!(report["stats"]["traces"]["exported"] == 0 && report["stats"]["traces"]["failed"].as_u64() > Some(0), "{report}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// Whether this goscope build has the OTLP flags on `attach` (wired by the attach pipeline).
+fn attach_has_otlp() -> Result<bool> {
+    let out = Command::new(goscope_bin()?).args(["attach", "--help"]).stdin(Stdio::null()).output()?;
+    Ok(String::from_utf8_lossy(&out.stdout).contains("--otlp-endpoint"))
+}
+
+/// The acceptance test: real goscope, real eBPF, a Go process deadlocked before goscope attached,
+/// exported to Jaeger and read back.
+#[test]
+fn attach_exports_a_deadlocked_fixture_to_jaeger() -> Result<()> {
+    if !require_bpf()? {
+        return Ok(());
+    }
+    if !attach_has_otlp()? {
+        eprintln!("SKIP: `goscope attach` has no --otlp-endpoint yet (OtlpExporter is not wired into attach)");
+        return Ok(());
+    }
+    let jaeger = Jaeger::start()?;
+    let fixture = go_binary()?;
+    let mut target = fixture.spawn(&[])?;
+    let info = target.expect_json("deadlocked", Duration::from_secs(30))?;
+    let stuck = info["deadlocked"].as_array().context("fixture report")?.clone();
+    let service = "deadlocked-e2e";
+    let mut goscope = Goscope::attach(
+        target.pid(),
+        &[
+            "--block-threshold", "1s", "--no-events",
+            "--otlp-endpoint", &jaeger.otlp_grpc_endpoint(), "--otlp-protocol", "grpc", "--otlp-service-name", service,
+            "--otlp-export-interval", "500ms",
+        ],
+    )?;
+    goscope.wait_attached(Duration::from_secs(60))?;
+
+    // Each deadlocked goroutine shows up as an ongoing blocking span with the fixture's own facts.
+    let spans = jaeger.wait_spans(service, Duration::from_secs(60), |spans| {
+        stuck.iter().all(|g| {
+            spans.iter().any(|s| op(s).starts_with("block: chan send") && tag_i64(s, "goscope.goroutine.id") == g["goid"].as_i64())
+        })
+    })?;
+    for g in &stuck {
+        let s = spans
+            .iter()
+            .find(|s| op(s).starts_with("block: chan send") && tag_i64(s, "goscope.goroutine.id") == g["goid"].as_i64())
+            .unwrap();
+        ensure!(tag_str(s, "goscope.wait.reason") == Some("chan send"), "{s}");
+        ensure!(tag_str(s, "goscope.channel.address") == g["channel"].as_str(), "{s} vs fixture {g}");
+        ensure!(tag(s, "goscope.blocking.ongoing") == Some(&Value::Bool(true)), "{s}");
+        ensure!(process_tag(s, "process.pid").and_then(Value::as_i64) == Some(i64::from(target.pid())), "{s}");
+    }
+    // When goscope reports the deadlock itself, the chain is a span linked to both.
+    let stopped = goscope.stop(Duration::from_secs(30))?;
+    let deadlocks: Vec<&Value> = goscope
+        .events()
+        .iter()
+        .chain(&stopped.new_events)
+        .filter(|e| e["kind"] == "finding" && e["type"] == "deadlock")
+        .collect();
+    if deadlocks.is_empty() {
+        eprintln!("note: goscope reported no deadlock finding (detector not there yet); chain span not checked");
+    } else {
+        let spans = jaeger.wait_spans(service, Duration::from_secs(20), |s| s.iter().any(|s| op(s) == "deadlock"))?;
+        let chain = spans.iter().find(|s| op(s) == "deadlock").unwrap();
+        let linked: Vec<_> = references(chain).into_iter().filter(|(t, _, _)| t == "FOLLOWS_FROM").collect();
+        ensure!(linked.len() >= 2, "{chain}");
+        for (_, _, span_id) in linked {
+            let s = spans.iter().find(|s| s["spanID"].as_str() == Some(span_id.as_str())).context("linked span missing")?;
+            ensure!(stuck.iter().any(|g| tag_i64(s, "goscope.goroutine.id") == g["goid"].as_i64()), "{s}");
+        }
+    }
+    ensure!(stopped.status.success(), "goscope: {}", stopped.stderr);
+    Ok(())
+}
