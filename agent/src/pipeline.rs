@@ -13,6 +13,7 @@ use serde_json::json;
 use tokio::{io::unix::AsyncFd, signal::unix::SignalKind, sync::mpsc};
 
 use goscope_inspect::{GoBinary, ProbeKind};
+use goscope_memory::{GStatus, ProcessMemory};
 
 use crate::{
     detect::{self, Finding},
@@ -20,7 +21,7 @@ use crate::{
     export::{ExportStats, Health, OtlpArgs, OtlpExporter, ProbeHealth, ProcessInfo},
     output::{EventRecord, Format, TargetContext, write_line},
     probes::Probes,
-    state::{ProcessState, Transition, WaitReasons},
+    state::{GoState, ProcessState, SnapshotGoroutine, Transition, Wait, WaitClass, WaitReasons},
     summary,
     target::Target,
 };
@@ -141,6 +142,34 @@ pub fn process(mut rx: mpsc::Receiver<Item>, ctx: &TargetContext, cfg: &Processo
     let reasons = WaitReasons::new(ctx.binary.wait_reasons().names().to_vec());
     let mut state = ProcessState::new(ctx.pid, reasons, ctx.binary.layout().hchan_lock);
     let mut out = io::BufWriter::new(io::stdout().lock());
+    // The probes are attached: events since then are queued. Seed the state with every goroutine
+    // that exists now, then apply the queued events on top (they are a complete log since attach,
+    // so replaying them over a later snapshot ends in the present).
+    match seed_from_memory(&mut state, ctx) {
+        Ok(seed) => {
+            let line = match cfg.format {
+                Format::Json => json!({"kind": "snapshot", "pid": ctx.pid, "goroutines": seed.goroutines,
+                                       "read_ns": seed.read_ns, "bytes_read": seed.bytes_read}).to_string(),
+                Format::Text => format!(
+                    "goscope: {} goroutines found in memory ({} KiB read in {:.1} ms, process not stopped)",
+                    seed.goroutines,
+                    seed.bytes_read / 1024,
+                    seed.read_ns as f64 / 1e6
+                ),
+            };
+            if !cfg.top {
+                write_line(&mut out, &line)?;
+            }
+        }
+        Err(e) => {
+            let msg = format!("memory snapshot failed ({e}): only goroutines active from now on are known");
+            let line = match cfg.format {
+                Format::Json => json!({"kind": "warning", "pid": ctx.pid, "message": msg}).to_string(),
+                Format::Text => format!("goscope: {msg}"),
+            };
+            write_line(&mut out, &line)?;
+        }
+    }
     let mut stats = ProcessStats::default();
     let mut findings = FindingTracker::default();
     let threshold_ns = cfg.block_threshold.as_nanos() as u64;
@@ -210,6 +239,69 @@ pub fn process(mut rx: mpsc::Receiver<Item>, ctx: &TargetContext, cfg: &Processo
     out.flush()?;
     stats.otlp = otlp.map(OtlpExporter::shutdown);
     Ok(stats)
+}
+
+struct Seed {
+    goroutines: usize,
+    read_ns: u64,
+    bytes_read: u64,
+}
+
+/// Reads every goroutine from the target's memory into the state (without stopping it).
+fn seed_from_memory(state: &mut ProcessState, ctx: &TargetContext) -> Result<Seed, Box<dyn std::error::Error>> {
+    let mem = ProcessMemory::new(ctx.pid)?;
+    let snap = goscope_memory::snapshot(&mem, &ctx.binary, ctx.load_bias)?;
+    let goroutines: Vec<SnapshotGoroutine> = snap
+        .goroutines
+        .iter()
+        .filter_map(|g| {
+            let state = match g.status {
+                GStatus::Runnable | GStatus::Preempted | GStatus::Copystack => GoState::Runnable,
+                GStatus::Running => GoState::Running,
+                GStatus::Syscall => GoState::Syscall,
+                GStatus::Waiting | GStatus::Leaked => GoState::Waiting,
+                GStatus::Idle | GStatus::Dead | GStatus::DeadExtra => return None,
+            };
+            let wait = (state == GoState::Waiting).then(|| {
+                let code = g.wait_reason_code.unwrap_or(0);
+                let class = WaitClass::of(g.wait_reason.as_deref().unwrap_or(""));
+                Wait { reason_code: code, class, channels: g.channels.clone(), lock: sync_primitive(class, g.sema_addr) }
+            });
+            Some(SnapshotGoroutine {
+                goid: g.goid,
+                state,
+                wait,
+                // g.waitsince is only a GC's timestamp and may predate the wait: the wait is known
+                // to have lasted at least since the read.
+                wait_since_ns: 0,
+                parent_goid: g.parent_goid,
+                creation_pc: Some(g.gopc),
+                start_pc: Some(g.startpc),
+                g_addr: g.g_addr,
+            })
+        })
+        .collect();
+    state.reconcile(&goroutines, snap.read_start_ns);
+    for ch in snap.channels.values() {
+        state.set_channel_info(ch.addr, ch.capacity, ch.closed);
+    }
+    Ok(Seed {
+        goroutines: goroutines.len(),
+        read_ns: snap.read_end_ns.saturating_sub(snap.read_start_ns),
+        bytes_read: snap.stats.bytes_read,
+    })
+}
+
+/// The sync primitive behind a semaphore a goroutine waits on: the semaphore is a field at a fixed
+/// offset inside it (Mutex.sema +4, RWMutex writerSem +8 / readerSem +12, WaitGroup sema +8).
+fn sync_primitive(class: WaitClass, sema: Option<u64>) -> Option<u64> {
+    let field = match class {
+        WaitClass::Mutex => 4,
+        WaitClass::RWMutexWrite | WaitClass::WaitGroup => 8,
+        WaitClass::RWMutexRead => 12,
+        _ => return None,
+    };
+    sema.and_then(|s| s.checked_sub(field))
 }
 
 /// Probe hits per program, counted from the events they produced, for the health metrics.

@@ -220,62 +220,34 @@ fn elf_header(phnum: u16, shoff: u64, shnum: u16) -> Vec<u8> {
     h
 }
 
-/// An ELF64 file with the given sections (plus the null section and `.shstrtab`).
+/// An ELF64 file with the given sections (plus the null section and `.shstrtab`, last).
 fn elf_with_sections(secs: &[Sec<'_>]) -> Vec<u8> {
     let mut out = vec![0u8; 64];
     let mut shstr = vec![0u8];
-    let mut shdrs = vec![[0u8; 64].to_vec()];
-    let mut add = |out: &mut Vec<u8>, name: &str, ty: u32, flags: u64, addr: u64, link: u32, entsize: u64, data: &[u8]| {
-        while out.len() % 16 != 0 {
-            out.push(0);
-        }
-        let off = out.len() as u64;
-        out.extend_from_slice(data);
-        let mut h = Vec::with_capacity(64);
-        h.extend_from_slice(&(shstr.len() as u32).to_le_bytes());
+    let mut shdrs = vec![0u8; 64];
+    let shstrtab = Sec(".shstrtab", SHT_STRTAB, 0, 0, 0, 0, &[]);
+    for (i, Sec(name, ty, flags, addr, link, entsize, data)) in secs.iter().chain([&shstrtab]).enumerate() {
+        let name_off = shstr.len() as u32;
         shstr.extend_from_slice(name.as_bytes());
         shstr.push(0);
-        h.extend_from_slice(&ty.to_le_bytes());
-        for v in [flags, addr, off, data.len() as u64] {
-            h.extend_from_slice(&v.to_le_bytes());
+        let data = if i == secs.len() { &shstr[..] } else { data };
+        out.resize(out.len().next_multiple_of(16), 0);
+        let off = out.len() as u64;
+        out.extend_from_slice(data);
+        shdrs.extend_from_slice(&name_off.to_le_bytes());
+        shdrs.extend_from_slice(&ty.to_le_bytes());
+        for v in [*flags, *addr, off, data.len() as u64] {
+            shdrs.extend_from_slice(&v.to_le_bytes());
         }
-        h.extend_from_slice(&link.to_le_bytes());
-        h.extend_from_slice(&1u32.to_le_bytes()); // sh_info: first global symbol
-        h.extend_from_slice(&1u64.to_le_bytes());
-        h.extend_from_slice(&entsize.to_le_bytes());
-        shdrs.push(h);
-    };
-    for Sec(name, ty, flags, addr, link, entsize, data) in secs {
-        add(&mut out, name, *ty, *flags, *addr, *link, *entsize, data);
+        shdrs.extend_from_slice(&link.to_le_bytes());
+        shdrs.extend_from_slice(&1u32.to_le_bytes()); // sh_info: first global symbol
+        shdrs.extend_from_slice(&1u64.to_le_bytes());
+        shdrs.extend_from_slice(&entsize.to_le_bytes());
     }
-    let mut names = shstr.clone();
-    names.extend_from_slice(b".shstrtab\0");
-    let name_off = shstr.len();
-    shstr = names;
-    let shstr_data = shstr.clone();
-    while out.len() % 16 != 0 {
-        out.push(0);
-    }
-    let off = out.len() as u64;
-    out.extend_from_slice(&shstr_data);
-    let mut h = Vec::with_capacity(64);
-    h.extend_from_slice(&(name_off as u32).to_le_bytes());
-    h.extend_from_slice(&SHT_STRTAB.to_le_bytes());
-    for v in [0u64, 0, off, shstr_data.len() as u64] {
-        h.extend_from_slice(&v.to_le_bytes());
-    }
-    h.extend_from_slice(&[0u8; 8]);
-    h.extend_from_slice(&1u64.to_le_bytes());
-    h.extend_from_slice(&0u64.to_le_bytes());
-    shdrs.push(h);
-    while out.len() % 8 != 0 {
-        out.push(0);
-    }
+    out.resize(out.len().next_multiple_of(8), 0);
     let shoff = out.len() as u64;
-    for h in &shdrs {
-        out.extend_from_slice(h);
-    }
-    out[..64].copy_from_slice(&elf_header(0, shoff, shdrs.len() as u16));
+    out.extend_from_slice(&shdrs);
+    out[..64].copy_from_slice(&elf_header(0, shoff, (secs.len() + 2) as u16));
     out
 }
 
@@ -285,9 +257,7 @@ fn elf_with_segments(segs: &[(u64, u32, &[u8])]) -> Vec<u8> {
     let data_start = 64 + 56 * segs.len();
     let mut body = Vec::new();
     for (vaddr, flags, data) in segs {
-        while (data_start + body.len()) % 16 != 0 {
-            body.push(0);
-        }
+        body.resize((data_start + body.len()).next_multiple_of(16) - data_start, 0);
         let off = (data_start + body.len()) as u64;
         body.extend_from_slice(data);
         out.extend_from_slice(&1u32.to_le_bytes()); // PT_LOAD

@@ -17,7 +17,12 @@ pub fn blocked(state: &ProcessState, now_ns: u64, threshold_ns: u64) -> Vec<Find
                     finding_type: FindingType::Blocked,
                     grade: Grade::Suspect,
                     pid: state.pid,
-                    summary: format!("goroutine {} blocked in {reason} for {:.1}s", g.goid, waited as f64 / 1e9),
+                    summary: format!(
+                        "goroutine {} blocked in {reason} for {}{:.1}s",
+                        g.goid,
+                        if g.since_is_lower_bound { "at least " } else { "" },
+                        waited as f64 / 1e9
+                    ),
                     goroutines: vec![Involved {
                         goid: g.goid,
                         wait_reason: reason,
