@@ -59,6 +59,7 @@ pub struct AttachOptions {
     pub show_events: bool,
     pub block_threshold: Duration,
     pub top: bool,
+    pub state_every: Option<Duration>,
     pub otlp: OtlpArgs,
 }
 
@@ -162,6 +163,7 @@ pub async fn run(opts: AttachOptions) -> Result<(), AttachError> {
         show_events: opts.show_events && !opts.top,
         block_threshold: opts.block_threshold,
         top: opts.top,
+        state_every: opts.state_every,
     };
     let processor = tokio::task::spawn_blocking(move || process(rx, &ctx, &cfg));
     let stats = read_events(ring, &probes, &target, tx, opts.duration).await?;

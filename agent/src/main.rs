@@ -40,6 +40,10 @@ enum Command {
         /// refreshes in place, instead of the event stream.
         #[arg(long, conflicts_with = "format")]
         top: bool,
+        /// With --format json: print a {"kind":"state"} line (goroutine counts by state and wait
+        /// reason) this often, e.g. 5s.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        state_every: Option<Duration>,
         #[command(flatten)]
         otlp: goscope::export::OtlpArgs,
     },
@@ -77,7 +81,7 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Attach { pid, format, duration, ring_buffer_size, block_threshold, no_events, top, otlp } => tokio::runtime::Builder::new_multi_thread()
+        Command::Attach { pid, format, duration, ring_buffer_size, block_threshold, no_events, top, state_every, otlp } => tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
@@ -92,6 +96,7 @@ fn main() -> ExitCode {
                     show_events: !no_events,
                     block_threshold,
                     top,
+                    state_every,
                     otlp,
                 }))
                 .map_err(anyhow::Error::from)

@@ -121,6 +121,8 @@ pub struct ProcessorConfig {
     pub block_threshold: Duration,
     /// Redraw the live summary on every tick instead of printing events.
     pub top: bool,
+    /// Emit a `{"kind":"state"}` line this often (JSON format only).
+    pub state_every: Option<Duration>,
 }
 
 #[derive(Debug, Default)]
@@ -173,6 +175,7 @@ pub fn process(mut rx: mpsc::Receiver<Item>, ctx: &TargetContext, cfg: &Processo
     let mut stats = ProcessStats::default();
     let mut findings = FindingTracker::default();
     let threshold_ns = cfg.block_threshold.as_nanos() as u64;
+    let mut next_state_line_ns = 0;
     while let Some(item) = rx.blocking_recv() {
         match item {
             Item::Event(ev) => {
@@ -222,6 +225,12 @@ pub fn process(mut rx: mpsc::Receiver<Item>, ctx: &TargetContext, cfg: &Processo
                     }
                 }
                 stats.findings += changes.iter().filter(|c| matches!(c, Change::Raised(_))).count() as u64;
+                if let (Some(every), Format::Json) = (cfg.state_every, cfg.format)
+                    && now_ns >= next_state_line_ns
+                {
+                    write_line(&mut out, &summary::state_json(&state, ctx, now_ns).to_string())?;
+                    next_state_line_ns = now_ns + every.as_nanos() as u64;
+                }
                 if cfg.top {
                     // Clear the screen and redraw from the top-left corner.
                     write!(out, "\x1b[H\x1b[2J{}", summary::render(&state, ctx, now_ns))?;

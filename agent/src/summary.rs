@@ -80,6 +80,34 @@ pub fn render(state: &ProcessState, ctx: &TargetContext, now_ns: u64) -> String 
     s
 }
 
+/// The periodic `{"kind":"state"}` JSON line: counts a script can compare with its own view
+/// (`user_goroutines` counts what `runtime.NumGoroutine()` counts).
+pub fn state_json(state: &ProcessState, ctx: &TargetContext, now_ns: u64) -> serde_json::Value {
+    let mut by_state: BTreeMap<&'static str, usize> = BTreeMap::new();
+    let mut by_reason: BTreeMap<String, usize> = BTreeMap::new();
+    let mut user = 0;
+    for g in state.goroutines() {
+        *by_state.entry(state_name(g.state)).or_default() += 1;
+        if let Some(wait) = &g.wait {
+            *by_reason.entry(ctx.wait_reason(wait.reason_code)).or_default() += 1;
+        }
+        let runtime_own = g
+            .start_pc
+            .and_then(|pc| ctx.symbolize(pc))
+            .is_some_and(|f| goscope_inspect::is_runtime_goroutine(&f.function));
+        user += usize::from(!runtime_own);
+    }
+    serde_json::json!({
+        "kind": "state",
+        "pid": ctx.pid,
+        "ts_ns": now_ns,
+        "goroutines": by_state.values().sum::<usize>(),
+        "user_goroutines": user,
+        "by_state": by_state,
+        "by_wait_reason": by_reason,
+    })
+}
+
 fn state_name(s: GoState) -> &'static str {
     match s {
         GoState::Runnable => "runnable",

@@ -787,3 +787,12 @@ pub fn wait_reasons_by_scan(data: &[u8]) -> Option<Vec<String>> {
     let elf = Elf::parse(data).ok()?;
     waitreason::scan(&elf).map(|(_, names)| names)
 }
+
+/// Whether a goroutine whose function is `start_function` is one the runtime started for itself
+/// (GC workers, finalizers, ...): the runtime's tracebacks hide these and `runtime.NumGoroutine`
+/// does not count them. `runtime.main` (goroutine 1) and the user-facing runtime entry points
+/// are user goroutines.
+pub fn is_runtime_goroutine(start_function: &str) -> bool {
+    start_function.starts_with("runtime.")
+        && !matches!(start_function, "runtime.main" | "runtime.corostart" | "runtime.handleAsyncEvent")
+}

@@ -978,9 +978,7 @@ impl<'a> Ctx<'a> {
             (matches!(p.status, GStatus::Waiting | GStatus::Syscall) && v.waitsince > 0 && v.waitsince < i64::MAX as u64)
                 .then_some(v.waitsince);
         let start_function = if v.startpc != 0 { self.start_function(v.startpc) } else { None };
-        let system = start_function.as_deref().is_some_and(|f| {
-            f.starts_with("runtime.") && !matches!(f, "runtime.main" | "runtime.corostart" | "runtime.handleAsyncEvent")
-        });
+        let system = start_function.as_deref().is_some_and(goscope_inspect::is_runtime_goroutine);
         let created_by = if v.gopc != 0 { self.location(v.gopc, true) } else { None };
         let stack = p.walk.map(|w| w.frames).unwrap_or_default();
         Goroutine {
