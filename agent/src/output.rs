@@ -43,7 +43,7 @@ impl TargetContext {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SourceSite {
     pub function: String,
     pub file: String,

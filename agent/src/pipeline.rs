@@ -19,7 +19,7 @@ use crate::{
     detect::{self, Finding},
     events::{EventDetail, GoroutineEvent},
     export::{ExportStats, Health, OtlpArgs, OtlpExporter, ProbeHealth, ProcessInfo},
-    output::{EventRecord, Format, TargetContext, write_line},
+    output::{EventRecord, Format, SourceSite, TargetContext, write_line},
     probes::Probes,
     state::{GoState, ProcessState, SnapshotGoroutine, Transition, Wait, WaitClass, WaitReasons},
     summary,
@@ -205,6 +205,7 @@ pub fn process(mut rx: mpsc::Receiver<Item>, ctx: &TargetContext, cfg: &Processo
                 write_line(&mut out, &line)?;
             }
             Item::Tick { now_ns, reader } => {
+                read_park_stacks(&mut state, ctx, now_ns);
                 let current = detect::blocked(&state, now_ns, threshold_ns);
                 let changes = findings.update(current);
                 if let Some(x) = &otlp {
@@ -274,7 +275,13 @@ fn seed_from_memory(state: &mut ProcessState, ctx: &TargetContext) -> Result<See
             let wait = (state == GoState::Waiting).then(|| {
                 let code = g.wait_reason_code.unwrap_or(0);
                 let class = WaitClass::of(g.wait_reason.as_deref().unwrap_or(""));
-                Wait { reason_code: code, class, channels: g.channels.clone(), lock: sync_primitive(class, g.sema_addr) }
+                Wait {
+                    reason_code: code,
+                    class,
+                    channels: g.channels.clone(),
+                    lock: sync_primitive(class, g.sema_addr),
+                    stack: sites(&g.stack),
+                }
             });
             Some(SnapshotGoroutine {
                 goid: g.goid,
@@ -299,6 +306,43 @@ fn seed_from_memory(state: &mut ProcessState, ctx: &TargetContext) -> Result<See
         read_ns: snap.read_end_ns.saturating_sub(snap.read_start_ns),
         bytes_read: snap.stats.bytes_read,
     })
+}
+
+fn sites(stack: &[goscope_memory::StackFrame]) -> Vec<SourceSite> {
+    stack
+        .iter()
+        .filter_map(|f| f.location.as_ref())
+        .map(|l| SourceSite { function: l.function.clone(), file: l.file.clone(), line: l.line })
+        .collect()
+}
+
+/// Waits shorter than this are not worth a memory read for their stack.
+const STACK_AFTER_NS: u64 = 1_000_000_000;
+/// Most park stacks read per tick, to bound the work a burst of blocking causes.
+const STACKS_PER_TICK: usize = 512;
+
+/// Reads the park stacks (and a select's channels, a lock's address) of goroutines blocked for
+/// longer than STACK_AFTER_NS. Reading later instead of capturing at every park costs nothing on
+/// the hot path: most parks end within microseconds.
+fn read_park_stacks(state: &mut ProcessState, ctx: &TargetContext, now_ns: u64) {
+    let wanted = state.needing_stacks(now_ns.saturating_sub(STACK_AFTER_NS), STACKS_PER_TICK);
+    if wanted.is_empty() {
+        return;
+    }
+    // A fresh reader per round: its byte budget bounds one round, not the whole session.
+    let Ok(mem) = ProcessMemory::new(ctx.pid) else { return };
+    let mem = &mem;
+    let gptrs: Vec<u64> = wanted.iter().map(|&(_, g)| g).collect();
+    let opts = goscope_memory::SnapshotOptions::default();
+    let Ok(read) = goscope_memory::read_goroutines(mem, &ctx.binary, ctx.load_bias, &gptrs, &opts) else { return };
+    for g in read {
+        // The g struct may have been reused by another goroutine since it parked.
+        if !wanted.iter().any(|&(goid, addr)| goid == g.goid && addr == g.g_addr) || g.status != GStatus::Waiting {
+            continue;
+        }
+        let class = WaitClass::of(g.wait_reason.as_deref().unwrap_or(""));
+        state.enrich_wait(g.goid, &g.channels, sync_primitive(class, g.sema_addr), sites(&g.stack));
+    }
 }
 
 /// The sync primitive behind a semaphore a goroutine waits on: the semaphore is a field at a fixed

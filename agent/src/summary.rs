@@ -3,7 +3,7 @@
 use std::{collections::BTreeMap, fmt::Write as _};
 
 use crate::{
-    output::{TargetContext, hex},
+    output::{SourceSite, TargetContext, hex},
     state::{GoState, ProcessState},
 };
 
@@ -61,6 +61,7 @@ pub fn render(state: &ProcessState, ctx: &TargetContext, now_ns: u64) -> String 
                 .join(", "),
         };
         let runs = g.start_pc.and_then(|pc| ctx.symbolize(pc)).map(|f| f.function).unwrap_or_else(|| "?".into());
+        let parked_at = park_site(&wait.stack).map(|f| format!(" at {}:{}", short_file(&f.file), f.line)).unwrap_or_default();
         let created = g
             .creation_pc
             .and_then(|pc| ctx.symbolize(pc.saturating_sub(1)))
@@ -68,7 +69,7 @@ pub fn render(state: &ProcessState, ctx: &TargetContext, now_ns: u64) -> String 
             .unwrap_or_default();
         let _ = writeln!(
             s,
-            "  g{:<7} {:<18} {at_least}{:>8}  {on:<28} {runs}{created}",
+            "  g{:<7} {:<18} {at_least}{:>8}  {on:<28} {runs}{parked_at}{created}",
             g.goid,
             ctx.wait_reason(wait.reason_code),
             duration(since)
@@ -106,6 +107,11 @@ pub fn state_json(state: &ProcessState, ctx: &TargetContext, now_ns: u64) -> ser
         "by_state": by_state,
         "by_wait_reason": by_reason,
     })
+}
+
+/// The innermost frame of user code in a park stack (below it: the runtime's and sync's own).
+pub fn park_site(stack: &[SourceSite]) -> Option<&SourceSite> {
+    stack.iter().find(|f| !["runtime.", "sync.", "internal/"].iter().any(|p| f.function.starts_with(p)))
 }
 
 fn state_name(s: GoState) -> &'static str {

@@ -29,6 +29,6 @@ pub use allgs::{ALLGADD, AllgsLocation, AllgsSource, LocateError, find_allgs_in_
 pub use process::{Batch, DEFAULT_BUDGET, MAX_REQUEST, MemoryError, ProcessMemory, ReadStats};
 pub use snapshot::{
     Channel, GStatus, Goroutine, Location, Snapshot, SnapshotError, SnapshotOptions, SnapshotStats, monotonic_ns,
-    snapshot, snapshot_with,
+    read_goroutines, snapshot, snapshot_with,
 };
 pub use stack::{StackEnd, StackFrame};

@@ -342,6 +342,25 @@ pub fn snapshot_with(
     })
 }
 
+/// Reads the goroutines at the given `*g` addresses (e.g. ones seen parking), with the same
+/// validation, channels and stacks as a snapshot. Entries that do not validate are left out;
+/// callers check the goid, since the runtime reuses g structs.
+pub fn read_goroutines(
+    mem: &ProcessMemory,
+    binary: &GoBinary,
+    load_bias: u64,
+    gptrs: &[u64],
+    opts: &SnapshotOptions,
+) -> Result<Vec<Goroutine>, SnapshotError> {
+    let mut ctx = Ctx::new(binary, load_bias, opts);
+    let (mut goroutines, mut channels, mut retry) = (Vec::new(), BTreeMap::new(), Vec::new());
+    let mut stats = SnapshotStats::default();
+    for chunk in gptrs.chunks(CHUNK) {
+        ctx.process(mem, chunk, true, &mut goroutines, &mut channels, &mut retry, &mut stats)?;
+    }
+    Ok(goroutines)
+}
+
 fn read_list(
     mem: &ProcessMemory,
     loc: &AllgsLocation,

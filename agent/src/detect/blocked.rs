@@ -30,6 +30,7 @@ pub fn blocked(state: &ProcessState, now_ns: u64, threshold_ns: u64) -> Vec<Find
                         lock: wait.lock.map(hex),
                         waiting_for_ns: waited,
                         waiting_for_is_lower_bound: g.since_is_lower_bound,
+                        stack: wait.stack.clone(),
                     }],
                     chain: Vec::new(),
                 }

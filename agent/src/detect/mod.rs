@@ -4,6 +4,8 @@ mod blocked;
 
 use serde::Serialize;
 
+use crate::output::SourceSite;
+
 pub use blocked::blocked;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -57,6 +59,8 @@ pub struct Involved {
     pub waiting_for_ns: u64,
     /// True when the wait began before goscope attached and the runtime did not record when.
     pub waiting_for_is_lower_bound: bool,
+    /// Where it blocked, innermost frame first (empty until read from memory).
+    pub stack: Vec<SourceSite>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

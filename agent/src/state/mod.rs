@@ -8,7 +8,10 @@ use std::collections::{BTreeSet, HashMap};
 
 pub use wait::{WaitClass, WaitReasons};
 
-use crate::events::{EventDetail, GoroutineEvent};
+use crate::{
+    events::{EventDetail, GoroutineEvent},
+    output::SourceSite,
+};
 
 /// What a goroutine is doing, as far as goscope knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -30,6 +33,9 @@ pub struct Wait {
     pub channels: Vec<u64>,
     /// Address of the sync primitive (Mutex, RWMutex, WaitGroup) when known.
     pub lock: Option<u64>,
+    /// Where it blocked, innermost frame first, once read from memory (the wait lasted long
+    /// enough to matter). Empty until then.
+    pub stack: Vec<SourceSite>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -186,7 +192,7 @@ impl ProcessState {
                 g.since_ns = ev.ts_ns;
                 g.since_is_lower_bound = false;
                 g.g_addr = Some(g_addr);
-                g.wait = Some(Wait { reason_code: wait_reason, class, channels, lock: None });
+                g.wait = Some(Wait { reason_code: wait_reason, class, channels, lock: None, stack: Vec::new() });
                 None
             }
             EventDetail::Ready { waker_goid } => {
@@ -268,11 +274,15 @@ impl ProcessState {
         self.exited.clear();
     }
 
-    /// Records what memory showed about a blocked goroutine later: a select's channels, a
-    /// channel's capacity and closed flag.
-    pub fn enrich_wait(&mut self, goid: u64, channels: &[u64]) {
+    /// Records what memory showed about a blocked goroutine later: a select's channels, the sync
+    /// primitive, where it blocked.
+    pub fn enrich_wait(&mut self, goid: u64, channels: &[u64], lock: Option<u64>, stack: Vec<SourceSite>) {
         let Some(g) = self.goroutines.get_mut(&goid) else { return };
         let Some(wait) = g.wait.as_mut() else { return };
+        wait.lock = wait.lock.or(lock);
+        if !stack.is_empty() {
+            wait.stack = stack;
+        }
         for &c in channels {
             if !wait.channels.contains(&c) {
                 wait.channels.push(c);
@@ -286,6 +296,18 @@ impl ProcessState {
         let ch = self.channels.entry(addr).or_insert_with(|| Channel { addr, ..Channel::default() });
         ch.capacity = Some(capacity);
         ch.closed = closed;
+    }
+
+    /// Blocked goroutines whose park stack has not been read yet and that have waited since at
+    /// most `since_ns`: (goid, `*g`).
+    pub fn needing_stacks(&self, since_ns: u64, max: usize) -> Vec<(u64, u64)> {
+        self.goroutines
+            .values()
+            .filter(|g| g.since_ns <= since_ns)
+            .filter(|g| g.wait.as_ref().is_some_and(|w| w.class.is_user_blocking() && w.stack.is_empty()))
+            .filter_map(|g| Some((g.goid, g.g_addr?)))
+            .take(max)
+            .collect()
     }
 
     fn entry(&mut self, goid: u64, ts_ns: u64) -> &mut Goroutine {

@@ -68,7 +68,7 @@ fn snap(goid: u64, class: WaitClass, chan: u64, since: u64) -> SnapshotGoroutine
     SnapshotGoroutine {
         goid,
         state: GoState::Waiting,
-        wait: Some(Wait { reason_code: 20, class, channels: vec![chan], lock: None }),
+        wait: Some(Wait { reason_code: 20, class, channels: vec![chan], lock: None, stack: Vec::new() }),
         wait_since_ns: since,
         parent_goid: Some(1),
         creation_pc: None,
@@ -107,8 +107,11 @@ fn select_channels_come_from_memory_later() {
     let mut st = ProcessState::new(1, reasons(), LOCK_OFF);
     st.apply(&ev(5, 3, EventDetail::Parked { wait_reason: 18, lock_addr: 0, g_addr: 0x3000 }));
     assert!(st.goroutine(3).unwrap().wait.as_ref().unwrap().channels.is_empty());
-    st.enrich_wait(3, &[0xa, 0xb]);
+    assert_eq!(st.needing_stacks(10, 10), vec![(3, 0x3000)]);
+    let frame = crate::output::SourceSite { function: "main.f".into(), file: "m.go".into(), line: 3 };
+    st.enrich_wait(3, &[0xa, 0xb], None, vec![frame]);
     assert_eq!(st.goroutine(3).unwrap().wait.as_ref().unwrap().channels, vec![0xa, 0xb]);
+    assert!(st.needing_stacks(10, 10).is_empty(), "read once");
     assert!(st.channel(0xa).unwrap().operators.contains(&3));
 }
 
