@@ -99,6 +99,7 @@ fn main() -> anyhow::Result<()> {
             lock: None,
             waiting_for_ns: 3_000_000_000,
             waiting_for_is_lower_bound: false,
+            stack: Vec::new(),
         };
         let finding = Finding {
             id: format!("deadlock:{pid}:{}-{}", base + 4, base + 5),

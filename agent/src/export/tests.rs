@@ -23,6 +23,7 @@ fn deadlock() -> Finding {
         lock: None,
         waiting_for_ns: 2_000_000_000,
         waiting_for_is_lower_bound: false,
+        stack: Vec::new(),
     };
     Finding {
         id: "deadlock:1:5-6".into(),
