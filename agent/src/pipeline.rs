@@ -2,7 +2,7 @@
 //! queue = counted drop, never a stalled reader), and one processing thread owns the goroutine
 //! state, runs the detectors on a clock tick and writes the output.
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     io::{self, Write},
     time::Duration,
 };
@@ -175,6 +175,9 @@ pub fn process(mut rx: mpsc::Receiver<Item>, ctx: &TargetContext, cfg: &Processo
     let mut stats = ProcessStats::default();
     let mut findings = FindingTracker::default();
     let threshold_ns = cfg.block_threshold.as_nanos() as u64;
+    let mut holdings = detect::Holdings::new();
+    let mut globals_of = HashMap::new();
+    let mut ticks: u64 = 0;
     let mut next_state_line_ns = 0;
     while let Some(item) = rx.blocking_recv() {
         match item {
@@ -206,7 +209,16 @@ pub fn process(mut rx: mpsc::Receiver<Item>, ctx: &TargetContext, cfg: &Processo
             }
             Item::Tick { now_ns, reader } => {
                 read_park_stacks(&mut state, ctx, now_ns);
-                let current = detect::blocked(&state, now_ns, threshold_ns);
+                // Re-read periodically, and at once when a goroutine becomes a candidate.
+                let new_candidate = detect::deadlock_candidates(&state, now_ns, threshold_ns)
+                    .iter()
+                    .any(|g| !holdings.contains_key(&g.goid));
+                if new_candidate || ticks.is_multiple_of(HOLDINGS_EVERY_TICKS) {
+                    holdings = read_holdings(&state, ctx, now_ns, threshold_ns, &mut globals_of);
+                }
+                ticks += 1;
+                let mut current = detect::blocked(&state, now_ns, threshold_ns);
+                current.extend(detect::deadlocks(&state, now_ns, threshold_ns, &holdings));
                 let changes = findings.update(current);
                 if let Some(x) = &otlp {
                     x.observe_state(&state);
@@ -343,6 +355,48 @@ fn read_park_stacks(state: &mut ProcessState, ctx: &TargetContext, now_ns: u64) 
         let class = WaitClass::of(g.wait_reason.as_deref().unwrap_or(""));
         state.enrich_wait(g.goid, &g.channels, sync_primitive(class, g.sema_addr), sites(&g.stack));
     }
+}
+
+/// Stacks of goroutines blocked on channels are re-read this often (in ticks of 500 ms).
+const HOLDINGS_EVERY_TICKS: u64 = 10;
+/// Most stacks read per round.
+const HOLDINGS_MAX: usize = 1024;
+
+/// For each goroutine blocked on channels past the threshold, which of those channels it holds:
+/// in a variable on its stack, or in a package-level variable that a function on its stack uses.
+/// The deadlock detector's evidence of who could serve whom.
+fn read_holdings(
+    state: &ProcessState,
+    ctx: &TargetContext,
+    now_ns: u64,
+    threshold_ns: u64,
+    globals_of: &mut HashMap<String, Vec<u64>>,
+) -> detect::Holdings {
+    let candidates = detect::deadlock_candidates(state, now_ns, threshold_ns);
+    if candidates.len() < 2 {
+        return detect::Holdings::new();
+    }
+    let Ok(mem) = ProcessMemory::new(ctx.pid) else { return detect::Holdings::new() };
+    let channels: HashSet<u64> =
+        candidates.iter().filter_map(|g| g.wait.as_ref()).flat_map(|w| w.channels.iter().copied()).collect();
+    candidates
+        .iter()
+        .take(HOLDINGS_MAX)
+        .filter_map(|g| {
+            let mut held: BTreeSet<u64> =
+                goscope_memory::stack_words(&mem, &ctx.binary, g.g_addr?).ok()?.into_iter().filter(|w| channels.contains(w)).collect();
+            for frame in g.wait.iter().flat_map(|w| &w.stack).filter(|f| !f.function.starts_with("runtime.")) {
+                let globals = globals_of.entry(frame.function.clone()).or_insert_with(|| {
+                    ctx.binary
+                        .function(&frame.function)
+                        .and_then(|f| goscope_memory::referenced_globals(&mem, f.entry + ctx.load_bias, f.end + ctx.load_bias).ok())
+                        .unwrap_or_default()
+                });
+                held.extend(globals.iter().filter_map(|&addr| mem.read_u64(addr).ok()).filter(|v| channels.contains(v)));
+            }
+            Some((g.goid, held))
+        })
+        .collect()
 }
 
 /// The sync primitive behind a semaphore a goroutine waits on: the semaphore is a field at a fixed

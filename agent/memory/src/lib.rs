@@ -22,10 +22,12 @@
 
 mod allgs;
 mod process;
+mod refs;
 mod snapshot;
 mod stack;
 
 pub use allgs::{ALLGADD, AllgsLocation, AllgsSource, LocateError, find_allgs_in_code, locate_allgs, locate_allgs_from_code};
+pub use refs::{referenced_globals, stack_words};
 pub use process::{Batch, DEFAULT_BUDGET, MAX_REQUEST, MemoryError, ProcessMemory, ReadStats};
 pub use snapshot::{
     Channel, GStatus, Goroutine, Location, Snapshot, SnapshotError, SnapshotOptions, SnapshotStats, monotonic_ns,

@@ -1,12 +1,14 @@
 //! Detectors: plain functions of the goroutine/channel state and the current time that return
 //! findings. They never touch the kernel or the target, so they are tested on hand-built state.
 mod blocked;
+mod deadlock;
 
 use serde::Serialize;
 
 use crate::output::SourceSite;
 
 pub use blocked::blocked;
+pub use deadlock::{Holdings, candidates as deadlock_candidates, deadlocks};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
