@@ -303,10 +303,7 @@ pub fn run_goscope(args: &[&str], timeout: Duration) -> Result<RunOutput> {
     };
     let took = start.elapsed();
     // The stdout reader may still hold lines the child wrote just before exiting.
-    let mut stdout = Vec::new();
-    while let Line::Line(l) = child.next_line(Duration::from_secs(2)) {
-        stdout.push(l);
-    }
+    let stdout = child.lines_to_eof(Duration::from_secs(2));
     Ok(RunOutput {
         status,
         stdout,

@@ -160,6 +160,17 @@ impl ChildGuard {
         }
     }
 
+    /// The rest of stdout once the child has exited: every line up to EOF, waiting at most
+    /// `timeout` for the reader to see the pipe close (a bare drain can miss the last lines).
+    pub fn lines_to_eof(&mut self, timeout: Duration) -> Vec<String> {
+        let deadline = Instant::now() + timeout;
+        let mut out = Vec::new();
+        while let Line::Line(l) = self.next_line(deadline.saturating_duration_since(Instant::now())) {
+            out.push(l);
+        }
+        out
+    }
+
     /// Every stdout line already received, without waiting.
     pub fn drain_lines(&mut self) -> Vec<String> {
         let mut out = Vec::new();

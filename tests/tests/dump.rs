@@ -1,12 +1,17 @@
 //! `goscope dump` against the Go runtime's own goroutine dump of the same process.
 //!
 //! The `goroutines` fixture parks goroutines in known ways (a deadlocked send/receive pair, a
-//! select, a full buffered channel, a mutex, a WaitGroup, sleep, `select {}`, a nil channel, and a
-//! herd of N receivers) and then stays quiescent. The test runs `goscope dump --format json`, then
-//! sends SIGQUIT (the fixture runs with GOTRACEBACK=all) and parses the traceback the runtime
-//! prints to stderr. Both must agree on: the set of goroutine ids, the status/wait reason of every
-//! user goroutine, the top frame outside package runtime (function, file, line, +offset), and the
-//! creator. goscope must also report the channels the fixture printed with %p.
+//! select, a full buffered channel, a mutex, a WaitGroup, sleep, `select {}`, a nil channel, a
+//! herd of N receivers, and three goroutines blocked inside inlined calls: a channel send in an
+//! inlined helper, sync.Mutex.Lock in an inlined helper, and a receive in a function inlined into
+//! the `go` statement's wrapper) and then stays quiescent. The test runs `goscope dump --format
+//! json`, then sends SIGQUIT (the fixture runs with GOTRACEBACK=all) and parses the traceback the
+//! runtime prints to stderr. Both must agree on: the set of goroutine ids, the status/wait reason
+//! of every user goroutine, the top 3 frames and the top 3 frames outside package runtime
+//! (function and line, inlined frames included: goscope expands inlined calls as the runtime
+//! does), the top frame outside package runtime (function, file, line, +offset where the runtime
+//! prints one), and the creator. goscope must also report the channels the fixture printed with
+//! %p.
 //!
 //! Reading another process's memory needs root (or CAP_SYS_PTRACE): without it the tests print
 //! SKIP, except under CI=true, where they fail.
@@ -177,10 +182,31 @@ fn top_user_frame(g: &Value) -> Option<RtFrame> {
     })
 }
 
-/// The runtime's first physical (not inlined: it has "+0x") frame outside package runtime.
+/// The runtime's first frame outside package runtime (inlined or not).
 fn rt_top_user_frame(g: &RtGoroutine) -> Option<&RtFrame> {
-    g.frames.iter().find(|f| !f.function.starts_with("runtime.") && f.offset.is_some())
+    g.frames.iter().find(|f| !f.function.starts_with("runtime."))
 }
+
+/// Same function, file and line; the same +offset where the runtime prints one (it prints none
+/// for an inlined frame, for which goscope's JSON gives the physical frame's).
+fn same_frame(ours: &RtFrame, rt: &RtFrame) -> bool {
+    ours.function == rt.function && ours.file == rt.file && ours.line == rt.line && (rt.offset.is_none() || ours.offset == rt.offset)
+}
+
+/// goscope's stack as (function, line) pairs, every logical frame.
+fn our_frames(g: &Value) -> Vec<(String, u32)> {
+    g["stack"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|f| (f["function"].as_str().unwrap_or("?").to_string(), f["line"].as_u64().unwrap_or(0) as u32))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Frames compared from the top of every user goroutine's stack, runtime frames included.
+const TOP_FRAMES: usize = 3;
 
 fn strs(v: &Value) -> Vec<String> {
     v.as_array().map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect()).unwrap_or_default()
@@ -195,6 +221,7 @@ fn check(fixture: &GoFixture, herd: usize) -> Result<String> {
     let minor: u32 = fixture.go_version.trim_start_matches("go1.").split('.').next().unwrap_or("0").parse()?;
     let main_goid = info["main_goid"].as_u64().ok_or_else(|| anyhow!("fixture: {info}"))?;
     let mut problems = Vec::new();
+    let mut inlined_cases = Vec::new();
 
     // The fixture's goroutines, as the fixture knows them.
     for (name, want) in info["goroutines"].as_object().ok_or_else(|| anyhow!("fixture: {info}"))? {
@@ -238,7 +265,7 @@ fn check(fixture: &GoFixture, herd: usize) -> Result<String> {
         // at +8 (go-runtime-facts.md §2).
         if let Some(sync) = want["sync_addr"].as_str() {
             let expect = if minor >= 26 {
-                let field = if name == "locker" { 4 } else { 8 };
+                let field = if name == "locker" || name == "inllock" { 4 } else { 8 };
                 Value::from(format!("{:#x}", parse_hex(sync)? + field))
             } else {
                 Value::Null
@@ -246,6 +273,11 @@ fn check(fixture: &GoFixture, herd: usize) -> Result<String> {
             if g["sema_addr"] != expect {
                 problems.push(format!("{name}: sema_addr {}, expected {expect} ({sync} + sema field)", g["sema_addr"]));
             }
+        }
+        // The fixture's inlined cases: the runtime shows the blocking function as an inlined
+        // frame (no +offset); goscope must show it too (checked against the runtime's dump below).
+        if name.starts_with("inl") && (name != "inlrecv" || minor >= 22) {
+            inlined_cases.push((name.clone(), goid, want["function"].as_str().unwrap_or("").to_string()));
         }
         if name == "fullsend" {
             let d = &g["channel_details"][0];
@@ -300,12 +332,37 @@ fn check(fixture: &GoFixture, herd: usize) -> Result<String> {
             problems.push(format!("goroutine {goid}: goscope says [{}], the runtime [{}]", g["status"], r.status));
         }
         let (a, b) = (top_user_frame(g), rt_top_user_frame(r));
-        if a.as_ref() != b {
+        if !matches!((&a, b), (Some(a), Some(b)) if same_frame(a, b)) && (a.is_some() || b.is_some()) {
             problems.push(format!("goroutine {goid}: top user frame {a:?} (goscope) vs {b:?} (runtime)"));
+        }
+        // Inlined calls expanded as the runtime does: the top frames (function, line) agree, and
+        // so do the top user frames (where the fixture's inlined calls are).
+        let ours_all = our_frames(g);
+        let rt_all: Vec<(String, u32)> = r.frames.iter().map(|f| (f.function.clone(), f.line)).collect();
+        let user = |v: &[(String, u32)]| -> Vec<(String, u32)> {
+            v.iter().filter(|f| !f.0.starts_with("runtime.")).take(TOP_FRAMES).cloned().collect()
+        };
+        let top = |v: &[(String, u32)]| v.iter().take(TOP_FRAMES).cloned().collect::<Vec<_>>();
+        if top(&ours_all) != top(&rt_all) || user(&ours_all) != user(&rt_all) {
+            problems.push(format!("goroutine {goid}: frames {ours_all:?} (goscope) vs {rt_all:?} (runtime)"));
+        }
+        if ours_all != rt_all {
+            // Not required (the runtime may elide frames), but worth seeing when it differs.
+            eprintln!("{}: goroutine {goid}: whole stacks differ: {ours_all:?} (goscope) vs {rt_all:?} (runtime)", fixture.label());
         }
         let cb = (g["created_by"]["function"].as_str().unwrap_or("").to_string(), g["created_by"]["goid"].as_u64());
         if r.created_by.as_ref() != Some(&cb) {
             problems.push(format!("goroutine {goid}: created by {cb:?} (goscope) vs {:?} (runtime)", r.created_by));
+        }
+    }
+    for (name, goid, function) in &inlined_cases {
+        let inlined_in_rt = rt.get(goid).is_some_and(|r| r.frames.iter().any(|f| &f.function == function && f.offset.is_none()));
+        if !inlined_in_rt {
+            problems.push(format!("{name}: the runtime's dump does not show {function} as an inlined frame; the fixture no longer tests inlining"));
+        }
+        let ours_has = ours.get(goid).is_some_and(|g| our_frames(g).iter().any(|f| &f.0 == function));
+        if !ours_has {
+            problems.push(format!("{name}: {function} (inlined) missing from goscope's stack"));
         }
     }
     if let Some(r) = rt.get(&main_goid) {

@@ -72,7 +72,7 @@ fn smoke_env(args: &[&str], env: &[(&str, &str)], timeout: Duration) -> Result<V
     let status = child
         .wait_exit(timeout)?
         .with_context(|| format!("otlp_smoke {args:?} still running after {timeout:?}: {}", child.stderr_text()))?;
-    let lines = child.drain_lines();
+    let lines = child.lines_to_eof(Duration::from_secs(10));
     ensure!(status.success(), "otlp_smoke {args:?} failed ({status}): {}", child.stderr_text());
     let mut report: Value = serde_json::from_str(lines.last().context("otlp_smoke printed nothing")?)?;
     report["elapsed_ms"] = (started.elapsed().as_millis() as u64).into();

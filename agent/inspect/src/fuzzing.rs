@@ -34,7 +34,23 @@ pub fn pclntab(data: &[u8]) {
             pcs.extend([entry, entry.wrapping_add(1), end.wrapping_sub(1), end]);
         }
     }
+    for pc in &pcs {
+        let _ = p.lookup(*pc);
+    }
+    // Inline trees: `moduledata.gofunc` inside the table (as in Go 1.26+), then a copy. Fewer
+    // PCs: each expansion copies names as `GoBinary::symbolize_frames` does (bounded per call).
+    let pcs = &pcs[..pcs.len().min(24)];
+    for gofunc in [p.vaddr, p.vaddr.wrapping_add(data.len() as u64 / 2)] {
+        p.set_gofunc(gofunc, None);
+        let _ = p.check_gofunc(8);
+        for pc in pcs {
+            let _ = p.lookup_frames(*pc);
+        }
+    }
+    p.set_gofunc(0x10, Some(data));
     for pc in pcs {
-        let _ = p.lookup(pc);
+        if let Some((frames, _)) = p.lookup_frames(*pc) {
+            assert!(!frames.is_empty() && frames.len() <= crate::pclntab::MAX_INLINE_DEPTH);
+        }
     }
 }

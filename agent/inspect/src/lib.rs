@@ -63,13 +63,15 @@ pub enum Arch {
 /// A source position for a PC.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Frame {
-    /// Function name ("runtime.gopark"); for inlined code, the outermost (physical) function.
+    /// Function name ("runtime.gopark"). From [`GoBinary::symbolize`], the outermost (physical)
+    /// function even for inlined code; from [`GoBinary::symbolize_frames`], each logical one.
     pub function: String,
-    /// Source file of the innermost inlined position ("?" when unknown).
+    /// Source file ([`GoBinary::symbolize`]: of the innermost inlined position; "?" when unknown).
     pub file: String,
     /// Line (0 when unknown).
     pub line: u32,
-    /// Entry address of `function`.
+    /// Entry address of the physical function (for an inlined frame: of the function it was
+    /// inlined into, as `runtime.Frame.Entry`).
     pub entry: u64,
 }
 
@@ -109,6 +111,8 @@ pub struct GoBinary {
     wait_reasons: WaitReasonTable,
     probe_sites: Vec<ProbeSite>,
     pcln: Pclntab,
+    /// `moduledata.gofunc` as read from `runtime.firstmoduledata` (for tests).
+    moduledata_gofunc: Option<u64>,
     symtab_funcs: HashMap<String, (u64, u64)>,
     pcln_funcs: HashMap<String, (u64, u64)>,
     /// Sorted (entry, end, name) from .symtab, for symbolizing when pclntab has no answer.
@@ -196,7 +200,8 @@ impl GoBinary {
         &self.probe_sites
     }
 
-    /// Function, file and line for a link-time virtual address.
+    /// Function, file and line for a link-time virtual address: the physical function, with the
+    /// file:line of the innermost inlined call at `pc` (see [`GoBinary::symbolize_frames`]).
     pub fn symbolize(&self, pc: u64) -> Option<Frame> {
         if let Some((function, file, line, entry)) = self.pcln.lookup(pc) {
             return Some(Frame {
@@ -220,6 +225,45 @@ impl GoBinary {
             });
         }
         None
+    }
+
+    /// The logical frames at a link-time virtual address, innermost first: one per function the
+    /// compiler inlined at `pc`, then the physical function — what the runtime's tracebacks and
+    /// `runtime.CallersFrames` show. Inlined frames have the physical function's `entry`; the
+    /// innermost frame has `pc`'s file:line, each outer one the line of its call to the inner
+    /// one. One frame when nothing is inlined at `pc` (or the inline tree was not found, see
+    /// [`GoBinary::support`]'s notes); empty when `pc` is in no known function.
+    ///
+    /// `pc` is looked up as given: for a return address pass `pc - 1` (the call instruction), as
+    /// the runtime does. [`GoBinary::symbolize`] gives the physical function with the innermost
+    /// file:line instead (what the runtime prints for "created by").
+    pub fn symbolize_frames(&self, pc: u64) -> Vec<Frame> {
+        if let Some((frames, entry)) = self.pcln.lookup_frames(pc) {
+            return frames
+                .into_iter()
+                .map(|f| Frame {
+                    function: f.name,
+                    file: f.file,
+                    line: f.line,
+                    entry,
+                })
+                .collect();
+        }
+        self.symbolize(pc).into_iter().collect()
+    }
+
+    /// `moduledata.gofunc` (link-time address), the base of the inline trees; None when it was
+    /// not found (inlined calls are then not expanded). For tests.
+    #[doc(hidden)]
+    pub fn gofunc(&self) -> Option<u64> {
+        self.pcln.gofunc_vaddr()
+    }
+
+    /// The `gofunc` field of `runtime.firstmoduledata` as read from the file (what a stripped
+    /// binary uses), whether or not it was used. For tests.
+    #[doc(hidden)]
+    pub fn moduledata_gofunc(&self) -> Option<u64> {
+        self.moduledata_gofunc
     }
 
     /// A function by exact name: `.symtab` when present, else pclntab.
@@ -334,13 +378,19 @@ fn analyse(elf: &Elf<'_>) -> Result<GoBinary, InspectError> {
 
     // --- Function table.
     let mut pcln = find_pclntab(elf)?;
+    let moduledata = find_moduledata(elf, pcln.vaddr);
     if pcln.header_text_start == 0 {
-        pcln.text_start = moduledata_text(elf, pcln.vaddr).ok_or_else(|| {
+        pcln.text_start = moduledata.map(|(_, text)| text).ok_or_else(|| {
             InspectError::malformed(
                 "pclntab has no textStart (Go 1.26+) and runtime.firstmoduledata was not found in .go.module or writable data",
             )
         })?;
     }
+    let moduledata_gofunc = moduledata
+        .and_then(|(md, _)| md.checked_add(moduledata_gofunc_offset(go_version.minor)))
+        .and_then(|a| elf.read_ptr(a))
+        .filter(|v| *v != 0);
+    let gofunc_note = set_gofunc(elf, &mut pcln, moduledata_gofunc);
     let mut pcln_funcs: HashMap<String, (u64, u64)> = HashMap::with_capacity(pcln.nfunc);
     for (name, entry, end) in pcln.functions() {
         // Assembly functions appear twice (ABI0 body + ABIInternal wrapper); keep the first.
@@ -385,7 +435,7 @@ fn analyse(elf: &Elf<'_>) -> Result<GoBinary, InspectError> {
     };
 
     let mut reasons = Vec::new();
-    let mut notes = Vec::new();
+    let mut notes: Vec<String> = gofunc_note.into_iter().collect();
     let minor = go_version.minor;
     let known = minor <= NEWEST_MINOR;
     if arch != Arch::Amd64 {
@@ -558,6 +608,27 @@ fn analyse(elf: &Elf<'_>) -> Result<GoBinary, InspectError> {
                 }
             }
         }
+        // A coroutine (iter.Pull, Go >= 1.23) never reaches goexit1: it ends in coroexit, inlined
+        // into corostart's deferred wrapper, which switches away and destroys the goroutine. That
+        // wrapper runs once, on the coroutine's own stack (R14 = its g): its entry is the exit.
+        if let Some((entry, code)) = body(probes::COROUTINE_EXIT) {
+            let site = probes::place_entry(probes::COROUTINE_EXIT, code, entry, Some(0));
+            let address = entry + site.offset;
+            match elf.file_offset(address) {
+                Some(file_offset) => probe_sites.push(ProbeSite {
+                    probe: ProbeKind::GoroutineExited,
+                    symbol: probes::COROUTINE_EXIT.to_string(),
+                    offset: site.offset,
+                    address,
+                    file_offset,
+                    instruction: site.instruction,
+                    why: format!("coroutine exit (iter.Pull): {}", site.why),
+                }),
+                None => reasons.push(format!("{}+{} is not file-backed", probes::COROUTINE_EXIT, site.offset)),
+            }
+        } else if body("runtime.corostart").is_some() {
+            notes.push(format!("no {}: exits of coroutines (iter.Pull) are not seen", probes::COROUTINE_EXIT));
+        }
     }
 
     Ok(GoBinary {
@@ -570,6 +641,7 @@ fn analyse(elf: &Elf<'_>) -> Result<GoBinary, InspectError> {
         wait_reasons,
         probe_sites,
         pcln,
+        moduledata_gofunc,
         symtab_funcs,
         pcln_funcs,
         symtab_sorted,
@@ -620,19 +692,20 @@ fn find_pclntab(elf: &Elf<'_>) -> Result<Pclntab, InspectError> {
     })
 }
 
-/// `runtime.firstmoduledata.text`: moduledata starts with `pcHeader`, the pclntab address. Looks
-/// in `.go.module` (1.26+) first, then every writable region, for an 8-aligned pointer equal to
-/// the pclntab address whose `text`/`etext` fields look like an executable range.
-fn moduledata_text(elf: &Elf<'_>, pclntab_vaddr: u64) -> Option<u64> {
+/// `runtime.firstmoduledata` and its `text` field, as (address, text): moduledata starts with
+/// `pcHeader`, the pclntab address. Looks in `.go.module` (1.26+) first, then every writable
+/// region, for an 8-aligned pointer equal to the pclntab address whose `text`/`etext` fields
+/// look like an executable range.
+fn find_moduledata(elf: &Elf<'_>, pclntab_vaddr: u64) -> Option<(u64, u64)> {
     let tries = std::cell::Cell::new(0);
-    let check = |md: u64| -> Option<u64> {
+    let check = |md: u64| -> Option<(u64, u64)> {
         tries.set(tries.get() + 1);
         if tries.get() > MAX_SCAN_CANDIDATES {
             return None;
         }
         let text = elf.read_ptr(md.checked_add(MODULEDATA_TEXT)?)?;
         let etext = elf.read_ptr(md.checked_add(MODULEDATA_ETEXT)?)?;
-        (text != 0 && etext > text && elf.is_executable(text)).then_some(text)
+        (text != 0 && etext > text && elf.is_executable(text)).then_some((md, text))
     };
     if let Some(s) = elf.section(".go.module")
         && s.addr != 0
@@ -663,6 +736,60 @@ fn moduledata_text(elf: &Elf<'_>, pclntab_vaddr: u64) -> Option<u64> {
         .collect();
     relocs.sort();
     relocs.into_iter().find_map(check)
+}
+
+/// Offset of `gofunc` in `runtime.moduledata` (`runtime/symtab.go`): 1.19 304; 1.20-1.26 320
+/// (`covctrs, ecovctrs` added in 1.20); 1.27 344 (`typedesclen`, `itaboffset`, `itabsize` added).
+/// Newer versions are tried with 1.27's offset and kept only if the inline trees check out.
+fn moduledata_gofunc_offset(minor: u32) -> u64 {
+    match minor {
+        ..=19 => 304,
+        20..=26 => 320,
+        _ => 344,
+    }
+}
+
+/// Gives `pcln` the base of FUNCDATA offsets (`moduledata.gofunc`, needed for the inline trees):
+/// the `go:func.*` symbol (`go.func.*` before 1.20) when there is a symbol table, else the
+/// moduledata field (`moduledata_gofunc`). A candidate is kept only if the inline-tree records it yields name
+/// functions ([`Pclntab::check_gofunc`]). Returns a note when none is usable.
+fn set_gofunc(elf: &Elf<'_>, pcln: &mut Pclntab, moduledata_gofunc: Option<u64>) -> Option<String> {
+    let mut candidates = Vec::new();
+    for name in ["go:func.*", "go.func.*"] {
+        if let Some(s) = elf.symbol(name).filter(|s| s.value != 0) {
+            candidates.push(s.value);
+        }
+    }
+    candidates.extend(moduledata_gofunc);
+    candidates.dedup();
+    for vaddr in candidates {
+        pcln.set_gofunc(vaddr, gofunc_bytes(elf, vaddr, pcln.vaddr));
+        let (checked, good) = pcln.check_gofunc(32);
+        if checked > 0 && good == checked {
+            return None;
+        }
+        pcln.clear_gofunc();
+    }
+    Some("moduledata.gofunc (the inline tree base) not found: inlined calls are not expanded in stacks".into())
+}
+
+/// The file bytes from `vaddr` to the end of the section (or, without sections, the PT_LOAD
+/// segment) holding it, stopping at the pclntab when that follows.
+fn gofunc_bytes<'a>(elf: &Elf<'a>, vaddr: u64, pclntab_vaddr: u64) -> Option<&'a [u8]> {
+    let mut end = elf
+        .sections
+        .iter()
+        .find(|s| s.has_file_data() && s.addr != 0 && vaddr >= s.addr && vaddr - s.addr < s.size)
+        .map(|s| s.addr.saturating_add(s.size))
+        .or_else(|| {
+            elf.loads()
+                .find(|g| vaddr >= g.vaddr && vaddr - g.vaddr < g.filesz)
+                .map(|g| g.vaddr.saturating_add(g.filesz))
+        })?;
+    if pclntab_vaddr > vaddr {
+        end = end.min(pclntab_vaddr);
+    }
+    elf.read(vaddr, end - vaddr)
 }
 
 /// Checks a layout against the runtime's machine code (amd64). Each check is a field the

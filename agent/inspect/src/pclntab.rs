@@ -34,6 +34,47 @@ pub(crate) struct Pclntab {
     filetab_off: usize,
     pctab_off: usize,
     pcln_off: usize,
+    /// `moduledata.gofunc` (base of the FUNCDATA offsets) and the bytes from there on, when found.
+    gofunc: Option<GoFunc>,
+}
+
+/// Where the bytes at `moduledata.gofunc` are: inside the table itself (Go 1.26+ places
+/// `go:func.*` in `.gopclntab`) or copied from another section (`.rodata` before 1.26).
+#[derive(Clone)]
+enum GoFuncBytes {
+    InTable(usize),
+    Copied(Vec<u8>),
+}
+
+#[derive(Clone)]
+struct GoFunc {
+    vaddr: u64,
+    bytes: GoFuncBytes,
+}
+
+/// `PCDATA_InlTreeIndex` and `FUNCDATA_InlTree` (`internal/abi/symtab.go`, same 1.19-1.27).
+const PCDATA_INL_TREE_INDEX: u32 = 2;
+const FUNCDATA_INL_TREE: u32 = 3;
+/// The runtime views the inline tree as `*[1 << 20]inlinedCall`.
+const MAX_INL_INDEX: i32 = 1 << 20;
+/// Most logical frames one PC expands to (Go's inliner stops far earlier; this only bounds
+/// crafted input, e.g. an inline tree whose parents form a cycle).
+pub(crate) const MAX_INLINE_DEPTH: usize = 100;
+
+/// One logical frame at a PC: (function name, file, line). `inlined`: not the physical function.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct LogicalFrame {
+    pub name: String,
+    pub file: String,
+    pub line: u32,
+    pub inlined: bool,
+}
+
+/// One `inlinedCall` record, version-independent.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct InlinedCall {
+    pub name_off: i32,
+    pub parent_pc: i32,
 }
 
 impl std::fmt::Debug for Pclntab {
@@ -55,6 +96,10 @@ pub(crate) struct FuncRec {
     pub pcfile: u32,
     pub pcln: u32,
     pub cu_offset: u32,
+    pub npcdata: u32,
+    pub nfuncdata: u8,
+    /// Offset in the table of the `npcdata` pcdata offsets (followed by the funcdata offsets).
+    pub pcdata_at: usize,
 }
 
 /// Does `b` start with a plausible 64-bit pclntab header?
@@ -142,7 +187,157 @@ impl Pclntab {
             filetab_off: offs[2] as usize,
             pctab_off: offs[3] as usize,
             pcln_off: pcln_off as usize,
+            gofunc: None,
         })
+    }
+
+    /// Size of one `inlinedCall`: Go 1.18/1.19 `{parent i16, funcID u8, _ u8, file, line, func_,
+    /// parentPc i32}` = 20; Go 1.20+ `{funcID u8, _ [3]u8, nameOff, parentPc, startLine i32}` = 16.
+    fn inl_record_size(&self) -> usize {
+        if self.magic == MAGIC_118 { 20 } else { 16 }
+    }
+
+    /// Sets `moduledata.gofunc` to `vaddr`; `bytes` (from `vaddr` on) is used when `vaddr` is not
+    /// inside the table itself.
+    pub fn set_gofunc(&mut self, vaddr: u64, bytes: Option<&[u8]>) {
+        let inside = vaddr
+            .checked_sub(self.vaddr)
+            .filter(|o| *o < self.data.len() as u64)
+            .map(|o| o as usize);
+        self.gofunc = match (inside, bytes) {
+            (Some(o), _) => Some(GoFunc { vaddr, bytes: GoFuncBytes::InTable(o) }),
+            (None, Some(b)) => Some(GoFunc { vaddr, bytes: GoFuncBytes::Copied(b.to_vec()) }),
+            (None, None) => None,
+        };
+    }
+
+    /// Forgets `moduledata.gofunc` (inline expansion off).
+    pub fn clear_gofunc(&mut self) {
+        self.gofunc = None;
+    }
+
+    /// `moduledata.gofunc`, when known.
+    pub fn gofunc_vaddr(&self) -> Option<u64> {
+        self.gofunc.as_ref().map(|g| g.vaddr)
+    }
+
+    fn gofunc_bytes(&self) -> Option<&[u8]> {
+        match &self.gofunc.as_ref()?.bytes {
+            GoFuncBytes::InTable(o) => self.data.get(*o..),
+            GoFuncBytes::Copied(b) => Some(b),
+        }
+    }
+
+    /// Value of pcdata table `table` of `f` at `pc` (None where the runtime says -1: no table).
+    pub fn pcdata(&self, f: &FuncRec, table: u32, pc: u64) -> Option<i32> {
+        if table >= f.npcdata {
+            return None;
+        }
+        let off = rd_u32(&self.data, f.pcdata_at.checked_add(4 * table as usize)?)?;
+        self.pcvalue(off, f.entry, pc)
+    }
+
+    /// Offset from `moduledata.gofunc` of funcdata `i` of `f` (None: absent).
+    pub fn funcdata_off(&self, f: &FuncRec, i: u32) -> Option<u32> {
+        if i >= u32::from(f.nfuncdata) {
+            return None;
+        }
+        let at = f
+            .pcdata_at
+            .checked_add((f.npcdata as usize).checked_mul(4)?)?
+            .checked_add(4 * i as usize)?;
+        rd_u32(&self.data, at).filter(|o| *o != u32::MAX)
+    }
+
+    /// Record `ix` of the inline tree at `gofunc + tree_off`.
+    pub fn inlined_call(&self, tree_off: u32, ix: i32) -> Option<InlinedCall> {
+        if !(0..MAX_INL_INDEX).contains(&ix) {
+            return None;
+        }
+        let b = self.gofunc_bytes()?;
+        let size = self.inl_record_size();
+        let at = (tree_off as usize).checked_add((ix as usize).checked_mul(size)?)?;
+        let rec = b.get(at..at.checked_add(size)?)?;
+        let i32_at = |o: usize| rd_u32(rec, o).map(|v| v as i32);
+        Some(if self.magic == MAGIC_118 {
+            InlinedCall { name_off: i32_at(12)?, parent_pc: i32_at(16)? }
+        } else {
+            InlinedCall { name_off: i32_at(4)?, parent_pc: i32_at(8)? }
+        })
+    }
+
+    /// Name at `name_off` in the function name table.
+    pub fn name_at(&self, name_off: i32) -> Option<&str> {
+        if name_off < 0 {
+            return None;
+        }
+        self.cstr(self.funcname_off.checked_add(name_off as usize)?)
+    }
+
+    /// The logical frames at `pc`, innermost first, the way the runtime's `inlineUnwinder`
+    /// walks them: the innermost frame has `pc`'s file:line; each outer frame is the
+    /// `parentPc` of the inner one's inline-tree record, with the file:line at that pc. The last
+    /// frame is the physical function. Also returns the physical function's entry.
+    pub fn lookup_frames(&self, pc: u64) -> Option<(Vec<LogicalFrame>, u64)> {
+        let i = self.find(pc)?;
+        let f = self.func(i)?;
+        let phys = self.name(&f)?;
+        let tree = self.gofunc.as_ref().and_then(|_| self.funcdata_off(&f, FUNCDATA_INL_TREE));
+        let mut frames = Vec::new();
+        let mut at = pc;
+        loop {
+            let (file, line) = self.file_line(&f, at);
+            let ix = match tree {
+                Some(t) if frames.len() + 1 < MAX_INLINE_DEPTH => {
+                    self.pcdata(&f, PCDATA_INL_TREE_INDEX, at).filter(|ix| *ix >= 0).map(|ix| (t, ix))
+                }
+                _ => None,
+            };
+            // A record that cannot be read ends the expansion at the physical function, as the
+            // runtime's non-strict unwinder does with bad data.
+            let call = ix.and_then(|(t, ix)| self.inlined_call(t, ix));
+            let Some(call) = call else {
+                frames.push(LogicalFrame { name: phys.to_string(), file, line, inlined: false });
+                break;
+            };
+            let name = self.name_at(call.name_off).unwrap_or("?").to_string();
+            frames.push(LogicalFrame { name, file, line, inlined: true });
+            // parentPc is an offset from the entry (negative only in crafted input).
+            at = f.entry.saturating_add(u64::from(call.parent_pc.max(0) as u32));
+        }
+        Some((frames, f.entry))
+    }
+
+    /// File and line of `pc` in `f` ("?", 0 when unknown).
+    fn file_line(&self, f: &FuncRec, pc: u64) -> (String, u32) {
+        let file = self
+            .pcvalue(f.pcfile, f.entry, pc)
+            .and_then(|n| self.file(f.cu_offset, n))
+            .unwrap_or("?")
+            .to_string();
+        let line = self.pcvalue(f.pcln, f.entry, pc).filter(|l| *l >= 0).map(|l| l as u32).unwrap_or(0);
+        (file, line)
+    }
+
+    /// Checks a candidate `gofunc`: of (up to) the first `sample` functions with an inline tree,
+    /// the records in use at their entries-to-ends must name functions. Returns (checked, good).
+    pub fn check_gofunc(&self, sample: usize) -> (usize, usize) {
+        let (mut checked, mut good) = (0, 0);
+        for i in 0..self.nfunc {
+            if checked >= sample {
+                break;
+            }
+            let Some(f) = self.func(i) else { continue };
+            let Some(t) = self.funcdata_off(&f, FUNCDATA_INL_TREE) else { continue };
+            checked += 1;
+            let ok = self.inlined_call(t, 0).is_some_and(|c| {
+                c.parent_pc >= 0
+                    && self.end(i).is_some_and(|e| f.entry.saturating_add(c.parent_pc as u64) < e)
+                    && self.name_at(c.name_off).is_some_and(|n| !n.is_empty() && n.contains('.'))
+            });
+            good += usize::from(ok);
+        }
+        (checked, good)
     }
 
     /// Cheap sanity check for a header found by scanning: at least one function, the first
@@ -186,13 +381,18 @@ impl Pclntab {
         }
         let (entryoff, funcoff) = self.functab(i)?;
         let base = self.pcln_off.checked_add(funcoff as usize)?;
-        let r = |k: usize| rd_u32(&self.data, base + 4 * k);
+        let r = |k: usize| rd_u32(&self.data, base.checked_add(4 * k)?);
+        // 1.18/1.19: funcID, flag, pad, nfuncdata at +36..40; 1.20+ (startLine at +36): +40..44.
+        let fixed = if self.magic == MAGIC_118 { 40 } else { 44 };
         Some(FuncRec {
             entry: self.text_start.checked_add(u64::from(entryoff))?,
             name_off: r(1)? as i32,
             pcfile: r(5)?,
             pcln: r(6)?,
+            npcdata: r(7)?,
             cu_offset: r(8)?,
+            nfuncdata: *self.data.get(base.checked_add(fixed - 1)?)?,
+            pcdata_at: base.checked_add(fixed)?,
         })
     }
 
@@ -264,13 +464,7 @@ impl Pclntab {
         let i = self.find(pc)?;
         let f = self.func(i)?;
         let name = self.name(&f)?.to_string();
-        let fileno = self.pcvalue(f.pcfile, f.entry, pc);
-        let line = self.pcvalue(f.pcln, f.entry, pc);
-        let file = fileno
-            .and_then(|n| self.file(f.cu_offset, n))
-            .unwrap_or("?")
-            .to_string();
-        let line = line.filter(|l| *l >= 0).map(|l| l as u32).unwrap_or(0);
+        let (file, line) = self.file_line(&f, pc);
         Some((name, file, line, f.entry))
     }
 

@@ -23,7 +23,7 @@ use serde::Serialize;
 
 use crate::allgs::{AllgsLocation, LocateError, locate_allgs};
 use crate::process::{MemoryError, ProcessMemory};
-use crate::stack::{StackEnd, StackFrame, Symbols, Walk, WalkStart};
+use crate::stack::{Frames, StackEnd, StackFrame, Symbols, Walk, WalkStart};
 
 /// `_Gscan`: set while the GC scans a goroutine's stack.
 const GSCAN: u32 = 0x1000;
@@ -195,8 +195,14 @@ pub struct Goroutine {
     pub parent_goid: Option<u64>,
     /// `g.gopc`: return address of the `go` statement's call to newproc.
     pub gopc: u64,
-    /// Where `gopc - 1` is: the `go` statement (the runtime's "created by").
+    /// Where `gopc - 1` is: the `go` statement, as the runtime's "created by" line shows it: the
+    /// physical function (the one that called newproc) with the file:line of the `go` statement,
+    /// which may be inside a function inlined into it (see `created_at`).
     pub created_by: Option<Arc<Location>>,
+    /// The logical frames at `gopc - 1`, innermost first: the function whose `go` statement it
+    /// is (which may have been inlined), then the functions it was inlined into, up to the
+    /// physical one. Empty when unknown.
+    pub created_at: Vec<Arc<Location>>,
     /// `g.startpc`: entry of the goroutine's function.
     pub startpc: u64,
     pub start_function: Option<String>,
@@ -593,26 +599,37 @@ struct Ctx<'a> {
     goexit: Vec<(u64, u64)>,
     injected: Vec<(u64, u64)>,
     morestack: Vec<(u64, u64)>,
-    cache: HashMap<(u64, bool), Option<Arc<Location>>>,
+    cache: HashMap<(u64, bool), Option<Frames>>,
+    /// "created by" locations (physical function, innermost file:line) by gopc.
+    created_cache: HashMap<u64, Option<Arc<Location>>>,
     start_functions: HashMap<u64, Option<String>>,
     sudog_len: usize,
 }
 
 impl Symbols for Ctx<'_> {
-    fn location(&mut self, pc: u64, call_site: bool) -> Option<Arc<Location>> {
+    fn frames(&mut self, pc: u64, call_site: bool) -> Option<Frames> {
         if let Some(hit) = self.cache.get(&(pc, call_site)) {
             return hit.clone();
         }
         let link = pc.wrapping_sub(self.bias);
-        let mut f = self.binary.symbolize(link);
-        if call_site && f.as_ref().is_some_and(|fr| link > fr.entry) {
-            f = self.binary.symbolize(link - 1);
+        let mut f = self.binary.symbolize_frames(link);
+        if call_site && f.last().is_some_and(|fr| link > fr.entry) {
+            f = self.binary.symbolize_frames(link - 1);
         }
-        let loc = f.map(|f| {
-            Arc::new(Location { function: f.function, file: f.file, line: f.line, entry: f.entry.wrapping_add(self.bias) })
+        let frames = (!f.is_empty()).then(|| {
+            f.into_iter()
+                .map(|f| {
+                    Arc::new(Location {
+                        function: f.function,
+                        file: f.file,
+                        line: f.line,
+                        entry: f.entry.wrapping_add(self.bias),
+                    })
+                })
+                .collect::<Frames>()
         });
-        self.cache.insert((pc, call_site), loc.clone());
-        loc
+        self.cache.insert((pc, call_site), frames.clone());
+        frames
     }
 
     fn is_goexit(&self, pc: u64) -> bool {
@@ -664,6 +681,7 @@ impl<'a> Ctx<'a> {
             injected: ranges(&["runtime.asyncPreempt", "runtime.sigpanic", "runtime.debugCallV2"]),
             morestack: ranges(&["runtime.morestack", "runtime.morestack_noctxt"]),
             cache: HashMap::new(),
+            created_cache: HashMap::new(),
             start_functions: HashMap::new(),
             sudog_len,
         }
@@ -921,6 +939,9 @@ impl<'a> Ctx<'a> {
                         continue;
                     }
                     p.sema.get_or_insert(elem);
+                    // A semaphore wait has one sudog; its waitlink queues the *other* goroutines
+                    // waiting on the same address (semaRoot.queue), not more of this one's.
+                    continue;
                 } else if !p.channels.contains(&c) {
                     p.channels.push(c);
                 }
@@ -975,11 +996,32 @@ impl<'a> Ctx<'a> {
         })
     }
 
+    /// The runtime's "created by": the physical function at `gopc - 1` with the innermost
+    /// file:line (`runtime.printcreatedby1` uses `funcname(f)` and `funcline(f, pc - 1)`).
+    fn created_by(&mut self, gopc: u64, frames: &[Arc<Location>]) -> Option<Arc<Location>> {
+        if let Some(hit) = self.created_cache.get(&gopc) {
+            return hit.clone();
+        }
+        let loc = match frames {
+            [] => None,
+            [only] => Some(Arc::clone(only)),
+            [inner, .., outer] => Some(Arc::new(Location {
+                function: outer.function.clone(),
+                file: inner.file.clone(),
+                line: inner.line,
+                entry: outer.entry,
+            })),
+        };
+        self.created_cache.insert(gopc, loc.clone());
+        loc
+    }
+
     fn start_function(&mut self, startpc: u64) -> Option<String> {
         if let Some(s) = self.start_functions.get(&startpc) {
             return s.clone();
         }
-        let name = self.location(startpc, false).map(|l| l.function.clone());
+        // The physical function: the entry PC is never inside an inlined call.
+        let name = self.frames(startpc, false).and_then(|f| f.last().map(|l| l.function.clone()));
         self.start_functions.insert(startpc, name.clone());
         name
     }
@@ -998,7 +1040,9 @@ impl<'a> Ctx<'a> {
                 .then_some(v.waitsince);
         let start_function = if v.startpc != 0 { self.start_function(v.startpc) } else { None };
         let system = start_function.as_deref().is_some_and(goscope_inspect::is_runtime_goroutine);
-        let created_by = if v.gopc != 0 { self.location(v.gopc, true) } else { None };
+        let created_at: Vec<Arc<Location>> =
+            if v.gopc != 0 { self.frames(v.gopc, true).map(|f| f.to_vec()).unwrap_or_default() } else { Vec::new() };
+        let created_by = if v.gopc != 0 { self.created_by(v.gopc, &created_at) } else { None };
         let stack = p.walk.map(|w| w.frames).unwrap_or_default();
         Goroutine {
             goid: v.goid,
@@ -1011,6 +1055,7 @@ impl<'a> Ctx<'a> {
             parent_goid: (v.parent != 0).then_some(v.parent),
             gopc: v.gopc,
             created_by,
+            created_at,
             startpc: v.startpc,
             start_function,
             channels: p.channels,

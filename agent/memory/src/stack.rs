@@ -11,16 +11,26 @@ use serde::Serialize;
 
 use crate::snapshot::Location;
 
-/// One frame of a goroutine's stack.
+/// One logical frame of a goroutine's stack. A physical frame (one function activation on the
+/// stack) whose code has calls inlined into it at `pc` is several logical frames, innermost
+/// first, as in the runtime's traceback: the inlined ones (`inlined: true`, printed by the
+/// runtime without "+0x..") and then the physical function.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StackFrame {
     /// Runtime address: where the goroutine resumes (first frame) or the return address (callers),
-    /// as the runtime's traceback prints it ("+0x45" = `pc - entry`).
+    /// as the runtime's traceback prints it ("+0x45" = `pc - entry`). The same for every logical
+    /// frame of one physical frame.
     pub pc: u64,
     /// Function, file and line. For return addresses it is looked up at `pc - 1` (the call
     /// instruction), as the runtime does, except after an injected call (asyncPreempt, sigpanic).
+    /// `entry` is the physical function's, also for inlined frames.
     pub location: Option<Arc<Location>>,
+    /// The call was inlined into the next frame's function (same `pc`): no frame of its own.
+    pub inlined: bool,
 }
+
+/// The logical frames at one PC, innermost first (never empty).
+pub(crate) type Frames = Arc<[Arc<Location>]>;
 
 /// Why a stack walk ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -64,8 +74,9 @@ pub(crate) struct WalkStart {
 
 /// What the walker needs from the binary.
 pub(crate) trait Symbols {
-    /// Location of runtime PC `pc`; `call_site`: look up `pc - 1` when `pc` is past the entry.
-    fn location(&mut self, pc: u64, call_site: bool) -> Option<Arc<Location>>;
+    /// Logical frames at runtime PC `pc` (innermost first, not empty); `call_site`: look up
+    /// `pc - 1` when `pc` is past the entry.
+    fn frames(&mut self, pc: u64, call_site: bool) -> Option<Frames>;
     fn is_goexit(&self, pc: u64) -> bool;
     /// asyncPreempt / sigpanic: the next frame's PC is not a return address.
     fn is_injected_call(&self, pc: u64) -> bool;
@@ -148,11 +159,14 @@ impl Walk {
                     self.end = Some(StackEnd::Truncated);
                     break;
                 }
-                let Some(location) = syms.location(self.pc, self.call_site) else {
+                let Some(frames) = syms.frames(self.pc, self.call_site) else {
                     self.end = Some(StackEnd::UnknownPc);
                     break;
                 };
-                self.frames.push(StackFrame { pc: self.pc, location: Some(location) });
+                if !self.push(&frames, max_frames) {
+                    self.end = Some(StackEnd::Truncated);
+                    break;
+                }
                 self.pushed = true;
                 if syms.is_goexit(self.pc) {
                     self.end = Some(StackEnd::Goexit);
@@ -191,9 +205,9 @@ impl Walk {
                 self.next_frame(ret, next_call_site);
                 self.bp = 0;
                 if self.frames.len() < max_frames
-                    && let Some(loc) = syms.location(self.pc, self.call_site)
+                    && let Some(frames) = syms.frames(self.pc, self.call_site)
                 {
-                    self.frames.push(StackFrame { pc: self.pc, location: Some(loc) });
+                    self.push(&frames, max_frames);
                 }
                 self.end = Some(if syms.is_goexit(self.pc) { StackEnd::Goexit } else { StackEnd::BadFramePointer });
                 break;
@@ -202,6 +216,19 @@ impl Walk {
             self.bp = caller_bp;
         }
         None
+    }
+
+    /// Pushes the logical frames of the physical frame at `self.pc`, as many as `max_frames`
+    /// allows; false if some did not fit.
+    fn push(&mut self, frames: &Frames, max_frames: usize) -> bool {
+        let n = frames.len();
+        for (i, loc) in frames.iter().enumerate() {
+            if self.frames.len() >= max_frames {
+                return false;
+            }
+            self.frames.push(StackFrame { pc: self.pc, location: Some(Arc::clone(loc)), inlined: i + 1 < n });
+        }
+        true
     }
 
     fn next_frame(&mut self, pc: u64, call_site: bool) {
@@ -234,14 +261,23 @@ mod tests {
 
     struct FakeSyms;
     impl Symbols for FakeSyms {
-        fn location(&mut self, pc: u64, call_site: bool) -> Option<Arc<Location>> {
+        /// Functions at 0x100 boundaries; in 0x5000..0x5100, two calls are inlined ("g", "h").
+        fn frames(&mut self, pc: u64, call_site: bool) -> Option<Frames> {
             (0x1000..0x9000).contains(&pc).then(|| {
-                Arc::new(Location {
-                    function: format!("f{:x}", pc & !0xff),
-                    file: "x.go".into(),
-                    line: (pc - u64::from(call_site)) as u32,
-                    entry: pc & !0xff,
-                })
+                let at = |function: String| {
+                    Arc::new(Location {
+                        function,
+                        file: "x.go".into(),
+                        line: (pc - u64::from(call_site)) as u32,
+                        entry: pc & !0xff,
+                    })
+                };
+                let mut v = Vec::new();
+                if (0x5000..0x5100).contains(&pc) {
+                    v.extend([at("h".into()), at("g".into())]);
+                }
+                v.push(at(format!("f{:x}", pc & !0xff)));
+                Frames::from(v)
             })
         }
         fn is_goexit(&self, pc: u64) -> bool {
@@ -324,6 +360,29 @@ mod tests {
         s.in_morestack_stub = true;
         let w = run(s, &mem, 0x100);
         assert_eq!(w.frames.iter().map(|f| f.pc).collect::<Vec<_>>(), [0x1005, 0x2010, 0x8001]);
+    }
+
+    #[test]
+    fn inlined_calls_expand_into_logical_frames() {
+        // 0x1005 <- 0x5010 (h, g inlined into f5000) <- goexit
+        let mem = stack(&[(0x20, 0x10060), (0x28, 0x5010), (0x60, 0), (0x68, 0x8001)]);
+        let w = run(start(0x1005, 0x10010, Some(0x10020)), &mem, 0x100);
+        let names: Vec<(&str, u64, bool)> = w
+            .frames
+            .iter()
+            .map(|f| (f.location.as_ref().unwrap().function.as_str(), f.pc, f.inlined))
+            .collect();
+        assert_eq!(
+            names,
+            [("f1000", 0x1005, false), ("h", 0x5010, true), ("g", 0x5010, true), ("f5000", 0x5010, false), ("f8000", 0x8001, false)]
+        );
+        assert_eq!(w.end, Some(StackEnd::Goexit));
+        // The frame limit counts logical frames.
+        let (ws, wl) = Walk::first_window(&start(0x1005, 0x10010, Some(0x10020)), 0x100);
+        let mut w = Walk::init(&start(0x1005, 0x10010, Some(0x10020)), Some((ws, mem[(ws - 0x10000) as usize..][..wl].to_vec())));
+        assert_eq!(w.advance(&mut FakeSyms, 3, 0x100), None);
+        assert_eq!(w.frames.len(), 3);
+        assert_eq!(w.end, Some(StackEnd::Truncated));
     }
 
     #[test]

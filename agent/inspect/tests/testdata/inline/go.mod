@@ -1,0 +1,3 @@
+module goscope.test/inline
+
+go 1.19
