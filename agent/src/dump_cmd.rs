@@ -199,6 +199,8 @@ fn write_goroutine(out: &mut impl Write, snap: &Snapshot, g: &Goroutine) -> io::
     let frames: Vec<_> = if visible.is_empty() { g.stack.iter().collect() } else { visible };
     for f in frames {
         match &f.location {
+            // The runtime prints no "+0x.." for a frame the compiler inlined into its caller.
+            Some(l) if f.inlined => writeln!(out, "{}(...)\n\t{}:{}", l.function, l.file, l.line)?,
             Some(l) => writeln!(out, "{}(...)\n\t{}:{}{}", l.function, l.file, l.line, offset(f.pc, l))?,
             None => writeln!(out, "?()\n\t?:0 pc={}", hex(f.pc))?,
         }
@@ -351,7 +353,7 @@ fn write_json(out: &mut impl Write, snap: &Snapshot, ctx: &Ctx<'_>) -> io::Resul
                     file: f.location.as_ref().map(|l| l.file.as_str()),
                     line: f.location.as_ref().map(|l| l.line),
                     pc: hex(f.pc),
-                    offset: f.location.as_ref().map(|l| f.pc.saturating_sub(l.entry)),
+                    offset: f.location.as_ref().filter(|_| !f.inlined).map(|l| f.pc.saturating_sub(l.entry)),
                 })
                 .collect(),
             stack_end: g.stack_end,

@@ -9,6 +9,8 @@ parts of a real binary that goscope-inspect reads:
 * a `.gopclntab` cut down to a dozen functions (the probed runtime functions, the functions
   following them, main.main): names, `_func` records, pc-file/pc-line tables and file tables,
   re-laid-out but in the real format, mapped at the original address;
+* the inline trees of those functions (PCDATA_InlTreeIndex / FUNCDATA_InlTree), packed at
+  `moduledata.gofunc`, so that `symbolize_frames` expands inlined calls as on the real binary;
 * the machine code of those functions, each as its own small executable section at its real address
   (the rest of `.text` is a NOBITS section so that addresses stay executable);
 * `runtime.waitReasonStrings` and the strings it points to;
@@ -18,8 +20,9 @@ parts of a real binary that goscope-inspect reads:
 Plus narrower seeds: the raw buildinfo blob, the cut-down pclntab, and DWARF-only ELF files (the
 synthetic DWARF, and a truncated prefix of the real DWARF).
 
-The binaries are built from a tiny Go program with the installed `go` and, when it can be fetched,
-`GOTOOLCHAIN=go1.19.13` (the oldest supported version; older pclntab layout). Run once:
+The binaries are built (with -trimpath, so the output is reproducible) from a tiny Go program with
+the installed `go` (also as PIE) and, when it can be fetched, `GOTOOLCHAIN=go1.19.13` (the oldest
+supported version; older pclntab layout). Run once:
 
     python3 agent/inspect/fuzz/make_corpus.py
 
@@ -184,8 +187,11 @@ class Pcln:
         return out
 
 
-def cut_pclntab(p, wanted):
-    """A valid pclntab holding only the functions in `wanted` and the function after each."""
+def cut_pclntab(p, wanted, read_gofunc=None):
+    """A valid pclntab holding only the functions in `wanted` and the function after each, and
+    the inline trees of those functions (FUNCDATA_InlTree, moved to a compact blob that is to be
+    mapped at `moduledata.gofunc`; `read_gofunc(off, n)` reads the original). Returns
+    (table, inline tree blob)."""
     names = p.index()
     keep = set()
     for w in wanted:
@@ -193,6 +199,10 @@ def cut_pclntab(p, wanted):
         keep.update([i, i + 1] if i + 1 < p.nfunc else [i])
     keep = sorted(keep)
     funcnames, cutab, filetab, pctab = bytearray(), [], bytearray(), bytearray(b"\0")
+    tree = bytearray()
+    # inlinedCall: Go 1.20+ {funcID u8, _ [3]u8, nameOff, parentPc, startLine i32} = 16 bytes;
+    # 1.18/1.19 {parent i16, funcID u8, _ u8, file, line, func_ (nameOff), parentPc i32} = 20.
+    rec_size, name_field = (16, 4) if p.magic == 0xFFFFFFF1 else (20, 12)
     files = {}
 
     def file_off(real_off):
@@ -227,12 +237,32 @@ def cut_pclntab(p, wanted):
         for k in range(nfiles):
             real, = struct.unpack_from("<I", p.d, p.cu + 4 * (f[8] + k))
             cutab.append(file_off(real))
-        # entryOff, nameOff, args, deferreturn, pcsp=0, pcfile, pcln, npcdata=0, cuOffset;
-        # nfuncdata (last byte of the header) = 0.
-        struct.pack_into("<IiIIIIIII", hdr, 0, f[0], name_off, f[2], f[3], 0, pcfile, pcln, 0,
-                         cu_off)
-        hdr[-1] = 0
-        recs.append((entryoff, bytes(hdr)))
+        # Only PCDATA_InlTreeIndex (2) and FUNCDATA_InlTree (3) are kept.
+        npcdata, nfuncdata = f[7], hdr[-1]
+        at = base + p.func_size
+        pcdata = struct.unpack_from(f"<{npcdata}I", p.d, at)
+        funcdata = struct.unpack_from(f"<{nfuncdata}I", p.d, at + 4 * npcdata)
+        new_pcdata, new_funcdata = [], []
+        if read_gofunc and npcdata > 2 and nfuncdata > 3 and funcdata[3] != 0xFFFFFFFF:
+            inl_table, vals = copy_table(pcdata[2])
+            count = max(vals, default=-1) + 1
+            if count > 0:
+                raw = bytearray(read_gofunc(funcdata[3], count * rec_size))
+                for k in range(count):
+                    o = k * rec_size + name_field
+                    real, = struct.unpack_from("<i", raw, o)
+                    struct.pack_into("<i", raw, o, len(funcnames))
+                    funcnames.extend(p.cstr(p.funcname + real) + b"\0")
+                new_pcdata = [0, 0, inl_table]
+                new_funcdata = [0xFFFFFFFF] * 3 + [len(tree)]
+                tree.extend(raw)
+        # entryOff, nameOff, args, deferreturn, pcsp=0, pcfile, pcln, npcdata, cuOffset; then
+        # nfuncdata (last byte of the header), pcdata and funcdata offsets.
+        struct.pack_into("<IiIIIIIII", hdr, 0, f[0], name_off, f[2], f[3], 0, pcfile, pcln,
+                         len(new_pcdata), cu_off)
+        hdr[-1] = len(new_funcdata)
+        recs.append((entryoff, bytes(hdr) + struct.pack(f"<{len(new_pcdata)}I", *new_pcdata)
+                     + struct.pack(f"<{len(new_funcdata)}I", *new_funcdata)))
     last = keep[-1]
     end_entry, _ = p.functab(last + 1)
 
@@ -260,7 +290,7 @@ def cut_pclntab(p, wanted):
     out.extend(functab + funcs)
     struct.pack_into("<IHBB8Q", out, 0, p.magic, 0, p.min_lc, 8, n, len(cutab), p.text_start,
                      offs["funcname"], offs["cu"], offs["filetab"], offs["pctab"], offs["pcln"])
-    return bytes(out)
+    return bytes(out), bytes(tree)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -453,7 +483,7 @@ def build(go_version, workdir, *flags):
         f.write("module example.com/tiny\n\ngo 1.19\n")
     out = os.path.join(workdir, f"tiny-{go_version}{''.join(flags)}")
     env = dict(os.environ, GOTOOLCHAIN=go_version, CGO_ENABLED="0", GOARCH="amd64", GOOS="linux")
-    r = subprocess.run(["go", "build", *flags, "-o", out, "."], cwd=src, env=env, capture_output=True)
+    r = subprocess.run(["go", "build", "-trimpath", *flags, "-o", out, "."], cwd=src, env=env, capture_output=True)
     if r.returncode != 0:
         print(f"skipping {go_version}: {r.stderr.decode().strip()}", file=sys.stderr)
         return None
@@ -476,7 +506,12 @@ def carve(data, out, variant=""):
     print(f"{tag}: {version}", file=sys.stderr)
     pcsec = e.section(".gopclntab")
     p = Pcln(e.raw(pcsec))
-    pcln = cut_pclntab(p, CODE_FUNCS)
+    gofunc_sym = next(n for n in ("go:func.*", "go.func.*") if n in e.symbols)
+    # The base of FUNCDATA offsets is moduledata.gofunc (in 1.26 8 bytes past go:func.*).
+    md = e.symbols["runtime.firstmoduledata"][0]
+    field = md + (304 if minor <= 19 else 320 if minor <= 26 else 344)
+    gofunc = struct.unpack("<Q", e.read(field, 8))[0] or e.relative[field]
+    pcln, tree = cut_pclntab(p, CODE_FUNCS, lambda off, n: e.read(gofunc + off, n))
     text = e.section(".text")
 
     secs = []
@@ -503,8 +538,12 @@ def carve(data, out, variant=""):
         secs.append(dict(name=".go.module", type=SHT_PROGBITS, flags=SHF_ALLOC | SHF_WRITE,
                          addr=gm["addr"], data=e.raw(gm)))
     else:
-        # Go < 1.26: moduledata lives in .noptrdata; pclntab has textStart, so it is not needed.
-        pass
+        # Go < 1.26: runtime.firstmoduledata lives in .noptrdata (found by its pclntab pointer).
+        md, size, _ = e.symbols["runtime.firstmoduledata"]
+        secs.append(dict(name=".noptrdata", type=SHT_PROGBITS, flags=SHF_ALLOC | SHF_WRITE,
+                         addr=md, data=e.read(md, size)))
+    # The inline trees, where moduledata.gofunc (kept in the .go.module copy) points.
+    secs.append(dict(name=".rodata", type=SHT_PROGBITS, flags=SHF_ALLOC, addr=gofunc, data=tree))
     # runtime.waitReasonStrings and its strings.
     wr_addr, wr_size, _ = e.symbols["runtime.waitReasonStrings"]
     arr = e.read(wr_addr, wr_size)
@@ -538,7 +577,7 @@ def carve(data, out, variant=""):
 
     # .symtab for the carved functions and the wait reason array.
     strtab, syms = bytearray(b"\0"), [struct.pack("<IBBHQQ", 0, 0, 0, 0, 0, 0)]
-    for name in CODE_FUNCS + ["runtime.waitReasonStrings"]:
+    for name in CODE_FUNCS + ["runtime.waitReasonStrings", gofunc_sym]:
         value, size, kind = e.symbols[name]
         syms.append(struct.pack("<IBBHQQ", len(strtab), 0x10 | kind, 0, 1, value, size))
         strtab.extend(name.encode() + b"\0")
@@ -567,6 +606,9 @@ def carve(data, out, variant=""):
             f.write(blob)
 
     # go_binary: stripped, with symtab, with DWARF (plain / compressed / zdebug), headless.
+    spans = sorted((s["addr"], s["addr"] + len(s["data"])) for s in secs if s.get("addr") and s.get("data"))
+    assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:])), "carved sections overlap"
+
     def elf(extra=(), headless=False):
         return write_elf(secs + list(extra), headless=headless, e_type=e_type)
 
