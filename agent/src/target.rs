@@ -105,15 +105,27 @@ struct Mapping<'a> {
 }
 
 impl<'a> Mapping<'a> {
-    /// `start-end perms offset dev inode path`
+    /// `start-end perms offset dev inode path`. The path is the rest of the line, as the kernel
+    /// prints it: it may contain spaces, and ends in ` (deleted)` once the file was unlinked (a
+    /// binary replaced on disk, or removed from a container's filesystem), exactly like
+    /// readlink(/proc/PID/exe), so the two still compare equal.
     fn parse(line: &'a str) -> Option<Self> {
-        let mut fields = line.split_whitespace();
-        let range = fields.next()?;
-        let _perms = fields.next()?;
-        let offset = u64::from_str_radix(fields.next()?, 16).ok()?;
-        let _dev = fields.next()?;
-        let _inode = fields.next()?;
-        let path = fields.next()?;
+        let mut rest = line;
+        let mut field = || {
+            let t = rest.trim_start();
+            let end = t.find(char::is_whitespace).unwrap_or(t.len());
+            rest = &t[end..];
+            Some(&t[..end]).filter(|f| !f.is_empty())
+        };
+        let range = field()?;
+        let _perms = field()?;
+        let offset = u64::from_str_radix(field()?, 16).ok()?;
+        let _dev = field()?;
+        let _inode = field()?;
+        let path = rest.trim_start();
+        if path.is_empty() {
+            return None;
+        }
         let start = u64::from_str_radix(range.split('-').next()?, 16).ok()?;
         Some(Self {
             start,
@@ -134,6 +146,9 @@ mod tests {
         assert_eq!(m.offset, 0x1000);
         assert_eq!(m.path, "/usr/bin/demo");
         assert!(Mapping::parse("garbage").is_none());
+        assert!(Mapping::parse("7f1c2a000000-7f1c2a200000 rw-p 00000000 00:00 0 ").is_none());
+        let deleted = "55d0c0a00000-55d0c0ac6000 r-xp 00000000 00:28 3                          /mnt/app/my svc (deleted)";
+        assert_eq!(Mapping::parse(deleted).unwrap().path, "/mnt/app/my svc (deleted)");
     }
 
     #[test]

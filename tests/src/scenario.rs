@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 
 use crate::fixture::GoFixture;
 use crate::goscope::{Goscope, Stopped, kind, parse_hex};
+use crate::process::ChildGuard;
 
 /// The goroutine kinds of events; `attached`, `lost` and `summary` are the others.
 pub const EVENT_KINDS: [&str; 4] = ["created", "parked", "ready", "exited"];
@@ -19,6 +20,8 @@ pub const WORKER_START_FUNCTION: &str = "main.worker";
 /// What the chanrecv10 fixture printed about itself.
 #[derive(Debug, Clone)]
 pub struct Chanrecv10Facts {
+    /// The pid goscope attached to and reports (the fixture's own, unless it runs in another pid
+    /// namespace: see [`run_chanrecv10_started`]).
     pub pid: u32,
     pub go_version: String,
     pub main_goid: u64,
@@ -119,6 +122,37 @@ fn run_chanrecv10_inner(fixture: &GoFixture) -> Result<Chanrecv10Run> {
     let started = Instant::now();
     let mut target = fixture.spawn(&[])?;
     let start = target.expect_json("main_goid", Duration::from_secs(20))?;
+    let pid = target.pid();
+    run_started(fixture, target, &start, pid, started)
+}
+
+/// Runs the chanrecv10 scenario on a fixture process started some other way (e.g. inside other
+/// namespaces, under a wrapper such as `unshare`): `target` is the process whose stdin and stdout
+/// are the fixture's, `start` the first line the fixture printed (already read from `target`), and
+/// `pid` the fixture's pid as goscope sees it (the host pid; the fixture's own `pid` in `start` is
+/// the one in its pid namespace). Goscope attaches to `pid`, and every event must carry it.
+pub fn run_chanrecv10_started(
+    fixture: &GoFixture,
+    target: ChildGuard,
+    start: &Value,
+    pid: u32,
+) -> Result<Chanrecv10Run> {
+    let label = fixture.label();
+    run_started(fixture, target, start, pid, Instant::now()).with_context(|| {
+        format!(
+            "chanrecv10 scenario on {label} ({}), pid {pid}",
+            fixture.path.display()
+        )
+    })
+}
+
+fn run_started(
+    fixture: &GoFixture,
+    mut target: ChildGuard,
+    start: &Value,
+    pid: u32,
+    started: Instant,
+) -> Result<Chanrecv10Run> {
     if start.get("go_version").and_then(Value::as_str) != Some(fixture.go_version.as_str()) {
         bail!(
             "fixture says {start}, but it was built as {}",
@@ -128,13 +162,14 @@ fn run_chanrecv10_inner(fixture: &GoFixture) -> Result<Chanrecv10Run> {
 
     crate::goscope::goscope_bin()?; // built before the clock starts: attach_time is goscope's alone
     let attach_start = Instant::now();
-    let mut gs = Goscope::attach(target.pid(), &[])?;
+    let mut gs = Goscope::attach(pid, &[])?;
     gs.wait_attached(Duration::from_secs(90))?;
     let attach_time = attach_start.elapsed();
 
     target.send_line("go")?;
     let workers = target.expect_json("worker_goids", Duration::from_secs(30))?;
-    let facts = Chanrecv10Facts::parse(&start, &workers)?;
+    let mut facts = Chanrecv10Facts::parse(start, &workers)?;
+    facts.pid = pid;
     target.expect_json("done", Duration::from_secs(30))?;
 
     // Read until all ten have exited; a timeout is reported together with the field checks.

@@ -4,6 +4,7 @@ mod bench;
 mod bootstrap;
 mod demo;
 mod fuzz;
+mod offsets;
 
 use std::{
     path::PathBuf,
@@ -35,6 +36,13 @@ enum Task {
     },
     /// Benchmarks that report figures: probe overhead on a live Go program, state model throughput.
     Bench,
+    /// Regenerate agent/inspect/offsets/go1.NN.txt from binaries built with every tested Go
+    /// release (GO_VERSIONS in tests/src/fixture.rs).
+    Offsets {
+        /// Generate into target/ and fail with a diff if the checked-in tables differ.
+        #[arg(long)]
+        check: bool,
+    },
     /// Run the whole test suite (unit, integration against real Go processes, eBPF attach tests).
     Test {
         /// Extra arguments passed to `cargo test` after `--`.
@@ -53,6 +61,10 @@ fn main() -> anyhow::Result<()> {
         Task::Bench => {
             bootstrap::ensure_all()?;
             bench::run()
+        }
+        Task::Offsets { check } => {
+            bootstrap::ensure_all()?;
+            offsets::run(check)
         }
         Task::Test { args } => {
             bootstrap::ensure_all()?;
@@ -93,7 +105,13 @@ fn run_tests(args: &[String]) -> anyhow::Result<()> {
     // The default members: everything but agent-ebpf's BPF-only binary, which the agent's build
     // script compiles for the BPF target.
     check(Command::new("cargo").current_dir(&root).args(["build", "--all-targets"]))?;
-    check(Command::new("cargo").current_dir(&root).args(["test", "--no-fail-fast", "--"]).args(args))?;
+    let tests = check(Command::new("cargo").current_dir(&root).args(["test", "--no-fail-fast", "--"]).args(args));
+    // The checked-in offsets tables still match what every tested Go release generates: ~3 s with
+    // its binaries cached under target/go-offsets/; on a fresh target/ one link per release, the
+    // compile work being already in the Go build cache from goscope-inspect's tests above.
+    let offsets = offsets::run(true);
+    tests?;
+    offsets?;
     // goscope-inspect's fuzz targets over their checked-in corpus (~20 s; GOSCOPE_FUZZ_SECONDS).
     fuzz::run_briefly()
 }

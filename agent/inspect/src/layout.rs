@@ -1,5 +1,6 @@
 //! Runtime struct offsets: from DWARF when the binary has it, else from the checked-in tables in
-//! `offsets/go1.NN.txt` (generated from real binaries' DWARF by `examples/gen-offsets.rs`).
+//! `offsets/go1.NN.txt` (generated from real binaries' DWARF by `examples/gen-offsets.rs`, which
+//! `cargo xtask offsets` runs on a program built with every tested Go release).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -249,8 +250,8 @@ pub fn render_table(
 ) -> String {
     let mut s = String::new();
     s.push_str("# goscope-inspect runtime offsets table. Generated from the DWARF and\n");
-    s.push_str("# runtime.waitReasonStrings of a real binary by:\n");
-    s.push_str("#   cargo run -p goscope-inspect --example gen-offsets -- BINARY\n");
+    s.push_str("# runtime.waitReasonStrings of a real binary built with the version below by\n");
+    s.push_str("# `cargo xtask offsets` (examples/gen-offsets.rs); never edit by hand.\n");
     s.push_str(&format!("version {version}\n"));
     for (k, v) in entries {
         s.push_str(&format!("{k} {v}\n"));

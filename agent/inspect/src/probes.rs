@@ -33,9 +33,13 @@ pub enum ProbeKind {
     GoroutineParked,
     /// `runtime.ready` entry.
     GoroutineReady,
-    /// `runtime.goexit1` entry.
+    /// `runtime.goexit1` entry, and [`COROUTINE_EXIT`] entry when the runtime has coroutines.
     GoroutineExited,
 }
+
+/// Where a coroutine (`iter.Pull`, Go >= 1.23) exits instead of `runtime.goexit1`: the deferred
+/// wrapper of `runtime.corostart`, into which `runtime.coroexit` is inlined (1.23-1.27).
+pub const COROUTINE_EXIT: &str = "runtime.corostart.deferwrap1";
 
 impl ProbeKind {
     /// All kinds, in a stable order.

@@ -2,9 +2,11 @@
 //! toolchains: version, symbols (stripped pclntab vs unstripped symtab vs `go tool addr2line`),
 //! layout (stripped table vs DWARF), wait reasons and probe sites.
 //!
-//! Always tested: the installed go, go1.19, go1.21, go1.23. Also go1.20, 1.22, 1.24, 1.25, 1.27
-//! (every other checked-in offsets table) when GOSCOPE_TEST_ALL_GO=1 or when that toolchain is
-//! already in the module cache.
+//! Tested: the installed go and every Go release of the integration tests' `GO_VERSIONS`
+//! (tests/src/fixture.rs: the last patch of each minor version from 1.19 on), one test each, every
+//! one in seven variants (plain, stripped, PIE, PIE stripped, cgo/external link, cgo stripped,
+//! arm64). A toolchain not in the module cache is downloaded by the go command on first use; the
+//! binaries are cached under `<target>/go-fixtures/`, each version's variants built in parallel.
 
 mod common;
 
@@ -92,6 +94,7 @@ fn check_toolchain(tc: Toolchain) {
         Ok(v) => v,
         Err(e) => return skip(&e),
     };
+    common::prebuild(tc);
     let Some(plain_p) = fixture_or_skip(tc, Variant::Plain) else {
         return;
     };
@@ -393,41 +396,65 @@ fn installed_go() {
     check_toolchain(None);
 }
 
-#[test]
-fn go1_19() {
-    check_toolchain(Some("go1.19.13"));
-}
+macro_rules! version_tests {
+    ($($name:ident => $toolchain:literal),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                check_toolchain(Some($toolchain));
+            }
+        )*
 
-#[test]
-fn go1_21() {
-    check_toolchain(Some("go1.21.13"));
-}
-
-#[test]
-fn go1_23() {
-    check_toolchain(Some("go1.23.12"));
-}
-
-fn all_go() -> bool {
-    std::env::var("GOSCOPE_TEST_ALL_GO").is_ok_and(|v| v == "1")
-}
-
-/// The other tables' versions: tested when GOSCOPE_TEST_ALL_GO=1 or when the toolchain is
-/// already in the module cache (no download needed).
-#[test]
-fn other_versions_when_available() {
-    for tc in [
-        "go1.20.14",
-        "go1.22.12",
-        "go1.24.13",
-        "go1.25.14",
-        "go1.27.4",
-    ] {
-        if all_go() || common::toolchain_cached(tc) {
-            check_toolchain(Some(tc));
-        } else {
-            eprintln!("{tc}: not cached; set GOSCOPE_TEST_ALL_GO=1 to download and test it");
+        /// The same releases as the integration tests' GO_VERSIONS (and `cargo xtask offsets`).
+        #[test]
+        fn every_go_version_has_a_test() {
+            let tested: Vec<&str> = [$($toolchain),*].iter().map(|t| t.trim_start_matches("go")).collect();
+            assert_eq!(tested, integration_go_versions(), "keep this list and GO_VERSIONS in step");
         }
+    };
+}
+
+version_tests! {
+    go1_19 => "go1.19.13",
+    go1_20 => "go1.20.14",
+    go1_21 => "go1.21.13",
+    go1_22 => "go1.22.12",
+    go1_23 => "go1.23.12",
+    go1_24 => "go1.24.13",
+    go1_25 => "go1.25.14",
+    go1_26 => "go1.26.11",
+    go1_27 => "go1.27.4",
+}
+
+/// `GO_VERSIONS` of tests/src/fixture.rs, read from its source.
+fn integration_go_versions() -> Vec<String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/src/fixture.rs");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let start = text
+        .find("GO_VERSIONS: &[&str] = &[")
+        .expect("GO_VERSIONS in tests/src/fixture.rs");
+    let list = &text[start..];
+    let list = &list[list.find("= &[").unwrap() + 4..list.find("];").unwrap()];
+    list.split('"')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Every checked-in table has a tested version of its minor.
+#[test]
+fn every_table_is_tested() {
+    let minors: Vec<u32> = integration_go_versions()
+        .iter()
+        .map(|v| v.split('.').nth(1).unwrap().parse().unwrap())
+        .collect();
+    for minor in goscope_inspect::OLDEST_MINOR..=goscope_inspect::NEWEST_MINOR {
+        assert!(table_layout(minor).is_some(), "no table for go1.{minor}");
+        assert!(
+            minors.contains(&minor),
+            "go1.{minor} has a table but no tested release"
+        );
     }
 }
 

@@ -7,9 +7,10 @@
 
 #![allow(dead_code)]
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// How the fixture is built.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,7 +61,45 @@ impl Variant {
 /// `None` = the installed toolchain (GOTOOLCHAIN=local).
 pub type Toolchain = Option<&'static str>;
 
-static BUILD_LOCK: Mutex<()> = Mutex::new(());
+/// One lock per binary, so test threads wanting the same one build it once, and different
+/// binaries build in parallel.
+fn build_lock(bin: &Path) -> Arc<Mutex<()>> {
+    static LOCKS: OnceLock<Mutex<HashMap<PathBuf, Arc<Mutex<()>>>>> = OnceLock::new();
+    let mut locks = LOCKS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    Arc::clone(locks.entry(bin.to_path_buf()).or_default())
+}
+
+/// Builds every variant of `toolchain` at once, in three chains that share no compiled packages
+/// (plain → stripped, ext, ext-stripped; pie → pie-stripped; arm64), so a cold Go build cache
+/// compiles each package set once and the chains use the cores in parallel. Errors are left for
+/// the [`fixture`] calls that follow to report.
+pub fn prebuild(toolchain: Toolchain) {
+    if go_version(toolchain).is_err() {
+        return;
+    }
+    let chains: [&[Variant]; 3] = [
+        &[
+            Variant::Plain,
+            Variant::Stripped,
+            Variant::ExtLink,
+            Variant::ExtLinkStripped,
+        ],
+        &[Variant::Pie, Variant::PieStripped],
+        &[Variant::Arm64],
+    ];
+    std::thread::scope(|s| {
+        for chain in chains {
+            s.spawn(move || {
+                for &v in chain {
+                    let _ = fixture(toolchain, v);
+                }
+            });
+        }
+    });
+}
 
 pub fn in_ci() -> bool {
     std::env::var("CI")
@@ -123,8 +162,23 @@ fn go_cmd(toolchain: Toolchain) -> Command {
     c
 }
 
-/// Version string of a toolchain ("go1.21.13"), or why it is unavailable.
+/// Version string of a toolchain ("go1.21.13"), or why it is unavailable; asked once per
+/// toolchain (the first ask of a toolchain not yet in the module cache downloads it).
 pub fn go_version(toolchain: Toolchain) -> Result<String, String> {
+    type Answer = Arc<OnceLock<Result<String, String>>>;
+    static VERSIONS: OnceLock<Mutex<HashMap<Toolchain, Answer>>> = OnceLock::new();
+    let cell = Arc::clone(
+        VERSIONS
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(toolchain)
+            .or_default(),
+    );
+    cell.get_or_init(|| ask_go_version(toolchain)).clone()
+}
+
+fn ask_go_version(toolchain: Toolchain) -> Result<String, String> {
     let out = go_cmd(toolchain)
         .args(["env", "GOVERSION"])
         .output()
@@ -141,10 +195,11 @@ pub fn go_version(toolchain: Toolchain) -> Result<String, String> {
 
 /// Path of the fixture built with `toolchain` and `variant` (built on first use).
 pub fn fixture(toolchain: Toolchain, variant: Variant) -> Result<PathBuf, String> {
-    let _guard = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let version = go_version(toolchain)?;
     let dir = fixtures_root().join(format!("{version}-{}", source_hash()));
     let bin = dir.join(variant.name());
+    let lock = build_lock(&bin);
+    let _guard = lock.lock().unwrap_or_else(|e| e.into_inner());
     if bin.is_file() {
         return Ok(bin);
     }
@@ -154,7 +209,12 @@ pub fn fixture(toolchain: Toolchain, variant: Variant) -> Result<PathBuf, String
         return Err("gcc not installed (needed for -linkmode=external)".into());
     }
     std::fs::create_dir_all(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
-    let tmp = dir.join(format!(".{}.tmp{}", variant.name(), std::process::id()));
+    let tmp = dir.join(format!(
+        ".{}.tmp{}-{:?}",
+        variant.name(),
+        std::process::id(),
+        std::thread::current().id()
+    ));
     let (cgo, arch, extra) = variant.args();
     let out = go_cmd(toolchain)
         .env("CGO_ENABLED", cgo)
@@ -187,24 +247,4 @@ pub fn fixture_or_skip(toolchain: Toolchain, variant: Variant) -> Option<PathBuf
             None
         }
     }
-}
-
-/// True if `GOTOOLCHAIN=<v>` would not need a download (toolchain already in the module cache).
-pub fn toolchain_cached(v: &str) -> bool {
-    let Ok(out) = Command::new("go")
-        .env("GOTOOLCHAIN", "local")
-        .args(["env", "GOMODCACHE"])
-        .output()
-    else {
-        return false;
-    };
-    let cache = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    let arch = match std::env::consts::ARCH {
-        "aarch64" => "arm64",
-        _ => "amd64",
-    };
-    !cache.is_empty()
-        && Path::new(&cache)
-            .join(format!("golang.org/toolchain@v0.0.1-{v}.linux-{arch}"))
-            .is_dir()
 }
