@@ -101,7 +101,10 @@ impl Probes {
             .insert(&pid, &config, 0)
             .map_err(|source| ProbeError::Map { name: TARGETS_MAP, source })?;
         self.links.entry(pid).or_default();
-        let result = PROGRAMS.into_iter().try_for_each(|kind| {
+        // Exited first, created last: a goroutine created between two attaches and gone before
+        // the memory snapshot would otherwise leave a `created` with no `exited`, for good. In
+        // this order every goroutine with a `created` event also has its `exited` probe live.
+        let result = PROGRAMS.into_iter().rev().try_for_each(|kind| {
             let sites: Vec<&ProbeSite> = binary.probe_sites().iter().filter(|s| s.probe == kind).collect();
             if sites.is_empty() {
                 return Err(ProbeError::NoSite(kind));

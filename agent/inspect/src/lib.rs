@@ -624,10 +624,17 @@ fn analyse(elf: &Elf<'_>) -> Result<GoBinary, InspectError> {
                     instruction: site.instruction,
                     why: format!("coroutine exit (iter.Pull): {}", site.why),
                 }),
-                None => reasons.push(format!("{}+{} is not file-backed", probes::COROUTINE_EXIT, site.offset)),
+                None => reasons.push(format!(
+                    "{}+{} is not file-backed",
+                    probes::COROUTINE_EXIT,
+                    site.offset
+                )),
             }
         } else if body("runtime.corostart").is_some() {
-            notes.push(format!("no {}: exits of coroutines (iter.Pull) are not seen", probes::COROUTINE_EXIT));
+            notes.push(format!(
+                "no {}: exits of coroutines (iter.Pull) are not seen",
+                probes::COROUTINE_EXIT
+            ));
         }
     }
 

@@ -119,6 +119,8 @@ pub struct ProcessState {
     created_ns: HashMap<u64, u64>,
     /// goid → exit time, kept until a snapshot is reconciled so it cannot resurrect them.
     exited: HashMap<u64, u64>,
+    /// A snapshot was reconciled: exits need no remembering any more (`exited` would only grow).
+    reconciled: bool,
 }
 
 impl ProcessState {
@@ -131,6 +133,7 @@ impl ProcessState {
             channels: HashMap::new(),
             created_ns: HashMap::new(),
             exited: HashMap::new(),
+            reconciled: false,
         }
     }
 
@@ -224,7 +227,9 @@ impl ProcessState {
             EventDetail::Exited => {
                 self.leave_channels(ev.goid);
                 let g = self.goroutines.remove(&ev.goid);
-                self.exited.insert(ev.goid, ev.ts_ns);
+                if !self.reconciled {
+                    self.exited.insert(ev.goid, ev.ts_ns);
+                }
                 Some(Transition::Exited {
                     goid: ev.goid,
                     created_ns: self.created_ns.remove(&ev.goid),
@@ -272,6 +277,7 @@ impl ProcessState {
             self.goroutines.insert(s.goid, g);
         }
         self.exited.clear();
+        self.reconciled = true;
     }
 
     /// Records what memory showed about a blocked goroutine later: a select's channels, the sync

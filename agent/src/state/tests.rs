@@ -103,6 +103,18 @@ fn events_newer_than_the_snapshot_win_and_exits_stay_exited() {
 }
 
 #[test]
+fn exits_after_the_snapshot_are_not_remembered() {
+    let mut st = ProcessState::new(1, reasons(), LOCK_OFF);
+    st.reconcile(&[], 1000);
+    for goid in 100..1100 {
+        st.apply(&ev(2000 + goid, goid, EventDetail::Created { parent_goid: 1, creation_pc: 0x40, start_pc: 0x50 }));
+        st.apply(&ev(3000 + goid, goid, EventDetail::Exited));
+    }
+    assert_eq!(st.goroutines().count(), 0);
+    assert!(st.exited.is_empty() && st.created_ns.is_empty(), "a long session must not grow with every exit");
+}
+
+#[test]
 fn select_channels_come_from_memory_later() {
     let mut st = ProcessState::new(1, reasons(), LOCK_OFF);
     st.apply(&ev(5, 3, EventDetail::Parked { wait_reason: 18, lock_addr: 0, g_addr: 0x3000 }));
