@@ -2,15 +2,17 @@
 //! The event path after attach lives in `pipeline`.
 use std::{
     io::{self, Write as _},
+    sync::Arc,
     time::Duration,
 };
 
 use agent_ebpf::TargetConfig;
 use goscope_inspect::GoBinary;
 use serde_json::json;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 
 use crate::{
+    detect::FindingType,
     export::{OtlpArgs, ProcessInfo},
     output::{Format, TargetContext, write_line},
     pipeline::{ProcessorConfig, monotonic_ns, process, read_events},
@@ -48,6 +50,8 @@ pub enum AttachError {
     ExitedDuringAttach { pid: u32 },
     #[error("{0}")]
     Io(#[from] io::Error),
+    #[error("a {} finding was made (--fail-on {})", .0.as_str(), .0.as_str())]
+    FailOn(FindingType),
 }
 
 pub struct AttachOptions {
@@ -60,6 +64,7 @@ pub struct AttachOptions {
     pub block_threshold: Duration,
     pub top: bool,
     pub state_every: Option<Duration>,
+    pub fail_on: Vec<FindingType>,
     pub otlp: OtlpArgs,
 }
 
@@ -156,6 +161,7 @@ pub async fn run(opts: AttachOptions) -> Result<(), AttachError> {
     let process_info = ProcessInfo::from_pid(target.pid, &target.exe_name, &binary);
     let ctx = TargetContext { pid: target.pid, binary, load_bias, attached_at_ns: monotonic_ns() };
     let (tx, rx) = mpsc::channel(opts.queue_len);
+    let stop = Arc::new(Notify::new());
     let cfg = ProcessorConfig {
         format: opts.format,
         otlp: opts.otlp,
@@ -164,9 +170,11 @@ pub async fn run(opts: AttachOptions) -> Result<(), AttachError> {
         block_threshold: opts.block_threshold,
         top: opts.top,
         state_every: opts.state_every,
+        fail_on: opts.fail_on,
+        stop: Arc::clone(&stop),
     };
     let processor = tokio::task::spawn_blocking(move || process(rx, &ctx, &cfg));
-    let stats = read_events(ring, &probes, &target, tx, opts.duration).await?;
+    let stats = read_events(ring, &probes, &target, tx, opts.duration, &stop).await?;
     let processed = processor.await.map_err(|e| io::Error::other(e.to_string()))??;
     probes.detach(target.pid);
 
@@ -200,5 +208,8 @@ pub async fn run(opts: AttachOptions) -> Result<(), AttachError> {
         }
     }
     stdout.flush()?;
-    Ok(())
+    match processed.failed_on {
+        Some(finding) => Err(AttachError::FailOn(finding)),
+        None => Ok(()),
+    }
 }

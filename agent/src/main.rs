@@ -44,6 +44,10 @@ enum Command {
         /// reason) this often, e.g. 5s.
         #[arg(long, value_parser = humantime::parse_duration)]
         state_every: Option<Duration>,
+        /// Stop and exit with status 3 as soon as a finding of this type is made (repeatable),
+        /// e.g. to guard an integration test run.
+        #[arg(long, value_enum)]
+        fail_on: Vec<goscope::detect::FindingType>,
         #[command(flatten)]
         otlp: goscope::export::OtlpArgs,
     },
@@ -81,7 +85,7 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Attach { pid, format, duration, ring_buffer_size, block_threshold, no_events, top, state_every, otlp } => tokio::runtime::Builder::new_multi_thread()
+        Command::Attach { pid, format, duration, ring_buffer_size, block_threshold, no_events, top, state_every, fail_on, otlp } => tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
@@ -97,6 +101,7 @@ fn main() -> ExitCode {
                     block_threshold,
                     top,
                     state_every,
+                    fail_on,
                     otlp,
                 }))
                 .map_err(anyhow::Error::from)
@@ -109,7 +114,11 @@ fn main() -> ExitCode {
         Err(e) => {
             // Every error's message already names its cause: print it once, on one line.
             eprintln!("goscope: {e}");
-            ExitCode::FAILURE
+            match e.downcast_ref::<attach::AttachError>() {
+                // Distinct from operational failures (1), so scripts can tell them apart.
+                Some(attach::AttachError::FailOn(_)) => ExitCode::from(3),
+                _ => ExitCode::FAILURE,
+            }
         }
     }
 }

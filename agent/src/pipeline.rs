@@ -3,6 +3,7 @@
 //! state, runs the detectors on a clock tick and writes the output.
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, HashSet},
+    sync::Arc,
     io::{self, Write},
     time::Duration,
 };
@@ -10,13 +11,17 @@ use std::{
 use aya::maps::{MapData, RingBuf};
 use serde::Serialize;
 use serde_json::json;
-use tokio::{io::unix::AsyncFd, signal::unix::SignalKind, sync::mpsc};
+use tokio::{
+    io::unix::AsyncFd,
+    signal::unix::SignalKind,
+    sync::{Notify, mpsc},
+};
 
 use goscope_inspect::{GoBinary, ProbeKind};
 use goscope_memory::{GStatus, ProcessMemory};
 
 use crate::{
-    detect::{self, Finding},
+    detect::{self, Finding, FindingType},
     events::{EventDetail, GoroutineEvent},
     export::{ExportStats, Health, OtlpArgs, OtlpExporter, ProbeHealth, ProcessInfo},
     output::{EventRecord, Format, SourceSite, TargetContext, write_line},
@@ -50,6 +55,7 @@ pub async fn read_events(
     target: &Target,
     tx: mpsc::Sender<Item>,
     duration: Option<Duration>,
+    stop: &Notify,
 ) -> io::Result<ReadStats> {
     // SAFETY: the RingBuf owns its map fd and moves into the AsyncFd, so the fd stays open and is
     // not reused while registered.
@@ -82,6 +88,7 @@ pub async fn read_events(
             }
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
+            () = stop.notified() => break,
             () = &mut deadline => break,
         }
     }
@@ -123,6 +130,10 @@ pub struct ProcessorConfig {
     pub top: bool,
     /// Emit a `{"kind":"state"}` line this often (JSON format only).
     pub state_every: Option<Duration>,
+    /// Stop (and make goscope exit non-zero) at the first finding of one of these types.
+    pub fail_on: Vec<FindingType>,
+    /// Tells the reader to stop.
+    pub stop: Arc<Notify>,
 }
 
 #[derive(Debug, Default)]
@@ -131,6 +142,8 @@ pub struct ProcessStats {
     pub findings: u64,
     /// OTLP items exported / lost (dropped or failed), when OTLP is on.
     pub otlp: Option<ExportStats>,
+    /// The `--fail-on` finding type that ended the session.
+    pub failed_on: Option<FindingType>,
 }
 
 /// A finding is reported once it has been seen on this many consecutive ticks.
@@ -238,6 +251,13 @@ pub fn process(mut rx: mpsc::Receiver<Item>, ctx: &TargetContext, cfg: &Processo
                     }
                 }
                 stats.findings += changes.iter().filter(|c| matches!(c, Change::Raised(_))).count() as u64;
+                if stats.failed_on.is_none()
+                    && let Some(Change::Raised(f)) =
+                        changes.iter().find(|c| matches!(c, Change::Raised(f) if cfg.fail_on.contains(&f.finding_type)))
+                {
+                    stats.failed_on = Some(f.finding_type);
+                    cfg.stop.notify_one();
+                }
                 if let (Some(every), Format::Json) = (cfg.state_every, cfg.format)
                     && now_ns >= next_state_line_ns
                 {

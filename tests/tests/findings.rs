@@ -72,3 +72,33 @@ fn demo_reports_its_deadlock_and_nothing_about_its_idle_pool() -> Result<()> {
     target.kill();
     Ok(())
 }
+
+#[test]
+fn fail_on_deadlock_exits_3_at_the_first_deadlock_and_0_without_one() -> Result<()> {
+    if !require_bpf()? {
+        return Ok(());
+    }
+    let fixture = GoFixture::build("deadlocked", None, Variant::Plain)?;
+    let mut target = fixture.spawn(&[])?;
+    target.expect_json("deadlocked", Duration::from_secs(30))?;
+    let pid = target.pid().to_string();
+    let args = ["attach", "--pid", &pid, "--format", "json", "--no-events", "--block-threshold", "1s", "--fail-on", "deadlock"];
+    let out = goscope_tests::run_goscope(&args, Duration::from_secs(60))?;
+    ensure!(out.status.code() == Some(3), "exit {:?}, stderr {}", out.status, out.stderr);
+    ensure!(out.stderr.contains("--fail-on deadlock"), "{}", out.stderr);
+    ensure!(
+        out.stdout.iter().any(|l| serde_json::from_str::<Value>(l).is_ok_and(|v| is_deadlock(&v))),
+        "no deadlock finding printed before exiting: {:?}",
+        out.stdout
+    );
+    target.kill();
+
+    // A process with no deadlock: the session ends normally.
+    let healthy = GoFixture::build("chanrecv10", None, Variant::Plain)?;
+    let target = healthy.spawn(&[])?;
+    let pid = target.pid().to_string();
+    let args = ["attach", "--pid", &pid, "--no-events", "--block-threshold", "1s", "--duration", "4s", "--fail-on", "deadlock"];
+    let out = goscope_tests::run_goscope(&args, Duration::from_secs(60))?;
+    ensure!(out.status.success(), "exit {:?}, stderr {}", out.status, out.stderr);
+    Ok(())
+}

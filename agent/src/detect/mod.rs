@@ -10,7 +10,7 @@ use crate::output::SourceSite;
 pub use blocked::blocked;
 pub use deadlock::{Holdings, candidates as deadlock_candidates, deadlocks};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum FindingType {
     /// Blocked longer than the threshold (idle workers too: a metric, low severity).
