@@ -13,6 +13,8 @@
 //!
 //! If `go` is missing the tests print why and skip; with `CI=true` they fail instead.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -45,26 +47,6 @@ fn go(toolchain: &str) -> Command {
     c
 }
 
-/// FNV-1a over the program's sources.
-fn source_hash() -> String {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(source_dir())
-        .expect("tests/testdata/inline")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_file())
-        .collect();
-    files.sort();
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for f in files {
-        let mut bytes = f.file_name().unwrap().to_string_lossy().into_owned().into_bytes();
-        bytes.extend(std::fs::read(&f).unwrap());
-        for b in bytes {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x100_0000_01b3);
-        }
-    }
-    format!("{h:016x}")
-}
-
 /// Builds the program (cached under `<target>/go-fixtures/inline-<version>-<hash>/<variant>`).
 fn build(toolchain: &str, variant: &str, flags: &[&str]) -> Result<PathBuf, String> {
     let out = go(toolchain)
@@ -83,7 +65,7 @@ fn build(toolchain: &str, variant: &str, flags: &[&str]) -> Result<PathBuf, Stri
         .parent()
         .map(|p| p.join("go-fixtures"))
         .unwrap_or_else(|| tmp.join("go-fixtures"))
-        .join(format!("inline-{version}-{}", source_hash()));
+        .join(format!("inline-{version}-{}", common::source_hash(&source_dir())));
     let bin = dir.join(variant);
     if bin.is_file() {
         return Ok(bin);

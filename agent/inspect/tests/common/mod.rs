@@ -126,10 +126,11 @@ fn fixtures_root() -> PathBuf {
         .unwrap_or_else(|| tmp.join("go-fixtures"))
 }
 
-/// FNV-1a over the fixture sources (names and contents, sorted), stable across Rust versions.
-fn source_hash() -> String {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(source_dir())
-        .expect("fixture source dir")
+/// FNV-1a over the Go sources in `dir` (names and contents, sorted), stable across Rust
+/// versions: the cache key of binaries built from them.
+pub fn source_hash(dir: &Path) -> String {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("Go source dir")
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.is_file())
         .collect();
@@ -196,7 +197,7 @@ fn ask_go_version(toolchain: Toolchain) -> Result<String, String> {
 /// Path of the fixture built with `toolchain` and `variant` (built on first use).
 pub fn fixture(toolchain: Toolchain, variant: Variant) -> Result<PathBuf, String> {
     let version = go_version(toolchain)?;
-    let dir = fixtures_root().join(format!("{version}-{}", source_hash()));
+    let dir = fixtures_root().join(format!("{version}-{}", source_hash(&source_dir())));
     let bin = dir.join(variant.name());
     let lock = build_lock(&bin);
     let _guard = lock.lock().unwrap_or_else(|e| e.into_inner());
