@@ -25,7 +25,8 @@ pub struct TargetContext {
 
 impl TargetContext {
     pub fn symbolize(&self, runtime_pc: u64) -> Option<Frame> {
-        self.binary.symbolize(runtime_pc.wrapping_sub(self.load_bias))
+        self.binary
+            .symbolize(runtime_pc.wrapping_sub(self.load_bias))
     }
 
     pub fn wait_reason(&self, code: u8) -> String {
@@ -37,13 +38,14 @@ impl TargetContext {
 
     /// gopark's lock argument is `&hchan.lock` for blocking channel operations only.
     fn channel(&self, reason: &str, lock_addr: u64) -> Option<u64> {
-        let chan_op = (reason.starts_with("chan send") || reason.starts_with("chan receive")) && !reason.contains("nil chan");
+        let chan_op = (reason.starts_with("chan send") || reason.starts_with("chan receive"))
+            && !reason.contains("nil chan");
         let lock_off = u64::from(self.binary.layout().hchan_lock);
         (chan_op && lock_addr > lock_off).then(|| lock_addr - lock_off)
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct SourceSite {
     pub function: String,
     pub file: String,
@@ -52,7 +54,11 @@ pub struct SourceSite {
 
 impl From<Frame> for SourceSite {
     fn from(f: Frame) -> Self {
-        Self { function: f.function, file: f.file, line: f.line }
+        Self {
+            function: f.function,
+            file: f.file,
+            line: f.line,
+        }
     }
 }
 
@@ -104,16 +110,26 @@ impl EventRecord {
             waker_goid: None,
         };
         match ev.detail {
-            EventDetail::Created { parent_goid, creation_pc, start_pc } => {
+            EventDetail::Created {
+                parent_goid,
+                creation_pc,
+                start_pc,
+            } => {
                 rec.kind = "created";
                 rec.parent_goid = Some(parent_goid);
                 rec.creation_pc = Some(hex(creation_pc));
                 // gopc is the return address of the call to newproc; like the runtime's own
                 // "created by" line, symbolize the call instruction before it.
-                rec.creation_site = ctx.symbolize(creation_pc.saturating_sub(1)).map(SourceSite::from);
+                rec.creation_site = ctx
+                    .symbolize(creation_pc.saturating_sub(1))
+                    .map(SourceSite::from);
                 rec.start_function = ctx.symbolize(start_pc).map(|f| f.function);
             }
-            EventDetail::Parked { wait_reason, lock_addr, .. } => {
+            EventDetail::Parked {
+                wait_reason,
+                lock_addr,
+                ..
+            } => {
                 rec.kind = "parked";
                 let reason = ctx.wait_reason(wait_reason);
                 rec.channel = ctx.channel(&reason, lock_addr).map(hex);
@@ -135,12 +151,15 @@ impl EventRecord {
         let head = format!("+{secs:.6}s pid {} g{}", self.pid, self.goid);
         match self.kind {
             "created" => {
-                let site = self
-                    .creation_site
-                    .as_ref()
-                    .map_or_else(|| self.creation_pc.clone().unwrap_or_default(), |s| format!("{} ({}:{})", s.function, s.file, s.line));
+                let site = self.creation_site.as_ref().map_or_else(
+                    || self.creation_pc.clone().unwrap_or_default(),
+                    |s| format!("{} ({}:{})", s.function, s.file, s.line),
+                );
                 let start = self.start_function.as_deref().unwrap_or("?");
-                format!("{head} created by g{} at {site}, runs {start}", self.parent_goid.unwrap_or(0))
+                format!(
+                    "{head} created by g{} at {site}, runs {start}",
+                    self.parent_goid.unwrap_or(0)
+                )
             }
             "parked" => {
                 let reason = self.wait_reason.as_deref().unwrap_or("?");

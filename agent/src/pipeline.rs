@@ -3,8 +3,8 @@
 //! state, runs the detectors on a clock tick and writes the output.
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, HashSet},
-    sync::Arc,
     io::{self, Write},
+    sync::Arc,
     time::Duration,
 };
 
@@ -37,7 +37,10 @@ pub enum Item {
     /// Events the kernel dropped since the last report.
     Lost(u64),
     /// Clock tick: time to run the detectors and report health.
-    Tick { now_ns: u64, reader: ReadStats },
+    Tick {
+        now_ns: u64,
+        reader: ReadStats,
+    },
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -112,7 +115,10 @@ fn drain(ring: &mut RingBuf<MapData>, tx: &mpsc::Sender<Item>, stats: &mut ReadS
 }
 
 pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: clock_gettime only writes the timespec we own; CLOCK_MONOTONIC is the clock of
     // bpf_ktime_get_ns and of the Go runtime's nanotime.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
@@ -151,7 +157,11 @@ const CONFIRMATIONS: u32 = 2;
 
 /// Owns the state: applies events in order, runs detectors on each tick, writes output and feeds
 /// the OTLP exporter (created here: its blocking HTTP client must live off the async runtime).
-pub fn process(mut rx: mpsc::Receiver<Item>, ctx: &TargetContext, cfg: &ProcessorConfig) -> io::Result<ProcessStats> {
+pub fn process(
+    mut rx: mpsc::Receiver<Item>,
+    ctx: &TargetContext,
+    cfg: &ProcessorConfig,
+) -> io::Result<ProcessStats> {
     let otlp = OtlpExporter::start(&cfg.otlp, &cfg.process_info).map_err(io::Error::other)?;
     let mut hits = ProbeHits::new(&ctx.binary);
     let reasons = WaitReasons::new(ctx.binary.wait_reasons().names().to_vec());
@@ -163,8 +173,11 @@ pub fn process(mut rx: mpsc::Receiver<Item>, ctx: &TargetContext, cfg: &Processo
     match seed_from_memory(&mut state, ctx) {
         Ok(seed) => {
             let line = match cfg.format {
-                Format::Json => json!({"kind": "snapshot", "pid": ctx.pid, "goroutines": seed.goroutines,
-                                       "read_ns": seed.read_ns, "bytes_read": seed.bytes_read}).to_string(),
+                Format::Json => {
+                    json!({"kind": "snapshot", "pid": ctx.pid, "goroutines": seed.goroutines,
+                                       "read_ns": seed.read_ns, "bytes_read": seed.bytes_read})
+                    .to_string()
+                }
                 Format::Text => format!(
                     "goscope: {} goroutines found in memory ({} KiB read in {:.1} ms, process not stopped)",
                     seed.goroutines,
@@ -177,9 +190,13 @@ pub fn process(mut rx: mpsc::Receiver<Item>, ctx: &TargetContext, cfg: &Processo
             }
         }
         Err(e) => {
-            let msg = format!("memory snapshot failed ({e}): only goroutines active from now on are known");
+            let msg = format!(
+                "memory snapshot failed ({e}): only goroutines active from now on are known"
+            );
             let line = match cfg.format {
-                Format::Json => json!({"kind": "warning", "pid": ctx.pid, "message": msg}).to_string(),
+                Format::Json => {
+                    json!({"kind": "warning", "pid": ctx.pid, "message": msg}).to_string()
+                }
                 Format::Text => format!("goscope: {msg}"),
             };
             write_line(&mut out, &line)?;
@@ -216,7 +233,9 @@ pub fn process(mut rx: mpsc::Receiver<Item>, ctx: &TargetContext, cfg: &Processo
             Item::Lost(n) => {
                 let line = match cfg.format {
                     Format::Json => json!({"kind": "lost", "pid": ctx.pid, "count": n}).to_string(),
-                    Format::Text => format!("goscope: {n} events lost: the ring buffer was full (raise --ring-buffer-size)"),
+                    Format::Text => format!(
+                        "goscope: {n} events lost: the ring buffer was full (raise --ring-buffer-size)"
+                    ),
                 };
                 write_line(&mut out, &line)?;
             }
@@ -250,10 +269,14 @@ pub fn process(mut rx: mpsc::Receiver<Item>, ctx: &TargetContext, cfg: &Processo
                         }
                     }
                 }
-                stats.findings += changes.iter().filter(|c| matches!(c, Change::Raised(_))).count() as u64;
+                stats.findings += changes
+                    .iter()
+                    .filter(|c| matches!(c, Change::Raised(_)))
+                    .count() as u64;
                 if stats.failed_on.is_none()
-                    && let Some(Change::Raised(f)) =
-                        changes.iter().find(|c| matches!(c, Change::Raised(f) if cfg.fail_on.contains(&f.finding_type)))
+                    && let Some(Change::Raised(f)) = changes.iter().find(
+                        |c| matches!(c, Change::Raised(f) if cfg.fail_on.contains(&f.finding_type)),
+                    )
                 {
                     stats.failed_on = Some(f.finding_type);
                     cfg.stop.notify_one();
@@ -261,7 +284,10 @@ pub fn process(mut rx: mpsc::Receiver<Item>, ctx: &TargetContext, cfg: &Processo
                 if let (Some(every), Format::Json) = (cfg.state_every, cfg.format)
                     && now_ns >= next_state_line_ns
                 {
-                    write_line(&mut out, &summary::state_json(&state, ctx, now_ns).to_string())?;
+                    write_line(
+                        &mut out,
+                        &summary::state_json(&state, ctx, now_ns).to_string(),
+                    )?;
                     next_state_line_ns = now_ns + every.as_nanos() as u64;
                 }
                 if cfg.top {
@@ -290,7 +316,10 @@ struct Seed {
 }
 
 /// Reads every goroutine from the target's memory into the state (without stopping it).
-fn seed_from_memory(state: &mut ProcessState, ctx: &TargetContext) -> Result<Seed, Box<dyn std::error::Error>> {
+fn seed_from_memory(
+    state: &mut ProcessState,
+    ctx: &TargetContext,
+) -> Result<Seed, Box<dyn std::error::Error>> {
     let mem = ProcessMemory::new(ctx.pid)?;
     let snap = goscope_memory::snapshot(&mem, &ctx.binary, ctx.load_bias)?;
     let goroutines: Vec<SnapshotGoroutine> = snap
@@ -344,7 +373,11 @@ fn sites(stack: &[goscope_memory::StackFrame]) -> Vec<SourceSite> {
     stack
         .iter()
         .filter_map(|f| f.location.as_ref())
-        .map(|l| SourceSite { function: l.function.clone(), file: l.file.clone(), line: l.line })
+        .map(|l| SourceSite {
+            function: l.function.clone(),
+            file: l.file.clone(),
+            line: l.line,
+        })
         .collect()
 }
 
@@ -362,18 +395,32 @@ fn read_park_stacks(state: &mut ProcessState, ctx: &TargetContext, now_ns: u64) 
         return;
     }
     // A fresh reader per round: its byte budget bounds one round, not the whole session.
-    let Ok(mem) = ProcessMemory::new(ctx.pid) else { return };
+    let Ok(mem) = ProcessMemory::new(ctx.pid) else {
+        return;
+    };
     let mem = &mem;
     let gptrs: Vec<u64> = wanted.iter().map(|&(_, g)| g).collect();
     let opts = goscope_memory::SnapshotOptions::default();
-    let Ok(read) = goscope_memory::read_goroutines(mem, &ctx.binary, ctx.load_bias, &gptrs, &opts) else { return };
+    let Ok(read) = goscope_memory::read_goroutines(mem, &ctx.binary, ctx.load_bias, &gptrs, &opts)
+    else {
+        return;
+    };
     for g in read {
         // The g struct may have been reused by another goroutine since it parked.
-        if !wanted.iter().any(|&(goid, addr)| goid == g.goid && addr == g.g_addr) || g.status != GStatus::Waiting {
+        if !wanted
+            .iter()
+            .any(|&(goid, addr)| goid == g.goid && addr == g.g_addr)
+            || g.status != GStatus::Waiting
+        {
             continue;
         }
         let class = WaitClass::of(g.wait_reason.as_deref().unwrap_or(""));
-        state.enrich_wait(g.goid, &g.channels, sync_primitive(class, g.sema_addr), sites(&g.stack));
+        state.enrich_wait(
+            g.goid,
+            &g.channels,
+            sync_primitive(class, g.sema_addr),
+            sites(&g.stack),
+        );
     }
 }
 
@@ -396,23 +443,48 @@ fn read_holdings(
     if candidates.len() < 2 {
         return detect::Holdings::new();
     }
-    let Ok(mem) = ProcessMemory::new(ctx.pid) else { return detect::Holdings::new() };
-    let channels: HashSet<u64> =
-        candidates.iter().filter_map(|g| g.wait.as_ref()).flat_map(|w| w.channels.iter().copied()).collect();
+    let Ok(mem) = ProcessMemory::new(ctx.pid) else {
+        return detect::Holdings::new();
+    };
+    let channels: HashSet<u64> = candidates
+        .iter()
+        .filter_map(|g| g.wait.as_ref())
+        .flat_map(|w| w.channels.iter().copied())
+        .collect();
     candidates
         .iter()
         .take(HOLDINGS_MAX)
         .filter_map(|g| {
-            let mut held: BTreeSet<u64> =
-                goscope_memory::stack_words(&mem, &ctx.binary, g.g_addr?).ok()?.into_iter().filter(|w| channels.contains(w)).collect();
-            for frame in g.wait.iter().flat_map(|w| &w.stack).filter(|f| !f.function.starts_with("runtime.")) {
+            let mut held: BTreeSet<u64> = goscope_memory::stack_words(&mem, &ctx.binary, g.g_addr?)
+                .ok()?
+                .into_iter()
+                .filter(|w| channels.contains(w))
+                .collect();
+            for frame in g
+                .wait
+                .iter()
+                .flat_map(|w| &w.stack)
+                .filter(|f| !f.function.starts_with("runtime."))
+            {
                 let globals = globals_of.entry(frame.function.clone()).or_insert_with(|| {
                     ctx.binary
                         .function(&frame.function)
-                        .and_then(|f| goscope_memory::referenced_globals(&mem, f.entry + ctx.load_bias, f.end + ctx.load_bias).ok())
+                        .and_then(|f| {
+                            goscope_memory::referenced_globals(
+                                &mem,
+                                f.entry + ctx.load_bias,
+                                f.end + ctx.load_bias,
+                            )
+                            .ok()
+                        })
                         .unwrap_or_default()
                 });
-                held.extend(globals.iter().filter_map(|&addr| mem.read_u64(addr).ok()).filter(|v| channels.contains(v)));
+                held.extend(
+                    globals
+                        .iter()
+                        .filter_map(|&addr| mem.read_u64(addr).ok())
+                        .filter(|v| channels.contains(v)),
+                );
             }
             Some((g.goid, held))
         })
@@ -442,7 +514,11 @@ impl ProbeHits {
         let mut programs: Vec<(ProbeKind, u64, bool)> = Vec::new();
         for site in binary.probe_sites() {
             if !programs.iter().any(|p| p.0 == site.probe) {
-                programs.push((site.probe, 0, ProbeHealth::is_emulated_instruction(&site.instruction)));
+                programs.push((
+                    site.probe,
+                    0,
+                    ProbeHealth::is_emulated_instruction(&site.instruction),
+                ));
             }
         }
         Self { programs }
@@ -463,7 +539,11 @@ impl ProbeHits {
     fn health(&self) -> Vec<ProbeHealth> {
         self.programs
             .iter()
-            .map(|&(kind, hits, emulated)| ProbeHealth { name: kind.program_name(), hits, emulated })
+            .map(|&(kind, hits, emulated)| ProbeHealth {
+                name: kind.program_name(),
+                hits,
+                emulated,
+            })
             .collect()
     }
 }
@@ -487,9 +567,16 @@ impl Change {
             Self::Retracted(f) => ("retraction", f),
         };
         Ok(match format {
-            Format::Json => serde_json::to_string(&Tagged { kind, finding: f }).map_err(io::Error::other)?,
+            Format::Json => {
+                serde_json::to_string(&Tagged { kind, finding: f }).map_err(io::Error::other)?
+            }
             Format::Text => match self {
-                Self::Raised(f) => format!("FINDING [{}/{}] {}", f.finding_type.as_str(), f.grade.as_str(), f.summary),
+                Self::Raised(f) => format!(
+                    "FINDING [{}/{}] {}",
+                    f.finding_type.as_str(),
+                    f.grade.as_str(),
+                    f.summary
+                ),
                 Self::Retracted(f) => format!("retracted: {}", f.summary),
             },
         })
@@ -504,15 +591,32 @@ struct FindingTracker {
 }
 
 impl FindingTracker {
+    /// Detectors may judge one situation twice (a growing pile at a site, then proof that it
+    /// leaks): the strongest grade per id wins, and an upgrade of a reported finding is raised anew.
     fn update(&mut self, current: Vec<Finding>) -> Vec<Change> {
+        let mut strongest: BTreeMap<String, Finding> = BTreeMap::new();
+        for f in current {
+            match strongest.get(&f.id) {
+                Some(kept) if kept.grade >= f.grade => {}
+                _ => {
+                    strongest.insert(f.id.clone(), f);
+                }
+            }
+        }
         let mut changes = Vec::new();
         let mut next = BTreeMap::new();
-        for f in current {
-            let count = self.seen.remove(&f.id).map_or(1, |(_, n)| n.saturating_add(1));
-            if count == CONFIRMATIONS {
+        for (id, f) in strongest {
+            let (count, upgraded) = match self.seen.remove(&id) {
+                Some((old, n)) => (
+                    n.saturating_add(1),
+                    n >= CONFIRMATIONS && f.grade > old.grade,
+                ),
+                None => (1, false),
+            };
+            if count == CONFIRMATIONS || upgraded {
                 changes.push(Change::Raised(f.clone()));
             }
-            next.insert(f.id.clone(), (f, count));
+            next.insert(id, (f, count));
         }
         for (_, (f, count)) in std::mem::take(&mut self.seen) {
             if count >= CONFIRMATIONS {
@@ -544,7 +648,10 @@ mod tests {
     #[test]
     fn findings_are_confirmed_before_reporting_and_retracted_when_gone() {
         let mut t = FindingTracker::default();
-        assert!(t.update(vec![finding("a")]).is_empty(), "first sighting is not reported");
+        assert!(
+            t.update(vec![finding("a")]).is_empty(),
+            "first sighting is not reported"
+        );
         let raised = t.update(vec![finding("a")]);
         assert!(matches!(raised.as_slice(), [Change::Raised(f)] if f.id == "a"));
         assert!(t.update(vec![finding("a")]).is_empty(), "reported once");
@@ -553,5 +660,25 @@ mod tests {
         // A one-tick blip is never reported, so it is never retracted either.
         assert!(t.update(vec![finding("b")]).is_empty());
         assert!(t.update(vec![]).is_empty());
+    }
+
+    #[test]
+    fn a_suspect_proven_later_is_raised_again_once() {
+        let mut t = FindingTracker::default();
+        let proven = Finding {
+            grade: Grade::Proven,
+            ..finding("a")
+        };
+        t.update(vec![finding("a")]);
+        assert_eq!(t.update(vec![finding("a")]).len(), 1);
+        let up = t.update(vec![finding("a"), proven.clone()]);
+        assert!(
+            matches!(up.as_slice(), [Change::Raised(f)] if f.grade == Grade::Proven),
+            "upgrade raised"
+        );
+        assert!(
+            t.update(vec![proven, finding("a")]).is_empty(),
+            "and only once"
+        );
     }
 }

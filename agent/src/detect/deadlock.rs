@@ -7,11 +7,8 @@
 //! a running goroutine holding X is not seen: findings are graded `suspect`.
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use super::{Finding, FindingType, Grade, Involved};
-use crate::{
-    output::hex,
-    state::{Goroutine, ProcessState, WaitClass},
-};
+use super::{Finding, FindingType, Grade, involved};
+use crate::state::{Goroutine, ProcessState, WaitClass};
 
 /// Channels each blocked goroutine's stack holds: goid → channel addresses.
 pub type Holdings = HashMap<u64, BTreeSet<u64>>;
@@ -24,24 +21,39 @@ pub fn candidates(state: &ProcessState, now_ns: u64, threshold_ns: u64) -> Vec<&
         .filter(|g| now_ns.saturating_sub(g.since_ns) >= threshold_ns)
         .filter(|g| {
             g.wait.as_ref().is_some_and(|w| {
-                matches!(w.class, WaitClass::ChanSend | WaitClass::ChanReceive | WaitClass::Select) && !w.channels.is_empty()
+                matches!(
+                    w.class,
+                    WaitClass::ChanSend | WaitClass::ChanReceive | WaitClass::Select
+                ) && !w.channels.is_empty()
             })
         })
         .collect()
 }
 
-pub fn deadlocks(state: &ProcessState, now_ns: u64, threshold_ns: u64, holdings: &Holdings) -> Vec<Finding> {
-    let blocked: BTreeMap<u64, &Goroutine> =
-        candidates(state, now_ns, threshold_ns).into_iter().filter(|g| holdings.contains_key(&g.goid)).map(|g| (g.goid, g)).collect();
+pub fn deadlocks(
+    state: &ProcessState,
+    now_ns: u64,
+    threshold_ns: u64,
+    holdings: &Holdings,
+) -> Vec<Finding> {
+    let blocked: BTreeMap<u64, &Goroutine> = candidates(state, now_ns, threshold_ns)
+        .into_iter()
+        .filter(|g| holdings.contains_key(&g.goid))
+        .map(|g| (g.goid, g))
+        .collect();
     // Who could serve each goroutine: per channel it waits on, the other holders of that channel.
     let servers = |g: &Goroutine| -> Vec<BTreeSet<u64>> {
-        let Some(wait) = &g.wait else { return Vec::new() };
+        let Some(wait) = &g.wait else {
+            return Vec::new();
+        };
         wait.channels
             .iter()
             .map(|&x| {
                 blocked
                     .values()
-                    .filter(|h| h.goid != g.goid && holdings[&h.goid].contains(&x) && !same_side(g, h, x))
+                    .filter(|h| {
+                        h.goid != g.goid && holdings[&h.goid].contains(&x) && !same_side(g, h, x)
+                    })
                     .map(|h| h.goid)
                     .collect()
             })
@@ -53,7 +65,11 @@ pub fn deadlocks(state: &ProcessState, now_ns: u64, threshold_ns: u64, holdings:
         let leaving: Vec<u64> = stuck
             .iter()
             .copied()
-            .filter(|goid| servers(blocked[goid]).iter().any(|s| s.is_empty() || !s.is_subset(&stuck)))
+            .filter(|goid| {
+                servers(blocked[goid])
+                    .iter()
+                    .any(|s| s.is_empty() || !s.is_subset(&stuck))
+            })
             .collect();
         if leaving.is_empty() {
             break;
@@ -69,10 +85,17 @@ pub fn deadlocks(state: &ProcessState, now_ns: u64, threshold_ns: u64, holdings:
         if reported.contains(&start) {
             continue;
         }
-        let group = reachable(start, &stuck, |g| servers(blocked[&g]).into_iter().flatten().collect());
+        let group = reachable(start, &stuck, |g| {
+            servers(blocked[&g]).into_iter().flatten().collect()
+        });
         reported.extend(group.iter().copied());
-        let chain = cycle_from(start, &group, |g| servers(blocked[&g]).into_iter().flatten().collect());
-        let goroutines: Vec<Involved> = group.iter().map(|goid| involved(state, blocked[goid], now_ns)).collect();
+        let chain = cycle_from(start, &group, |g| {
+            servers(blocked[&g]).into_iter().flatten().collect()
+        });
+        let goroutines: Vec<_> = group
+            .iter()
+            .map(|goid| involved(state, blocked[goid], now_ns))
+            .collect();
         let ids: Vec<String> = group.iter().map(u64::to_string).collect();
         findings.push(Finding {
             id: format!("deadlock:{}:{}", state.pid, ids.join("-")),
@@ -82,7 +105,11 @@ pub fn deadlocks(state: &ProcessState, now_ns: u64, threshold_ns: u64, holdings:
             summary: format!(
                 "deadlock: goroutines {} wait on channels only the others hold (chain {})",
                 ids.join(", "),
-                chain.iter().map(|g| format!("g{g}")).collect::<Vec<_>>().join(" -> ")
+                chain
+                    .iter()
+                    .map(|g| format!("g{g}"))
+                    .collect::<Vec<_>>()
+                    .join(" -> ")
             ),
             goroutines,
             chain,
@@ -93,11 +120,17 @@ pub fn deadlocks(state: &ProcessState, now_ns: u64, threshold_ns: u64, holdings:
 
 /// Both wait on `x` the same way (both send or both receive): neither can complete the other.
 fn same_side(g: &Goroutine, h: &Goroutine, x: u64) -> bool {
-    let (Some(gw), Some(hw)) = (&g.wait, &h.wait) else { return false };
+    let (Some(gw), Some(hw)) = (&g.wait, &h.wait) else {
+        return false;
+    };
     hw.channels.contains(&x) && gw.class == hw.class && gw.class != WaitClass::Select
 }
 
-fn reachable(start: u64, within: &BTreeSet<u64>, next: impl Fn(u64) -> BTreeSet<u64>) -> BTreeSet<u64> {
+fn reachable(
+    start: u64,
+    within: &BTreeSet<u64>,
+    next: impl Fn(u64) -> BTreeSet<u64>,
+) -> BTreeSet<u64> {
     let mut seen = BTreeSet::from([start]);
     let mut todo = vec![start];
     while let Some(g) = todo.pop() {
@@ -116,25 +149,14 @@ fn cycle_from(start: u64, group: &BTreeSet<u64>, next: impl Fn(u64) -> BTreeSet<
     let mut path = vec![start];
     let mut at = start;
     loop {
-        let Some(&n) = next(at).iter().find(|h| group.contains(h)) else { return path };
+        let Some(&n) = next(at).iter().find(|h| group.contains(h)) else {
+            return path;
+        };
         if let Some(i) = path.iter().position(|&g| g == n) {
             return path.split_off(i);
         }
         path.push(n);
         at = n;
-    }
-}
-
-fn involved(state: &ProcessState, g: &Goroutine, now_ns: u64) -> Involved {
-    let wait = g.wait.as_ref();
-    Involved {
-        goid: g.goid,
-        wait_reason: wait.and_then(|w| state.reasons().name(w.reason_code)).unwrap_or("unknown").to_owned(),
-        channel: wait.and_then(|w| w.channels.first().copied()).map(hex),
-        lock: None,
-        waiting_for_ns: now_ns.saturating_sub(g.since_ns),
-        waiting_for_is_lower_bound: g.since_is_lower_bound,
-        stack: wait.map(|w| w.stack.clone()).unwrap_or_default(),
     }
 }
 
@@ -160,14 +182,20 @@ mod tests {
                 pid: 1,
                 tid: 1,
                 goid,
-                detail: EventDetail::Parked { wait_reason: reason, lock_addr: chan + u64::from(LOCK), g_addr: 0 },
+                detail: EventDetail::Parked {
+                    wait_reason: reason,
+                    lock_addr: chan + u64::from(LOCK),
+                    g_addr: 0,
+                },
             });
         }
         st
     }
 
     fn holds(h: &[(u64, &[u64])]) -> Holdings {
-        h.iter().map(|&(g, c)| (g, c.iter().copied().collect())).collect()
+        h.iter()
+            .map(|&(g, c)| (g, c.iter().copied().collect()))
+            .collect()
     }
 
     const A_TO_B: u64 = 0xa000;

@@ -2,13 +2,20 @@
 //! findings. They never touch the kernel or the target, so they are tested on hand-built state.
 mod blocked;
 mod deadlock;
+mod growth;
+mod leak;
 
 use serde::Serialize;
 
-use crate::output::SourceSite;
+use crate::{
+    output::{SourceSite, hex},
+    state::{Goroutine, ProcessState},
+};
 
 pub use blocked::blocked;
 pub use deadlock::{Holdings, candidates as deadlock_candidates, deadlocks};
+pub use growth::LeakGrowth;
+pub use leak::{LeakEvidence, proven};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
@@ -78,4 +85,21 @@ pub struct Finding {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub chain: Vec<u64>,
     pub summary: String,
+}
+
+/// How a finding presents goroutine `g` at `now_ns`.
+fn involved(state: &ProcessState, g: &Goroutine, now_ns: u64) -> Involved {
+    let wait = g.wait.as_ref();
+    Involved {
+        goid: g.goid,
+        wait_reason: wait
+            .and_then(|w| state.reasons().name(w.reason_code))
+            .unwrap_or("unknown")
+            .to_owned(),
+        channel: wait.and_then(|w| w.channels.first().copied()).map(hex),
+        lock: wait.and_then(|w| w.lock).map(hex),
+        waiting_for_ns: now_ns.saturating_sub(g.since_ns),
+        waiting_for_is_lower_bound: g.since_is_lower_bound,
+        stack: wait.map(|w| w.stack.clone()).unwrap_or_default(),
+    }
 }

@@ -1,0 +1,488 @@
+//! Proven leaks and deadlocks: goroutines blocked on objects that no goroutine able to run can
+//! reach (the reachability analysis of goscope-memory, the same judgement as Go's GC-based
+//! goroutine leak profile, made from outside the process). Among them, groups that wait on each
+//! other in a cycle are deadlocks; the others are leaks, grouped by where they blocked.
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use super::{Finding, FindingType, Grade, involved};
+use crate::{
+    output::SourceSite,
+    state::{GoState, Goroutine, ProcessState, WaitClass},
+};
+
+/// What reachability analyses proved about the blocked goroutines.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LeakEvidence {
+    /// Goroutines every recent complete analysis found blocked on unreachable objects.
+    pub leaked: BTreeSet<u64>,
+    /// goid → the leaked goroutines whose wait objects it references: if it ran, it could wake them.
+    pub could_wake: HashMap<u64, BTreeSet<u64>>,
+    /// When the oldest of those analyses began: a goroutine counts only if it has been blocked
+    /// since then, so that it was blocked throughout.
+    pub since_ns: u64,
+}
+
+impl LeakEvidence {
+    /// Keeps only what `newer` (a later complete analysis) confirms.
+    pub fn confirmed_by(&self, newer: &LeakEvidence) -> LeakEvidence {
+        let leaked: BTreeSet<u64> = self.leaked.intersection(&newer.leaked).copied().collect();
+        let could_wake = newer
+            .could_wake
+            .iter()
+            .filter(|(g, _)| leaked.contains(g))
+            .map(|(&g, wakes)| (g, wakes.intersection(&leaked).copied().collect()))
+            .collect();
+        LeakEvidence {
+            leaked,
+            could_wake,
+            since_ns: self.since_ns.min(newer.since_ns),
+        }
+    }
+}
+
+/// Findings from `evidence` for goroutines still blocked at `now_ns` for at least `threshold_ns`.
+/// All are `proven`: the caller passes evidence only from complete analyses.
+pub fn proven(
+    state: &ProcessState,
+    now_ns: u64,
+    threshold_ns: u64,
+    evidence: &LeakEvidence,
+) -> Vec<Finding> {
+    let stuck: BTreeMap<u64, &Goroutine> = evidence
+        .leaked
+        .iter()
+        .filter_map(|goid| state.goroutine(*goid))
+        .filter(|g| g.state == GoState::Waiting && g.since_ns <= evidence.since_ns)
+        .filter(|g| now_ns.saturating_sub(g.since_ns) >= threshold_ns)
+        .filter(|g| g.wait.as_ref().is_some_and(|w| w.class.is_user_blocking()))
+        .map(|g| (g.goid, g))
+        .collect();
+    if stuck.is_empty() {
+        return Vec::new();
+    }
+    // g waits for h when h could wake g.
+    let mut waits_for: BTreeMap<u64, BTreeSet<u64>> =
+        stuck.keys().map(|&g| (g, BTreeSet::new())).collect();
+    for (h, wakes) in &evidence.could_wake {
+        if !stuck.contains_key(h) {
+            continue;
+        }
+        for g in wakes.iter().filter(|g| stuck.contains_key(g)) {
+            waits_for.entry(*g).or_default().insert(*h);
+        }
+    }
+    if let Some(whole) = whole_process(state, now_ns, &stuck, &waits_for) {
+        return vec![whole];
+    }
+    let cycles: Vec<BTreeSet<u64>> = strongly_connected(&waits_for)
+        .into_iter()
+        .filter(|c| c.len() > 1 || c.iter().any(|g| waits_for[g].contains(g)))
+        .collect();
+    // Each stuck goroutine outside the cycles joins the first cycle it waits on, however
+    // indirectly; the rest are leaks.
+    let mut members: Vec<BTreeSet<u64>> = cycles.clone();
+    let mut leaks: BTreeMap<(Option<&SourceSite>, u8), Vec<u64>> = BTreeMap::new();
+    for &g in stuck
+        .keys()
+        .filter(|g| !cycles.iter().any(|c| c.contains(g)))
+    {
+        let behind = reachable(g, &waits_for);
+        match cycles.iter().position(|c| !c.is_disjoint(&behind)) {
+            Some(i) => {
+                members[i].insert(g);
+            }
+            None => {
+                let w = stuck[&g].wait.as_ref().expect("stuck goroutines wait");
+                leaks.entry((w.site(), w.reason_code)).or_default().push(g);
+            }
+        }
+    }
+    let mut findings = Vec::new();
+    for (cycle, group) in cycles.iter().zip(&members) {
+        let chain = cycle_through(cycle, &waits_for);
+        findings.push(deadlock_finding(state, now_ns, &stuck, group, chain, None));
+    }
+    for ((site, reason), goids) in leaks {
+        let reason = state.reasons().name(reason).unwrap_or("unknown");
+        let place = site.map_or_else(
+            || "an unknown site".to_owned(),
+            |s| format!("{} ({}:{})", s.function, s.file, s.line),
+        );
+        let key = site.map_or_else(String::new, |s| format!("{}:{}", s.function, s.line));
+        findings.push(Finding {
+            id: format!("leak:{}:{key}:{reason}", state.pid),
+            finding_type: FindingType::Leak,
+            grade: Grade::Proven,
+            pid: state.pid,
+            summary: format!(
+                "leak: {} goroutine{} blocked in {reason} at {place}; no goroutine that can still run can reach what {} wait{} on",
+                goids.len(),
+                if goids.len() == 1 { "" } else { "s" },
+                if goids.len() == 1 { "it" } else { "they" },
+                if goids.len() == 1 { "s" } else { "" },
+            ),
+            goroutines: goids.iter().map(|g| involved(state, stuck[g], now_ns)).collect(),
+            chain: Vec::new(),
+        });
+    }
+    findings
+}
+
+/// Every user goroutine is stuck: the process can never make progress again, although timers,
+/// I/O or cgo keep the runtime from noticing. `None` unless that holds.
+fn whole_process(
+    state: &ProcessState,
+    now_ns: u64,
+    stuck: &BTreeMap<u64, &Goroutine>,
+    waits_for: &BTreeMap<u64, BTreeSet<u64>>,
+) -> Option<Finding> {
+    let runtime_own = |g: &Goroutine| {
+        g.wait
+            .as_ref()
+            .is_some_and(|w| w.class == WaitClass::Runtime)
+    };
+    let user: BTreeSet<u64> = state
+        .goroutines()
+        .filter(|g| !runtime_own(g))
+        .map(|g| g.goid)
+        .collect();
+    if user.is_empty() || !user.iter().all(|g| stuck.contains_key(g)) {
+        return None;
+    }
+    let chain = strongly_connected(waits_for)
+        .into_iter()
+        .filter(|c| c.len() > 1 || c.iter().any(|g| waits_for[g].contains(g)))
+        .max_by_key(BTreeSet::len)
+        .map(|c| cycle_through(&c, waits_for))
+        .unwrap_or_default();
+    Some(deadlock_finding(
+        state,
+        now_ns,
+        stuck,
+        &user,
+        chain,
+        Some("process"),
+    ))
+}
+
+fn deadlock_finding(
+    state: &ProcessState,
+    now_ns: u64,
+    stuck: &BTreeMap<u64, &Goroutine>,
+    group: &BTreeSet<u64>,
+    chain: Vec<u64>,
+    label: Option<&str>,
+) -> Finding {
+    let ids: Vec<String> = group.iter().map(u64::to_string).collect();
+    let chain_text = chain
+        .iter()
+        .map(|g| format!("g{g}"))
+        .collect::<Vec<_>>()
+        .join(" -> ");
+    let summary = match label {
+        Some(_) => format!(
+            "whole-process deadlock: all {} user goroutines are blocked and none can wake another \
+             (the Go runtime does not report it while timers, I/O or cgo keep it alive){}",
+            group.len(),
+            if chain.is_empty() {
+                String::new()
+            } else {
+                format!("; cycle {chain_text}")
+            }
+        ),
+        None => format!(
+            "deadlock: goroutines {} wait on each other in a cycle ({chain_text})",
+            ids.join(", ")
+        ),
+    };
+    Finding {
+        id: format!(
+            "deadlock:{}:{}",
+            state.pid,
+            label.map_or_else(|| ids.join("-"), str::to_owned)
+        ),
+        finding_type: FindingType::Deadlock,
+        grade: Grade::Proven,
+        pid: state.pid,
+        summary,
+        goroutines: group
+            .iter()
+            .map(|g| involved(state, stuck[g], now_ns))
+            .collect(),
+        chain,
+    }
+}
+
+/// Everything `start` waits for, directly or indirectly (not `start` itself unless on a cycle).
+fn reachable(start: u64, edges: &BTreeMap<u64, BTreeSet<u64>>) -> BTreeSet<u64> {
+    let mut seen = BTreeSet::new();
+    let mut todo: Vec<u64> = edges.get(&start).into_iter().flatten().copied().collect();
+    while let Some(g) = todo.pop() {
+        if seen.insert(g) {
+            todo.extend(edges.get(&g).into_iter().flatten().copied());
+        }
+    }
+    seen
+}
+
+/// Strongly connected components (Tarjan's algorithm, iterative so deep graphs cannot overflow
+/// the stack).
+fn strongly_connected(edges: &BTreeMap<u64, BTreeSet<u64>>) -> Vec<BTreeSet<u64>> {
+    struct Node {
+        index: usize,
+        low: usize,
+        on_stack: bool,
+    }
+    let mut nodes: HashMap<u64, Node> = HashMap::new();
+    let mut stack: Vec<u64> = Vec::new();
+    let mut components = Vec::new();
+    for &root in edges.keys() {
+        if nodes.contains_key(&root) {
+            continue;
+        }
+        // (node, its successors still to visit)
+        let mut work: Vec<(u64, Vec<u64>)> = Vec::new();
+        let visit = |v: u64,
+                     nodes: &mut HashMap<u64, Node>,
+                     stack: &mut Vec<u64>,
+                     work: &mut Vec<(u64, Vec<u64>)>| {
+            let index = nodes.len();
+            nodes.insert(
+                v,
+                Node {
+                    index,
+                    low: index,
+                    on_stack: true,
+                },
+            );
+            stack.push(v);
+            work.push((v, edges.get(&v).into_iter().flatten().copied().collect()));
+        };
+        visit(root, &mut nodes, &mut stack, &mut work);
+        while let Some((v, next)) = work.last_mut() {
+            let v = *v;
+            if let Some(w) = next.pop() {
+                match nodes.get(&w) {
+                    None if edges.contains_key(&w) => visit(w, &mut nodes, &mut stack, &mut work),
+                    Some(n) if n.on_stack => {
+                        let wi = n.index;
+                        let nv = nodes.get_mut(&v).expect("visited");
+                        nv.low = nv.low.min(wi);
+                    }
+                    _ => {}
+                }
+                continue;
+            }
+            work.pop();
+            let (low, index) = (nodes[&v].low, nodes[&v].index);
+            if let Some((parent, _)) = work.last() {
+                let np = nodes.get_mut(parent).expect("visited");
+                np.low = np.low.min(low);
+            }
+            if low == index {
+                let mut component = BTreeSet::new();
+                while let Some(w) = stack.pop() {
+                    nodes.get_mut(&w).expect("visited").on_stack = false;
+                    component.insert(w);
+                    if w == v {
+                        break;
+                    }
+                }
+                components.push(component);
+            }
+        }
+    }
+    components
+}
+
+/// A cycle inside a strongly connected `component`, from its smallest goid, following the
+/// smallest next goid inside the component each step.
+fn cycle_through(component: &BTreeSet<u64>, edges: &BTreeMap<u64, BTreeSet<u64>>) -> Vec<u64> {
+    let Some(&start) = component.first() else {
+        return Vec::new();
+    };
+    let mut path = vec![start];
+    loop {
+        let at = *path.last().expect("non-empty");
+        let Some(&next) = edges[&at].iter().find(|h| component.contains(h)) else {
+            return path;
+        };
+        if let Some(i) = path.iter().position(|&g| g == next) {
+            return path.split_off(i);
+        }
+        path.push(next);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        events::{EventDetail, GoroutineEvent},
+        state::WaitReasons,
+    };
+
+    const LOCK: u32 = 104;
+    const CHAN_SEND: u8 = 20;
+    const MUTEX: u8 = 21;
+    const GC_IDLE: u8 = 22;
+
+    fn state_with(parks: &[(u64, u8)]) -> ProcessState {
+        let mut names = vec![String::new(); 23];
+        names[usize::from(CHAN_SEND)] = "chan send".into();
+        names[usize::from(MUTEX)] = "sync.Mutex.Lock".into();
+        names[usize::from(GC_IDLE)] = "GC worker (idle)".into();
+        let mut st = ProcessState::new(1, WaitReasons::new(names), LOCK);
+        for &(goid, reason) in parks {
+            st.apply(&GoroutineEvent {
+                ts_ns: 0,
+                pid: 1,
+                tid: 1,
+                goid,
+                detail: EventDetail::Parked {
+                    wait_reason: reason,
+                    lock_addr: 0x1000 * goid + u64::from(LOCK),
+                    g_addr: 0,
+                },
+            });
+        }
+        st
+    }
+
+    fn evidence(leaked: &[u64], wakes: &[(u64, &[u64])]) -> LeakEvidence {
+        LeakEvidence {
+            leaked: leaked.iter().copied().collect(),
+            could_wake: wakes
+                .iter()
+                .map(|&(g, w)| (g, w.iter().copied().collect()))
+                .collect(),
+            since_ns: 10,
+        }
+    }
+
+    fn running(st: &mut ProcessState, goid: u64) {
+        st.apply(&GoroutineEvent {
+            ts_ns: 0,
+            pid: 1,
+            tid: 1,
+            goid,
+            detail: EventDetail::Created {
+                parent_goid: 1,
+                creation_pc: 0,
+                start_pc: 0,
+            },
+        });
+    }
+
+    #[test]
+    fn lock_order_inversion_is_a_deadlock_with_its_chain_and_the_goroutines_behind_it() {
+        // 3 and 4 each hold the lock the other wants; 5 waits on a lock 4 holds; 9 keeps running.
+        let mut st = state_with(&[(3, MUTEX), (4, MUTEX), (5, MUTEX)]);
+        running(&mut st, 9);
+        let f = proven(
+            &st,
+            100,
+            50,
+            &evidence(&[3, 4, 5], &[(3, &[4]), (4, &[3, 5])]),
+        );
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!(f[0].finding_type, FindingType::Deadlock);
+        assert_eq!(f[0].grade, Grade::Proven);
+        assert_eq!(f[0].chain, vec![3, 4]);
+        assert_eq!(
+            f[0].goroutines.iter().map(|g| g.goid).collect::<Vec<_>>(),
+            vec![3, 4, 5]
+        );
+        assert!(
+            proven(&st, 100, 200, &evidence(&[3, 4, 5], &[])).is_empty(),
+            "below the threshold"
+        );
+    }
+
+    #[test]
+    fn orphaned_senders_are_one_leak_per_site_and_reason() {
+        let mut st = state_with(&[(3, CHAN_SEND), (4, CHAN_SEND), (5, MUTEX)]);
+        running(&mut st, 9);
+        let f = proven(&st, 100, 50, &evidence(&[3, 4, 5], &[]));
+        assert_eq!(f.len(), 2, "{f:?}");
+        assert!(
+            f.iter()
+                .all(|f| f.finding_type == FindingType::Leak && f.chain.is_empty())
+        );
+        let senders = f
+            .iter()
+            .find(|f| f.goroutines.len() == 2)
+            .expect("both senders together");
+        assert!(
+            senders
+                .summary
+                .contains("2 goroutines blocked in chan send"),
+            "{}",
+            senders.summary
+        );
+    }
+
+    #[test]
+    fn a_process_with_every_user_goroutine_stuck_is_one_whole_process_deadlock() {
+        // The runtime's own idle GC worker does not count as a goroutine that could help.
+        let st = state_with(&[(1, CHAN_SEND), (3, MUTEX), (7, GC_IDLE)]);
+        let f = proven(&st, 100, 50, &evidence(&[1, 3], &[(3, &[3])]));
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!(f[0].id, "deadlock:1:process");
+        assert_eq!(
+            f[0].chain,
+            vec![3],
+            "a goroutine waiting on a lock it holds"
+        );
+        assert!(
+            f[0].summary
+                .starts_with("whole-process deadlock: all 2 user goroutines")
+        );
+    }
+
+    #[test]
+    fn goroutines_blocked_after_the_analysis_began_are_not_judged() {
+        let mut st = state_with(&[(3, CHAN_SEND)]);
+        running(&mut st, 9);
+        let late = LeakEvidence {
+            since_ns: 0,
+            ..evidence(&[3], &[])
+        };
+        st.apply(&GoroutineEvent {
+            ts_ns: 5,
+            pid: 1,
+            tid: 1,
+            goid: 3,
+            detail: EventDetail::Parked {
+                wait_reason: CHAN_SEND,
+                lock_addr: 0x9000,
+                g_addr: 0,
+            },
+        });
+        assert!(proven(&st, 100, 50, &late).is_empty());
+    }
+
+    #[test]
+    fn only_what_two_analyses_agree_on_is_evidence() {
+        let a = evidence(&[3, 4, 5], &[(3, &[4, 5])]);
+        let b = LeakEvidence {
+            since_ns: 30,
+            ..evidence(&[3, 4], &[(3, &[4, 5]), (5, &[3])])
+        };
+        let both = a.confirmed_by(&b);
+        assert_eq!(both.leaked, BTreeSet::from([3, 4]));
+        assert_eq!(both.could_wake, HashMap::from([(3, BTreeSet::from([4]))]));
+        assert_eq!(both.since_ns, 10);
+    }
+
+    #[test]
+    fn components_of_a_long_chain_and_a_cycle() {
+        let mut edges: BTreeMap<u64, BTreeSet<u64>> =
+            (0..10_000).map(|i| (i, BTreeSet::from([i + 1]))).collect();
+        edges.insert(10_000, BTreeSet::from([9_998]));
+        let sccs = strongly_connected(&edges);
+        let big: Vec<_> = sccs.iter().filter(|c| c.len() > 1).collect();
+        assert_eq!(big, vec![&BTreeSet::from([9_998, 9_999, 10_000])]);
+        assert_eq!(cycle_through(big[0], &edges), vec![9_998, 9_999, 10_000]);
+    }
+}
