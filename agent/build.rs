@@ -8,25 +8,15 @@ use anyhow::{Context as _, anyhow};
 const EBPF_TOOLCHAIN: &str = "nightly-2026-10-15";
 
 fn main() -> anyhow::Result<()> {
-    let metadata = cargo_metadata::MetadataCommand::new()
-        .no_deps()
-        .exec()
-        .context("cargo metadata")?;
+    let metadata = cargo_metadata::MetadataCommand::new().no_deps().exec().context("cargo metadata")?;
     let ebpf = metadata
         .packages
         .iter()
         .find(|p| p.name.as_str() == "agent-ebpf")
         .ok_or_else(|| anyhow!("agent-ebpf package not found in the workspace"))?;
-    let root_dir = ebpf
-        .manifest_path
-        .parent()
-        .ok_or_else(|| anyhow!("no parent for {}", ebpf.manifest_path))?;
+    let root_dir = ebpf.manifest_path.parent().ok_or_else(|| anyhow!("no parent for {}", ebpf.manifest_path))?;
     aya_build::build_ebpf(
-        [aya_build::Package {
-            name: ebpf.name.as_str(),
-            root_dir: root_dir.as_str(),
-            ..Default::default()
-        }],
+        [aya_build::Package { name: ebpf.name.as_str(), root_dir: root_dir.as_str(), ..Default::default() }],
         aya_build::Toolchain::Custom(EBPF_TOOLCHAIN),
     )
 }

@@ -55,7 +55,10 @@ fn main() {
         state.apply(&ev(goid, goid, EventDetail::Parked { wait_reason: 19, lock_addr, g_addr: 0xc100_0000 + goid * 0x1c8 }));
     }
     let bytes = LIVE.load(Ordering::Relaxed) - before;
-    println!("state memory: {:.0} bytes per tracked goroutine ({GOROUTINES} goroutines blocked on 1,000 channels)", bytes as f64 / GOROUTINES as f64);
+    println!(
+        "state memory: {:.0} bytes per tracked goroutine ({GOROUTINES} goroutines blocked on 1,000 channels)",
+        bytes as f64 / GOROUTINES as f64
+    );
 
     // Steady churn: park/ready pairs over the existing goroutines, plus create/exit.
     const EVENTS: u64 = 4_000_000;

@@ -78,8 +78,16 @@ fn main() -> anyhow::Result<()> {
             state.apply(&ev(goid, t0, EventDetail::Created { parent_goid, creation_pc: 0, start_pc: 0 }));
         }
         // worker blocks 250 ms receiving (exported as a span), waker blocks 1 ms sending (not).
-        state.apply(&ev(worker, t0, EventDetail::Parked { wait_reason: chan_recv, lock_addr: chan + u64::from(hchan_lock), g_addr: 0 }));
-        state.apply(&ev(waker, t0, EventDetail::Parked { wait_reason: chan_send, lock_addr: chan + u64::from(hchan_lock), g_addr: 0 }));
+        state.apply(&ev(
+            worker,
+            t0,
+            EventDetail::Parked { wait_reason: chan_recv, lock_addr: chan + u64::from(hchan_lock), g_addr: 0 },
+        ));
+        state.apply(&ev(
+            waker,
+            t0,
+            EventDetail::Parked { wait_reason: chan_send, lock_addr: chan + u64::from(hchan_lock), g_addr: 0 },
+        ));
         state.set_channel_info(chan, 3, false);
         for (goid, waker_goid, after) in [(waker, 0, 1_000_000), (worker, waker, 250_000_000)] {
             if let Some(t) = state.apply(&ev(goid, t0 + after, EventDetail::Ready { waker_goid })) {

@@ -38,12 +38,7 @@ pub enum AttachError {
         source: goscope_inspect::InspectError,
     },
     #[error("PID {pid} ({exe}) runs {version}, which goscope cannot watch: {reasons}")]
-    Unsupported {
-        pid: u32,
-        exe: String,
-        version: String,
-        reasons: String,
-    },
+    Unsupported { pid: u32, exe: String, version: String, reasons: String },
     #[error(transparent)]
     Probe(#[from] crate::probes::ProbeError),
     #[error("PID {pid} exited while goscope was attaching")]
@@ -70,11 +65,7 @@ pub struct AttachOptions {
 
 /// Reads and analyses the target's executable.
 pub fn inspect_target(target: &Target) -> Result<(GoBinary, u64), AttachError> {
-    let inspect_err = |source| AttachError::Inspect {
-        pid: target.pid,
-        exe: target.exe_name.clone(),
-        source,
-    };
+    let inspect_err = |source| AttachError::Inspect { pid: target.pid, exe: target.exe_name.clone(), source };
     let bytes = read_exe(target)?;
     let binary = GoBinary::from_bytes(&bytes).map_err(inspect_err)?;
     let bias = target.load_bias(&bytes)?;
@@ -94,12 +85,17 @@ fn read_exe(target: &Target) -> Result<Vec<u8>, AttachError> {
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 return Err(if target.is_alive() {
-                    AttachError::Io(io::Error::new(e.kind(), format!("PID {} has no readable executable (a kernel thread or a zombie?)", target.pid)))
+                    AttachError::Io(io::Error::new(
+                        e.kind(),
+                        format!("PID {} has no readable executable (a kernel thread or a zombie?)", target.pid),
+                    ))
                 } else {
                     AttachError::ExitedDuringAttach { pid: target.pid }
                 });
             }
-            Err(e) => return Err(AttachError::Io(io::Error::new(e.kind(), format!("reading {}: {e}", target.exe.display())))),
+            Err(e) => {
+                return Err(AttachError::Io(io::Error::new(e.kind(), format!("reading {}: {e}", target.exe.display()))));
+            }
         }
     }
 }
@@ -185,7 +181,8 @@ pub async fn run(opts: AttachOptions) -> Result<(), AttachError> {
             &json!({"kind": "summary", "events": processed.events, "findings": processed.findings,
                     "lost": stats.lost_kernel, "dropped": stats.dropped, "undecodable": stats.undecodable,
                     "target_exited": stats.target_exited,
-                    "otlp": processed.otlp}).to_string(),
+                    "otlp": processed.otlp})
+            .to_string(),
         )?,
         Format::Text => {
             eprintln!(

@@ -4,9 +4,7 @@
 use std::collections::BTreeMap;
 use std::io::{self, Write};
 
-use goscope_memory::{
-    Channel, GStatus, Goroutine, Location, ProcessMemory, Snapshot, SnapshotError, StackEnd, snapshot,
-};
+use goscope_memory::{Channel, GStatus, Goroutine, Location, ProcessMemory, Snapshot, SnapshotError, StackEnd, snapshot};
 use serde::Serialize;
 
 use crate::{

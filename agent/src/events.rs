@@ -52,28 +52,12 @@ impl GoroutineEvent {
         // read_unaligned because ring-buffer records are only 8-byte aligned by convention.
         let raw: RawEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
         let detail = match EventKind::from_u8(raw.kind).ok_or(DecodeError::Kind(raw.kind))? {
-            EventKind::Created => EventDetail::Created {
-                parent_goid: raw.peer_goid,
-                creation_pc: raw.addr,
-                start_pc: raw.aux,
-            },
-            EventKind::Parked => EventDetail::Parked {
-                wait_reason: raw.wait_reason,
-                lock_addr: raw.addr,
-                g_addr: raw.aux,
-            },
-            EventKind::Ready => EventDetail::Ready {
-                waker_goid: raw.peer_goid,
-            },
+            EventKind::Created => EventDetail::Created { parent_goid: raw.peer_goid, creation_pc: raw.addr, start_pc: raw.aux },
+            EventKind::Parked => EventDetail::Parked { wait_reason: raw.wait_reason, lock_addr: raw.addr, g_addr: raw.aux },
+            EventKind::Ready => EventDetail::Ready { waker_goid: raw.peer_goid },
             EventKind::Exited => EventDetail::Exited,
         };
-        Ok(Self {
-            ts_ns: raw.ts_ns,
-            pid: raw.pid,
-            tid: raw.tid,
-            goid: raw.goid,
-            detail,
-        })
+        Ok(Self { ts_ns: raw.ts_ns, pid: raw.pid, tid: raw.tid, goid: raw.goid, detail })
     }
 }
 
@@ -101,10 +85,7 @@ mod tests {
         };
         let ev = GoroutineEvent::decode(&bytes_of(&raw)).unwrap();
         assert_eq!(ev.goid, 7);
-        assert_eq!(
-            ev.detail,
-            EventDetail::Created { parent_goid: 1, creation_pc: 0x4000, start_pc: 0x5000 }
-        );
+        assert_eq!(ev.detail, EventDetail::Created { parent_goid: 1, creation_pc: 0x4000, start_pc: 0x5000 });
         let parked = RawEvent { kind: EventKind::Parked as u8, wait_reason: 19, ..raw };
         assert_eq!(
             GoroutineEvent::decode(&bytes_of(&parked)).unwrap().detail,

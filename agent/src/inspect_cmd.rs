@@ -14,10 +14,8 @@ pub fn run(path: Option<PathBuf>, pid: Option<u32>, format: Format) -> Result<()
             (binary, target.exe_name)
         }
         (Some(path), None) => {
-            let binary = GoBinary::open(&path).map_err(|source| AttachError::Binary {
-                path: path.display().to_string(),
-                source,
-            })?;
+            let binary =
+                GoBinary::open(&path).map_err(|source| AttachError::Binary { path: path.display().to_string(), source })?;
             (binary, path.display().to_string())
         }
         (None, None) => unreachable!("clap requires a path or --pid"),

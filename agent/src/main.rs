@@ -85,7 +85,18 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Attach { pid, format, duration, ring_buffer_size, block_threshold, no_events, top, state_every, fail_on, otlp } => tokio::runtime::Builder::new_multi_thread()
+        Command::Attach {
+            pid,
+            format,
+            duration,
+            ring_buffer_size,
+            block_threshold,
+            no_events,
+            top,
+            state_every,
+            fail_on,
+            otlp,
+        } => tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()

@@ -25,21 +25,16 @@ pub struct TargetContext {
 
 impl TargetContext {
     pub fn symbolize(&self, runtime_pc: u64) -> Option<Frame> {
-        self.binary
-            .symbolize(runtime_pc.wrapping_sub(self.load_bias))
+        self.binary.symbolize(runtime_pc.wrapping_sub(self.load_bias))
     }
 
     pub fn wait_reason(&self, code: u8) -> String {
-        self.binary
-            .wait_reasons()
-            .name(code)
-            .map_or_else(|| format!("wait reason {code}"), str::to_owned)
+        self.binary.wait_reasons().name(code).map_or_else(|| format!("wait reason {code}"), str::to_owned)
     }
 
     /// gopark's lock argument is `&hchan.lock` for blocking channel operations only.
     fn channel(&self, reason: &str, lock_addr: u64) -> Option<u64> {
-        let chan_op = (reason.starts_with("chan send") || reason.starts_with("chan receive"))
-            && !reason.contains("nil chan");
+        let chan_op = (reason.starts_with("chan send") || reason.starts_with("chan receive")) && !reason.contains("nil chan");
         let lock_off = u64::from(self.binary.layout().hchan_lock);
         (chan_op && lock_addr > lock_off).then(|| lock_addr - lock_off)
     }
@@ -54,11 +49,7 @@ pub struct SourceSite {
 
 impl From<Frame> for SourceSite {
     fn from(f: Frame) -> Self {
-        Self {
-            function: f.function,
-            file: f.file,
-            line: f.line,
-        }
+        Self { function: f.function, file: f.file, line: f.line }
     }
 }
 
@@ -110,26 +101,16 @@ impl EventRecord {
             waker_goid: None,
         };
         match ev.detail {
-            EventDetail::Created {
-                parent_goid,
-                creation_pc,
-                start_pc,
-            } => {
+            EventDetail::Created { parent_goid, creation_pc, start_pc } => {
                 rec.kind = "created";
                 rec.parent_goid = Some(parent_goid);
                 rec.creation_pc = Some(hex(creation_pc));
                 // gopc is the return address of the call to newproc; like the runtime's own
                 // "created by" line, symbolize the call instruction before it.
-                rec.creation_site = ctx
-                    .symbolize(creation_pc.saturating_sub(1))
-                    .map(SourceSite::from);
+                rec.creation_site = ctx.symbolize(creation_pc.saturating_sub(1)).map(SourceSite::from);
                 rec.start_function = ctx.symbolize(start_pc).map(|f| f.function);
             }
-            EventDetail::Parked {
-                wait_reason,
-                lock_addr,
-                ..
-            } => {
+            EventDetail::Parked { wait_reason, lock_addr, .. } => {
                 rec.kind = "parked";
                 let reason = ctx.wait_reason(wait_reason);
                 rec.channel = ctx.channel(&reason, lock_addr).map(hex);
@@ -156,10 +137,7 @@ impl EventRecord {
                     |s| format!("{} ({}:{})", s.function, s.file, s.line),
                 );
                 let start = self.start_function.as_deref().unwrap_or("?");
-                format!(
-                    "{head} created by g{} at {site}, runs {start}",
-                    self.parent_goid.unwrap_or(0)
-                )
+                format!("{head} created by g{} at {site}, runs {start}", self.parent_goid.unwrap_or(0))
             }
             "parked" => {
                 let reason = self.wait_reason.as_deref().unwrap_or("?");

@@ -115,10 +115,7 @@ fn drain(ring: &mut RingBuf<MapData>, tx: &mpsc::Sender<Item>, stats: &mut ReadS
 }
 
 pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: clock_gettime only writes the timespec we own; CLOCK_MONOTONIC is the clock of
     // bpf_ktime_get_ns and of the Go runtime's nanotime.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
@@ -157,11 +154,7 @@ const CONFIRMATIONS: u32 = 2;
 
 /// Owns the state: applies events in order, runs detectors on each tick, writes output and feeds
 /// the OTLP exporter (created here: its blocking HTTP client must live off the async runtime).
-pub fn process(
-    mut rx: mpsc::Receiver<Item>,
-    ctx: &TargetContext,
-    cfg: &ProcessorConfig,
-) -> io::Result<ProcessStats> {
+pub fn process(mut rx: mpsc::Receiver<Item>, ctx: &TargetContext, cfg: &ProcessorConfig) -> io::Result<ProcessStats> {
     let otlp = OtlpExporter::start(&cfg.otlp, &cfg.process_info).map_err(io::Error::other)?;
     let mut hits = ProbeHits::new(&ctx.binary);
     let reasons = WaitReasons::new(ctx.binary.wait_reasons().names().to_vec());
@@ -173,11 +166,9 @@ pub fn process(
     match seed_from_memory(&mut state, ctx) {
         Ok(seed) => {
             let line = match cfg.format {
-                Format::Json => {
-                    json!({"kind": "snapshot", "pid": ctx.pid, "goroutines": seed.goroutines,
+                Format::Json => json!({"kind": "snapshot", "pid": ctx.pid, "goroutines": seed.goroutines,
                                        "read_ns": seed.read_ns, "bytes_read": seed.bytes_read})
-                    .to_string()
-                }
+                .to_string(),
                 Format::Text => format!(
                     "goscope: {} goroutines found in memory ({} KiB read in {:.1} ms, process not stopped)",
                     seed.goroutines,
@@ -190,13 +181,9 @@ pub fn process(
             }
         }
         Err(e) => {
-            let msg = format!(
-                "memory snapshot failed ({e}): only goroutines active from now on are known"
-            );
+            let msg = format!("memory snapshot failed ({e}): only goroutines active from now on are known");
             let line = match cfg.format {
-                Format::Json => {
-                    json!({"kind": "warning", "pid": ctx.pid, "message": msg}).to_string()
-                }
+                Format::Json => json!({"kind": "warning", "pid": ctx.pid, "message": msg}).to_string(),
                 Format::Text => format!("goscope: {msg}"),
             };
             write_line(&mut out, &line)?;
@@ -233,18 +220,15 @@ pub fn process(
             Item::Lost(n) => {
                 let line = match cfg.format {
                     Format::Json => json!({"kind": "lost", "pid": ctx.pid, "count": n}).to_string(),
-                    Format::Text => format!(
-                        "goscope: {n} events lost: the ring buffer was full (raise --ring-buffer-size)"
-                    ),
+                    Format::Text => format!("goscope: {n} events lost: the ring buffer was full (raise --ring-buffer-size)"),
                 };
                 write_line(&mut out, &line)?;
             }
             Item::Tick { now_ns, reader } => {
                 read_park_stacks(&mut state, ctx, now_ns);
                 // Re-read periodically, and at once when a goroutine becomes a candidate.
-                let new_candidate = detect::deadlock_candidates(&state, now_ns, threshold_ns)
-                    .iter()
-                    .any(|g| !holdings.contains_key(&g.goid));
+                let new_candidate =
+                    detect::deadlock_candidates(&state, now_ns, threshold_ns).iter().any(|g| !holdings.contains_key(&g.goid));
                 if new_candidate || ticks.is_multiple_of(HOLDINGS_EVERY_TICKS) {
                     holdings = read_holdings(&state, ctx, now_ns, threshold_ns, &mut globals_of);
                 }
@@ -269,14 +253,10 @@ pub fn process(
                         }
                     }
                 }
-                stats.findings += changes
-                    .iter()
-                    .filter(|c| matches!(c, Change::Raised(_)))
-                    .count() as u64;
+                stats.findings += changes.iter().filter(|c| matches!(c, Change::Raised(_))).count() as u64;
                 if stats.failed_on.is_none()
-                    && let Some(Change::Raised(f)) = changes.iter().find(
-                        |c| matches!(c, Change::Raised(f) if cfg.fail_on.contains(&f.finding_type)),
-                    )
+                    && let Some(Change::Raised(f)) =
+                        changes.iter().find(|c| matches!(c, Change::Raised(f) if cfg.fail_on.contains(&f.finding_type)))
                 {
                     stats.failed_on = Some(f.finding_type);
                     cfg.stop.notify_one();
@@ -284,10 +264,7 @@ pub fn process(
                 if let (Some(every), Format::Json) = (cfg.state_every, cfg.format)
                     && now_ns >= next_state_line_ns
                 {
-                    write_line(
-                        &mut out,
-                        &summary::state_json(&state, ctx, now_ns).to_string(),
-                    )?;
+                    write_line(&mut out, &summary::state_json(&state, ctx, now_ns).to_string())?;
                     next_state_line_ns = now_ns + every.as_nanos() as u64;
                 }
                 if cfg.top {
@@ -316,10 +293,7 @@ struct Seed {
 }
 
 /// Reads every goroutine from the target's memory into the state (without stopping it).
-fn seed_from_memory(
-    state: &mut ProcessState,
-    ctx: &TargetContext,
-) -> Result<Seed, Box<dyn std::error::Error>> {
+fn seed_from_memory(state: &mut ProcessState, ctx: &TargetContext) -> Result<Seed, Box<dyn std::error::Error>> {
     let mem = ProcessMemory::new(ctx.pid)?;
     let snap = goscope_memory::snapshot(&mem, &ctx.binary, ctx.load_bias)?;
     let goroutines: Vec<SnapshotGoroutine> = snap
@@ -373,11 +347,7 @@ fn sites(stack: &[goscope_memory::StackFrame]) -> Vec<SourceSite> {
     stack
         .iter()
         .filter_map(|f| f.location.as_ref())
-        .map(|l| SourceSite {
-            function: l.function.clone(),
-            file: l.file.clone(),
-            line: l.line,
-        })
+        .map(|l| SourceSite { function: l.function.clone(), file: l.file.clone(), line: l.line })
         .collect()
 }
 
@@ -401,26 +371,16 @@ fn read_park_stacks(state: &mut ProcessState, ctx: &TargetContext, now_ns: u64) 
     let mem = &mem;
     let gptrs: Vec<u64> = wanted.iter().map(|&(_, g)| g).collect();
     let opts = goscope_memory::SnapshotOptions::default();
-    let Ok(read) = goscope_memory::read_goroutines(mem, &ctx.binary, ctx.load_bias, &gptrs, &opts)
-    else {
+    let Ok(read) = goscope_memory::read_goroutines(mem, &ctx.binary, ctx.load_bias, &gptrs, &opts) else {
         return;
     };
     for g in read {
         // The g struct may have been reused by another goroutine since it parked.
-        if !wanted
-            .iter()
-            .any(|&(goid, addr)| goid == g.goid && addr == g.g_addr)
-            || g.status != GStatus::Waiting
-        {
+        if !wanted.iter().any(|&(goid, addr)| goid == g.goid && addr == g.g_addr) || g.status != GStatus::Waiting {
             continue;
         }
         let class = WaitClass::of(g.wait_reason.as_deref().unwrap_or(""));
-        state.enrich_wait(
-            g.goid,
-            &g.channels,
-            sync_primitive(class, g.sema_addr),
-            sites(&g.stack),
-        );
+        state.enrich_wait(g.goid, &g.channels, sync_primitive(class, g.sema_addr), sites(&g.stack));
     }
 }
 
@@ -446,11 +406,8 @@ fn read_holdings(
     let Ok(mem) = ProcessMemory::new(ctx.pid) else {
         return detect::Holdings::new();
     };
-    let channels: HashSet<u64> = candidates
-        .iter()
-        .filter_map(|g| g.wait.as_ref())
-        .flat_map(|w| w.channels.iter().copied())
-        .collect();
+    let channels: HashSet<u64> =
+        candidates.iter().filter_map(|g| g.wait.as_ref()).flat_map(|w| w.channels.iter().copied()).collect();
     candidates
         .iter()
         .take(HOLDINGS_MAX)
@@ -460,31 +417,16 @@ fn read_holdings(
                 .into_iter()
                 .filter(|w| channels.contains(w))
                 .collect();
-            for frame in g
-                .wait
-                .iter()
-                .flat_map(|w| &w.stack)
-                .filter(|f| !f.function.starts_with("runtime."))
-            {
+            for frame in g.wait.iter().flat_map(|w| &w.stack).filter(|f| !f.function.starts_with("runtime.")) {
                 let globals = globals_of.entry(frame.function.clone()).or_insert_with(|| {
                     ctx.binary
                         .function(&frame.function)
                         .and_then(|f| {
-                            goscope_memory::referenced_globals(
-                                &mem,
-                                f.entry + ctx.load_bias,
-                                f.end + ctx.load_bias,
-                            )
-                            .ok()
+                            goscope_memory::referenced_globals(&mem, f.entry + ctx.load_bias, f.end + ctx.load_bias).ok()
                         })
                         .unwrap_or_default()
                 });
-                held.extend(
-                    globals
-                        .iter()
-                        .filter_map(|&addr| mem.read_u64(addr).ok())
-                        .filter(|v| channels.contains(v)),
-                );
+                held.extend(globals.iter().filter_map(|&addr| mem.read_u64(addr).ok()).filter(|v| channels.contains(v)));
             }
             Some((g.goid, held))
         })
@@ -514,11 +456,7 @@ impl ProbeHits {
         let mut programs: Vec<(ProbeKind, u64, bool)> = Vec::new();
         for site in binary.probe_sites() {
             if !programs.iter().any(|p| p.0 == site.probe) {
-                programs.push((
-                    site.probe,
-                    0,
-                    ProbeHealth::is_emulated_instruction(&site.instruction),
-                ));
+                programs.push((site.probe, 0, ProbeHealth::is_emulated_instruction(&site.instruction)));
             }
         }
         Self { programs }
@@ -537,14 +475,7 @@ impl ProbeHits {
     }
 
     fn health(&self) -> Vec<ProbeHealth> {
-        self.programs
-            .iter()
-            .map(|&(kind, hits, emulated)| ProbeHealth {
-                name: kind.program_name(),
-                hits,
-                emulated,
-            })
-            .collect()
+        self.programs.iter().map(|&(kind, hits, emulated)| ProbeHealth { name: kind.program_name(), hits, emulated }).collect()
     }
 }
 
@@ -567,16 +498,9 @@ impl Change {
             Self::Retracted(f) => ("retraction", f),
         };
         Ok(match format {
-            Format::Json => {
-                serde_json::to_string(&Tagged { kind, finding: f }).map_err(io::Error::other)?
-            }
+            Format::Json => serde_json::to_string(&Tagged { kind, finding: f }).map_err(io::Error::other)?,
             Format::Text => match self {
-                Self::Raised(f) => format!(
-                    "FINDING [{}/{}] {}",
-                    f.finding_type.as_str(),
-                    f.grade.as_str(),
-                    f.summary
-                ),
+                Self::Raised(f) => format!("FINDING [{}/{}] {}", f.finding_type.as_str(), f.grade.as_str(), f.summary),
                 Self::Retracted(f) => format!("retracted: {}", f.summary),
             },
         })
@@ -607,10 +531,7 @@ impl FindingTracker {
         let mut next = BTreeMap::new();
         for (id, f) in strongest {
             let (count, upgraded) = match self.seen.remove(&id) {
-                Some((old, n)) => (
-                    n.saturating_add(1),
-                    n >= CONFIRMATIONS && f.grade > old.grade,
-                ),
+                Some((old, n)) => (n.saturating_add(1), n >= CONFIRMATIONS && f.grade > old.grade),
                 None => (1, false),
             };
             if count == CONFIRMATIONS || upgraded {
@@ -648,10 +569,7 @@ mod tests {
     #[test]
     fn findings_are_confirmed_before_reporting_and_retracted_when_gone() {
         let mut t = FindingTracker::default();
-        assert!(
-            t.update(vec![finding("a")]).is_empty(),
-            "first sighting is not reported"
-        );
+        assert!(t.update(vec![finding("a")]).is_empty(), "first sighting is not reported");
         let raised = t.update(vec![finding("a")]);
         assert!(matches!(raised.as_slice(), [Change::Raised(f)] if f.id == "a"));
         assert!(t.update(vec![finding("a")]).is_empty(), "reported once");
@@ -665,20 +583,11 @@ mod tests {
     #[test]
     fn a_suspect_proven_later_is_raised_again_once() {
         let mut t = FindingTracker::default();
-        let proven = Finding {
-            grade: Grade::Proven,
-            ..finding("a")
-        };
+        let proven = Finding { grade: Grade::Proven, ..finding("a") };
         t.update(vec![finding("a")]);
         assert_eq!(t.update(vec![finding("a")]).len(), 1);
         let up = t.update(vec![finding("a"), proven.clone()]);
-        assert!(
-            matches!(up.as_slice(), [Change::Raised(f)] if f.grade == Grade::Proven),
-            "upgrade raised"
-        );
-        assert!(
-            t.update(vec![proven, finding("a")]).is_empty(),
-            "and only once"
-        );
+        assert!(matches!(up.as_slice(), [Change::Raised(f)] if f.grade == Grade::Proven), "upgrade raised");
+        assert!(t.update(vec![proven, finding("a")]).is_empty(), "and only once");
     }
 }

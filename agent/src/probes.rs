@@ -18,16 +18,14 @@ use crate::target::Target;
 /// The eBPF object built by build.rs from agent-ebpf.
 static PROBES_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/goscope-probes"));
 
-const PROGRAMS: [ProbeKind; 4] = [
-    ProbeKind::GoroutineCreated,
-    ProbeKind::GoroutineParked,
-    ProbeKind::GoroutineReady,
-    ProbeKind::GoroutineExited,
-];
+const PROGRAMS: [ProbeKind; 4] =
+    [ProbeKind::GoroutineCreated, ProbeKind::GoroutineParked, ProbeKind::GoroutineReady, ProbeKind::GoroutineExited];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
-    #[error("loading the eBPF programs failed: {0} (goscope needs root, or CAP_BPF + CAP_PERFMON, and a kernel with BTF and BPF ring buffers)")]
+    #[error(
+        "loading the eBPF programs failed: {0} (goscope needs root, or CAP_BPF + CAP_PERFMON, and a kernel with BTF and BPF ring buffers)"
+    )]
     Load(#[source] aya::EbpfError),
     #[error("eBPF program {name}: {source}")]
     Program {
@@ -72,9 +70,7 @@ impl Probes {
             .map_err(ProbeError::Load)?;
         for kind in PROGRAMS {
             let name = kind.program_name();
-            uprobe(&mut ebpf, name)?
-                .load()
-                .map_err(|source| ProbeError::Program { name, source })?;
+            uprobe(&mut ebpf, name)?.load().map_err(|source| ProbeError::Program { name, source })?;
         }
         let events = take_map(&mut ebpf, agent_ebpf::EVENTS_MAP)?;
         let events = RingBuf::try_from(events).map_err(|source| ProbeError::Map { name: agent_ebpf::EVENTS_MAP, source })?;
@@ -82,24 +78,14 @@ impl Probes {
         let targets = HashMap::try_from(targets).map_err(|source| ProbeError::Map { name: TARGETS_MAP, source })?;
         let lost = take_map(&mut ebpf, LOST_MAP)?;
         let lost = PerCpuArray::try_from(lost).map_err(|source| ProbeError::Map { name: LOST_MAP, source })?;
-        Ok((
-            Self {
-                ebpf,
-                targets,
-                lost,
-                links: StdHashMap::new(),
-            },
-            events,
-        ))
+        Ok((Self { ebpf, targets, lost, links: StdHashMap::new() }, events))
     }
 
     /// Attaches every probe to `target` at the sites `binary` chose. On error nothing stays
     /// attached to the target.
     pub fn attach(&mut self, target: &Target, binary: &GoBinary, config: TargetConfig) -> Result<(), ProbeError> {
         let pid = target.pid;
-        self.targets
-            .insert(&pid, &config, 0)
-            .map_err(|source| ProbeError::Map { name: TARGETS_MAP, source })?;
+        self.targets.insert(&pid, &config, 0).map_err(|source| ProbeError::Map { name: TARGETS_MAP, source })?;
         self.links.entry(pid).or_default();
         // Exited first, created last: a goroutine created between two attaches and gone before
         // the memory snapshot would otherwise leave a `created` with no `exited`, for good. In

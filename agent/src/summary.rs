@@ -92,10 +92,8 @@ pub fn state_json(state: &ProcessState, ctx: &TargetContext, now_ns: u64) -> ser
         if let Some(wait) = &g.wait {
             *by_reason.entry(ctx.wait_reason(wait.reason_code)).or_default() += 1;
         }
-        let runtime_own = g
-            .start_pc
-            .and_then(|pc| ctx.symbolize(pc))
-            .is_some_and(|f| goscope_inspect::is_runtime_goroutine(&f.function));
+        let runtime_own =
+            g.start_pc.and_then(|pc| ctx.symbolize(pc)).is_some_and(|f| goscope_inspect::is_runtime_goroutine(&f.function));
         user += usize::from(!runtime_own);
     }
     serde_json::json!({

@@ -15,11 +15,7 @@ pub enum TargetError {
     #[error("PID {pid} exited while goscope was attaching")]
     Exited { pid: u32 },
     #[error("cannot read /proc/{pid}/{what}: {source} (goscope needs root or CAP_SYS_PTRACE + CAP_BPF)")]
-    Proc {
-        pid: u32,
-        what: &'static str,
-        source: io::Error,
-    },
+    Proc { pid: u32, what: &'static str, source: io::Error },
     #[error("PID {pid}: cannot find where {exe} is mapped in /proc/{pid}/maps")]
     NotMapped { pid: u32, exe: String },
 }
@@ -40,17 +36,16 @@ impl Target {
             return Err(TargetError::NoSuchProcess(pid));
         }
         let exe = proc_dir.join("exe");
-        let exe_name = fs::read_link(&exe)
-            .map_err(|source| proc_error(pid, "exe", source))?
-            .to_string_lossy()
-            .into_owned();
+        let exe_name = fs::read_link(&exe).map_err(|source| proc_error(pid, "exe", source))?.to_string_lossy().into_owned();
         Ok(Self { pid, exe, exe_name })
     }
 
     /// True while the process exists and is not a zombie. (A PID reused by a new process would
     /// also count; the window is too small to matter for an attach.)
     pub fn is_alive(&self) -> bool {
-        let Ok(stat) = fs::read_to_string(format!("/proc/{}/stat", self.pid)) else { return false };
+        let Ok(stat) = fs::read_to_string(format!("/proc/{}/stat", self.pid)) else {
+            return false;
+        };
         // The state letter follows the command name, which is in parentheses and may contain any.
         let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next());
         !matches!(state, None | Some("Z" | "X"))
@@ -67,11 +62,12 @@ impl Target {
         if file.kind() != object::ObjectKind::Dynamic {
             return Ok(0);
         }
-        let maps = fs::File::open(format!("/proc/{pid}/maps"))
-            .map_err(|source| proc_error(pid, "maps", source))?;
+        let maps = fs::File::open(format!("/proc/{pid}/maps")).map_err(|source| proc_error(pid, "maps", source))?;
         for line in io::BufReader::new(maps).lines() {
             let line = line.map_err(|source| proc_error(pid, "maps", source))?;
-            let Some(mapping) = Mapping::parse(&line) else { continue };
+            let Some(mapping) = Mapping::parse(&line) else {
+                continue;
+            };
             if mapping.path != self.exe_name {
                 continue;
             }
@@ -84,10 +80,7 @@ impl Target {
                 }
             }
         }
-        Err(TargetError::NotMapped {
-            pid,
-            exe: self.exe_name.clone(),
-        })
+        Err(TargetError::NotMapped { pid, exe: self.exe_name.clone() })
     }
 }
 
@@ -127,11 +120,7 @@ impl<'a> Mapping<'a> {
             return None;
         }
         let start = u64::from_str_radix(range.split('-').next()?, 16).ok()?;
-        Some(Self {
-            start,
-            offset,
-            path,
-        })
+        Some(Self { start, offset, path })
     }
 }
 

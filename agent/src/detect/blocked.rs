@@ -11,11 +11,7 @@ pub fn blocked(state: &ProcessState, now_ns: u64, threshold_ns: u64) -> Vec<Find
             let wait = g.wait.as_ref()?;
             let waited = now_ns.saturating_sub(g.since_ns);
             (wait.class.is_user_blocking() && waited >= threshold_ns).then(|| {
-                let reason = state
-                    .reasons()
-                    .name(wait.reason_code)
-                    .unwrap_or("unknown")
-                    .to_owned();
+                let reason = state.reasons().name(wait.reason_code).unwrap_or("unknown").to_owned();
                 Finding {
                     id: format!("blocked:{}:{}", state.pid, g.goid),
                     finding_type: FindingType::Blocked,
@@ -24,11 +20,7 @@ pub fn blocked(state: &ProcessState, now_ns: u64, threshold_ns: u64) -> Vec<Find
                     summary: format!(
                         "goroutine {} blocked in {reason} for {}{:.1}s",
                         g.goid,
-                        if g.since_is_lower_bound {
-                            "at least "
-                        } else {
-                            ""
-                        },
+                        if g.since_is_lower_bound { "at least " } else { "" },
                         waited as f64 / 1e9
                     ),
                     goroutines: vec![involved(state, g, now_ns)],
@@ -60,11 +52,7 @@ mod tests {
             pid: 1,
             tid: 1,
             goid,
-            detail: EventDetail::Parked {
-                wait_reason: reason,
-                lock_addr: 0x1000 + 104,
-                g_addr: 0,
-            },
+            detail: EventDetail::Parked { wait_reason: reason, lock_addr: 0x1000 + 104, g_addr: 0 },
         };
         st.apply(&park(5, 19, 0));
         st.apply(&park(6, 14, 0)); // sleeping is not blocking on another goroutine

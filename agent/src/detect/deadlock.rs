@@ -21,21 +21,13 @@ pub fn candidates(state: &ProcessState, now_ns: u64, threshold_ns: u64) -> Vec<&
         .filter(|g| now_ns.saturating_sub(g.since_ns) >= threshold_ns)
         .filter(|g| {
             g.wait.as_ref().is_some_and(|w| {
-                matches!(
-                    w.class,
-                    WaitClass::ChanSend | WaitClass::ChanReceive | WaitClass::Select
-                ) && !w.channels.is_empty()
+                matches!(w.class, WaitClass::ChanSend | WaitClass::ChanReceive | WaitClass::Select) && !w.channels.is_empty()
             })
         })
         .collect()
 }
 
-pub fn deadlocks(
-    state: &ProcessState,
-    now_ns: u64,
-    threshold_ns: u64,
-    holdings: &Holdings,
-) -> Vec<Finding> {
+pub fn deadlocks(state: &ProcessState, now_ns: u64, threshold_ns: u64, holdings: &Holdings) -> Vec<Finding> {
     let blocked: BTreeMap<u64, &Goroutine> = candidates(state, now_ns, threshold_ns)
         .into_iter()
         .filter(|g| holdings.contains_key(&g.goid))
@@ -51,9 +43,7 @@ pub fn deadlocks(
             .map(|&x| {
                 blocked
                     .values()
-                    .filter(|h| {
-                        h.goid != g.goid && holdings[&h.goid].contains(&x) && !same_side(g, h, x)
-                    })
+                    .filter(|h| h.goid != g.goid && holdings[&h.goid].contains(&x) && !same_side(g, h, x))
                     .map(|h| h.goid)
                     .collect()
             })
@@ -65,11 +55,7 @@ pub fn deadlocks(
         let leaving: Vec<u64> = stuck
             .iter()
             .copied()
-            .filter(|goid| {
-                servers(blocked[goid])
-                    .iter()
-                    .any(|s| s.is_empty() || !s.is_subset(&stuck))
-            })
+            .filter(|goid| servers(blocked[goid]).iter().any(|s| s.is_empty() || !s.is_subset(&stuck)))
             .collect();
         if leaving.is_empty() {
             break;
@@ -85,17 +71,10 @@ pub fn deadlocks(
         if reported.contains(&start) {
             continue;
         }
-        let group = reachable(start, &stuck, |g| {
-            servers(blocked[&g]).into_iter().flatten().collect()
-        });
+        let group = reachable(start, &stuck, |g| servers(blocked[&g]).into_iter().flatten().collect());
         reported.extend(group.iter().copied());
-        let chain = cycle_from(start, &group, |g| {
-            servers(blocked[&g]).into_iter().flatten().collect()
-        });
-        let goroutines: Vec<_> = group
-            .iter()
-            .map(|goid| involved(state, blocked[goid], now_ns))
-            .collect();
+        let chain = cycle_from(start, &group, |g| servers(blocked[&g]).into_iter().flatten().collect());
+        let goroutines: Vec<_> = group.iter().map(|goid| involved(state, blocked[goid], now_ns)).collect();
         let ids: Vec<String> = group.iter().map(u64::to_string).collect();
         findings.push(Finding {
             id: format!("deadlock:{}:{}", state.pid, ids.join("-")),
@@ -105,11 +84,7 @@ pub fn deadlocks(
             summary: format!(
                 "deadlock: goroutines {} wait on channels only the others hold (chain {})",
                 ids.join(", "),
-                chain
-                    .iter()
-                    .map(|g| format!("g{g}"))
-                    .collect::<Vec<_>>()
-                    .join(" -> ")
+                chain.iter().map(|g| format!("g{g}")).collect::<Vec<_>>().join(" -> ")
             ),
             goroutines,
             chain,
@@ -126,11 +101,7 @@ fn same_side(g: &Goroutine, h: &Goroutine, x: u64) -> bool {
     hw.channels.contains(&x) && gw.class == hw.class && gw.class != WaitClass::Select
 }
 
-fn reachable(
-    start: u64,
-    within: &BTreeSet<u64>,
-    next: impl Fn(u64) -> BTreeSet<u64>,
-) -> BTreeSet<u64> {
+fn reachable(start: u64, within: &BTreeSet<u64>, next: impl Fn(u64) -> BTreeSet<u64>) -> BTreeSet<u64> {
     let mut seen = BTreeSet::from([start]);
     let mut todo = vec![start];
     while let Some(g) = todo.pop() {
@@ -182,20 +153,14 @@ mod tests {
                 pid: 1,
                 tid: 1,
                 goid,
-                detail: EventDetail::Parked {
-                    wait_reason: reason,
-                    lock_addr: chan + u64::from(LOCK),
-                    g_addr: 0,
-                },
+                detail: EventDetail::Parked { wait_reason: reason, lock_addr: chan + u64::from(LOCK), g_addr: 0 },
             });
         }
         st
     }
 
     fn holds(h: &[(u64, &[u64])]) -> Holdings {
-        h.iter()
-            .map(|&(g, c)| (g, c.iter().copied().collect()))
-            .collect()
+        h.iter().map(|&(g, c)| (g, c.iter().copied().collect())).collect()
     }
 
     const A_TO_B: u64 = 0xa000;

@@ -28,29 +28,18 @@ pub struct LeakGrowth {
 
 impl LeakGrowth {
     pub fn new(interval_ns: u64) -> Self {
-        Self {
-            interval_ns: interval_ns.max(1),
-            next_sample_ns: 0,
-            history: HashMap::new(),
-            growing: HashMap::new(),
-        }
+        Self { interval_ns: interval_ns.max(1), next_sample_ns: 0, history: HashMap::new(), growing: HashMap::new() }
     }
 
     /// Samples when an interval has passed, then returns a finding per growing site.
     pub fn check(&mut self, state: &ProcessState, now_ns: u64, threshold_ns: u64) -> Vec<Finding> {
         let mut piles: HashMap<Site, Vec<u64>> = HashMap::new();
-        for g in state
-            .goroutines()
-            .filter(|g| now_ns.saturating_sub(g.since_ns) >= threshold_ns)
-        {
+        for g in state.goroutines().filter(|g| now_ns.saturating_sub(g.since_ns) >= threshold_ns) {
             let Some(wait) = g.wait.as_ref().filter(|w| w.class.is_user_blocking()) else {
                 continue;
             };
             if let Some(site) = wait.site() {
-                piles
-                    .entry((site.clone(), wait.reason_code))
-                    .or_default()
-                    .push(g.goid);
+                piles.entry((site.clone(), wait.reason_code)).or_default().push(g.goid);
             }
         }
         if now_ns >= self.next_sample_ns {
@@ -104,8 +93,7 @@ impl LeakGrowth {
                 self.growing.entry(site.clone()).or_insert(goids.len());
             }
         }
-        self.growing
-            .retain(|site, flagged| piles.get(site).is_some_and(|g| g.len() >= *flagged));
+        self.growing.retain(|site, flagged| piles.get(site).is_some_and(|g| g.len() >= *flagged));
     }
 }
 
@@ -121,11 +109,7 @@ mod tests {
     const SEC: u64 = 1_000_000_000;
 
     fn site(line: u32) -> SourceSite {
-        SourceSite {
-            function: "main.worker".into(),
-            file: "/src/main.go".into(),
-            line,
-        }
+        SourceSite { function: "main.worker".into(), file: "/src/main.go".into(), line }
     }
 
     /// Parks `n` more goroutines sending at `line`, with their park stacks known.
@@ -136,17 +120,9 @@ mod tests {
                 pid: 1,
                 tid: 1,
                 goid,
-                detail: EventDetail::Parked {
-                    wait_reason: CHAN_SEND,
-                    lock_addr: 0x1068,
-                    g_addr: 0,
-                },
+                detail: EventDetail::Parked { wait_reason: CHAN_SEND, lock_addr: 0x1068, g_addr: 0 },
             });
-            let runtime = SourceSite {
-                function: "runtime.chansend1".into(),
-                file: "chan.go".into(),
-                line: 1,
-            };
+            let runtime = SourceSite { function: "runtime.chansend1".into(), file: "chan.go".into(), line: 1 };
             st.enrich_wait(goid, &[], None, vec![runtime, site(line)]);
         }
     }
@@ -176,21 +152,13 @@ mod tests {
         assert_eq!(f[0].grade, Grade::Suspect);
         assert_eq!(f[0].goroutines.len(), 8);
         assert!(
-            f[0].summary.contains(
-                "8 goroutines blocked in chan send at main.worker (/src/main.go:42), up from 2"
-            ),
+            f[0].summary.contains("8 goroutines blocked in chan send at main.worker (/src/main.go:42), up from 2"),
             "{}",
             f[0].summary
         );
         // Half of them are served: no longer a suspect.
         for goid in 1..5 {
-            st.apply(&GoroutineEvent {
-                ts_ns: 35 * SEC,
-                pid: 1,
-                tid: 1,
-                goid,
-                detail: EventDetail::Exited,
-            });
+            st.apply(&GoroutineEvent { ts_ns: 35 * SEC, pid: 1, tid: 1, goid, detail: EventDetail::Exited });
         }
         assert!(growth.check(&st, 41 * SEC, SEC / 2).is_empty());
     }

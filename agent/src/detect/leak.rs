@@ -32,22 +32,13 @@ impl LeakEvidence {
             .filter(|(g, _)| leaked.contains(g))
             .map(|(&g, wakes)| (g, wakes.intersection(&leaked).copied().collect()))
             .collect();
-        LeakEvidence {
-            leaked,
-            could_wake,
-            since_ns: self.since_ns.min(newer.since_ns),
-        }
+        LeakEvidence { leaked, could_wake, since_ns: self.since_ns.min(newer.since_ns) }
     }
 }
 
 /// Findings from `evidence` for goroutines still blocked at `now_ns` for at least `threshold_ns`.
 /// All are `proven`: the caller passes evidence only from complete analyses.
-pub fn proven(
-    state: &ProcessState,
-    now_ns: u64,
-    threshold_ns: u64,
-    evidence: &LeakEvidence,
-) -> Vec<Finding> {
+pub fn proven(state: &ProcessState, now_ns: u64, threshold_ns: u64, evidence: &LeakEvidence) -> Vec<Finding> {
     let stuck: BTreeMap<u64, &Goroutine> = evidence
         .leaked
         .iter()
@@ -61,8 +52,7 @@ pub fn proven(
         return Vec::new();
     }
     // g waits for h when h could wake g.
-    let mut waits_for: BTreeMap<u64, BTreeSet<u64>> =
-        stuck.keys().map(|&g| (g, BTreeSet::new())).collect();
+    let mut waits_for: BTreeMap<u64, BTreeSet<u64>> = stuck.keys().map(|&g| (g, BTreeSet::new())).collect();
     for (h, wakes) in &evidence.could_wake {
         if !stuck.contains_key(h) {
             continue;
@@ -82,10 +72,7 @@ pub fn proven(
     // indirectly; the rest are leaks.
     let mut members: Vec<BTreeSet<u64>> = cycles.clone();
     let mut leaks: BTreeMap<(Option<&SourceSite>, u8), Vec<u64>> = BTreeMap::new();
-    for &g in stuck
-        .keys()
-        .filter(|g| !cycles.iter().any(|c| c.contains(g)))
-    {
+    for &g in stuck.keys().filter(|g| !cycles.iter().any(|c| c.contains(g))) {
         let behind = reachable(g, &waits_for);
         match cycles.iter().position(|c| !c.is_disjoint(&behind)) {
             Some(i) => {
@@ -104,10 +91,7 @@ pub fn proven(
     }
     for ((site, reason), goids) in leaks {
         let reason = state.reasons().name(reason).unwrap_or("unknown");
-        let place = site.map_or_else(
-            || "an unknown site".to_owned(),
-            |s| format!("{} ({}:{})", s.function, s.file, s.line),
-        );
+        let place = site.map_or_else(|| "an unknown site".to_owned(), |s| format!("{} ({}:{})", s.function, s.file, s.line));
         let key = site.map_or_else(String::new, |s| format!("{}:{}", s.function, s.line));
         findings.push(Finding {
             id: format!("leak:{}:{key}:{reason}", state.pid),
@@ -136,16 +120,8 @@ fn whole_process(
     stuck: &BTreeMap<u64, &Goroutine>,
     waits_for: &BTreeMap<u64, BTreeSet<u64>>,
 ) -> Option<Finding> {
-    let runtime_own = |g: &Goroutine| {
-        g.wait
-            .as_ref()
-            .is_some_and(|w| w.class == WaitClass::Runtime)
-    };
-    let user: BTreeSet<u64> = state
-        .goroutines()
-        .filter(|g| !runtime_own(g))
-        .map(|g| g.goid)
-        .collect();
+    let runtime_own = |g: &Goroutine| g.wait.as_ref().is_some_and(|w| w.class == WaitClass::Runtime);
+    let user: BTreeSet<u64> = state.goroutines().filter(|g| !runtime_own(g)).map(|g| g.goid).collect();
     if user.is_empty() || !user.iter().all(|g| stuck.contains_key(g)) {
         return None;
     }
@@ -155,14 +131,7 @@ fn whole_process(
         .max_by_key(BTreeSet::len)
         .map(|c| cycle_through(&c, waits_for))
         .unwrap_or_default();
-    Some(deadlock_finding(
-        state,
-        now_ns,
-        stuck,
-        &user,
-        chain,
-        Some("process"),
-    ))
+    Some(deadlock_finding(state, now_ns, stuck, &user, chain, Some("process")))
 }
 
 fn deadlock_finding(
@@ -174,41 +143,23 @@ fn deadlock_finding(
     label: Option<&str>,
 ) -> Finding {
     let ids: Vec<String> = group.iter().map(u64::to_string).collect();
-    let chain_text = chain
-        .iter()
-        .map(|g| format!("g{g}"))
-        .collect::<Vec<_>>()
-        .join(" -> ");
+    let chain_text = chain.iter().map(|g| format!("g{g}")).collect::<Vec<_>>().join(" -> ");
     let summary = match label {
         Some(_) => format!(
             "whole-process deadlock: all {} user goroutines are blocked and none can wake another \
              (the Go runtime does not report it while timers, I/O or cgo keep it alive){}",
             group.len(),
-            if chain.is_empty() {
-                String::new()
-            } else {
-                format!("; cycle {chain_text}")
-            }
+            if chain.is_empty() { String::new() } else { format!("; cycle {chain_text}") }
         ),
-        None => format!(
-            "deadlock: goroutines {} wait on each other in a cycle ({chain_text})",
-            ids.join(", ")
-        ),
+        None => format!("deadlock: goroutines {} wait on each other in a cycle ({chain_text})", ids.join(", ")),
     };
     Finding {
-        id: format!(
-            "deadlock:{}:{}",
-            state.pid,
-            label.map_or_else(|| ids.join("-"), str::to_owned)
-        ),
+        id: format!("deadlock:{}:{}", state.pid, label.map_or_else(|| ids.join("-"), str::to_owned)),
         finding_type: FindingType::Deadlock,
         grade: Grade::Proven,
         pid: state.pid,
         summary,
-        goroutines: group
-            .iter()
-            .map(|g| involved(state, stuck[g], now_ns))
-            .collect(),
+        goroutines: group.iter().map(|g| involved(state, stuck[g], now_ns)).collect(),
         chain,
     }
 }
@@ -242,19 +193,9 @@ fn strongly_connected(edges: &BTreeMap<u64, BTreeSet<u64>>) -> Vec<BTreeSet<u64>
         }
         // (node, its successors still to visit)
         let mut work: Vec<(u64, Vec<u64>)> = Vec::new();
-        let visit = |v: u64,
-                     nodes: &mut HashMap<u64, Node>,
-                     stack: &mut Vec<u64>,
-                     work: &mut Vec<(u64, Vec<u64>)>| {
+        let visit = |v: u64, nodes: &mut HashMap<u64, Node>, stack: &mut Vec<u64>, work: &mut Vec<(u64, Vec<u64>)>| {
             let index = nodes.len();
-            nodes.insert(
-                v,
-                Node {
-                    index,
-                    low: index,
-                    on_stack: true,
-                },
-            );
+            nodes.insert(v, Node { index, low: index, on_stack: true });
             stack.push(v);
             work.push((v, edges.get(&v).into_iter().flatten().copied().collect()));
         };
@@ -339,11 +280,7 @@ mod tests {
                 pid: 1,
                 tid: 1,
                 goid,
-                detail: EventDetail::Parked {
-                    wait_reason: reason,
-                    lock_addr: 0x1000 * goid + u64::from(LOCK),
-                    g_addr: 0,
-                },
+                detail: EventDetail::Parked { wait_reason: reason, lock_addr: 0x1000 * goid + u64::from(LOCK), g_addr: 0 },
             });
         }
         st
@@ -352,10 +289,7 @@ mod tests {
     fn evidence(leaked: &[u64], wakes: &[(u64, &[u64])]) -> LeakEvidence {
         LeakEvidence {
             leaked: leaked.iter().copied().collect(),
-            could_wake: wakes
-                .iter()
-                .map(|&(g, w)| (g, w.iter().copied().collect()))
-                .collect(),
+            could_wake: wakes.iter().map(|&(g, w)| (g, w.iter().copied().collect())).collect(),
             since_ns: 10,
         }
     }
@@ -366,11 +300,7 @@ mod tests {
             pid: 1,
             tid: 1,
             goid,
-            detail: EventDetail::Created {
-                parent_goid: 1,
-                creation_pc: 0,
-                start_pc: 0,
-            },
+            detail: EventDetail::Created { parent_goid: 1, creation_pc: 0, start_pc: 0 },
         });
     }
 
@@ -379,24 +309,13 @@ mod tests {
         // 3 and 4 each hold the lock the other wants; 5 waits on a lock 4 holds; 9 keeps running.
         let mut st = state_with(&[(3, MUTEX), (4, MUTEX), (5, MUTEX)]);
         running(&mut st, 9);
-        let f = proven(
-            &st,
-            100,
-            50,
-            &evidence(&[3, 4, 5], &[(3, &[4]), (4, &[3, 5])]),
-        );
+        let f = proven(&st, 100, 50, &evidence(&[3, 4, 5], &[(3, &[4]), (4, &[3, 5])]));
         assert_eq!(f.len(), 1, "{f:?}");
         assert_eq!(f[0].finding_type, FindingType::Deadlock);
         assert_eq!(f[0].grade, Grade::Proven);
         assert_eq!(f[0].chain, vec![3, 4]);
-        assert_eq!(
-            f[0].goroutines.iter().map(|g| g.goid).collect::<Vec<_>>(),
-            vec![3, 4, 5]
-        );
-        assert!(
-            proven(&st, 100, 200, &evidence(&[3, 4, 5], &[])).is_empty(),
-            "below the threshold"
-        );
+        assert_eq!(f[0].goroutines.iter().map(|g| g.goid).collect::<Vec<_>>(), vec![3, 4, 5]);
+        assert!(proven(&st, 100, 200, &evidence(&[3, 4, 5], &[])).is_empty(), "below the threshold");
     }
 
     #[test]
@@ -405,21 +324,9 @@ mod tests {
         running(&mut st, 9);
         let f = proven(&st, 100, 50, &evidence(&[3, 4, 5], &[]));
         assert_eq!(f.len(), 2, "{f:?}");
-        assert!(
-            f.iter()
-                .all(|f| f.finding_type == FindingType::Leak && f.chain.is_empty())
-        );
-        let senders = f
-            .iter()
-            .find(|f| f.goroutines.len() == 2)
-            .expect("both senders together");
-        assert!(
-            senders
-                .summary
-                .contains("2 goroutines blocked in chan send"),
-            "{}",
-            senders.summary
-        );
+        assert!(f.iter().all(|f| f.finding_type == FindingType::Leak && f.chain.is_empty()));
+        let senders = f.iter().find(|f| f.goroutines.len() == 2).expect("both senders together");
+        assert!(senders.summary.contains("2 goroutines blocked in chan send"), "{}", senders.summary);
     }
 
     #[test]
@@ -429,35 +336,21 @@ mod tests {
         let f = proven(&st, 100, 50, &evidence(&[1, 3], &[(3, &[3])]));
         assert_eq!(f.len(), 1, "{f:?}");
         assert_eq!(f[0].id, "deadlock:1:process");
-        assert_eq!(
-            f[0].chain,
-            vec![3],
-            "a goroutine waiting on a lock it holds"
-        );
-        assert!(
-            f[0].summary
-                .starts_with("whole-process deadlock: all 2 user goroutines")
-        );
+        assert_eq!(f[0].chain, vec![3], "a goroutine waiting on a lock it holds");
+        assert!(f[0].summary.starts_with("whole-process deadlock: all 2 user goroutines"));
     }
 
     #[test]
     fn goroutines_blocked_after_the_analysis_began_are_not_judged() {
         let mut st = state_with(&[(3, CHAN_SEND)]);
         running(&mut st, 9);
-        let late = LeakEvidence {
-            since_ns: 0,
-            ..evidence(&[3], &[])
-        };
+        let late = LeakEvidence { since_ns: 0, ..evidence(&[3], &[]) };
         st.apply(&GoroutineEvent {
             ts_ns: 5,
             pid: 1,
             tid: 1,
             goid: 3,
-            detail: EventDetail::Parked {
-                wait_reason: CHAN_SEND,
-                lock_addr: 0x9000,
-                g_addr: 0,
-            },
+            detail: EventDetail::Parked { wait_reason: CHAN_SEND, lock_addr: 0x9000, g_addr: 0 },
         });
         assert!(proven(&st, 100, 50, &late).is_empty());
     }
@@ -465,10 +358,7 @@ mod tests {
     #[test]
     fn only_what_two_analyses_agree_on_is_evidence() {
         let a = evidence(&[3, 4, 5], &[(3, &[4, 5])]);
-        let b = LeakEvidence {
-            since_ns: 30,
-            ..evidence(&[3, 4], &[(3, &[4, 5]), (5, &[3])])
-        };
+        let b = LeakEvidence { since_ns: 30, ..evidence(&[3, 4], &[(3, &[4, 5]), (5, &[3])]) };
         let both = a.confirmed_by(&b);
         assert_eq!(both.leaked, BTreeSet::from([3, 4]));
         assert_eq!(both.could_wake, HashMap::from([(3, BTreeSet::from([4]))]));
@@ -477,8 +367,7 @@ mod tests {
 
     #[test]
     fn components_of_a_long_chain_and_a_cycle() {
-        let mut edges: BTreeMap<u64, BTreeSet<u64>> =
-            (0..10_000).map(|i| (i, BTreeSet::from([i + 1]))).collect();
+        let mut edges: BTreeMap<u64, BTreeSet<u64>> = (0..10_000).map(|i| (i, BTreeSet::from([i + 1]))).collect();
         edges.insert(10_000, BTreeSet::from([9_998]));
         let sccs = strongly_connected(&edges);
         let big: Vec<_> = sccs.iter().filter(|c| c.len() > 1).collect();

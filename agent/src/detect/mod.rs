@@ -92,10 +92,7 @@ fn involved(state: &ProcessState, g: &Goroutine, now_ns: u64) -> Involved {
     let wait = g.wait.as_ref();
     Involved {
         goid: g.goid,
-        wait_reason: wait
-            .and_then(|w| state.reasons().name(w.reason_code))
-            .unwrap_or("unknown")
-            .to_owned(),
+        wait_reason: wait.and_then(|w| state.reasons().name(w.reason_code)).unwrap_or("unknown").to_owned(),
         channel: wait.and_then(|w| w.channels.first().copied()).map(hex),
         lock: wait.and_then(|w| w.lock).map(hex),
         waiting_for_ns: now_ns.saturating_sub(g.since_ns),

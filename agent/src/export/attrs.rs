@@ -222,10 +222,7 @@ mod tests {
     fn container_ids_from_cgroup_paths() {
         let id = "a".repeat(64);
         assert_eq!(container_id_from_cgroup(&format!("0::/system.slice/docker-{id}.scope\n")), Some(id.clone()));
-        assert_eq!(
-            container_id_from_cgroup(&format!("0::/kubepods/besteffort/pod1234/cri-containerd:{id}\n")),
-            Some(id.clone())
-        );
+        assert_eq!(container_id_from_cgroup(&format!("0::/kubepods/besteffort/pod1234/cri-containerd:{id}\n")), Some(id.clone()));
         assert_eq!(container_id_from_cgroup("0::/user.slice/user-0.slice/session-1.scope\n"), None);
     }
 

@@ -31,9 +31,9 @@ impl OtlpProtocol {
         match value.trim() {
             "grpc" => Ok(Self::Grpc),
             "http/protobuf" => Ok(Self::HttpProtobuf),
-            other => Err(ExportError::Config(format!(
-                "{var}={other}: goscope speaks `grpc` and `http/protobuf` (not http/json)"
-            ))),
+            other => {
+                Err(ExportError::Config(format!("{var}={other}: goscope speaks `grpc` and `http/protobuf` (not http/json)")))
+            }
         }
     }
 }
@@ -219,18 +219,19 @@ impl OtlpArgs {
                 headers.extend(parse_headers(&value).map_err(|e| ExportError::Config(format!("{name}: {e}")))?);
             }
             for h in &self.otlp_header {
-                let (k, v) = h
-                    .split_once('=')
-                    .ok_or_else(|| ExportError::Config(format!("--otlp-header {h:?}: expected KEY=VALUE")))?;
+                let (k, v) =
+                    h.split_once('=').ok_or_else(|| ExportError::Config(format!("--otlp-header {h:?}: expected KEY=VALUE")))?;
                 headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
             }
 
             let timeout = match self.otlp_timeout {
                 Some(t) => t,
                 None => match per("TIMEOUT").or_else(|| generic("TIMEOUT")) {
-                    Some((name, ms)) => Duration::from_millis(ms.trim().parse::<u64>().map_err(|_| {
-                        ExportError::Config(format!("{name}={ms}: expected a whole number of milliseconds"))
-                    })?),
+                    Some((name, ms)) => Duration::from_millis(
+                        ms.trim()
+                            .parse::<u64>()
+                            .map_err(|_| ExportError::Config(format!("{name}={ms}: expected a whole number of milliseconds")))?,
+                    ),
                     None => DEFAULT_TIMEOUT,
                 },
             };
@@ -254,10 +255,7 @@ impl OtlpArgs {
             min_span_duration: self.otlp_min_span_duration,
             export_interval: self.otlp_export_interval,
             queue_size: self.otlp_queue_size,
-            service_name: self
-                .otlp_service_name
-                .clone()
-                .or_else(|| var("OTEL_SERVICE_NAME").map(|(_, v)| v.trim().to_owned())),
+            service_name: self.otlp_service_name.clone().or_else(|| var("OTEL_SERVICE_NAME").map(|(_, v)| v.trim().to_owned())),
             warnings,
         }))
     }
@@ -267,7 +265,9 @@ impl OtlpArgs {
 fn join_base(base: &str, signal: Signal, protocol: OtlpProtocol) -> String {
     match protocol {
         OtlpProtocol::Grpc => base.to_owned(),
-        OtlpProtocol::HttpProtobuf => format!("{}/{}", base.trim_end_matches('/'), signal.http_path()),
+        OtlpProtocol::HttpProtobuf => {
+            format!("{}/{}", base.trim_end_matches('/'), signal.http_path())
+        }
     }
 }
 
@@ -316,9 +316,7 @@ fn percent_decode(s: &str) -> Result<String, String> {
     while i < bytes.len() {
         if bytes[i] == b'%' {
             let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
-            let b = hex
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| format!("bad percent escape in {s:?}"))?;
+            let b = hex.and_then(|h| u8::from_str_radix(h, 16).ok()).ok_or_else(|| format!("bad percent escape in {s:?}"))?;
             out.push(b);
             i += 3;
         } else {
@@ -386,9 +384,8 @@ mod tests {
 
     #[test]
     fn only_signals_with_an_endpoint_are_exported() {
-        let c = resolve(&OtlpArgs::default(), &[("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://t:4318/v1/traces")])
-            .unwrap()
-            .unwrap();
+        let c =
+            resolve(&OtlpArgs::default(), &[("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://t:4318/v1/traces")]).unwrap().unwrap();
         assert_eq!(c.signals.len(), 1);
         assert_eq!(c.signals[0].signal, Signal::Traces);
     }
@@ -406,7 +403,10 @@ mod tests {
             .unwrap()
             .unwrap();
         for s in &c.signals {
-            assert_eq!((s.protocol, s.endpoint.as_str(), s.timeout), (OtlpProtocol::Grpc, "http://a:4317", Duration::from_secs(3)));
+            assert_eq!(
+                (s.protocol, s.endpoint.as_str(), s.timeout),
+                (OtlpProtocol::Grpc, "http://a:4317", Duration::from_secs(3))
+            );
             assert_eq!(s.headers.get("x-key").map(String::as_str), Some("v"));
         }
         assert!(c.warnings.is_empty());

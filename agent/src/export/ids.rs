@@ -40,10 +40,7 @@ impl Ids {
 
     /// A fresh salt: wall clock, PID and a stack address.
     pub(crate) fn random_salt(pid: u32) -> u64 {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0);
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
         let local = 0u8;
         mix(now ^ mix(u64::from(pid) ^ mix(std::process::id().into())) ^ (&raw const local as u64))
     }

@@ -219,9 +219,8 @@ pub(crate) fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-const HISTOGRAM_BOUNDS_S: [f64; 18] = [
-    0.000_01, 0.000_1, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0,
-];
+const HISTOGRAM_BOUNDS_S: [f64; 18] =
+    [0.000_01, 0.000_1, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0];
 
 fn go_state_name(s: GoState) -> &'static str {
     match s {
@@ -237,7 +236,9 @@ impl OtlpExporter {
     /// environment): OTLP is off and goscope's output is unchanged. Warnings about likely
     /// misconfigurations go to the log (`log::warn!`).
     pub fn start(args: &OtlpArgs, target: &ProcessInfo) -> Result<Option<Self>, ExportError> {
-        let Some(config) = args.resolve()? else { return Ok(None) };
+        let Some(config) = args.resolve()? else {
+            return Ok(None);
+        };
         Self::start_resolved(config, target).map(Some)
     }
 
@@ -310,7 +311,13 @@ impl OtlpExporter {
                 let exporter = Counted::new(sdk::metric_exporter(c)?, Arc::clone(&gate));
                 let reader = PeriodicReader::builder(exporter).with_interval(interval).build();
                 let provider = SdkMeterProvider::builder().with_resource(resource.clone()).with_reader(reader).build();
-                Some(Metrics::new(provider, gate, &scope, traces.as_ref().map(|t| Arc::clone(&t.gate)), logs.as_ref().map(|l| Arc::clone(&l.gate))))
+                Some(Metrics::new(
+                    provider,
+                    gate,
+                    &scope,
+                    traces.as_ref().map(|t| Arc::clone(&t.gate)),
+                    logs.as_ref().map(|l| Arc::clone(&l.gate)),
+                ))
             }
             None => None,
         };
@@ -358,7 +365,9 @@ impl OtlpExporter {
 
     /// [`Self::blocking_episode`] with facts read elsewhere (park site, element type).
     pub fn blocking_episode_with(&self, t: &Transition, state: &ProcessState, ctx: &TargetContext, extra: &EpisodeExtra) {
-        let Transition::Unblocked { goid, wait, since_ns, until_ns, waker_goid } = t else { return };
+        let Transition::Unblocked { goid, wait, since_ns, until_ns, waker_goid } = t else {
+            return;
+        };
         let duration_ns = until_ns.saturating_sub(*since_ns);
         if let Some(m) = &self.metrics {
             let attrs = m.reason_attrs.get_or_init(|| {
@@ -401,7 +410,9 @@ impl OtlpExporter {
     /// becomes a span, the root of its trace, linked to its parent's lifetime span, when it lived
     /// at least `--otlp-min-span-duration` or one of its episodes was exported.
     pub fn goroutine_exited(&self, t: &Transition, ctx: &TargetContext) {
-        let Transition::Exited { goid, created_ns, exited_ns, parent_goid } = t else { return };
+        let Transition::Exited { goid, created_ns, exited_ns, parent_goid } = t else {
+            return;
+        };
         let Some(tr) = &self.traces else { return };
         let now_ns = *exited_ns;
         let start_ns = created_ns.unwrap_or(ctx.attached_at_ns);
@@ -409,7 +420,8 @@ impl OtlpExporter {
         if !had_span && now_ns.saturating_sub(start_ns) < self.min_span_ns {
             return;
         }
-        let span = spans::lifetime_span(&tr.factory, *goid, *parent_goid, created_ns.is_none(), self.wall(start_ns), self.wall(now_ns));
+        let span =
+            spans::lifetime_span(&tr.factory, *goid, *parent_goid, created_ns.is_none(), self.wall(start_ns), self.wall(now_ns));
         self.submit_span(tr, span);
     }
 
@@ -440,11 +452,7 @@ impl OtlpExporter {
             Grade::Proven => (Severity::Error, "ERROR"),
         };
         self.emit_log(f, severity, "goscope.finding", f.summary.clone(), trace, false, now);
-        let first = self
-            .raised
-            .lock()
-            .map(|mut r| r.insert(f.id.clone(), Raised { trace }).is_none())
-            .unwrap_or(true);
+        let first = self.raised.lock().map(|mut r| r.insert(f.id.clone(), Raised { trace }).is_none()).unwrap_or(true);
         if let Some(m) = &self.metrics {
             let attrs = [
                 KeyValue::new(attrs::FINDING_TYPE, spans::finding_type_name(f.finding_type)),
@@ -463,7 +471,15 @@ impl OtlpExporter {
         let now = SystemTime::now();
         let raised = self.raised.lock().ok().and_then(|mut r| r.remove(&f.id));
         let trace = raised.as_ref().and_then(|r| r.trace);
-        self.emit_log(f, (Severity::Info, "INFO"), "goscope.finding.retracted", format!("retracted: {}", f.summary), trace, true, now);
+        self.emit_log(
+            f,
+            (Severity::Info, "INFO"),
+            "goscope.finding.retracted",
+            format!("retracted: {}", f.summary),
+            trace,
+            true,
+            now,
+        );
         if let Some(m) = &self.metrics {
             let attrs = [
                 KeyValue::new(attrs::FINDING_TYPE, spans::finding_type_name(f.finding_type)),
@@ -526,7 +542,9 @@ impl OtlpExporter {
             }
             kv
         };
-        let Ok(mut last) = m.last_combos.lock() else { return };
+        let Ok(mut last) = m.last_combos.lock() else {
+            return;
+        };
         for combo in last.iter() {
             if !counts.contains_key(combo) {
                 m.goroutines.record(0, &attrs(*combo));
@@ -719,12 +737,18 @@ impl Metrics {
                 .build();
         };
         counter("goscope.events", "Goroutine events processed", "{event}", |h| h.events.load(Relaxed));
-        counter("goscope.events.lost", "Events lost in the kernel ring buffer (it was full)", "{event}", |h| h.lost.load(Relaxed));
+        counter("goscope.events.lost", "Events lost in the kernel ring buffer (it was full)", "{event}", |h| {
+            h.lost.load(Relaxed)
+        });
         counter("goscope.events.dropped", "Events dropped in userspace (the processing queue was full)", "{event}", |h| {
             h.dropped.load(Relaxed)
         });
-        counter("goscope.events.undecodable", "Ring-buffer records that did not decode", "{event}", |h| h.undecodable.load(Relaxed));
-        counter("goscope.attach.failures", "Probes or targets that failed to attach", "{failure}", |h| h.attach_failures.load(Relaxed));
+        counter("goscope.events.undecodable", "Ring-buffer records that did not decode", "{event}", |h| {
+            h.undecodable.load(Relaxed)
+        });
+        counter("goscope.attach.failures", "Probes or targets that failed to attach", "{failure}", |h| {
+            h.attach_failures.load(Relaxed)
+        });
 
         let probe_attrs = |p: &ProbeHealth| {
             [
@@ -748,7 +772,9 @@ impl Metrics {
         let h = Arc::clone(&health);
         meter
             .f64_observable_counter("goscope.probe.cost")
-            .with_description("Estimated CPU time the target spent in goscope's uprobes (~1 us per emulated hit, ~5 us per single-stepped hit)")
+            .with_description(
+                "Estimated CPU time the target spent in goscope's uprobes (~1 us per emulated hit, ~5 us per single-stepped hit)",
+            )
             .with_unit("s")
             .with_callback(move |o| {
                 if let Ok(probes) = h.probes.lock() {

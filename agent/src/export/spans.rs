@@ -78,10 +78,7 @@ fn int_array(items: impl IntoIterator<Item = u64>) -> Value {
 
 /// The wait reason's name in the target's own table.
 pub(crate) fn reason_name(ctx: &TargetContext, code: u8) -> String {
-    ctx.binary
-        .wait_reasons()
-        .name(code)
-        .map_or_else(|| format!("wait reason {code}"), str::to_owned)
+    ctx.binary.wait_reasons().name(code).map_or_else(|| format!("wait reason {code}"), str::to_owned)
 }
 
 pub(crate) struct SpanFactory {
@@ -151,7 +148,9 @@ fn wait_attributes(out: &mut Vec<KeyValue>, wait: &Wait, reason: &str, state: Op
 /// What is known about the goroutine itself: parent, creation site, start function.
 fn goroutine_attributes(out: &mut Vec<KeyValue>, goid: u64, state: Option<&ProcessState>, ctx: &TargetContext) {
     out.push(KeyValue::new(a::GOROUTINE_ID, int(goid)));
-    let Some(g) = state.and_then(|s| s.goroutine(goid)) else { return };
+    let Some(g) = state.and_then(|s| s.goroutine(goid)) else {
+        return;
+    };
     if let Some(p) = g.parent_goid.filter(|&p| p != 0) {
         out.push(KeyValue::new(a::GOROUTINE_PARENT_ID, int(p)));
     }
@@ -168,7 +167,9 @@ fn goroutine_attributes(out: &mut Vec<KeyValue>, goid: u64, state: Option<&Proce
 
 /// `code.*` for the park site, when the caller knows it.
 fn code_attributes(out: &mut Vec<KeyValue>, extra: &EpisodeExtra, ctx: &TargetContext) {
-    let Some(f) = extra.park_pc.and_then(|pc| ctx.binary.symbolize(pc.wrapping_sub(ctx.load_bias))) else { return };
+    let Some(f) = extra.park_pc.and_then(|pc| ctx.binary.symbolize(pc.wrapping_sub(ctx.load_bias))) else {
+        return;
+    };
     out.push(KeyValue::new(a::CODE_FUNCTION_NAME, f.function));
     if f.file != "?" {
         out.push(KeyValue::new(a::CODE_FILE_PATH, f.file));
@@ -212,11 +213,7 @@ pub(crate) fn episode_span(
     let ids = &sf.ids;
     let mut links = Vec::new();
     if waker_goid != 0 {
-        links.push(Link::new(
-            ids.lifetime_context(waker_goid),
-            vec![KeyValue::new(a::WAKER_GOROUTINE_ID, int(waker_goid))],
-            0,
-        ));
+        links.push(Link::new(ids.lifetime_context(waker_goid), vec![KeyValue::new(a::WAKER_GOROUTINE_ID, int(waker_goid))], 0));
     }
     span(
         sf,
@@ -309,10 +306,8 @@ pub(crate) fn finding_spans(sf: &SpanFactory, f: &Finding, seq: u64, now: System
         }
         attrs.push(KeyValue::new(a::FINDING_ID, f.id.clone()));
         let sc = context(ids.goroutine_trace(g.goid), ids.ongoing_span(g.goid, seq));
-        let mut link_attrs = vec![
-            KeyValue::new(a::GOROUTINE_ID, int(g.goid)),
-            KeyValue::new(a::WAIT_REASON, g.wait_reason.clone()),
-        ];
+        let mut link_attrs =
+            vec![KeyValue::new(a::GOROUTINE_ID, int(g.goid)), KeyValue::new(a::WAIT_REASON, g.wait_reason.clone())];
         if let Some(pos) = f.chain.iter().position(|&c| c == g.goid) {
             link_attrs.push(KeyValue::new(a::FINDING_CHAIN_POSITION, pos as i64));
         }

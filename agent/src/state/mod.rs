@@ -38,6 +38,14 @@ pub struct Wait {
     pub stack: Vec<SourceSite>,
 }
 
+impl Wait {
+    /// Where the code blocked: the innermost frame outside the runtime and the sync packages
+    /// (the line that sends, receives, selects or locks). None until the stack is read.
+    pub fn site(&self) -> Option<&SourceSite> {
+        self.stack.iter().find(|f| !wait::is_synchronisation_internal(&f.function))
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Goroutine {
     pub goid: u64,
@@ -214,13 +222,9 @@ impl ProcessState {
                 g.since_is_lower_bound = false;
                 g.wait = None;
                 match was {
-                    Some((since_ns, Some(wait))) => Some(Transition::Unblocked {
-                        goid: ev.goid,
-                        wait,
-                        since_ns,
-                        until_ns: ev.ts_ns,
-                        waker_goid,
-                    }),
+                    Some((since_ns, Some(wait))) => {
+                        Some(Transition::Unblocked { goid: ev.goid, wait, since_ns, until_ns: ev.ts_ns, waker_goid })
+                    }
                     _ => None,
                 }
             }
@@ -283,7 +287,9 @@ impl ProcessState {
     /// Records what memory showed about a blocked goroutine later: a select's channels, the sync
     /// primitive, where it blocked.
     pub fn enrich_wait(&mut self, goid: u64, channels: &[u64], lock: Option<u64>, stack: Vec<SourceSite>) {
-        let Some(g) = self.goroutines.get_mut(&goid) else { return };
+        let Some(g) = self.goroutines.get_mut(&goid) else {
+            return;
+        };
         let Some(wait) = g.wait.as_mut() else { return };
         wait.lock = wait.lock.or(lock);
         if !stack.is_empty() {

@@ -28,13 +28,9 @@ impl WaitClass {
     pub fn of(name: &str) -> Self {
         match name {
             "chan send" | "chan send (synctest)" | "chan send (durable)" => Self::ChanSend,
-            "chan receive" | "chan receive (synctest)" | "chan receive (durable)" => {
-                Self::ChanReceive
-            }
+            "chan receive" | "chan receive (synctest)" | "chan receive (durable)" => Self::ChanReceive,
             "select" | "select (synctest)" | "select (durable)" => Self::Select,
-            "select (no cases)" | "chan send (nil chan)" | "chan receive (nil chan)" => {
-                Self::Forever
-            }
+            "select (no cases)" | "chan send (nil chan)" | "chan receive (nil chan)" => Self::Forever,
             "sync.Mutex.Lock" => Self::Mutex,
             "sync.RWMutex.RLock" => Self::RWMutexRead,
             "sync.RWMutex.Lock" => Self::RWMutexWrite,
@@ -50,10 +46,7 @@ impl WaitClass {
 
     /// Blocked on something another user goroutine must do (what leak/deadlock analysis is about).
     pub fn is_user_blocking(self) -> bool {
-        !matches!(
-            self,
-            Self::Sleep | Self::IoWait | Self::Runtime | Self::Other
-        )
+        !matches!(self, Self::Sleep | Self::IoWait | Self::Runtime | Self::Other)
     }
 }
 
@@ -75,23 +68,12 @@ impl WaitReasons {
     }
 
     pub fn class(&self, code: u8) -> WaitClass {
-        self.classes
-            .get(usize::from(code))
-            .copied()
-            .unwrap_or(WaitClass::Other)
+        self.classes.get(usize::from(code)).copied().unwrap_or(WaitClass::Other)
     }
 }
 
 /// Functions of the packages that implement blocking (runtime, sync, internal/sync, iter): the
 /// frames between a goroutine's own code and gopark.
 pub fn is_synchronisation_internal(function: &str) -> bool {
-    [
-        "runtime.",
-        "sync.",
-        "sync/atomic.",
-        "internal/sync.",
-        "iter.",
-    ]
-    .iter()
-    .any(|p| function.starts_with(p))
+    ["runtime.", "sync.", "sync/atomic.", "internal/sync.", "iter."].iter().any(|p| function.starts_with(p))
 }
