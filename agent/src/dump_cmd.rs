@@ -226,8 +226,9 @@ fn write_goroutine(out: &mut impl Write, snap: &Snapshot, g: &Goroutine) -> io::
         match snap.channels.get(c) {
             Some(ch) => writeln!(
                 out,
-                "{verb} chan {} (cap {}, len {}{})",
+                "{verb} chan {}{} (cap {}, len {}{})",
                 hex(*c),
+                ch.element_type.as_deref().map(|t| format!(" of {t}")).unwrap_or_default(),
                 ch.capacity,
                 ch.len,
                 if ch.closed { ", closed" } else { "" }
@@ -267,12 +268,22 @@ struct ChannelRecord {
     capacity: u64,
     len: u64,
     elem_size: u16,
+    /// The element type's name, when the descriptor could be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    element_type: Option<String>,
     closed: bool,
 }
 
 impl From<&Channel> for ChannelRecord {
     fn from(c: &Channel) -> Self {
-        ChannelRecord { addr: hex(c.addr), capacity: c.capacity, len: c.len, elem_size: c.elem_size, closed: c.closed }
+        ChannelRecord {
+            addr: hex(c.addr),
+            capacity: c.capacity,
+            len: c.len,
+            elem_size: c.elem_size,
+            element_type: c.element_type.clone(),
+            closed: c.closed,
+        }
     }
 }
 

@@ -334,7 +334,7 @@ fn seed_from_memory(state: &mut ProcessState, ctx: &TargetContext) -> Result<See
         .collect();
     state.reconcile(&goroutines, snap.read_start_ns);
     for ch in snap.channels.values() {
-        state.set_channel_info(ch.addr, ch.capacity, ch.closed);
+        state.set_channel_info(ch.addr, ch.capacity, ch.closed, ch.element_type.clone());
     }
     Ok(Seed {
         goroutines: goroutines.len(),
@@ -371,9 +371,12 @@ fn read_park_stacks(state: &mut ProcessState, ctx: &TargetContext, now_ns: u64) 
     let mem = &mem;
     let gptrs: Vec<u64> = wanted.iter().map(|&(_, g)| g).collect();
     let opts = goscope_memory::SnapshotOptions::default();
-    let Ok(read) = goscope_memory::read_goroutines(mem, &ctx.binary, ctx.load_bias, &gptrs, &opts) else {
+    let Ok((read, channels)) = goscope_memory::read_goroutines(mem, &ctx.binary, ctx.load_bias, &gptrs, &opts) else {
         return;
     };
+    for ch in channels.values() {
+        state.set_channel_info(ch.addr, ch.capacity, ch.closed, ch.element_type.clone());
+    }
     for g in read {
         // The g struct may have been reused by another goroutine since it parked.
         if !wanted.iter().any(|&(goid, addr)| goid == g.goid && addr == g.g_addr) || g.status != GStatus::Waiting {

@@ -281,7 +281,8 @@ fn check(fixture: &GoFixture, herd: usize) -> Result<String> {
         }
         if name == "fullsend" {
             let d = &g["channel_details"][0];
-            if d["capacity"] != 2 || d["len"] != 2 || d["closed"] != false {
+            // The element type comes from hchan.elemtype's descriptor and its name in the binary.
+            if d["capacity"] != 2 || d["len"] != 2 || d["closed"] != false || d["element_type"] != "int" {
                 problems.push(format!("fullsend: channel details {d}"));
             }
         }
@@ -292,6 +293,7 @@ fn check(fixture: &GoFixture, herd: usize) -> Result<String> {
         .values()
         .filter(|g| top_user_frame(g).is_some_and(|f| f.function == "main.herdMember"))
         .filter(|g| g["wait_reason"] == "chan receive" && strs(&g["channels"]) == [herd_chan.clone()])
+        .filter(|g| g["channel_details"][0]["element_type"] == "struct {}")
         .count();
     if herd_seen != herd {
         problems.push(format!("herd: {herd_seen} goroutines receiving on {herd_chan}, the fixture started {herd}"));

@@ -113,6 +113,8 @@ pub struct GoBinary {
     pcln: Pclntab,
     /// `moduledata.gofunc` as read from `runtime.firstmoduledata` (for tests).
     moduledata_gofunc: Option<u64>,
+    /// `moduledata.types`: the base that type descriptors' name offsets are relative to.
+    types_base: Option<u64>,
     symtab_funcs: HashMap<String, (u64, u64)>,
     pcln_funcs: HashMap<String, (u64, u64)>,
     /// Sorted (entry, end, name) from .symtab, for symbolizing when pclntab has no answer.
@@ -266,6 +268,12 @@ impl GoBinary {
         self.moduledata_gofunc
     }
 
+    /// Link-time address of `moduledata.types`, the base of the name offsets in type
+    /// descriptors (`abi.Type.Str`); add the load bias for PIE. None when not found.
+    pub fn types_base(&self) -> Option<u64> {
+        self.types_base
+    }
+
     /// A function by exact name: `.symtab` when present, else pclntab.
     pub fn function(&self, name: &str) -> Option<FunctionInfo> {
         let (entry, end) = self
@@ -391,6 +399,16 @@ fn analyse(elf: &Elf<'_>) -> Result<GoBinary, InspectError> {
         .and_then(|a| elf.read_ptr(a))
         .filter(|v| *v != 0);
     let gofunc_note = set_gofunc(elf, &mut pcln, moduledata_gofunc);
+    let types_base = elf
+        .symbol("runtime.types")
+        .map(|s| s.value)
+        .filter(|v| *v != 0)
+        .or_else(|| {
+            moduledata
+                .and_then(|(md, _)| md.checked_add(moduledata_types_offset(go_version.minor)))
+                .and_then(|a| elf.read_ptr(a))
+                .filter(|v| *v != 0)
+        });
     let mut pcln_funcs: HashMap<String, (u64, u64)> = HashMap::with_capacity(pcln.nfunc);
     for (name, entry, end) in pcln.functions() {
         // Assembly functions appear twice (ABI0 body + ABIInternal wrapper); keep the first.
@@ -649,6 +667,7 @@ fn analyse(elf: &Elf<'_>) -> Result<GoBinary, InspectError> {
         probe_sites,
         pcln,
         moduledata_gofunc,
+        types_base,
         symtab_funcs,
         pcln_funcs,
         symtab_sorted,
@@ -753,6 +772,15 @@ fn moduledata_gofunc_offset(minor: u32) -> u64 {
         ..=19 => 304,
         20..=26 => 320,
         _ => 344,
+    }
+}
+
+/// Offset of `types` in `runtime.moduledata` (DWARF of 1.19: 280; 1.20-1.27: 296, after
+/// `covctrs, ecovctrs`).
+fn moduledata_types_offset(minor: u32) -> u64 {
+    match minor {
+        ..=19 => 280,
+        _ => 296,
     }
 }
 

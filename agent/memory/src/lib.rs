@@ -25,6 +25,7 @@ mod process;
 mod refs;
 mod snapshot;
 mod stack;
+mod types;
 
 pub use allgs::{ALLGADD, AllgsLocation, AllgsSource, LocateError, find_allgs_in_code, locate_allgs, locate_allgs_from_code};
 pub use refs::{referenced_globals, stack_words};
@@ -34,3 +35,4 @@ pub use snapshot::{
     read_goroutines, snapshot, snapshot_with,
 };
 pub use stack::{StackEnd, StackFrame};
+pub use types::type_names;

@@ -34,7 +34,7 @@ const MAX_STACK: u64 = 1 << 32;
 /// g structs read per batch.
 const CHUNK: usize = 4096;
 /// Goroutines per process_vm_readv call are bounded by IOV_MAX inside ProcessMemory.
-const HCHAN_READ: usize = 32;
+const HCHAN_READ: usize = 48;
 
 /// Limits and switches of a [`snapshot_with`].
 #[derive(Debug, Clone)]
@@ -172,6 +172,10 @@ pub struct Channel {
     pub capacity: u64,
     pub elem_size: u16,
     pub closed: bool,
+    /// Runtime address of the element type's descriptor (`hchan.elemtype`).
+    pub elem_type: u64,
+    /// The element type's name ("int", "*main.Job", "struct {}"), when it could be read.
+    pub element_type: Option<String>,
 }
 
 /// One goroutine.
@@ -350,21 +354,22 @@ pub fn snapshot_with(
 
 /// Reads the goroutines at the given `*g` addresses (e.g. ones seen parking), with the same
 /// validation, channels and stacks as a snapshot. Entries that do not validate are left out;
-/// callers check the goid, since the runtime reuses g structs.
+/// callers check the goid, since the runtime reuses g structs. Returns them with the headers of
+/// the channels they wait on.
 pub fn read_goroutines(
     mem: &ProcessMemory,
     binary: &GoBinary,
     load_bias: u64,
     gptrs: &[u64],
     opts: &SnapshotOptions,
-) -> Result<Vec<Goroutine>, SnapshotError> {
+) -> Result<(Vec<Goroutine>, BTreeMap<u64, Channel>), SnapshotError> {
     let mut ctx = Ctx::new(binary, load_bias, opts);
     let (mut goroutines, mut channels, mut retry) = (Vec::new(), BTreeMap::new(), Vec::new());
     let mut stats = SnapshotStats::default();
     for chunk in gptrs.chunks(CHUNK) {
         ctx.process(mem, chunk, true, &mut goroutines, &mut channels, &mut retry, &mut stats)?;
     }
-    Ok(goroutines)
+    Ok((goroutines, channels))
 }
 
 fn read_list(
@@ -603,6 +608,8 @@ struct Ctx<'a> {
     /// "created by" locations (physical function, innermost file:line) by gopc.
     created_cache: HashMap<u64, Option<Arc<Location>>>,
     start_functions: HashMap<u64, Option<String>>,
+    /// Type names by descriptor address (None: unreadable).
+    type_names: HashMap<u64, Option<String>>,
     sudog_len: usize,
 }
 
@@ -683,6 +690,7 @@ impl<'a> Ctx<'a> {
             cache: HashMap::new(),
             created_cache: HashMap::new(),
             start_functions: HashMap::new(),
+            type_names: HashMap::new(),
             sudog_len,
         }
     }
@@ -983,6 +991,28 @@ impl<'a> Ctx<'a> {
             }
             todo = bad;
         }
+        self.name_element_types(mem, channels)
+    }
+
+    /// Fills in the element type names of channels that lack one.
+    fn name_element_types(&mut self, mem: &ProcessMemory, channels: &mut BTreeMap<u64, Channel>) -> Result<(), SnapshotError> {
+        let Some(base) = self.binary.types_base() else { return Ok(()) };
+        let mut unnamed: Vec<u64> = channels
+            .values()
+            .filter(|c| c.element_type.is_none() && c.elem_type != 0 && !self.type_names.contains_key(&c.elem_type))
+            .map(|c| c.elem_type)
+            .collect();
+        unnamed.sort_unstable();
+        unnamed.dedup();
+        if !unnamed.is_empty() {
+            let names = crate::types::type_names(mem, base.wrapping_add(self.bias), &unnamed)?;
+            for t in unnamed {
+                self.type_names.insert(t, names.get(&t).cloned());
+            }
+        }
+        for c in channels.values_mut().filter(|c| c.element_type.is_none()) {
+            c.element_type = self.type_names.get(&c.elem_type).cloned().flatten();
+        }
         Ok(())
     }
 
@@ -1075,12 +1105,15 @@ fn parse_hchan(addr: u64, b: &[u8], l: &goscope_inspect::RuntimeLayout) -> Optio
     let elem_size = u16::from_le_bytes(b.get(es..es + 2)?.try_into().ok()?);
     let cl = l.hchan_closed as usize;
     let closed = u32::from_le_bytes(b.get(cl..cl + 4)?.try_into().ok()?);
+    let elem_type = u64_at(b, l.hchan_elemtype as usize);
     (len <= capacity && capacity < 1 << 40 && closed <= 1).then_some(Channel {
         addr,
         len,
         capacity,
         elem_size,
         closed: closed != 0,
+        elem_type,
+        element_type: None,
     })
 }
 

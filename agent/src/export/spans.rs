@@ -19,14 +19,12 @@ use crate::{
 };
 
 /// Optional facts about an episode that goscope's state does not hold (yet): where the goroutine
-/// parked and what its channel carries. Callers that read them from memory pass them in.
+/// parked. Callers that know it pass it in.
 #[derive(Debug, Clone, Default)]
 pub struct EpisodeExtra {
     /// Runtime PC of the innermost user frame that blocked (the caller of the runtime's chan/select
     /// or sync code), symbolized into `code.*`.
     pub park_pc: Option<u64>,
-    /// Go type of the channel's elements (`main.Job`, `chan<- int`'s `int`).
-    pub channel_element_type: Option<String>,
 }
 
 pub(crate) fn wait_class_name(c: WaitClass) -> &'static str {
@@ -121,7 +119,7 @@ fn span(
 }
 
 /// Attributes of a wait, shared by finished episodes.
-fn wait_attributes(out: &mut Vec<KeyValue>, wait: &Wait, reason: &str, state: Option<&ProcessState>, extra: &EpisodeExtra) {
+fn wait_attributes(out: &mut Vec<KeyValue>, wait: &Wait, reason: &str, state: Option<&ProcessState>) {
     out.push(KeyValue::new(a::WAIT_REASON, reason.to_owned()));
     out.push(KeyValue::new(a::WAIT_REASON_CODE, i64::from(wait.reason_code)));
     out.push(KeyValue::new(a::WAIT_CLASS, wait_class_name(wait.class)));
@@ -130,15 +128,15 @@ fn wait_attributes(out: &mut Vec<KeyValue>, wait: &Wait, reason: &str, state: Op
         if wait.channels.len() > 1 {
             out.push(KeyValue::new(a::CHANNEL_ADDRESSES, str_array(wait.channels.iter().map(|&c| hex(c)))));
         }
-        if let Some(ch) = state.and_then(|s| s.channel(first))
-            && let Some(cap) = ch.capacity
-        {
-            out.push(KeyValue::new(a::CHANNEL_CAPACITY, int(cap)));
-            out.push(KeyValue::new(a::CHANNEL_CLOSED, ch.closed));
+        if let Some(ch) = state.and_then(|s| s.channel(first)) {
+            if let Some(cap) = ch.capacity {
+                out.push(KeyValue::new(a::CHANNEL_CAPACITY, int(cap)));
+                out.push(KeyValue::new(a::CHANNEL_CLOSED, ch.closed));
+            }
+            if let Some(t) = &ch.element_type {
+                out.push(KeyValue::new(a::CHANNEL_ELEMENT_TYPE, t.clone()));
+            }
         }
-    }
-    if let Some(t) = &extra.channel_element_type {
-        out.push(KeyValue::new(a::CHANNEL_ELEMENT_TYPE, t.clone()));
     }
     if let Some(lock) = wait.lock {
         out.push(KeyValue::new(a::LOCK_ADDRESS, hex(lock)));
@@ -201,7 +199,7 @@ pub(crate) fn episode_span(
     let reason = reason_name(ctx, wait.reason_code);
     let mut attrs = Vec::with_capacity(20);
     goroutine_attributes(&mut attrs, goid, state, ctx);
-    wait_attributes(&mut attrs, wait, &reason, state, extra);
+    wait_attributes(&mut attrs, wait, &reason, state);
     code_attributes(&mut attrs, extra, ctx);
     if waker_goid != 0 {
         attrs.push(KeyValue::new(a::WAKER_GOROUTINE_ID, int(waker_goid)));

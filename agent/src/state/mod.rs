@@ -72,6 +72,8 @@ pub struct Channel {
     pub addr: u64,
     /// Buffer size, when read from memory.
     pub capacity: Option<u64>,
+    /// Name of the element type ("int", "*main.Job"), when read from memory.
+    pub element_type: Option<String>,
     pub closed: bool,
     pub blocked_senders: BTreeSet<u64>,
     pub blocked_receivers: BTreeSet<u64>,
@@ -304,10 +306,11 @@ impl ProcessState {
         }
     }
 
-    pub fn set_channel_info(&mut self, addr: u64, capacity: u64, closed: bool) {
+    pub fn set_channel_info(&mut self, addr: u64, capacity: u64, closed: bool, element_type: Option<String>) {
         let ch = self.channels.entry(addr).or_insert_with(|| Channel { addr, ..Channel::default() });
         ch.capacity = Some(capacity);
         ch.closed = closed;
+        ch.element_type = element_type.or(ch.element_type.take());
     }
 
     /// Blocked goroutines whose park stack has not been read yet and that have waited since at
