@@ -29,6 +29,11 @@ pub(crate) const WANTED: &[&str] = &[
     "runtime.sudog",
     "runtime.hchan",
     "runtime.waitq",
+    // Heap metadata and module ranges for reachability (goscope-memory's reach).
+    "runtime.mheap",
+    "runtime.heapArena",
+    "runtime.mspan",
+    "runtime.moduledata",
 ];
 
 #[derive(Debug, Clone, Default)]

@@ -133,6 +133,28 @@ layout! {
     waitq_first: req = "runtime.waitq.first";
     /// `waitq.last`.
     waitq_last: req = "runtime.waitq.last";
+    /// `mheap.arenas`: `[1 << arenaL1Bits]*[1 << arenaL2Bits]*heapArena` (linux/amd64: one L1 entry).
+    mheap_arenas: opt = "runtime.mheap.arenas";
+    /// `heapArena.spans`: `[pagesPerArena]*mspan`, the span of each 8 KiB page.
+    heap_arena_spans: opt = "runtime.heapArena.spans";
+    /// `mspan.startAddr`.
+    mspan_start_addr: opt = "runtime.mspan.startAddr";
+    /// `mspan.npages`.
+    mspan_npages: opt = "runtime.mspan.npages";
+    /// `mspan.elemsize`.
+    mspan_elemsize: opt = "runtime.mspan.elemsize";
+    /// `mspan.spanclass` (uint8: size class << 1 | noscan).
+    mspan_spanclass: opt = "runtime.mspan.spanclass";
+    /// `mspan.state` (uint8 inside mSpanStateBox; mSpanInUse = 1).
+    mspan_state: opt = "runtime.mspan.state";
+    /// `moduledata.data`: start of the pointer-bearing initialized globals.
+    moduledata_data: opt = "runtime.moduledata.data";
+    /// `moduledata.edata`.
+    moduledata_edata: opt = "runtime.moduledata.edata";
+    /// `moduledata.bss`: start of the pointer-bearing zeroed globals.
+    moduledata_bss: opt = "runtime.moduledata.bss";
+    /// `moduledata.ebss`.
+    moduledata_ebss: opt = "runtime.moduledata.ebss";
 }
 
 /// Builds the entry map from DWARF structs. Members whose type is a `{vp, vu}` pair
