@@ -229,6 +229,9 @@ pub fn process(mut rx: mpsc::Receiver<Item>, ctx: &TargetContext, cfg: &Processo
                 // Re-read periodically, and at once when a goroutine becomes a candidate.
                 let new_candidate =
                     detect::deadlock_candidates(&state, now_ns, threshold_ns).iter().any(|g| !holdings.contains_key(&g.goid));
+                if ticks.is_multiple_of(HOLDINGS_EVERY_TICKS) {
+                    state.prune_channels(now_ns);
+                }
                 if new_candidate || ticks.is_multiple_of(HOLDINGS_EVERY_TICKS) {
                     holdings = read_holdings(&state, ctx, now_ns, threshold_ns, &mut globals_of);
                 }

@@ -79,10 +79,15 @@ pub struct Channel {
     pub blocked_receivers: BTreeSet<u64>,
     /// Goroutines seen operating on it (blocking on it, or waking one of its waiters); capped.
     pub operators: BTreeSet<u64>,
+    /// When a goroutine last blocked on it.
+    pub last_blocked_ns: u64,
 }
 
 /// Most operators remembered per channel; enough to judge "every counterpart is gone".
 const MAX_OPERATORS: usize = 256;
+/// A channel nobody has blocked on for this long is forgotten (a program that makes a channel
+/// per request would otherwise grow the table forever).
+const CHANNEL_IDLE_NS: u64 = 300_000_000_000;
 
 /// One goroutine as a memory snapshot saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -199,6 +204,7 @@ impl ProcessState {
                         ch.blocked_receivers.insert(ev.goid);
                     }
                     remember_operator(ch, ev.goid);
+                    ch.last_blocked_ns = ev.ts_ns;
                 }
                 let g = self.entry(ev.goid, ev.ts_ns);
                 g.state = GoState::Waiting;
@@ -278,6 +284,7 @@ impl ProcessState {
                         _ => false,
                     };
                     remember_operator(ch, s.goid);
+                    ch.last_blocked_ns = ch.last_blocked_ns.max(read_start_ns);
                 }
             }
             self.goroutines.insert(s.goid, g);
@@ -311,6 +318,17 @@ impl ProcessState {
         ch.capacity = Some(capacity);
         ch.closed = closed;
         ch.element_type = element_type.or(ch.element_type.take());
+    }
+
+    /// Forgets channels nobody waits on whose operators have all exited or that have been idle
+    /// for CHANNEL_IDLE_NS, and exited goroutines among the operators of the rest.
+    pub fn prune_channels(&mut self, now_ns: u64) {
+        let live = &self.goroutines;
+        self.channels.retain(|_, ch| {
+            ch.operators.retain(|g| live.contains_key(g));
+            let waited_on = !ch.blocked_senders.is_empty() || !ch.blocked_receivers.is_empty();
+            waited_on || (!ch.operators.is_empty() && now_ns.saturating_sub(ch.last_blocked_ns) < CHANNEL_IDLE_NS)
+        });
     }
 
     /// Blocked goroutines whose park stack has not been read yet and that have waited since at

@@ -135,3 +135,24 @@ fn classes_follow_names_not_codes() {
     assert!(!WaitClass::Sleep.is_user_blocking());
     assert!(WaitClass::Mutex.is_user_blocking());
 }
+
+#[test]
+fn channels_are_forgotten_when_their_operators_exit_or_they_idle() {
+    let mut st = ProcessState::new(1, reasons(), LOCK_OFF);
+    const OTHER: u64 = 0xc000_2000;
+    st.apply(&park(10, 7, 19, CHAN));
+    st.apply(&ev(20, 7, EventDetail::Ready { waker_goid: 8 }));
+    st.apply(&park(30, 9, 20, OTHER));
+    st.prune_channels(40);
+    assert!(st.channel(CHAN).is_some(), "its operators may still use it");
+    assert_eq!(st.channel(CHAN).unwrap().operators, BTreeSet::from([7]), "8 was never seen alive");
+    st.apply(&ev(50, 7, EventDetail::Exited));
+    st.prune_channels(60);
+    assert!(st.channel(CHAN).is_none(), "every operator exited");
+    assert!(st.channel(OTHER).is_some(), "9 still waits on it");
+    st.apply(&ev(70, 9, EventDetail::Ready { waker_goid: 0 }));
+    st.prune_channels(80);
+    assert!(st.channel(OTHER).is_some());
+    st.prune_channels(30 + CHANNEL_IDLE_NS);
+    assert!(st.channel(OTHER).is_none(), "idle too long");
+}
