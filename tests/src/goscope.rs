@@ -1,5 +1,5 @@
 //! [`Goscope`]: the real `goscope attach --format json` running against a target process.
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -83,8 +83,12 @@ pub struct Stopped {
 impl Goscope {
     /// Starts `goscope attach --pid <pid> --format json <extra_args>`.
     pub fn attach(pid: u32, extra_args: &[&str]) -> Result<Goscope> {
-        let bin = goscope_bin()?;
-        let mut cmd = Command::new(&bin);
+        Self::attach_with(&goscope_bin()?, pid, extra_args)
+    }
+
+    /// [`Goscope::attach`] with another goscope binary (benchmarks use the release build).
+    pub fn attach_with(bin: &Path, pid: u32, extra_args: &[&str]) -> Result<Goscope> {
+        let mut cmd = Command::new(bin);
         cmd.args(["attach", "--pid", &pid.to_string(), "--format", "json"])
             .args(extra_args);
         let child = ChildGuard::spawn(format!("goscope attach --pid {pid}"), cmd)?;
@@ -188,6 +192,22 @@ impl Goscope {
                     "the awaited event did not come within {timeout:?} ({} lines in that time)",
                     self.events.len() - first
                 ),
+            }
+        }
+    }
+
+    /// Reads lines until `deadline`, or until `done` returns true for one (`Ok(true)`). Like
+    /// [`Goscope::events_until`] but running out of time is an answer (`Ok(false)`), not an error.
+    pub fn watch_until(&mut self, deadline: Instant, mut done: impl FnMut(&Value) -> bool) -> Result<bool> {
+        loop {
+            match self.pump(deadline.saturating_duration_since(Instant::now()))? {
+                Pumped::Line => {
+                    if done(self.events.last().expect("just pushed")) {
+                        return Ok(true);
+                    }
+                }
+                Pumped::Eof => return Err(self.exited_early("the end of the watch")),
+                Pumped::Timeout => return Ok(false),
             }
         }
     }

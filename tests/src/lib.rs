@@ -12,7 +12,9 @@
 
 pub mod backend;
 pub mod fixture;
+pub mod goker;
 pub mod goscope;
+pub mod healthy;
 pub mod process;
 pub mod scenario;
 

@@ -4,6 +4,7 @@ mod bench;
 mod bootstrap;
 mod demo;
 mod fuzz;
+mod goker;
 mod offsets;
 
 use std::{
@@ -36,6 +37,29 @@ enum Task {
     },
     /// Benchmarks that report figures: probe overhead on a live Go program, state model throughput.
     Bench,
+    /// Score goscope on the GoKer blocking-bug kernels Go ships (recall by bug class against the
+    /// runtime's own leak profile, chain completeness, time to detection) and check it makes no
+    /// leak/deadlock finding on healthy programs.
+    Goker {
+        /// Runs per kernel (many kernels manifest their bug only on some runs).
+        #[arg(long, default_value_t = 2)]
+        runs: usize,
+        /// Only the kernels whose name matches this regex (e.g. 'Cockroach|Etcd').
+        #[arg(long)]
+        kernel: Option<regex::Regex>,
+        /// How long goscope watches a kernel at most (it stops early once every leaked goroutine is named).
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        duration: std::time::Duration,
+        /// goscope's --block-threshold.
+        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        threshold: std::time::Duration,
+        /// Kernels run at once.
+        #[arg(long, default_value_t = 2)]
+        jobs: usize,
+        /// How long goscope watches each healthy program (all at once); 0s skips them.
+        #[arg(long, default_value = "90s", value_parser = humantime::parse_duration)]
+        healthy_duration: std::time::Duration,
+    },
     /// Regenerate agent/inspect/offsets/go1.NN.txt from binaries built with every tested Go
     /// release (GO_VERSIONS in tests/src/fixture.rs).
     Offsets {
@@ -61,6 +85,10 @@ fn main() -> anyhow::Result<()> {
         Task::Bench => {
             bootstrap::ensure_all()?;
             bench::run()
+        }
+        Task::Goker { runs, kernel, duration, threshold, jobs, healthy_duration } => {
+            bootstrap::ensure_all()?;
+            goker::run(&goker::Options { runs, kernel, duration, threshold, jobs, healthy_duration })
         }
         Task::Offsets { check } => {
             bootstrap::ensure_all()?;
