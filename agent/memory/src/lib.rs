@@ -22,14 +22,19 @@
 
 mod allgs;
 mod process;
+mod reach;
 mod refs;
 mod snapshot;
 mod stack;
 mod types;
 
 pub use allgs::{ALLGADD, AllgsLocation, AllgsSource, LocateError, find_allgs_in_code, locate_allgs, locate_allgs_from_code};
-pub use refs::{referenced_globals, stack_words};
 pub use process::{Batch, DEFAULT_BUDGET, MAX_REQUEST, MemoryError, ProcessMemory, ReadStats};
+pub use reach::{
+    GoroutineStack, HeapObject, ProcessHeap, ReachError, ReachGoroutine, ReachMemory, ReachOptions, ReachReport, ReachRole,
+    find_leaked, find_leaked_in,
+};
+pub use refs::{referenced_globals, stack_words};
 pub use snapshot::{
     Channel, GStatus, Goroutine, Location, Snapshot, SnapshotError, SnapshotOptions, SnapshotStats, monotonic_ns,
     read_goroutines, snapshot, snapshot_with,

@@ -1,0 +1,377 @@
+//! The reachability fixpoint, over an abstract memory ([`ReachMemory`]) so that it can be tested
+//! on hand-built memory.
+//!
+//! Marking is conservative: every 8-byte word of a scanned range that falls inside a heap object
+//! marks that object. A missed reference would turn into a false "leaked", so whatever cannot be
+//! decided counts as reachable (wait objects outside heap, globals and known stacks) or makes
+//! the report incomplete (unreadable memory, the read budget).
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::time::Instant;
+
+use super::{ReachError, ReachGoroutine, ReachOptions, ReachReport, ReachRole};
+
+/// Largest range read at once: big objects are scanned in pieces of this size.
+const READ_CHUNK: u64 = 1 << 20;
+/// Bytes read per round of the breadth-first search (bounds the memory held at once).
+const ROUND_BYTES: u64 = 32 << 20;
+/// Words below this are small integers, never pointers.
+const MIN_POINTER: u64 = 4096;
+/// A word up to this many bytes before a stack-resident wait object counts as a reference to it
+/// in [`ReachReport::could_wake`] (the object's address is a field inside a struct, e.g.
+/// `&mu.sema`, while the stack holds `&mu`).
+const STACK_OBJECT_REACH: u64 = 64;
+
+/// A heap object: `[base, base + size)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct HeapObject {
+    pub base: u64,
+    pub size: u64,
+    /// Allocated as pointer-free (noscan span): marked, never read.
+    pub noscan: bool,
+}
+
+/// A goroutine's stack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GoroutineStack {
+    /// `[lo, hi)`: everything that belongs to this stack.
+    pub lo: u64,
+    pub hi: u64,
+    /// Where the part in use starts (the saved stack pointer; `lo` when it is stale).
+    pub scan_from: u64,
+}
+
+/// What the fixpoint needs from a process.
+pub trait ReachMemory {
+    /// The stack of each goroutine, by g address; None when it cannot be read.
+    fn stacks(&mut self, g_addrs: &[u64]) -> Result<Vec<Option<GoroutineStack>>, ReachError>;
+    /// The heap object containing each address; None for an address outside the heap (or in
+    /// heap memory that holds no object).
+    fn objects(&mut self, addrs: &[u64]) -> Result<Vec<Option<HeapObject>>, ReachError>;
+    /// The 8-byte words of each `[start, end)` range; None for a range that cannot be read.
+    fn read_words(&mut self, ranges: &[(u64, u64)]) -> Result<Vec<Option<Vec<u64>>>, ReachError>;
+    /// Bytes read so far (metadata included).
+    fn bytes_read(&self) -> u64;
+}
+
+/// Sorted, non-overlapping address ranges with a value each.
+struct RangeIndex<T: Copy> {
+    ranges: Vec<(u64, u64, T)>,
+}
+
+impl<T: Copy> RangeIndex<T> {
+    fn new(mut ranges: Vec<(u64, u64, T)>) -> Self {
+        ranges.retain(|(lo, hi, _)| lo < hi);
+        ranges.sort_unstable_by_key(|r| r.0);
+        RangeIndex { ranges }
+    }
+
+    fn find(&self, addr: u64) -> Option<T> {
+        let i = self.ranges.partition_point(|r| r.0 <= addr).checked_sub(1)?;
+        let (_, hi, v) = self.ranges[i];
+        (addr < hi).then_some(v)
+    }
+}
+
+/// Where a wait object lives.
+#[derive(Debug, Clone, Copy)]
+enum WaitSite {
+    Heap(u64),
+    /// In the stack of goroutine (index) `owner`, at `addr`.
+    Stack {
+        owner: usize,
+        addr: u64,
+    },
+}
+
+/// Marking state of one analysis.
+struct Marker<'a, M: ReachMemory> {
+    mem: &'a mut M,
+    max_bytes: u64,
+    globals: RangeIndex<()>,
+    stacks: RangeIndex<usize>,
+    /// Heap objects that are g structs of listed goroutines: scanned only as part of a live
+    /// goroutine (allgs references every g; following that would make every channel reachable).
+    g_objects: HashMap<u64, usize>,
+    marked: HashSet<u64>,
+    live: Vec<bool>,
+    waiters_heap: HashMap<u64, Vec<usize>>,
+    waiters_stack: HashMap<usize, Vec<usize>>,
+    pending: Vec<(u64, u64)>,
+    complete: bool,
+    objects_scanned: u64,
+}
+
+impl<M: ReachMemory> Marker<'_, M> {
+    fn make_live(&mut self, i: usize, stack: Option<GoroutineStack>, g_object: Option<HeapObject>) {
+        if self.live[i] {
+            return;
+        }
+        self.live[i] = true;
+        match (stack, g_object) {
+            (Some(s), Some(g)) => {
+                self.pending.push((s.scan_from, s.hi));
+                self.pending.push((g.base, g.base.saturating_add(g.size)));
+            }
+            // Its references cannot be followed.
+            _ => self.complete = false,
+        }
+    }
+
+    /// Marks `obj`; returns the goroutines waiting on it.
+    fn mark(&mut self, obj: HeapObject) -> Vec<usize> {
+        if !self.marked.insert(obj.base) {
+            return Vec::new();
+        }
+        if !obj.noscan && !self.g_objects.contains_key(&obj.base) {
+            self.objects_scanned += 1;
+            self.pending.push((obj.base, obj.base.saturating_add(obj.size)));
+        }
+        self.waiters_heap.remove(&obj.base).unwrap_or_default()
+    }
+
+    /// Takes up to [`ROUND_BYTES`] of pending ranges, split into [`READ_CHUNK`] pieces.
+    fn take_round(&mut self) -> Vec<(u64, u64)> {
+        let mut round = Vec::new();
+        let mut bytes = 0;
+        while bytes < ROUND_BYTES {
+            let Some((start, end)) = self.pending.pop() else { break };
+            let start = start & !7;
+            let piece_end = end.min(start.saturating_add(READ_CHUNK));
+            if piece_end < end {
+                self.pending.push((piece_end, end));
+            }
+            if piece_end > start {
+                bytes += piece_end - start;
+                round.push((start, piece_end));
+            }
+        }
+        round
+    }
+
+    /// Reads `ranges` within the budget; None when the budget does not allow it.
+    fn read(&mut self, ranges: &[(u64, u64)]) -> Result<Option<Vec<Option<Vec<u64>>>>, ReachError> {
+        let want: u64 = ranges.iter().map(|(s, e)| e - s).sum();
+        if self.mem.bytes_read().saturating_add(want) > self.max_bytes {
+            return Ok(None);
+        }
+        match self.mem.read_words(ranges) {
+            Ok(words) => Ok(Some(words)),
+            Err(e) if e.is_budget() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Words that may point at heap objects (not into globals or known stacks), deduplicated.
+    fn heap_candidates(&self, words: impl Iterator<Item = u64>) -> Vec<u64> {
+        let mut c: Vec<u64> =
+            words.filter(|&w| w >= MIN_POINTER && self.globals.find(w).is_none() && self.stacks.find(w).is_none()).collect();
+        c.sort_unstable();
+        c.dedup();
+        c
+    }
+}
+
+/// The fixpoint: which Blocked/Forever goroutines no root can reach, over `mem`.
+///
+/// `globals` are the `[start, end)` ranges of pointer-bearing globals (always reachable).
+pub fn find_leaked_in<M: ReachMemory>(
+    mem: &mut M,
+    globals: &[(u64, u64)],
+    goroutines: &[ReachGoroutine],
+    opts: &ReachOptions,
+) -> Result<ReachReport, ReachError> {
+    let started = Instant::now();
+    let g_addrs: Vec<u64> = goroutines.iter().map(|g| g.g_addr).collect();
+    let stacks = mem.stacks(&g_addrs)?;
+    let g_objs = mem.objects(&g_addrs)?;
+    let stack_index = RangeIndex::new(stacks.iter().enumerate().filter_map(|(i, s)| s.map(|s| (s.lo, s.hi, i))).collect());
+    let global_index = RangeIndex::new(globals.iter().map(|&(s, e)| (s, e, ())).collect());
+
+    // Where each blocked goroutine's wait objects are. Anything that cannot be placed makes the
+    // goroutine a root: it cannot be proven unreachable.
+    let mut sites: Vec<Vec<WaitSite>> = vec![Vec::new(); goroutines.len()];
+    let mut roots: Vec<usize> = Vec::new();
+    let mut heap_wait: Vec<(usize, u64)> = Vec::new();
+    for (i, g) in goroutines.iter().enumerate() {
+        match &g.role {
+            ReachRole::Root => roots.push(i),
+            ReachRole::Forever => {}
+            ReachRole::Blocked(objs) if objs.is_empty() => roots.push(i),
+            ReachRole::Blocked(objs) => {
+                for &addr in objs {
+                    if global_index.find(addr).is_some() {
+                        roots.push(i);
+                    } else if let Some(owner) = stack_index.find(addr) {
+                        sites[i].push(WaitSite::Stack { owner, addr });
+                    } else {
+                        heap_wait.push((i, addr));
+                    }
+                }
+            }
+        }
+    }
+    let wait_addrs: Vec<u64> = heap_wait.iter().map(|w| w.1).collect();
+    for ((i, _), obj) in heap_wait.iter().zip(mem.objects(&wait_addrs)?) {
+        match obj {
+            Some(o) => sites[*i].push(WaitSite::Heap(o.base)),
+            None => roots.push(*i),
+        }
+    }
+
+    let mut m = Marker {
+        mem,
+        max_bytes: opts.max_bytes,
+        globals: global_index,
+        stacks: stack_index,
+        g_objects: g_objs.iter().enumerate().filter_map(|(i, o)| o.map(|o| (o.base, i))).collect(),
+        marked: HashSet::new(),
+        live: vec![false; goroutines.len()],
+        waiters_heap: HashMap::new(),
+        waiters_stack: HashMap::new(),
+        pending: globals.to_vec(),
+        complete: true,
+        objects_scanned: 0,
+    };
+    for (i, s) in sites.iter().enumerate() {
+        for site in s {
+            match *site {
+                WaitSite::Heap(base) => m.waiters_heap.entry(base).or_default().push(i),
+                WaitSite::Stack { owner, .. } => m.waiters_stack.entry(owner).or_default().push(i),
+            }
+        }
+    }
+
+    let mut wake = roots;
+    loop {
+        while let Some(i) = wake.pop() {
+            if !m.live[i] {
+                m.make_live(i, stacks[i], g_objs[i]);
+                wake.extend(m.waiters_stack.remove(&i).unwrap_or_default());
+            }
+        }
+        let round = m.take_round();
+        if round.is_empty() {
+            break;
+        }
+        let Some(contents) = m.read(&round)? else {
+            m.complete = false;
+            break;
+        };
+        if contents.iter().any(Option::is_none) {
+            m.complete = false;
+        }
+        let candidates = m.heap_candidates(contents.iter().flatten().flatten().copied());
+        let objs = m.mem.objects(&candidates)?;
+        for obj in objs.into_iter().flatten() {
+            wake.extend(m.mark(obj));
+        }
+    }
+
+    let leaked: Vec<usize> = goroutines
+        .iter()
+        .enumerate()
+        .filter(|(i, g)| !m.live[*i] && !matches!(g.role, ReachRole::Root))
+        .map(|(i, _)| i)
+        .collect();
+    let could_wake = if m.complete {
+        could_wake(&mut m, goroutines, &stacks, &sites, &leaked, opts.could_wake_max_objects)?
+    } else {
+        HashMap::new()
+    };
+    let mut leaked: Vec<u64> = leaked.iter().map(|&i| goroutines[i].goid).collect();
+    leaked.sort_unstable();
+    Ok(ReachReport {
+        leaked,
+        could_wake,
+        complete: m.complete,
+        bytes_read: m.mem.bytes_read(),
+        objects_scanned: m.objects_scanned,
+        elapsed_ns: u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX),
+    })
+}
+
+/// For each leaked goroutine, the other leaked goroutines whose wait objects its stack reaches
+/// through heap objects no root reaches (at most `max_objects` objects per goroutine).
+fn could_wake<M: ReachMemory>(
+    m: &mut Marker<'_, M>,
+    goroutines: &[ReachGoroutine],
+    stacks: &[Option<GoroutineStack>],
+    sites: &[Vec<WaitSite>],
+    leaked: &[usize],
+    max_objects: usize,
+) -> Result<HashMap<u64, BTreeSet<u64>>, ReachError> {
+    let mut waiting_on_heap: HashMap<u64, Vec<usize>> = HashMap::new();
+    // owner -> (address, waiter)
+    let mut waiting_in_stack: HashMap<usize, Vec<(u64, usize)>> = HashMap::new();
+    for &i in leaked {
+        for site in &sites[i] {
+            match *site {
+                WaitSite::Heap(base) => waiting_on_heap.entry(base).or_default().push(i),
+                WaitSite::Stack { owner, addr } => waiting_in_stack.entry(owner).or_default().push((addr, i)),
+            }
+        }
+    }
+    let mut edges: HashMap<u64, BTreeSet<u64>> = HashMap::new();
+    // (source goroutine, range) to scan; objects visited per source.
+    let mut frontier: Vec<(usize, (u64, u64))> = Vec::new();
+    let mut visited: HashMap<usize, HashSet<u64>> = HashMap::new();
+    for &i in leaked {
+        if let Some(s) = stacks[i] {
+            frontier.push((i, (s.scan_from, s.hi)));
+        }
+    }
+    while !frontier.is_empty() {
+        let mut sources = Vec::new();
+        let mut ranges = Vec::new();
+        let mut bytes = 0;
+        while bytes < ROUND_BYTES {
+            let Some((src, (start, end))) = frontier.pop() else { break };
+            let start = start & !7;
+            let piece_end = end.min(start.saturating_add(READ_CHUNK));
+            if piece_end < end {
+                frontier.push((src, (piece_end, end)));
+            }
+            bytes += piece_end.saturating_sub(start);
+            sources.push(src);
+            ranges.push((start, piece_end));
+        }
+        let Some(contents) = m.read(&ranges)? else { break };
+        let mut per_source: Vec<(usize, u64)> = Vec::new();
+        for (src, words) in sources.iter().zip(&contents) {
+            for &w in words.iter().flatten() {
+                if let Some(owner) = m.stacks.find(w) {
+                    for &(addr, waiter) in waiting_in_stack.get(&owner).into_iter().flatten() {
+                        if waiter != *src && w <= addr && addr - w < STACK_OBJECT_REACH {
+                            edges.entry(goroutines[*src].goid).or_default().insert(goroutines[waiter].goid);
+                        }
+                    }
+                } else if w >= MIN_POINTER && m.globals.find(w).is_none() {
+                    per_source.push((*src, w));
+                }
+            }
+        }
+        per_source.sort_unstable();
+        per_source.dedup();
+        let addrs: Vec<u64> = per_source.iter().map(|p| p.1).collect();
+        let objs = m.mem.objects(&addrs)?;
+        for ((src, _), obj) in per_source.into_iter().zip(objs) {
+            // Objects a root reaches cannot lead to a leaked goroutine's wait object.
+            let Some(obj) = obj.filter(|o| !m.marked.contains(&o.base) && !m.g_objects.contains_key(&o.base)) else {
+                continue;
+            };
+            let seen = visited.entry(src).or_default();
+            if seen.len() >= max_objects || !seen.insert(obj.base) {
+                continue;
+            }
+            for &waiter in waiting_on_heap.get(&obj.base).into_iter().flatten() {
+                if waiter != src {
+                    edges.entry(goroutines[src].goid).or_default().insert(goroutines[waiter].goid);
+                }
+            }
+            if !obj.noscan {
+                frontier.push((src, (obj.base, obj.base.saturating_add(obj.size))));
+            }
+        }
+    }
+    Ok(edges)
+}

@@ -1,0 +1,289 @@
+//! The fixpoint on hand-built memory.
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use super::*;
+
+/// Sparse memory: words by address (unset words read as 0), heap objects, goroutine stacks.
+#[derive(Default)]
+struct FakeMemory {
+    words: BTreeMap<u64, u64>,
+    objects: BTreeMap<u64, HeapObject>,
+    stacks: HashMap<u64, GoroutineStack>,
+    unreadable: Vec<(u64, u64)>,
+    bytes: u64,
+    /// Every range read, to check what was (not) scanned.
+    reads: Vec<(u64, u64)>,
+}
+
+impl FakeMemory {
+    fn object(&mut self, base: u64, size: u64, pointers: &[(u64, u64)]) -> u64 {
+        self.objects.insert(base, HeapObject { base, size, noscan: false });
+        for &(off, v) in pointers {
+            self.words.insert(base + off, v);
+        }
+        base
+    }
+
+    fn noscan(&mut self, base: u64, size: u64, words: &[(u64, u64)]) -> u64 {
+        self.object(base, size, words);
+        self.objects.get_mut(&base).unwrap().noscan = true;
+        base
+    }
+
+    /// A goroutine: its g struct (a heap object, here 0x100 bytes at `g`) and a stack at
+    /// `[stack, stack + 0x1000)` holding `words` from its top down.
+    fn goroutine(&mut self, g: u64, stack: u64, words: &[u64]) {
+        self.object(g, 0x100, &[]);
+        let hi = stack + 0x1000;
+        let scan_from = hi - 8 * words.len() as u64;
+        for (i, w) in words.iter().enumerate() {
+            self.words.insert(scan_from + 8 * i as u64, *w);
+        }
+        self.stacks.insert(g, GoroutineStack { lo: stack, hi, scan_from });
+    }
+
+    fn was_read(&self, addr: u64) -> bool {
+        self.reads.iter().any(|&(s, e)| (s..e).contains(&addr))
+    }
+}
+
+impl ReachMemory for FakeMemory {
+    fn stacks(&mut self, g_addrs: &[u64]) -> Result<Vec<Option<GoroutineStack>>, ReachError> {
+        Ok(g_addrs.iter().map(|g| self.stacks.get(g).copied()).collect())
+    }
+
+    fn objects(&mut self, addrs: &[u64]) -> Result<Vec<Option<HeapObject>>, ReachError> {
+        Ok(addrs
+            .iter()
+            .map(|&a| {
+                let (_, o) = self.objects.range(..=a).next_back()?;
+                (a < o.base + o.size).then_some(*o)
+            })
+            .collect())
+    }
+
+    fn read_words(&mut self, ranges: &[(u64, u64)]) -> Result<Vec<Option<Vec<u64>>>, ReachError> {
+        Ok(ranges
+            .iter()
+            .map(|&(s, e)| {
+                self.bytes += e - s;
+                self.reads.push((s, e));
+                if self.unreadable.iter().any(|&(us, ue)| us < e && s < ue) {
+                    return None;
+                }
+                Some((s..e).step_by(8).map(|a| self.words.get(&a).copied().unwrap_or(0)).collect())
+            })
+            .collect())
+    }
+
+    fn bytes_read(&self) -> u64 {
+        self.bytes
+    }
+}
+
+const GLOBALS: (u64, u64) = (0x10_0000, 0x10_1000);
+
+fn g(goid: u64, role: ReachRole) -> ReachGoroutine {
+    ReachGoroutine { goid, g_addr: 0x5000_0000 + goid * 0x1000, role }
+}
+
+fn stack_of(goid: u64) -> u64 {
+    0x7000_0000 + goid * 0x1_0000
+}
+
+/// Adds goroutine `goid` with these stack words.
+fn spawn(mem: &mut FakeMemory, goid: u64, words: &[u64]) {
+    mem.goroutine(0x5000_0000 + goid * 0x1000, stack_of(goid), words);
+}
+
+fn run(mem: &mut FakeMemory, gs: &[ReachGoroutine]) -> ReachReport {
+    find_leaked_in(mem, &[GLOBALS], gs, &ReachOptions::default()).unwrap()
+}
+
+fn edges(pairs: &[(u64, &[u64])]) -> HashMap<u64, BTreeSet<u64>> {
+    pairs.iter().map(|(k, v)| (*k, v.iter().copied().collect())).collect()
+}
+
+#[test]
+fn chains_through_heap_objects_from_globals_and_stacks() {
+    let mut mem = FakeMemory::default();
+    let (ch1, ch2, ch3, lost) = (0x2000_0000, 0x2000_1000, 0x2000_2000, 0x2000_3000);
+    for c in [ch1, ch2, ch3, lost] {
+        mem.object(c, 96, &[]);
+    }
+    // global -> a -> b -> ch1 (pointer into the middle of ch1).
+    let b = mem.object(0x3000_0100, 32, &[(16, ch1 + 8)]);
+    let a = mem.object(0x3000_0000, 64, &[(40, b)]);
+    mem.words.insert(GLOBALS.0 + 16, a);
+    // main's stack -> struct -> struct -> ch2.
+    let inner = mem.object(0x3000_0200, 48, &[(8, ch2)]);
+    let outer = mem.object(0x3000_0300, 48, &[(24, inner)]);
+    spawn(&mut mem, 1, &[7, outer, 0xdead_beef]);
+    // goroutine 2 waits on ch1 and holds ch3 on its stack: 3 is live through 2.
+    spawn(&mut mem, 2, &[ch3]);
+    spawn(&mut mem, 3, &[]);
+    spawn(&mut mem, 4, &[]);
+    spawn(&mut mem, 5, &[lost]);
+    let gs = [
+        g(1, ReachRole::Root),
+        g(2, ReachRole::Blocked(vec![ch1])),
+        g(3, ReachRole::Blocked(vec![ch3])),
+        g(4, ReachRole::Blocked(vec![ch2])),
+        g(5, ReachRole::Blocked(vec![lost])),
+    ];
+    let r = run(&mut mem, &gs);
+    assert_eq!(r.leaked, vec![5]);
+    assert!(r.complete);
+    assert!(r.could_wake.is_empty());
+    assert_eq!(r.objects_scanned, 7);
+}
+
+#[test]
+fn ab_ba_cycle_is_leaked_with_edges_both_ways() {
+    let mut mem = FakeMemory::default();
+    let (a, b) = (mem.object(0x2000_0000, 96, &[]), mem.object(0x2000_1000, 96, &[]));
+    // Each holds both channels, goroutine 2 through a closure object.
+    let closure = mem.object(0x3000_0000, 24, &[(8, a), (16, b)]);
+    spawn(&mut mem, 1, &[a, b]);
+    spawn(&mut mem, 2, &[closure]);
+    spawn(&mut mem, 3, &[]);
+    let gs = [g(1, ReachRole::Blocked(vec![a])), g(2, ReachRole::Blocked(vec![b])), g(3, ReachRole::Root)];
+    let r = run(&mut mem, &gs);
+    assert_eq!(r.leaked, vec![1, 2]);
+    assert!(r.complete);
+    assert_eq!(r.could_wake, edges(&[(1, &[2]), (2, &[1])]));
+}
+
+#[test]
+fn stack_resident_mutex_is_live_while_its_owner_is() {
+    let mut mem = FakeMemory::default();
+    let lost = mem.object(0x2000_0000, 96, &[]);
+    // 1 (runs) has a mutex on its stack that 2 waits on; 3 waits on a mutex on 4's stack, and 4
+    // waits on a channel nobody has but 3: 3 and 4 wait for each other.
+    let mu1 = stack_of(1) + 0xf00 + 4;
+    let mu4 = stack_of(4) + 0xf00 + 4;
+    spawn(&mut mem, 1, &[]);
+    spawn(&mut mem, 2, &[mu1 - 4]);
+    spawn(&mut mem, 3, &[mu4 - 4, lost]);
+    spawn(&mut mem, 4, &[]);
+    let gs = [
+        g(1, ReachRole::Root),
+        g(2, ReachRole::Blocked(vec![mu1])),
+        g(3, ReachRole::Blocked(vec![mu4])),
+        g(4, ReachRole::Blocked(vec![lost])),
+    ];
+    let r = run(&mut mem, &gs);
+    assert_eq!(r.leaked, vec![3, 4]);
+    assert_eq!(r.could_wake, edges(&[(3, &[4])]));
+}
+
+#[test]
+fn globals_and_unknown_objects_count_as_reachable() {
+    let mut mem = FakeMemory::default();
+    spawn(&mut mem, 1, &[]);
+    spawn(&mut mem, 2, &[]);
+    // A mutex in a global, and an address that is no heap object, stack or global.
+    let gs = [g(1, ReachRole::Blocked(vec![GLOBALS.0 + 64])), g(2, ReachRole::Blocked(vec![0x9999_0000]))];
+    let r = run(&mut mem, &gs);
+    assert!(r.leaked.is_empty());
+    // Blocked on nothing known: a root.
+    let r = run(&mut mem, &[g(1, ReachRole::Blocked(Vec::new()))]);
+    assert!(r.leaked.is_empty());
+}
+
+#[test]
+fn noscan_objects_are_marked_but_not_read() {
+    let mut mem = FakeMemory::default();
+    let ch = mem.object(0x2000_0000, 96, &[]);
+    // A pointer-free buffer happening to hold ch's address, reachable from a global.
+    let bytes = mem.noscan(0x3000_0000, 64, &[(0, ch)]);
+    mem.words.insert(GLOBALS.0, bytes);
+    spawn(&mut mem, 1, &[]);
+    let r = run(&mut mem, &[g(1, ReachRole::Blocked(vec![ch]))]);
+    assert_eq!(r.leaked, vec![1]);
+    assert!(!mem.was_read(bytes));
+    // A goroutine waiting on the noscan object itself (e.g. a semaphore in it) is live.
+    spawn(&mut mem, 2, &[]);
+    let r = run(&mut mem, &[g(2, ReachRole::Blocked(vec![bytes + 8]))]);
+    assert!(r.leaked.is_empty());
+}
+
+#[test]
+fn g_structs_are_scanned_only_for_live_goroutines() {
+    let mut mem = FakeMemory::default();
+    let (ch1, ch2) = (mem.object(0x2000_0000, 96, &[]), mem.object(0x2000_1000, 96, &[]));
+    spawn(&mut mem, 1, &[]);
+    spawn(&mut mem, 2, &[]);
+    spawn(&mut mem, 3, &[]);
+    let (g1, g2, g3) = (g(1, ReachRole::Blocked(vec![ch1])), g(2, ReachRole::Root), g(3, ReachRole::Blocked(vec![ch2])));
+    // allgs (a global) holds every g; 1's g references ch1 (its sudog), runnable 2's g references
+    // ch2 (its closure context, not yet on its stack).
+    let allgs = mem.object(0x3000_0000, 24, &[(0, g1.g_addr), (8, g2.g_addr), (16, g3.g_addr)]);
+    mem.words.insert(GLOBALS.0, allgs);
+    mem.words.insert(g1.g_addr + 0x40, ch1);
+    mem.words.insert(g2.g_addr + 0x50, ch2);
+    let r = run(&mut mem, &[g1, g2, g3]);
+    assert_eq!(r.leaked, vec![1]);
+}
+
+#[test]
+fn forever_goroutines_are_leaked_whatever_is_reachable() {
+    let mut mem = FakeMemory::default();
+    spawn(&mut mem, 1, &[]);
+    spawn(&mut mem, 2, &[]);
+    let r = run(&mut mem, &[g(1, ReachRole::Forever), g(2, ReachRole::Root)]);
+    assert_eq!(r.leaked, vec![1]);
+    assert!(r.complete);
+}
+
+#[test]
+fn wakeups_propagate_along_chains_of_blocked_goroutines() {
+    let mut mem = FakeMemory::default();
+    let chans: Vec<u64> = (0..50).map(|i| mem.object(0x2000_0000 + i * 0x100, 96, &[])).collect();
+    // Root holds chans[0]; goroutine i+1 waits on chans[i] and holds chans[i+1].
+    spawn(&mut mem, 1000, &[chans[0]]);
+    let mut gs = vec![g(1000, ReachRole::Root)];
+    for i in 0..49 {
+        spawn(&mut mem, i + 1, &[chans[i as usize + 1]]);
+        gs.push(g(i + 1, ReachRole::Blocked(vec![chans[i as usize]])));
+    }
+    // A select: live if any of its channels is reachable.
+    spawn(&mut mem, 500, &[]);
+    let orphan = mem.object(0x2100_0000, 96, &[]);
+    gs.push(g(500, ReachRole::Blocked(vec![orphan, chans[49]])));
+    let r = run(&mut mem, &gs);
+    assert!(r.leaked.is_empty(), "{:?}", r.leaked);
+}
+
+#[test]
+fn budget_exhaustion_and_unreadable_memory_make_the_report_incomplete() {
+    let mut mem = FakeMemory::default();
+    let ch = mem.object(0x2000_0000, 96, &[]);
+    let big = mem.object(0x3000_0000, 8 << 20, &[((4 << 20) + 8, ch)]);
+    mem.words.insert(GLOBALS.0, big);
+    spawn(&mut mem, 1, &[]);
+    let gs = [g(1, ReachRole::Blocked(vec![ch]))];
+    // A large object is read in pieces, past the end of the first.
+    let r = run(&mut mem, &gs);
+    assert!(r.leaked.is_empty() && r.complete);
+    let opts = ReachOptions { max_bytes: 1 << 20, ..ReachOptions::default() };
+    let r = find_leaked_in(&mut mem, &[GLOBALS], &gs, &opts).unwrap();
+    assert!(!r.complete);
+    assert!(r.could_wake.is_empty());
+    mem.unreadable.push((big, big + 8));
+    let r = run(&mut mem, &gs);
+    assert!(!r.complete);
+}
+
+#[test]
+fn garbage_cycles_and_self_references_terminate() {
+    let mut mem = FakeMemory::default();
+    let ch = mem.object(0x2000_0000, 96, &[(0, 0x2000_0000), (8, u64::MAX), (16, 0x3000_0000)]);
+    mem.object(0x3000_0000, 16, &[(0, ch), (8, 0x3000_0008)]);
+    spawn(&mut mem, 1, &[ch, 1, u64::MAX - 7]);
+    spawn(&mut mem, 2, &[ch]);
+    let gs = [g(1, ReachRole::Blocked(vec![ch])), g(2, ReachRole::Blocked(vec![ch]))];
+    let r = run(&mut mem, &gs);
+    assert_eq!(r.leaked, vec![1, 2]);
+    assert_eq!(r.could_wake, edges(&[(1, &[2]), (2, &[1])]));
+}
