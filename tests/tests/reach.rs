@@ -1,0 +1,168 @@
+//! Goroutine leaks proven by reachability (`goscope_memory::find_leaked`) on real processes.
+//!
+//! The `leaks` fixture makes two leaks — a sender on a channel only it references, and two
+//! goroutines in an AB-BA channel cycle — next to blocked goroutines that are healthy because
+//! something that can run references what they wait on (a package-level variable, a heap object
+//! on main's stack, a sleeping mutex holder, a timer, a struct two pointers deep). The analysis
+//! must report exactly the leaks, with "could wake" edges both ways inside the cycle, on every Go
+//! release the tests cover, plain and PIE. A stripped binary is refused: proof needs symbols.
+//!
+//! Reading another process's memory needs root (or CAP_SYS_PTRACE): without it the test prints
+//! SKIP, except under CI=true, where it fails.
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, anyhow, bail, ensure};
+use goscope_inspect::GoBinary;
+use goscope_memory::{
+    GStatus, ProcessMemory, ReachError, ReachGoroutine, ReachOptions, ReachReport, Snapshot, find_leaked, snapshot,
+};
+use goscope_tests::{ChildGuard, GO_VERSIONS, GoFixture, Variant};
+
+const FIXTURE: &str = "leaks";
+const LEAKED_ROLES: [&str; 2] = ["leak_sender", "abba"];
+
+fn require_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    if euid == 0 {
+        return true;
+    }
+    let reason = format!("not root (euid {euid}): reading another process's memory needs root or CAP_SYS_PTRACE");
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("CI=true but {reason}");
+    }
+    eprintln!("SKIP: {reason}");
+    false
+}
+
+/// Runtime minus link-time address of the executable: the mapping of file offset 0 against the
+/// first PT_LOAD's `p_vaddr - p_offset` (0 for ET_EXEC).
+fn load_bias(pid: u32, exe: &Path) -> Result<u64> {
+    let elf = std::fs::read(exe)?;
+    let field = |off: usize, len: usize| -> Result<u64> {
+        let b = elf.get(off..off + len).ok_or_else(|| anyhow!("truncated ELF"))?;
+        let mut v = [0u8; 8];
+        v[..len].copy_from_slice(b);
+        Ok(u64::from_le_bytes(v))
+    };
+    const ET_DYN: u64 = 3;
+    if field(0x10, 2)? != ET_DYN {
+        return Ok(0);
+    }
+    let (phoff, phentsize, phnum) = (field(0x20, 8)? as usize, field(0x36, 2)? as usize, field(0x38, 2)? as usize);
+    let first_load = (0..phnum)
+        .map(|i| phoff + i * phentsize)
+        .find(|&ph| field(ph, 4).is_ok_and(|t| t == 1))
+        .ok_or_else(|| anyhow!("no PT_LOAD"))?;
+    let link_base = field(first_load + 0x10, 8)? - field(first_load + 8, 8)?;
+    let exe = exe.canonicalize()?;
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))?;
+    for line in maps.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() >= 6 && Path::new(f[5]) == exe && f[2].trim_start_matches('0').is_empty() {
+            let start = u64::from_str_radix(f[0].split('-').next().unwrap_or(""), 16)?;
+            return Ok(start - link_base);
+        }
+    }
+    bail!("{} is not mapped in {pid}", exe.display())
+}
+
+/// A snapshot in which every reported goroutine is parked (the fixture's goroutines go from
+/// their report to where they block in microseconds, but give them time).
+fn settled_snapshot(mem: &ProcessMemory, binary: &GoBinary, bias: u64, goids: &BTreeSet<u64>) -> Result<Snapshot> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let snap = snapshot(mem, binary, bias)?;
+        let parked =
+            goids.iter().all(|id| snap.goroutine(*id).is_some_and(|g| g.status == GStatus::Waiting && g.wait_reason.is_some()));
+        if parked || Instant::now() > deadline {
+            return Ok(snap);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Runs the fixture and the analysis; checks the verdict; returns a line for the log.
+fn check(fixture: &GoFixture) -> Result<String> {
+    let mut child: ChildGuard = fixture.spawn(&[])?;
+    let info = child.expect_json("goids", Duration::from_secs(60))?;
+    let roles: BTreeMap<String, Vec<u64>> = serde_json::from_value(info["goids"].clone()).context("goids")?;
+    let ids = |role: &str| roles.get(role).cloned().unwrap_or_default();
+    let all: BTreeSet<u64> = roles.values().flatten().copied().collect();
+    let expected: BTreeSet<u64> = LEAKED_ROLES.iter().flat_map(|r| ids(r)).collect();
+    ensure!(expected.len() == 3 && all.len() == 10, "fixture reported {roles:?}");
+
+    let pid = child.pid();
+    let binary = GoBinary::open(&fixture.path)?;
+    let bias = load_bias(pid, &fixture.path)?;
+    let mem = ProcessMemory::new(pid)?;
+    let snap = settled_snapshot(&mem, &binary, bias, &all)?;
+    let goroutines: Vec<ReachGoroutine> = snap.goroutines.iter().map(ReachGoroutine::from_goroutine).collect();
+    let report = match find_leaked(&mem, &binary, bias, &goroutines, &ReachOptions::default()) {
+        Err(e @ ReachError::NeedsSymbols(_)) if fixture.variant == Variant::Stripped => {
+            return Ok(format!("{}: refused as expected: {e}", fixture.label()));
+        }
+        r => r?,
+    };
+    ensure!(fixture.variant != Variant::Stripped, "a stripped binary was analysed: {report:?}");
+    let describe = |r: &ReachReport| {
+        let gs: Vec<String> = snap
+            .goroutines
+            .iter()
+            .map(|g| format!("{} [{}] {:?}", g.goid, g.wait_reason.as_deref().unwrap_or(g.status.name()), g.start_function))
+            .collect();
+        format!("roles {roles:?}\nreport {r:?}\ngoroutines:\n  {}", gs.join("\n  "))
+    };
+    ensure!(report.complete, "incomplete analysis\n{}", describe(&report));
+    let leaked: BTreeSet<u64> = report.leaked.iter().copied().collect();
+    ensure!(leaked == expected, "leaked {leaked:?}, expected {expected:?}\n{}", describe(&report));
+    let abba = ids("abba");
+    for (from, to) in [(abba[0], abba[1]), (abba[1], abba[0])] {
+        ensure!(
+            report.could_wake.get(&from).is_some_and(|s| s.contains(&to)),
+            "no could_wake edge {from} -> {to}\n{}",
+            describe(&report)
+        );
+    }
+    let sender = ids("leak_sender")[0];
+    ensure!(
+        report.could_wake.get(&sender).is_none_or(|s| s.is_empty()),
+        "the lone sender could wake {:?}\n{}",
+        report.could_wake.get(&sender),
+        describe(&report)
+    );
+    Ok(format!(
+        "{}: {} goroutines, leaked {:?}, could_wake {:?}; {} objects scanned, {} bytes read in {:.1} ms",
+        fixture.label(),
+        goroutines.len(),
+        report.leaked,
+        report.could_wake,
+        report.objects_scanned,
+        report.bytes_read,
+        report.elapsed_ns as f64 / 1e6
+    ))
+}
+
+#[test]
+fn leaks_are_proven_exactly() {
+    if !require_root() {
+        return;
+    }
+    let mut specs: Vec<(&str, Option<&str>, Variant)> = vec![(FIXTURE, None, Variant::Stripped)];
+    for version in std::iter::once(None).chain(GO_VERSIONS.iter().map(|v| Some(*v))) {
+        for variant in [Variant::Plain, Variant::Pie] {
+            specs.push((FIXTURE, version, variant));
+        }
+    }
+    let mut failures = Vec::new();
+    for (spec, built) in specs.iter().zip(GoFixture::build_many(&specs)) {
+        let result = built.and_then(|f| check(&f));
+        match result {
+            Ok(line) => eprintln!("{line}"),
+            Err(e) => failures.push(format!("{FIXTURE} {:?} {}: {e:#}", spec.1, spec.2)),
+        }
+    }
+    assert!(failures.is_empty(), "{} of {} failed:\n{}", failures.len(), specs.len(), failures.join("\n\n"));
+}
