@@ -26,3 +26,18 @@ pub fn current_g(ctx: &ProbeContext) -> u64 {
     // SAFETY: as in `arg`.
     unsafe { (*ctx.regs).r14 }
 }
+
+/// RSP: at a probe before the function pushes RBP, it points at the return address.
+#[inline(always)]
+pub fn stack_pointer(ctx: &ProbeContext) -> u64 {
+    // SAFETY: as in `arg`.
+    unsafe { (*ctx.regs).rsp }
+}
+
+/// RBP: Go keeps frame pointers on amd64, so `[RBP]` is the caller's RBP and `[RBP+8]` the
+/// return address into the caller, once a function's frame is set up.
+#[inline(always)]
+pub fn frame_pointer(ctx: &ProbeContext) -> u64 {
+    // SAFETY: as in `arg`.
+    unsafe { (*ctx.regs).rbp }
+}

@@ -14,6 +14,23 @@ pub const TARGETS_MAP: &str = "TARGETS";
 pub const DEFAULT_RING_BYTES: u32 = 1 << 22;
 /// Most processes one agent watches at once.
 pub const MAX_TARGETS: u32 = 1024;
+/// Return addresses a park event carries, from gopark's caller outwards: enough to pass the
+/// runtime and sync frames of the deepest blocking path (a Mutex inside RWMutex.Lock: semacquire1,
+/// runtime_SemacquireMutex, lockSlow, Mutex.Lock, RWMutex.Lock) and reach the user's call site.
+pub const PARK_FRAMES: usize = 8;
+
+/// Where gopark's return address is when its probe fires ([`TargetConfig::park_return_address`]).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReturnAddress {
+    /// Unknown: the probe site is inside a prologue shape goscope does not know; no PCs.
+    Unknown = 0,
+    /// At `[RSP]`: the probe is before gopark pushes RBP (Go >= 1.21: at the `PUSH RBP`); RBP is
+    /// still the caller's frame pointer.
+    AtStackPointer = 1,
+    /// At `[RBP+8]`: gopark's frame is set up (Go 1.19/1.20: after `LEA RBP, [RSP+n]`).
+    AboveFramePointer = 2,
+}
 
 /// What happened to a goroutine. Stored as `u8` in [`RawEvent::kind`].
 #[repr(u8)]
@@ -50,6 +67,8 @@ impl EventKind {
 /// | `addr`      | `go` statement PC   | gopark's `lock` argument     | –                       | –      |
 /// | `aux`       | goroutine entry PC  | the parking `*g` (for later memory reads) | –          | –      |
 /// | `wait_reason` | –                 | runtime's numeric waitReason | –                       | –      |
+/// | `sema_addr` | –                   | semacquire1's `addr` for semaphore-class reasons (0: none) | – | – |
+/// | `return_pcs` | –                  | return addresses from gopark's caller out (0 ends) | –  | –      |
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RawEvent {
@@ -66,6 +85,8 @@ pub struct RawEvent {
     pub kind: u8,
     pub wait_reason: u8,
     pub _pad: [u8; 6],
+    pub sema_addr: u64,
+    pub return_pcs: [u64; PARK_FRAMES],
 }
 
 /// Byte offsets of the runtime fields the probes read, for one target process. Written by the
@@ -80,6 +101,12 @@ pub struct TargetConfig {
     pub g_gopc: u32,
     pub g_startpc: u32,
     pub m_curg: u32,
+    /// A [`ReturnAddress`]: how the gopark probe finds the first return address.
+    pub park_return_address: u32,
+    pub _pad: u32,
+    /// Bit `n` set: wait reason code `n` parks in `runtime.semacquire1` (Mutex, RWMutex,
+    /// WaitGroup, semacquire), so the gopark probe takes that goroutine's semaphore address.
+    pub sema_wait_reasons: [u64; 4],
 }
 
 #[cfg(feature = "user")]
@@ -92,6 +119,6 @@ mod pod {
 
 /// Compile-time check that the layout has no implicit padding (both sides read the same bytes).
 const _: () = {
-    assert!(core::mem::size_of::<RawEvent>() == 56);
-    assert!(core::mem::size_of::<TargetConfig>() == 24);
+    assert!(core::mem::size_of::<RawEvent>() == 64 + 8 * PARK_FRAMES);
+    assert!(core::mem::size_of::<TargetConfig>() == 64);
 };

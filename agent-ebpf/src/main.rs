@@ -5,11 +5,11 @@
 
 mod go_abi;
 
-use agent_ebpf::{DEFAULT_RING_BYTES, EventKind, MAX_TARGETS, RawEvent, TargetConfig};
+use agent_ebpf::{DEFAULT_RING_BYTES, EventKind, MAX_TARGETS, PARK_FRAMES, RawEvent, ReturnAddress, TargetConfig};
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user},
     macros::{map, uprobe},
-    maps::{HashMap, PerCpuArray, RingBuf},
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
     programs::ProbeContext,
 };
 
@@ -21,6 +21,22 @@ static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 #[map(name = "TARGETS")]
 static TARGETS: HashMap<u32, TargetConfig> = HashMap::with_max_entries(MAX_TARGETS, 0);
+
+/// Goroutines between `runtime.semacquire1` and their park, over all targets. LRU: a semaphore
+/// acquired without parking leaves an entry that ages out (or is overwritten by the next call).
+const MAX_SEMA_WAITS: u32 = 16384;
+
+/// g structs of different processes can share an address.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct SemaWaitKey {
+    g: u64,
+    pid: u32,
+    _pad: u32,
+}
+
+#[map(name = "SEMA_WAITS")]
+static SEMA_WAITS: LruHashMap<SemaWaitKey, u64> = LruHashMap::with_max_entries(MAX_SEMA_WAITS, 0);
 
 /// Reads a u64 at `base + off` in the target's memory.
 #[inline(always)]
@@ -113,8 +129,77 @@ fn try_goroutine_parked(ctx: &ProbeContext) -> Result<(), i64> {
     ev.aux = g;
     // waitReason is a uint8; the upper bits of the register are unspecified.
     ev.wait_reason = go_abi::arg(ctx, 2) as u8;
+    if is_sema_wait(cfg, ev.wait_reason) {
+        let key = SemaWaitKey { g, pid, _pad: 0 };
+        // SAFETY: the value is copied out before the entry is removed.
+        if let Some(addr) = unsafe { SEMA_WAITS.get(&key) } {
+            ev.sema_addr = *addr;
+            let _ = SEMA_WAITS.remove(&key);
+        }
+    }
+    ev.return_pcs = return_pcs(ctx, cfg);
     emit(ev);
     Ok(())
+}
+
+#[inline(always)]
+fn is_sema_wait(cfg: &TargetConfig, reason: u8) -> bool {
+    let word = cfg.sema_wait_reasons[usize::from(reason >> 6) & 3];
+    (word >> (reason & 63)) & 1 != 0
+}
+
+/// The return addresses from gopark's caller outwards, by walking frame pointers; zeros after
+/// the last one read.
+#[inline(always)]
+fn return_pcs(ctx: &ProbeContext, cfg: &TargetConfig) -> [u64; PARK_FRAMES] {
+    let mut pcs = [0u64; PARK_FRAMES];
+    let (mut pc, mut fp) = if cfg.park_return_address == ReturnAddress::AtStackPointer as u32 {
+        match read_u64(go_abi::stack_pointer(ctx), 0) {
+            Ok(pc) => (pc, go_abi::frame_pointer(ctx)),
+            Err(_) => return pcs,
+        }
+    } else if cfg.park_return_address == ReturnAddress::AboveFramePointer as u32 {
+        match read_frame(go_abi::frame_pointer(ctx)) {
+            Some(frame) => frame,
+            None => return pcs,
+        }
+    } else {
+        return pcs;
+    };
+    for slot in pcs.iter_mut() {
+        *slot = pc;
+        match read_frame(fp) {
+            Some((next_pc, next_fp)) if next_pc != 0 => (pc, fp) = (next_pc, next_fp),
+            _ => break,
+        }
+    }
+    pcs
+}
+
+/// A frame record at `fp`: (return address `[fp+8]`, caller's frame pointer `[fp]`).
+#[inline(always)]
+fn read_frame(fp: u64) -> Option<(u64, u64)> {
+    if fp == 0 {
+        return None;
+    }
+    // SAFETY: bpf_probe_read_user copies from user memory and fails cleanly on a bad address.
+    let [saved_fp, ret] = unsafe { bpf_probe_read_user(fp as *const [u64; 2]) }.ok()?;
+    Some((ret, saved_fp))
+}
+
+/// `runtime.semacquire1(addr *uint32, ...)` on the acquiring goroutine's stack: remembers the
+/// semaphore for the gopark probe (sync primitives park with gopark's lock = a runtime-internal
+/// semaRoot lock, not the user's Mutex/RWMutex/WaitGroup).
+#[uprobe]
+pub fn semaphore_acquire(ctx: ProbeContext) -> u32 {
+    let _ = try_semaphore_acquire(&ctx);
+    0
+}
+
+fn try_semaphore_acquire(ctx: &ProbeContext) -> Result<(), i64> {
+    let Some((pid, _, _)) = target() else { return Ok(()) };
+    let key = SemaWaitKey { g: go_abi::current_g(ctx), pid, _pad: 0 };
+    SEMA_WAITS.insert(&key, &go_abi::arg(ctx, 0), 0).map_err(i64::from)
 }
 
 /// `runtime.ready(gp, ...)` runs on the system stack of the M whose user goroutine woke `gp`.

@@ -52,7 +52,17 @@ fn main() {
         state.apply(&ev(goid, goid, EventDetail::Created { parent_goid: 1, creation_pc: 0x40_0000, start_pc: 0x40_1000 }));
         // Spread waiters over 1,000 channels, as a busy service would.
         let lock_addr = 0xc000_0000 + (goid % 1000) * 0x80 + 104;
-        state.apply(&ev(goid, goid, EventDetail::Parked { wait_reason: 19, lock_addr, g_addr: 0xc100_0000 + goid * 0x1c8 }));
+        state.apply(&ev(
+            goid,
+            goid,
+            EventDetail::Parked {
+                wait_reason: 19,
+                lock_addr,
+                g_addr: 0xc100_0000 + goid * 0x1c8,
+                sema_addr: 0,
+                return_pcs: Default::default(),
+            },
+        ));
     }
     let bytes = LIVE.load(Ordering::Relaxed) - before;
     println!(
@@ -69,7 +79,11 @@ fn main() {
         ts += 1;
         state.apply(&ev(ts, goid, EventDetail::Ready { waker_goid: 1 + (i + 1) % GOROUTINES }));
         let lock_addr = 0xc000_0000 + (i % 1000) * 0x80 + 104;
-        state.apply(&ev(ts, goid, EventDetail::Parked { wait_reason: 20, lock_addr, g_addr: 0 }));
+        state.apply(&ev(
+            ts,
+            goid,
+            EventDetail::Parked { wait_reason: 20, lock_addr, g_addr: 0, sema_addr: 0, return_pcs: Default::default() },
+        ));
         let fresh = GOROUTINES + 1 + i;
         state.apply(&ev(ts, fresh, EventDetail::Created { parent_goid: goid, creation_pc: 0x40_0000, start_pc: 0x40_1000 }));
         state.apply(&ev(ts, fresh, EventDetail::Exited));

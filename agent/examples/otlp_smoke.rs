@@ -81,12 +81,24 @@ fn main() -> anyhow::Result<()> {
         state.apply(&ev(
             worker,
             t0,
-            EventDetail::Parked { wait_reason: chan_recv, lock_addr: chan + u64::from(hchan_lock), g_addr: 0 },
+            EventDetail::Parked {
+                wait_reason: chan_recv,
+                lock_addr: chan + u64::from(hchan_lock),
+                g_addr: 0,
+                sema_addr: 0,
+                return_pcs: Default::default(),
+            },
         ));
         state.apply(&ev(
             waker,
             t0,
-            EventDetail::Parked { wait_reason: chan_send, lock_addr: chan + u64::from(hchan_lock), g_addr: 0 },
+            EventDetail::Parked {
+                wait_reason: chan_send,
+                lock_addr: chan + u64::from(hchan_lock),
+                g_addr: 0,
+                sema_addr: 0,
+                return_pcs: Default::default(),
+            },
         ));
         state.set_channel_info(chan, 3, false);
         for (goid, waker_goid, after) in [(waker, 0, 1_000_000), (worker, waker, 250_000_000)] {

@@ -6,8 +6,8 @@ use std::{
     time::Duration,
 };
 
-use agent_ebpf::TargetConfig;
-use goscope_inspect::GoBinary;
+use agent_ebpf::{ReturnAddress, TargetConfig};
+use goscope_inspect::{GoBinary, ProbeKind, ReturnAddressAt};
 use serde_json::json;
 use tokio::sync::{Notify, mpsc};
 
@@ -17,6 +17,7 @@ use crate::{
     output::{Format, TargetContext, write_line},
     pipeline::{ProcessorConfig, monotonic_ns, process, read_events},
     probes::Probes,
+    state::WaitReasons,
     target::Target,
 };
 
@@ -102,6 +103,12 @@ fn read_exe(target: &Target) -> Result<Vec<u8>, AttachError> {
 
 fn target_config(binary: &GoBinary) -> TargetConfig {
     let l = binary.layout();
+    let park_site = binary.probe_sites().iter().find(|s| s.probe == ProbeKind::GoroutineParked);
+    let park_return_address = match park_site.map(|s| s.return_address) {
+        Some(ReturnAddressAt::StackPointer) => ReturnAddress::AtStackPointer,
+        Some(ReturnAddressAt::FramePointer) => ReturnAddress::AboveFramePointer,
+        Some(ReturnAddressAt::Unknown) | None => ReturnAddress::Unknown,
+    };
     TargetConfig {
         g_goid: l.g_goid,
         g_parent_goid: l.g_parent_goid.unwrap_or(0),
@@ -109,6 +116,9 @@ fn target_config(binary: &GoBinary) -> TargetConfig {
         g_gopc: l.g_gopc,
         g_startpc: l.g_startpc,
         m_curg: l.m_curg,
+        park_return_address: park_return_address as u32,
+        _pad: 0,
+        sema_wait_reasons: WaitReasons::new(binary.wait_reasons().names().to_vec()).semaphore_codes(),
     }
 }
 

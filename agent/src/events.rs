@@ -1,5 +1,8 @@
 //! Ring-buffer bytes → typed goroutine events. The only place raw event bytes are interpreted.
-use agent_ebpf::{EventKind, RawEvent};
+use agent_ebpf::{EventKind, PARK_FRAMES, RawEvent};
+
+/// Return addresses captured at a park, from gopark's caller outwards; 0 after the last.
+pub type ReturnPcs = [u64; PARK_FRAMES];
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
@@ -35,6 +38,11 @@ pub enum EventDetail {
         lock_addr: u64,
         /// The goroutine's `*g`, to read its stack and `g.waiting` from memory later.
         g_addr: u64,
+        /// For semaphore waits (Mutex, RWMutex, WaitGroup, semacquire): the semaphore's address
+        /// as `runtime.semacquire1` got it; 0 when not seen.
+        sema_addr: u64,
+        /// Runtime return addresses from gopark's caller outwards (0 after the last).
+        return_pcs: ReturnPcs,
     },
     Ready {
         /// 0 when no user goroutine did the waking (scheduler, netpoller, timers).
@@ -53,7 +61,13 @@ impl GoroutineEvent {
         let raw: RawEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
         let detail = match EventKind::from_u8(raw.kind).ok_or(DecodeError::Kind(raw.kind))? {
             EventKind::Created => EventDetail::Created { parent_goid: raw.peer_goid, creation_pc: raw.addr, start_pc: raw.aux },
-            EventKind::Parked => EventDetail::Parked { wait_reason: raw.wait_reason, lock_addr: raw.addr, g_addr: raw.aux },
+            EventKind::Parked => EventDetail::Parked {
+                wait_reason: raw.wait_reason,
+                lock_addr: raw.addr,
+                g_addr: raw.aux,
+                sema_addr: raw.sema_addr,
+                return_pcs: raw.return_pcs,
+            },
             EventKind::Ready => EventDetail::Ready { waker_goid: raw.peer_goid },
             EventKind::Exited => EventDetail::Exited,
         };
@@ -86,10 +100,12 @@ mod tests {
         let ev = GoroutineEvent::decode(&bytes_of(&raw)).unwrap();
         assert_eq!(ev.goid, 7);
         assert_eq!(ev.detail, EventDetail::Created { parent_goid: 1, creation_pc: 0x4000, start_pc: 0x5000 });
-        let parked = RawEvent { kind: EventKind::Parked as u8, wait_reason: 19, ..raw };
+        let mut return_pcs = [0; PARK_FRAMES];
+        return_pcs[..3].copy_from_slice(&[0x40_1000, 0x40_2000, 0x40_3000]);
+        let parked = RawEvent { kind: EventKind::Parked as u8, wait_reason: 19, sema_addr: 0x6004, return_pcs, ..raw };
         assert_eq!(
             GoroutineEvent::decode(&bytes_of(&parked)).unwrap().detail,
-            EventDetail::Parked { wait_reason: 19, lock_addr: 0x4000, g_addr: 0x5000 }
+            EventDetail::Parked { wait_reason: 19, lock_addr: 0x4000, g_addr: 0x5000, sema_addr: 0x6004, return_pcs }
         );
     }
 

@@ -9,6 +9,7 @@ pub mod events;
 pub mod export;
 pub mod inspect_cmd;
 pub mod output;
+pub mod park;
 pub mod pipeline;
 pub mod probes;
 pub mod state;

@@ -5,7 +5,10 @@ use std::io::{self, Write};
 use goscope_inspect::{Frame, GoBinary};
 use serde::Serialize;
 
-use crate::events::{EventDetail, GoroutineEvent};
+use crate::{
+    events::{EventDetail, GoroutineEvent},
+    park::ParkDetails,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -75,6 +78,12 @@ pub struct EventRecord {
     pub wait_reason_code: Option<u8>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub channel: Option<String>,
+    /// The sync primitive (Mutex, RWMutex, WaitGroup, Cond) a parked goroutine waits on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lock: Option<String>,
+    /// Where a parked goroutine blocked: the innermost frame outside the runtime and sync.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub park_site: Option<SourceSite>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub waker_goid: Option<u64>,
 }
@@ -98,6 +107,8 @@ impl EventRecord {
             wait_reason: None,
             wait_reason_code: None,
             channel: None,
+            lock: None,
+            park_site: None,
             waker_goid: None,
         };
         match ev.detail {
@@ -126,6 +137,15 @@ impl EventRecord {
         rec
     }
 
+    /// Adds what a park event resolved to (see [`crate::park::ParkResolver`]).
+    pub fn with_park(mut self, park: Option<&ParkDetails>) -> Self {
+        if let Some(p) = park {
+            self.lock = p.lock.map(hex);
+            self.park_site = p.site.clone();
+        }
+        self
+    }
+
     /// One readable line: `+1.234567s pid 42 g17 parked: chan receive on chan 0xc000012000`.
     pub fn to_text(&self, attached_at_ns: u64) -> String {
         let secs = self.ts_ns.saturating_sub(attached_at_ns) as f64 / 1e9;
@@ -141,10 +161,14 @@ impl EventRecord {
             }
             "parked" => {
                 let reason = self.wait_reason.as_deref().unwrap_or("?");
-                match &self.channel {
-                    Some(ch) => format!("{head} parked: {reason} on chan {ch}"),
-                    None => format!("{head} parked: {reason}"),
-                }
+                let on = match (&self.channel, &self.lock) {
+                    (Some(ch), _) => format!(" on chan {ch}"),
+                    (None, Some(lock)) => format!(" on {lock}"),
+                    (None, None) => String::new(),
+                };
+                let at =
+                    self.park_site.as_ref().map_or_else(String::new, |s| format!(" at {} ({}:{})", s.function, s.file, s.line));
+                format!("{head} parked: {reason}{on}{at}")
             }
             "ready" => match self.waker_goid {
                 Some(0) | None => format!("{head} ready (woken by the runtime)"),

@@ -25,8 +25,9 @@ use crate::{
     events::{EventDetail, GoroutineEvent},
     export::{ExportStats, Health, OtlpArgs, OtlpExporter, ProbeHealth, ProcessInfo},
     output::{EventRecord, Format, SourceSite, TargetContext, write_line},
+    park::ParkResolver,
     probes::Probes,
-    state::{GoState, ProcessState, SnapshotGoroutine, Transition, Wait, WaitClass, WaitReasons},
+    state::{GoState, ProcessState, SnapshotGoroutine, Transition, Wait, WaitClass, WaitReasons, sync_primitive},
     summary,
     target::Target,
 };
@@ -157,6 +158,7 @@ const CONFIRMATIONS: u32 = 2;
 pub fn process(mut rx: mpsc::Receiver<Item>, ctx: &TargetContext, cfg: &ProcessorConfig) -> io::Result<ProcessStats> {
     let otlp = OtlpExporter::start(&cfg.otlp, &cfg.process_info).map_err(io::Error::other)?;
     let mut hits = ProbeHits::new(&ctx.binary);
+    let mut parks = ParkResolver::default();
     let reasons = WaitReasons::new(ctx.binary.wait_reasons().names().to_vec());
     let mut state = ProcessState::new(ctx.pid, reasons, ctx.binary.layout().hchan_lock);
     let mut out = io::BufWriter::new(io::stdout().lock());
@@ -201,7 +203,11 @@ pub fn process(mut rx: mpsc::Receiver<Item>, ctx: &TargetContext, cfg: &Processo
             Item::Event(ev) => {
                 stats.events += 1;
                 hits.count(&ev);
+                let park = parks.resolve(ctx, &ev);
                 let transition = state.apply(&ev);
+                if let Some(p) = &park {
+                    state.set_park_details(ev.goid, p.site.clone(), p.lock);
+                }
                 if let (Some(x), Some(t)) = (&otlp, &transition) {
                     match t {
                         Transition::Unblocked { .. } => x.blocking_episode(t, &state, ctx),
@@ -209,7 +215,7 @@ pub fn process(mut rx: mpsc::Receiver<Item>, ctx: &TargetContext, cfg: &Processo
                     }
                 }
                 if cfg.show_events {
-                    let rec = EventRecord::new(&ev, ctx);
+                    let rec = EventRecord::new(&ev, ctx).with_park(park.as_ref());
                     let line = match cfg.format {
                         Format::Json => serde_json::to_string(&rec).map_err(io::Error::other)?,
                         Format::Text => rec.to_text(ctx.attached_at_ns),
@@ -319,6 +325,7 @@ fn seed_from_memory(state: &mut ProcessState, ctx: &TargetContext) -> Result<See
                     channels: g.channels.clone(),
                     lock: sync_primitive(class, g.sema_addr),
                     stack: sites(&g.stack),
+                    park_site: None,
                 }
             });
             Some(SnapshotGoroutine {
@@ -439,18 +446,6 @@ fn read_holdings(
         .collect()
 }
 
-/// The sync primitive behind a semaphore a goroutine waits on: the semaphore is a field at a fixed
-/// offset inside it (Mutex.sema +4, RWMutex writerSem +8 / readerSem +12, WaitGroup sema +8).
-fn sync_primitive(class: WaitClass, sema: Option<u64>) -> Option<u64> {
-    let field = match class {
-        WaitClass::Mutex => 4,
-        WaitClass::RWMutexWrite | WaitClass::WaitGroup => 8,
-        WaitClass::RWMutexRead => 12,
-        _ => return None,
-    };
-    sema.and_then(|s| s.checked_sub(field))
-}
-
 /// Probe hits per program, counted from the events they produced, for the health metrics.
 struct ProbeHits {
     /// (program, hits, emulated instruction)
@@ -460,7 +455,8 @@ struct ProbeHits {
 impl ProbeHits {
     fn new(binary: &GoBinary) -> Self {
         let mut programs: Vec<(ProbeKind, u64, bool)> = Vec::new();
-        for site in binary.probe_sites() {
+        // The semaphore probe reports no events of its own: its hits cannot be counted here.
+        for site in binary.probe_sites().iter().filter(|s| s.probe != ProbeKind::SemaphoreAcquire) {
             if !programs.iter().any(|p| p.0 == site.probe) {
                 programs.push((site.probe, 0, ProbeHealth::is_emulated_instruction(&site.instruction)));
             }

@@ -18,8 +18,13 @@ use crate::target::Target;
 /// The eBPF object built by build.rs from agent-ebpf.
 static PROBES_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/goscope-probes"));
 
-const PROGRAMS: [ProbeKind; 4] =
-    [ProbeKind::GoroutineCreated, ProbeKind::GoroutineParked, ProbeKind::GoroutineReady, ProbeKind::GoroutineExited];
+const PROGRAMS: [ProbeKind; 5] = [
+    ProbeKind::GoroutineCreated,
+    ProbeKind::GoroutineParked,
+    ProbeKind::GoroutineReady,
+    ProbeKind::GoroutineExited,
+    ProbeKind::SemaphoreAcquire,
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
@@ -89,7 +94,8 @@ impl Probes {
         self.links.entry(pid).or_default();
         // Exited first, created last: a goroutine created between two attaches and gone before
         // the memory snapshot would otherwise leave a `created` with no `exited`, for good. In
-        // this order every goroutine with a `created` event also has its `exited` probe live.
+        // this order every goroutine with a `created` event also has its `exited` probe live
+        // (and semacquire1's probe is live before gopark's).
         let result = PROGRAMS.into_iter().rev().try_for_each(|kind| {
             let sites: Vec<&ProbeSite> = binary.probe_sites().iter().filter(|s| s.probe == kind).collect();
             if sites.is_empty() {

@@ -32,7 +32,7 @@ use serde::Serialize;
 pub use buildinfo::{BuildInfo, GoVersion};
 pub use error::InspectError;
 pub use layout::{NEWEST_MINOR, OLDEST_MINOR, OffsetsSource, RuntimeLayout, render_table};
-pub use probes::{ProbeKind, ProbeSite};
+pub use probes::{ProbeKind, ProbeSite, ReturnAddressAt};
 pub use waitreason::WaitReasonTable;
 
 use elf::Elf;
@@ -590,7 +590,7 @@ fn analyse(elf: &Elf<'_>) -> Result<GoBinary, InspectError> {
                 ));
                 continue;
             };
-            let mk = |offset: u64, instruction: String, why: String| -> Option<ProbeSite> {
+            let mk = |offset: u64, instruction: String, why: String, return_address| -> Option<ProbeSite> {
                 let address = entry.checked_add(offset)?;
                 Some(ProbeSite {
                     probe: kind,
@@ -600,6 +600,7 @@ fn analyse(elf: &Elf<'_>) -> Result<GoBinary, InspectError> {
                     file_offset: elf.file_offset(address)?,
                     instruction,
                     why,
+                    return_address,
                 })
             };
             if kind == ProbeKind::GoroutineCreated {
@@ -613,14 +614,14 @@ fn analyse(elf: &Elf<'_>) -> Result<GoBinary, InspectError> {
                          single-stepped (~5 us) but goroutine creation is rare; one probe per RET because \
                          uretprobes crash Go programs"
                     );
-                    match mk(off, text, why) {
+                    match mk(off, text, why, ReturnAddressAt::Unknown) {
                         Some(s) => probe_sites.push(s),
                         None => reasons.push(format!("{name}+{off} is not file-backed")),
                     }
                 }
             } else {
                 let site = probes::place_entry(name, code, entry, kind.arg_count(minor));
-                match mk(site.offset, site.instruction, site.why) {
+                match mk(site.offset, site.instruction, site.why, site.return_address) {
                     Some(s) => probe_sites.push(s),
                     None => reasons.push(format!("{name}+{} is not file-backed", site.offset)),
                 }
@@ -641,6 +642,7 @@ fn analyse(elf: &Elf<'_>) -> Result<GoBinary, InspectError> {
                     file_offset,
                     instruction: site.instruction,
                     why: format!("coroutine exit (iter.Pull): {}", site.why),
+                    return_address: site.return_address,
                 }),
                 None => reasons.push(format!(
                     "{}+{} is not file-backed",

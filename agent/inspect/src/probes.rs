@@ -35,6 +35,9 @@ pub enum ProbeKind {
     GoroutineReady,
     /// `runtime.goexit1` entry, and [`COROUTINE_EXIT`] entry when the runtime has coroutines.
     GoroutineExited,
+    /// `runtime.semacquire1` entry: remembers which semaphore a goroutine is about to wait on
+    /// (sync.Mutex, RWMutex, WaitGroup); reports no event of its own.
+    SemaphoreAcquire,
 }
 
 /// Where a coroutine (`iter.Pull`, Go >= 1.23) exits instead of `runtime.goexit1`: the deferred
@@ -43,11 +46,12 @@ pub const COROUTINE_EXIT: &str = "runtime.corostart.deferwrap1";
 
 impl ProbeKind {
     /// All kinds, in a stable order.
-    pub const ALL: [ProbeKind; 4] = [
+    pub const ALL: [ProbeKind; 5] = [
         ProbeKind::GoroutineCreated,
         ProbeKind::GoroutineParked,
         ProbeKind::GoroutineReady,
         ProbeKind::GoroutineExited,
+        ProbeKind::SemaphoreAcquire,
     ];
 
     /// Name of the eBPF program attached for this kind.
@@ -57,6 +61,7 @@ impl ProbeKind {
             ProbeKind::GoroutineParked => "goroutine_parked",
             ProbeKind::GoroutineReady => "goroutine_ready",
             ProbeKind::GoroutineExited => "goroutine_exited",
+            ProbeKind::SemaphoreAcquire => "semaphore_acquire",
         }
     }
 
@@ -67,6 +72,7 @@ impl ProbeKind {
             ProbeKind::GoroutineParked => "runtime.gopark",
             ProbeKind::GoroutineReady => "runtime.ready",
             ProbeKind::GoroutineExited => "runtime.goexit1",
+            ProbeKind::SemaphoreAcquire => "runtime.semacquire1",
         }
     }
 
@@ -87,6 +93,14 @@ impl ProbeKind {
             ProbeKind::GoroutineParked => 5,
             ProbeKind::GoroutineReady => 3,
             ProbeKind::GoroutineExited => 0,
+            // addr, lifo, profile, skipframes; `reason` since 1.20.
+            ProbeKind::SemaphoreAcquire => {
+                if minor >= 20 {
+                    5
+                } else {
+                    4
+                }
+            }
         })
     }
 }
@@ -108,6 +122,21 @@ pub struct ProbeSite {
     pub instruction: String,
     /// Why this site was chosen.
     pub why: String,
+    /// Where the function's return address is when the probe fires.
+    pub return_address: ReturnAddressAt,
+}
+
+/// Where a probed function's return address is at the probe site, so a probe can walk the
+/// caller's frames (Go keeps frame pointers on amd64).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReturnAddressAt {
+    /// `[RSP]`: nothing in the prologue has moved RSP or set RBP yet (RBP is the caller's).
+    StackPointer,
+    /// `[RBP+8]`: the prologue has set RBP to this function's frame.
+    FramePointer,
+    /// Elsewhere (RSP moved, RBP not set yet; or a RET site).
+    Unknown,
 }
 
 pub(crate) const ARG_REGS: [Register; 9] = [
@@ -131,6 +160,7 @@ pub(crate) struct Site {
     pub offset: u64,
     pub instruction: String,
     pub why: String,
+    pub return_address: ReturnAddressAt,
 }
 
 fn format(instr: &Instruction) -> String {
@@ -195,7 +225,9 @@ pub(crate) fn place_entry(func: &str, code: &[u8], entry: u64, nargs: Option<usi
     let mut instr = Instruction::default();
     let mut prev_stack_cmp = false;
     let mut stack_jcc_off: Option<u64> = None;
-    let mut cands: Vec<(u64, Cand, String, &'static str)> = Vec::new();
+    let mut cands: Vec<(u64, Cand, String, &'static str, ReturnAddressAt)> = Vec::new();
+    // Registers written by the instructions before the current one.
+    let (mut rsp_moved, mut rbp_set) = (false, false);
     let mut stop_reason = "end of decoded prologue";
     let mut first_text = String::new();
     for n in 0..MAX_PROLOGUE_INSNS {
@@ -230,7 +262,14 @@ pub(crate) fn place_entry(func: &str, code: &[u8], entry: u64, nargs: Option<usi
             } else {
                 "relative branch (branch emulation)"
             };
-            cands.push((off, kind, format(&instr), what));
+            let return_address = if rbp_set {
+                ReturnAddressAt::FramePointer
+            } else if rsp_moved {
+                ReturnAddressAt::Unknown
+            } else {
+                ReturnAddressAt::StackPointer
+            };
+            cands.push((off, kind, format(&instr), what, return_address));
         }
         if stack_jcc {
             stack_jcc_off = Some(off);
@@ -252,15 +291,20 @@ pub(crate) fn place_entry(func: &str, code: &[u8], entry: u64, nargs: Option<usi
             }
         }
         let info = factory.info(&instr);
-        let clobbers = info.used_registers().iter().any(|u| {
-            matches!(
-                u.access(),
-                OpAccess::Write
-                    | OpAccess::CondWrite
-                    | OpAccess::ReadWrite
-                    | OpAccess::ReadCondWrite
-            ) && argregs.contains(&u.register().full_register())
-        });
+        let written = |reg: Register| {
+            info.used_registers().iter().any(|u| {
+                matches!(
+                    u.access(),
+                    OpAccess::Write
+                        | OpAccess::CondWrite
+                        | OpAccess::ReadWrite
+                        | OpAccess::ReadCondWrite
+                ) && u.register().full_register() == reg
+            })
+        };
+        rsp_moved |= written(Register::RSP);
+        rbp_set |= written(Register::RBP);
+        let clobbers = argregs.iter().any(|&r| written(r));
         if clobbers {
             stop_reason = "the first write to an argument register";
             break;
@@ -269,13 +313,14 @@ pub(crate) fn place_entry(func: &str, code: &[u8], entry: u64, nargs: Option<usi
     }
 
     let after_check = |off: u64| stack_jcc_off.is_none_or(|j| off > j);
-    if let Some((off, _, text, _)) = cands
+    if let Some((off, _, text, _, ret)) = cands
         .iter()
-        .find(|(off, k, _, _)| *k == Cand::PushRbp && after_check(*off))
+        .find(|(off, k, ..)| *k == Cand::PushRbp && after_check(*off))
     {
         return Site {
             offset: *off,
             instruction: text.clone(),
+            return_address: *ret,
             why: format!(
                 "PUSH RBP at {func}+{off}: emulated by the kernel (no single-step, ~1 us/hit vs ~5 us at +0), \
                  after the stack check so it fires once per call even when the stack grows, and uprobe-at-entry \
@@ -283,23 +328,25 @@ pub(crate) fn place_entry(func: &str, code: &[u8], entry: u64, nargs: Option<usi
             ),
         };
     }
-    if let Some((off, _, text, what)) = cands
+    if let Some((off, _, text, what, ret)) = cands
         .iter()
-        .find(|(off, k, _, _)| *k == Cand::Other && after_check(*off))
+        .find(|(off, k, ..)| *k == Cand::Other && after_check(*off))
     {
         return Site {
             offset: *off,
             instruction: text.clone(),
+            return_address: *ret,
             why: format!(
                 "{what} at {func}+{off}: emulated by the kernel, reached on every call after the stack check \
                  (fires once per call), before any CALL, body branch or argument write; {arg_desc}"
             ),
         };
     }
-    if let Some((off, _, text, _)) = cands.iter().find(|(_, k, _, _)| *k == Cand::StackJcc) {
+    if let Some((off, _, text, _, ret)) = cands.iter().find(|(_, k, ..)| *k == Cand::StackJcc) {
         return Site {
             offset: *off,
             instruction: text.clone(),
+            return_address: *ret,
             why: format!(
                 "stack-check Jcc at {func}+{off}: emulated by the kernel and {arg_desc}, but it FIRES TWICE for a \
                  call that grows the stack (morestack restarts the function at +0) and the caller is missing \
@@ -307,10 +354,11 @@ pub(crate) fn place_entry(func: &str, code: &[u8], entry: u64, nargs: Option<usi
             ),
         };
     }
-    if let Some((off, _, text, what)) = cands.first() {
+    if let Some((off, _, text, what, ret)) = cands.first() {
         return Site {
             offset: *off,
             instruction: text.clone(),
+            return_address: *ret,
             why: format!(
                 "{what} at {func}+{off}: the only emulated instruction before {stop_reason}; it precedes the stack \
                  check, so it fires again when the stack grows"
@@ -320,6 +368,7 @@ pub(crate) fn place_entry(func: &str, code: &[u8], entry: u64, nargs: Option<usi
     Site {
         offset: 0,
         instruction: first_text,
+        return_address: ReturnAddressAt::StackPointer,
         why: format!(
             "fallback to {func}+0: no kernel-emulated instruction (PUSH/Jcc/JMP/NOP) before {stop_reason}; +0 is \
              single-stepped (~5 us per hit)"
@@ -415,6 +464,7 @@ mod tests {
         let s = place_entry("runtime.gopark", GOPARK_121, 0x1000, Some(5));
         assert_eq!(s.offset, 10);
         assert_eq!(s.instruction, "push rbp");
+        assert_eq!(s.return_address, ReturnAddressAt::StackPointer);
     }
 
     #[test]
@@ -422,6 +472,11 @@ mod tests {
         let s = place_entry("runtime.gopark", GOPARK_119, 0x1000, Some(5));
         assert_eq!(s.offset, 28, "{s:?}");
         assert_eq!(s.instruction, "nop");
+        assert_eq!(
+            s.return_address,
+            ReturnAddressAt::FramePointer,
+            "after LEA RBP, [RSP+0x10]"
+        );
         // If RDX counted as an argument (all nine do not include it) it would still be 28;
         // clobbering RAX before the NOP leaves only the stack-check Jcc.
         let mut code = GOPARK_119.to_vec();
@@ -429,6 +484,7 @@ mod tests {
         let s = place_entry("runtime.gopark", &code, 0x1000, None);
         assert_eq!(s.offset, 4, "{s:?}");
         assert!(s.why.contains("FIRES TWICE"));
+        assert_eq!(s.return_address, ReturnAddressAt::StackPointer);
     }
 
     #[test]

@@ -52,7 +52,13 @@ mod tests {
             pid: 1,
             tid: 1,
             goid,
-            detail: EventDetail::Parked { wait_reason: reason, lock_addr: 0x1000 + 104, g_addr: 0 },
+            detail: EventDetail::Parked {
+                wait_reason: reason,
+                lock_addr: 0x1000 + 104,
+                g_addr: 0,
+                sema_addr: 0,
+                return_pcs: Default::default(),
+            },
         };
         st.apply(&park(5, 19, 0));
         st.apply(&park(6, 14, 0)); // sleeping is not blocking on another goroutine

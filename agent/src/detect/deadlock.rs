@@ -153,7 +153,13 @@ mod tests {
                 pid: 1,
                 tid: 1,
                 goid,
-                detail: EventDetail::Parked { wait_reason: reason, lock_addr: chan + u64::from(LOCK), g_addr: 0 },
+                detail: EventDetail::Parked {
+                    wait_reason: reason,
+                    lock_addr: chan + u64::from(LOCK),
+                    g_addr: 0,
+                    sema_addr: 0,
+                    return_pcs: Default::default(),
+                },
             });
         }
         st

@@ -120,7 +120,13 @@ mod tests {
                 pid: 1,
                 tid: 1,
                 goid,
-                detail: EventDetail::Parked { wait_reason: CHAN_SEND, lock_addr: 0x1068, g_addr: 0 },
+                detail: EventDetail::Parked {
+                    wait_reason: CHAN_SEND,
+                    lock_addr: 0x1068,
+                    g_addr: 0,
+                    sema_addr: 0,
+                    return_pcs: Default::default(),
+                },
             });
             let runtime = SourceSite { function: "runtime.chansend1".into(), file: "chan.go".into(), line: 1 };
             st.enrich_wait(goid, &[], None, vec![runtime, site(line)]);

@@ -280,7 +280,13 @@ mod tests {
                 pid: 1,
                 tid: 1,
                 goid,
-                detail: EventDetail::Parked { wait_reason: reason, lock_addr: 0x1000 * goid + u64::from(LOCK), g_addr: 0 },
+                detail: EventDetail::Parked {
+                    wait_reason: reason,
+                    lock_addr: 0x1000 * goid + u64::from(LOCK),
+                    g_addr: 0,
+                    sema_addr: 0,
+                    return_pcs: Default::default(),
+                },
             });
         }
         st
@@ -350,7 +356,13 @@ mod tests {
             pid: 1,
             tid: 1,
             goid: 3,
-            detail: EventDetail::Parked { wait_reason: CHAN_SEND, lock_addr: 0x9000, g_addr: 0 },
+            detail: EventDetail::Parked {
+                wait_reason: CHAN_SEND,
+                lock_addr: 0x9000,
+                g_addr: 0,
+                sema_addr: 0,
+                return_pcs: Default::default(),
+            },
         });
         assert!(proven(&st, 100, 50, &late).is_empty());
     }

@@ -11,6 +11,11 @@ use opentelemetry_sdk::{
 use opentelemetry_semantic_conventions::{SCHEMA_URL, attribute as sc};
 
 pub use sc::{CODE_FILE_PATH, CODE_FUNCTION_NAME, CODE_LINE_NUMBER};
+/// The same facts under their semantic-convention names before 1.30 (deprecated; the crate only
+/// has them as experimental): backends and dashboards built on those still query them.
+pub const CODE_FUNCTION_LEGACY: &str = "code.function";
+pub const CODE_FILEPATH_LEGACY: &str = "code.filepath";
+pub const CODE_LINENO_LEGACY: &str = "code.lineno";
 
 // Goroutines.
 pub const GOROUTINE_ID: &str = "goscope.goroutine.id";

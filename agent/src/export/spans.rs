@@ -14,12 +14,12 @@ use super::{
 };
 use crate::{
     detect::{Finding, FindingType, Grade, Involved},
-    output::{TargetContext, hex},
+    output::{SourceSite, TargetContext, hex},
     state::{ProcessState, Wait, WaitClass},
 };
 
-/// Optional facts about an episode that goscope's state does not hold (yet): where the goroutine
-/// parked. Callers that know it pass it in.
+/// Optional facts about an episode that goscope's state may not hold: where the goroutine parked,
+/// for a wait without a park site of its own (captured at park, or read from its stack).
 #[derive(Debug, Clone, Default)]
 pub struct EpisodeExtra {
     /// Runtime PC of the innermost user frame that blocked (the caller of the runtime's chan/select
@@ -163,17 +163,22 @@ fn goroutine_attributes(out: &mut Vec<KeyValue>, goid: u64, state: Option<&Proce
     }
 }
 
-/// `code.*` for the park site, when the caller knows it.
-fn code_attributes(out: &mut Vec<KeyValue>, extra: &EpisodeExtra, ctx: &TargetContext) {
-    let Some(f) = extra.park_pc.and_then(|pc| ctx.binary.symbolize(pc.wrapping_sub(ctx.load_bias))) else {
+/// `code.*` (current and pre-1.30 names) for the park site: the wait's own (captured at park, or
+/// read from its stack), else the caller's `park_pc`.
+fn code_attributes(out: &mut Vec<KeyValue>, wait: &Wait, extra: &EpisodeExtra, ctx: &TargetContext) {
+    let from_pc = || extra.park_pc.and_then(|pc| ctx.binary.symbolize(pc.wrapping_sub(ctx.load_bias))).map(SourceSite::from);
+    let Some(site) = wait.site().cloned().or_else(from_pc) else {
         return;
     };
-    out.push(KeyValue::new(a::CODE_FUNCTION_NAME, f.function));
-    if f.file != "?" {
-        out.push(KeyValue::new(a::CODE_FILE_PATH, f.file));
+    out.push(KeyValue::new(a::CODE_FUNCTION_NAME, site.function.clone()));
+    out.push(KeyValue::new(a::CODE_FUNCTION_LEGACY, site.function));
+    if site.file != "?" {
+        out.push(KeyValue::new(a::CODE_FILE_PATH, site.file.clone()));
+        out.push(KeyValue::new(a::CODE_FILEPATH_LEGACY, site.file));
     }
-    if f.line != 0 {
-        out.push(KeyValue::new(a::CODE_LINE_NUMBER, i64::from(f.line)));
+    if site.line != 0 {
+        out.push(KeyValue::new(a::CODE_LINE_NUMBER, i64::from(site.line)));
+        out.push(KeyValue::new(a::CODE_LINENO_LEGACY, i64::from(site.line)));
     }
 }
 
@@ -200,7 +205,7 @@ pub(crate) fn episode_span(
     let mut attrs = Vec::with_capacity(20);
     goroutine_attributes(&mut attrs, goid, state, ctx);
     wait_attributes(&mut attrs, wait, &reason, state);
-    code_attributes(&mut attrs, extra, ctx);
+    code_attributes(&mut attrs, wait, extra, ctx);
     if waker_goid != 0 {
         attrs.push(KeyValue::new(a::WAKER_GOROUTINE_ID, int(waker_goid)));
         attrs.push(KeyValue::new(a::WAKER_KIND, "goroutine"));

@@ -6,7 +6,7 @@ mod wait;
 
 use std::collections::{BTreeSet, HashMap};
 
-pub use wait::{WaitClass, WaitReasons};
+pub use wait::{NOTIFY_LIST_LOCK, WaitClass, WaitReasons, is_synchronisation_internal, sync_function_class, sync_primitive};
 
 use crate::{
     events::{EventDetail, GoroutineEvent},
@@ -36,13 +36,16 @@ pub struct Wait {
     /// Where it blocked, innermost frame first, once read from memory (the wait lasted long
     /// enough to matter). Empty until then.
     pub stack: Vec<SourceSite>,
+    /// Where the code blocked, from the return addresses the park probe captured.
+    pub park_site: Option<SourceSite>,
 }
 
 impl Wait {
     /// Where the code blocked: the innermost frame outside the runtime and the sync packages
-    /// (the line that sends, receives, selects or locks). None until the stack is read.
+    /// (the line that sends, receives, selects or locks), as captured at park, else from the
+    /// stack read later. None when neither is known.
     pub fn site(&self) -> Option<&SourceSite> {
-        self.stack.iter().find(|f| !wait::is_synchronisation_internal(&f.function))
+        self.park_site.as_ref().or_else(|| self.stack.iter().find(|f| !wait::is_synchronisation_internal(&f.function)))
     }
 }
 
@@ -187,7 +190,7 @@ impl ProcessState {
                 g.start_pc = Some(start_pc);
                 None
             }
-            EventDetail::Parked { wait_reason, lock_addr, g_addr } => {
+            EventDetail::Parked { wait_reason, lock_addr, g_addr, .. } => {
                 let class = self.reasons.class(wait_reason);
                 let channels = match class {
                     WaitClass::ChanSend | WaitClass::ChanReceive if lock_addr > self.hchan_lock => {
@@ -211,7 +214,7 @@ impl ProcessState {
                 g.since_ns = ev.ts_ns;
                 g.since_is_lower_bound = false;
                 g.g_addr = Some(g_addr);
-                g.wait = Some(Wait { reason_code: wait_reason, class, channels, lock: None, stack: Vec::new() });
+                g.wait = Some(Wait { reason_code: wait_reason, class, channels, lock: None, stack: Vec::new(), park_site: None });
                 None
             }
             EventDetail::Ready { waker_goid } => {
@@ -310,6 +313,15 @@ impl ProcessState {
             }
             let ch = self.channels.entry(c).or_insert_with(|| Channel { addr: c, ..Channel::default() });
             remember_operator(ch, goid);
+        }
+    }
+
+    /// Records what the park event told beyond the state's own view, once the caller resolved it
+    /// with the binary: where the goroutine blocked, and the sync primitive.
+    pub fn set_park_details(&mut self, goid: u64, park_site: Option<SourceSite>, lock: Option<u64>) {
+        if let Some(wait) = self.goroutines.get_mut(&goid).and_then(|g| g.wait.as_mut()) {
+            wait.park_site = park_site;
+            wait.lock = lock;
         }
     }
 

@@ -20,7 +20,17 @@ fn ev(ts_ns: u64, goid: u64, detail: EventDetail) -> GoroutineEvent {
 }
 
 fn park(ts: u64, goid: u64, reason: u8, chan: u64) -> GoroutineEvent {
-    ev(ts, goid, EventDetail::Parked { wait_reason: reason, lock_addr: chan + u64::from(LOCK_OFF), g_addr: 0x1000 + goid })
+    ev(
+        ts,
+        goid,
+        EventDetail::Parked {
+            wait_reason: reason,
+            lock_addr: chan + u64::from(LOCK_OFF),
+            g_addr: 0x1000 + goid,
+            sema_addr: 0,
+            return_pcs: Default::default(),
+        },
+    )
 }
 
 #[test]
@@ -68,7 +78,7 @@ fn snap(goid: u64, class: WaitClass, chan: u64, since: u64) -> SnapshotGoroutine
     SnapshotGoroutine {
         goid,
         state: GoState::Waiting,
-        wait: Some(Wait { reason_code: 20, class, channels: vec![chan], lock: None, stack: Vec::new() }),
+        wait: Some(Wait { reason_code: 20, class, channels: vec![chan], lock: None, stack: Vec::new(), park_site: None }),
         wait_since_ns: since,
         parent_goid: Some(1),
         creation_pc: None,
@@ -117,7 +127,11 @@ fn exits_after_the_snapshot_are_not_remembered() {
 #[test]
 fn select_channels_come_from_memory_later() {
     let mut st = ProcessState::new(1, reasons(), LOCK_OFF);
-    st.apply(&ev(5, 3, EventDetail::Parked { wait_reason: 18, lock_addr: 0, g_addr: 0x3000 }));
+    st.apply(&ev(
+        5,
+        3,
+        EventDetail::Parked { wait_reason: 18, lock_addr: 0, g_addr: 0x3000, sema_addr: 0, return_pcs: Default::default() },
+    ));
     assert!(st.goroutine(3).unwrap().wait.as_ref().unwrap().channels.is_empty());
     assert_eq!(st.needing_stacks(10, 10), vec![(3, 0x3000)]);
     let frame = crate::output::SourceSite { function: "main.f".into(), file: "m.go".into(), line: 3 };

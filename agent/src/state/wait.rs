@@ -44,6 +44,11 @@ impl WaitClass {
         }
     }
 
+    /// Waits that park inside `runtime.semacquire1`, whose `addr` argument is the semaphore.
+    pub fn parks_on_semaphore(self) -> bool {
+        matches!(self, Self::Mutex | Self::RWMutexRead | Self::RWMutexWrite | Self::WaitGroup | Self::Semaphore)
+    }
+
     /// Blocked on something another user goroutine must do (what leak/deadlock analysis is about).
     pub fn is_user_blocking(self) -> bool {
         !matches!(self, Self::Sleep | Self::IoWait | Self::Runtime | Self::Other)
@@ -70,10 +75,84 @@ impl WaitReasons {
     pub fn class(&self, code: u8) -> WaitClass {
         self.classes.get(usize::from(code)).copied().unwrap_or(WaitClass::Other)
     }
+
+    /// The codes of semaphore waits as a 256-bit set (bit `n` of word `n / 64` = code `n`).
+    pub fn semaphore_codes(&self) -> [u64; 4] {
+        let mut set = [0u64; 4];
+        for (code, class) in self.classes.iter().enumerate().take(256) {
+            if class.parks_on_semaphore() {
+                set[code / 64] |= 1 << (code % 64);
+            }
+        }
+        set
+    }
+}
+
+/// Offset of `lock` in `runtime.notifyList` (after the `wait` and `notify` uint32s; 1.19-1.27):
+/// what gopark gets as its lock for a `sync.Cond` wait.
+pub const NOTIFY_LIST_LOCK: u64 = 8;
+
+/// The sync primitive behind the runtime object a goroutine waits on, which sits at a fixed
+/// offset inside it: a semaphore field (Mutex.sema +4, RWMutex writerSem +8 / readerSem +12,
+/// WaitGroup sema +8) or, for a Cond, its notifyList (+16, after the `L Locker` interface).
+pub fn sync_primitive(class: WaitClass, addr: Option<u64>) -> Option<u64> {
+    let field = match class {
+        WaitClass::Mutex => 4,
+        WaitClass::RWMutexWrite | WaitClass::WaitGroup => 8,
+        WaitClass::RWMutexRead => 12,
+        WaitClass::Cond => 16,
+        _ => return None,
+    };
+    addr.filter(|&a| a != 0).and_then(|a| a.checked_sub(field))
+}
+
+/// The class of wait a sync package function parks for, for Go versions whose wait reason does
+/// not say (before 1.21 every sync wait is "semacquire"; WaitGroup until 1.24).
+pub fn sync_function_class(function: &str) -> Option<WaitClass> {
+    Some(match function.strip_prefix("internal/").unwrap_or(function) {
+        "sync.(*Mutex).Lock" | "sync.(*Mutex).lockSlow" => WaitClass::Mutex,
+        "sync.(*RWMutex).RLock" => WaitClass::RWMutexRead,
+        "sync.(*RWMutex).Lock" => WaitClass::RWMutexWrite,
+        "sync.(*WaitGroup).Wait" => WaitClass::WaitGroup,
+        "sync.(*Cond).Wait" => WaitClass::Cond,
+        _ => return None,
+    })
 }
 
 /// Functions of the packages that implement blocking (runtime, sync, internal/sync, iter): the
 /// frames between a goroutine's own code and gopark.
 pub fn is_synchronisation_internal(function: &str) -> bool {
     ["runtime.", "sync.", "sync/atomic.", "internal/sync.", "iter."].iter().any(|p| function.starts_with(p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn semaphore_codes_follow_the_binary_names() {
+        let names = ["", "chan receive", "semacquire", "sync.Mutex.Lock", "sync.Cond.Wait", "sync.WaitGroup.Wait (durable)"];
+        let set = WaitReasons::new(names.iter().map(|s| s.to_string()).collect()).semaphore_codes();
+        assert_eq!(set, [0b10_1100, 0, 0, 0]);
+    }
+
+    #[test]
+    fn primitives_from_their_runtime_objects() {
+        assert_eq!(sync_primitive(WaitClass::Mutex, Some(0x1004)), Some(0x1000));
+        assert_eq!(sync_primitive(WaitClass::RWMutexRead, Some(0x100c)), Some(0x1000));
+        assert_eq!(sync_primitive(WaitClass::RWMutexWrite, Some(0x1008)), Some(0x1000));
+        assert_eq!(sync_primitive(WaitClass::WaitGroup, Some(0x1008)), Some(0x1000));
+        assert_eq!(sync_primitive(WaitClass::Cond, Some(0x1010)), Some(0x1000));
+        assert_eq!(sync_primitive(WaitClass::Semaphore, Some(0x1004)), None, "which primitive is unknown");
+        assert_eq!(sync_primitive(WaitClass::Mutex, Some(0)), None);
+        assert_eq!(sync_primitive(WaitClass::Mutex, Some(2)), None);
+    }
+
+    #[test]
+    fn sync_functions_name_their_class() {
+        assert_eq!(sync_function_class("internal/sync.(*Mutex).lockSlow"), Some(WaitClass::Mutex));
+        assert_eq!(sync_function_class("sync.(*RWMutex).RLock"), Some(WaitClass::RWMutexRead));
+        assert_eq!(sync_function_class("sync.runtime_SemacquireMutex"), None);
+        assert_eq!(sync_function_class("main.worker"), None);
+    }
 }
