@@ -61,6 +61,8 @@ pub struct AttachOptions {
     pub top: bool,
     pub state_every: Option<Duration>,
     pub fail_on: Vec<FindingType>,
+    /// Bytes one leak proof may read.
+    pub leak_scan_budget: u64,
     pub otlp: OtlpArgs,
 }
 
@@ -177,6 +179,7 @@ pub async fn run(opts: AttachOptions) -> Result<(), AttachError> {
         top: opts.top,
         state_every: opts.state_every,
         fail_on: opts.fail_on,
+        leak_scan_budget: opts.leak_scan_budget,
         stop: Arc::clone(&stop),
     };
     let processor = tokio::task::spawn_blocking(move || process(rx, &ctx, &cfg));

@@ -8,6 +8,7 @@ pub mod dump_cmd;
 pub mod events;
 pub mod export;
 pub mod inspect_cmd;
+pub mod leakscan;
 pub mod output;
 pub mod park;
 pub mod pipeline;

@@ -48,6 +48,10 @@ enum Command {
         /// e.g. to guard an integration test run.
         #[arg(long, value_enum)]
         fail_on: Vec<goscope::detect::FindingType>,
+        /// Most memory (MiB) one leak proof may read: it follows every pointer the goroutines and
+        /// globals reach. Past it, leaks and deadlocks are only reported as suspects.
+        #[arg(long, default_value_t = 256)]
+        leak_scan_budget_mib: u64,
         #[command(flatten)]
         otlp: goscope::export::OtlpArgs,
     },
@@ -95,6 +99,7 @@ fn main() -> ExitCode {
             top,
             state_every,
             fail_on,
+            leak_scan_budget_mib,
             otlp,
         } => tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -113,6 +118,7 @@ fn main() -> ExitCode {
                     top,
                     state_every,
                     fail_on,
+                    leak_scan_budget: leak_scan_budget_mib << 20,
                     otlp,
                 }))
                 .map_err(anyhow::Error::from)

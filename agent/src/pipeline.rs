@@ -18,9 +18,10 @@ use tokio::{
 };
 
 use goscope_inspect::{GoBinary, ProbeKind};
-use goscope_memory::{GStatus, ProcessMemory};
+use goscope_memory::{GStatus, ProcessMemory, ReachMemory as _};
 
 use crate::{
+    leakscan::LeakScanner,
     detect::{self, Finding, FindingType},
     events::{EventDetail, GoroutineEvent},
     export::{ExportStats, Health, OtlpArgs, OtlpExporter, ProbeHealth, ProcessInfo},
@@ -136,6 +137,8 @@ pub struct ProcessorConfig {
     pub state_every: Option<Duration>,
     /// Stop (and make goscope exit non-zero) at the first finding of one of these types.
     pub fail_on: Vec<FindingType>,
+    /// Bytes one leak proof may read.
+    pub leak_scan_budget: u64,
     /// Tells the reader to stop.
     pub stop: Arc<Notify>,
 }
@@ -196,6 +199,8 @@ pub fn process(mut rx: mpsc::Receiver<Item>, ctx: &TargetContext, cfg: &Processo
     let threshold_ns = cfg.block_threshold.as_nanos() as u64;
     let mut holdings = detect::Holdings::new();
     let mut globals_of = HashMap::new();
+    let mut scanner = LeakScanner::new(cfg.leak_scan_budget);
+    let mut growth = detect::LeakGrowth::new(threshold_ns.clamp(1_000_000_000, 60_000_000_000));
     let mut ticks: u64 = 0;
     let mut next_state_line_ns = 0;
     while let Some(item) = rx.blocking_recv() {
@@ -232,18 +237,34 @@ pub fn process(mut rx: mpsc::Receiver<Item>, ctx: &TargetContext, cfg: &Processo
             }
             Item::Tick { now_ns, reader } => {
                 read_park_stacks(&mut state, ctx, now_ns);
-                // Re-read periodically, and at once when a goroutine becomes a candidate.
-                let new_candidate =
-                    detect::deadlock_candidates(&state, now_ns, threshold_ns).iter().any(|g| !holdings.contains_key(&g.goid));
                 if ticks.is_multiple_of(HOLDINGS_EVERY_TICKS) {
                     state.prune_channels(now_ns);
                 }
+                let mut current = detect::blocked(&state, now_ns, threshold_ns);
+                current.extend(growth.check(&state, now_ns, threshold_ns));
+                // Suspect chains from what blocked goroutines refer to: the only judgement for locks
+                // in package-level variables (always reachable), and a first word before proof.
+                // Re-read periodically, and at once when a goroutine becomes a candidate.
+                let new_candidate =
+                    detect::deadlock_candidates(&state, now_ns, threshold_ns).iter().any(|g| !holdings.contains_key(&g.goid));
                 if new_candidate || ticks.is_multiple_of(HOLDINGS_EVERY_TICKS) {
                     holdings = read_holdings(&state, ctx, now_ns, threshold_ns, &mut globals_of);
                 }
-                ticks += 1;
-                let mut current = detect::blocked(&state, now_ns, threshold_ns);
                 current.extend(detect::deadlocks(&state, now_ns, threshold_ns, &holdings));
+                let was_unavailable = scanner.unavailable.is_some();
+                if let Some(evidence) = scanner.update(&state, ctx, ticks, now_ns, threshold_ns) {
+                    current.extend(detect::proven(&state, now_ns, threshold_ns, evidence));
+                }
+                detect::drop_superseded(&mut current);
+                if let (false, Some(why)) = (was_unavailable, &scanner.unavailable) {
+                    let msg = format!("no leak proof: {why}");
+                    let line = match cfg.format {
+                        Format::Json => json!({"kind": "warning", "pid": ctx.pid, "message": msg}).to_string(),
+                        Format::Text => format!("goscope: {msg}"),
+                    };
+                    write_line(&mut out, &line)?;
+                }
+                ticks += 1;
                 let changes = findings.update(current);
                 if let Some(x) = &otlp {
                     x.observe_state(&state);
@@ -401,6 +422,8 @@ fn read_park_stacks(state: &mut ProcessState, ctx: &TargetContext, now_ns: u64) 
 const HOLDINGS_EVERY_TICKS: u64 = 10;
 /// Most stacks read per round.
 const HOLDINGS_MAX: usize = 1024;
+/// Lock-holding objects starting at or below a word that are checked for containing it.
+const LOCK_SPANS_CHECKED: usize = 16;
 
 /// For each goroutine blocked on channels past the threshold, which of those channels it holds:
 /// in a variable on its stack, or in a package-level variable that a function on its stack uses.
@@ -419,17 +442,37 @@ fn read_holdings(
     let Ok(mem) = ProcessMemory::new(ctx.pid) else {
         return detect::Holdings::new();
     };
-    let channels: HashSet<u64> =
-        candidates.iter().filter_map(|g| g.wait.as_ref()).flat_map(|w| w.channels.iter().copied()).collect();
+    let waits = candidates.iter().filter_map(|g| g.wait.as_ref());
+    let channels: HashSet<u64> = waits.clone().flat_map(|w| w.channels.iter().copied()).collect();
+    let mut locks: Vec<u64> = waits.filter(|w| w.channels.is_empty()).flat_map(detect::wait_objects).collect();
+    locks.sort_unstable();
+    locks.dedup();
+    // A channel is referred to by its address. A lock is a field: referred to by any pointer into
+    // the heap object that holds it, or (a package-level or stack variable) by its own address.
+    let objects = goscope_memory::ProcessHeap::new(&mem, &ctx.binary, ctx.load_bias)
+        .and_then(|mut heap| heap.objects(&locks))
+        .unwrap_or_else(|_| vec![None; locks.len()]);
+    let mut lock_spans: Vec<(u64, u64, u64)> = locks
+        .iter()
+        .zip(objects)
+        .map(|(&l, o)| o.map_or((l, l + 1, l), |o| (o.base, o.base.saturating_add(o.size), l)))
+        .collect();
+    lock_spans.sort_unstable();
+    let refer = |w: u64, held: &mut BTreeSet<u64>| {
+        if channels.contains(&w) {
+            held.insert(w);
+        }
+        let after = lock_spans.partition_point(|&(lo, _, _)| lo <= w);
+        held.extend(lock_spans[..after].iter().rev().take(LOCK_SPANS_CHECKED).filter(|&&(_, hi, _)| w < hi).map(|&(_, _, l)| l));
+    };
     candidates
         .iter()
         .take(HOLDINGS_MAX)
         .filter_map(|g| {
-            let mut held: BTreeSet<u64> = goscope_memory::stack_words(&mem, &ctx.binary, g.g_addr?)
-                .ok()?
-                .into_iter()
-                .filter(|w| channels.contains(w))
-                .collect();
+            let mut held = BTreeSet::new();
+            for w in goscope_memory::stack_words(&mem, &ctx.binary, g.g_addr?).ok()? {
+                refer(w, &mut held);
+            }
             for frame in g.wait.iter().flat_map(|w| &w.stack).filter(|f| !f.function.starts_with("runtime.")) {
                 let globals = globals_of.entry(frame.function.clone()).or_insert_with(|| {
                     ctx.binary
@@ -439,7 +482,12 @@ fn read_holdings(
                         })
                         .unwrap_or_default()
                 });
-                held.extend(globals.iter().filter_map(|&addr| mem.read_u64(addr).ok()).filter(|v| channels.contains(v)));
+                for &addr in globals.iter() {
+                    refer(addr, &mut held);
+                    if let Ok(value) = mem.read_u64(addr) {
+                        refer(value, &mut held);
+                    }
+                }
             }
             Some((g.goid, held))
         })

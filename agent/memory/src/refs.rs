@@ -29,16 +29,16 @@ pub fn stack_words(mem: &ProcessMemory, binary: &GoBinary, g_addr: u64) -> Resul
 /// Largest function body decoded for its global references.
 const MAX_FUNCTION_BYTES: u64 = 64 << 10;
 
-/// Runtime addresses of the 8-byte package-level variables that the function at runtime
-/// addresses `[entry, end)` loads or stores (RIP-relative operands): the channels and other
-/// pointers a goroutine running it can reach without holding them on its stack.
+/// Runtime addresses of the package-level variables that the function at runtime addresses
+/// `[entry, end)` loads, stores or takes the address of (RIP-relative operands): the channels,
+/// locks and pointers a goroutine running it can reach without holding them on its stack.
 pub fn referenced_globals(mem: &ProcessMemory, entry: u64, end: u64) -> Result<Vec<u64>, MemoryError> {
     let len = end.saturating_sub(entry).min(MAX_FUNCTION_BYTES);
     let code = mem.read_vec(entry, len as usize)?;
     let mut decoder = iced_x86::Decoder::with_ip(64, &code, entry, iced_x86::DecoderOptions::NONE);
     let mut globals: Vec<u64> = decoder
         .iter()
-        .filter(|insn| insn.is_ip_rel_memory_operand() && insn.memory_size().size() == 8)
+        .filter(|insn| insn.is_ip_rel_memory_operand())
         .map(|insn| insn.ip_rel_memory_address())
         .collect();
     globals.sort_unstable();

@@ -1,29 +1,36 @@
-//! Channel deadlock chains: goroutines blocked on channels where every goroutine that could still
-//! serve each channel is itself blocked in the same set.
+//! Deadlock chains on channels and locks: goroutines blocked where every goroutine that could
+//! still serve what each waits on is itself blocked in the same set.
 //!
-//! "Could serve channel X" is judged from evidence: a goroutine whose parked stack holds the
-//! value X (it has the channel in a variable) and that is not blocked on X in the same direction
-//! (two blocked receivers cannot unblock each other). Only blocked goroutines' stacks are read, so
-//! a running goroutine holding X is not seen: findings are graded `suspect`.
+//! "Could serve object X" (a channel, or a Mutex/RWMutex it could unlock) is judged from evidence:
+//! a goroutine whose parked stack, or a package-level variable its code uses, refers to X, and
+//! that is not blocked on X the same way (two blocked receivers, or two goroutines waiting to lock
+//! X, cannot unblock each other). Only blocked goroutines' stacks are read, so a running goroutine
+//! holding X is not seen: findings are graded `suspect`. This judges what reachability cannot
+//! prove: locks in package-level variables are reachable by every goroutine.
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::{Finding, FindingType, Grade, involved};
-use crate::state::{Goroutine, ProcessState, WaitClass};
+use crate::state::{Goroutine, ProcessState, Wait, WaitClass};
 
-/// Channels each blocked goroutine's stack holds: goid → channel addresses.
+/// Objects (from [`wait_objects`]) each blocked goroutine refers to: goid → addresses.
 pub type Holdings = HashMap<u64, BTreeSet<u64>>;
 
-/// Goroutines blocked on channels for at least `threshold_ns`: the candidates whose stacks the
-/// caller reads into [`Holdings`].
+/// What a wait can be served through: its channels, or the lock it waits to take.
+pub fn wait_objects(w: &Wait) -> Vec<u64> {
+    match w.class {
+        WaitClass::ChanSend | WaitClass::ChanReceive | WaitClass::Select => w.channels.clone(),
+        WaitClass::Mutex | WaitClass::RWMutexRead | WaitClass::RWMutexWrite => w.lock.into_iter().collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Goroutines blocked on channels or locks for at least `threshold_ns`: the candidates whose
+/// stacks the caller reads into [`Holdings`].
 pub fn candidates(state: &ProcessState, now_ns: u64, threshold_ns: u64) -> Vec<&Goroutine> {
     state
         .goroutines()
         .filter(|g| now_ns.saturating_sub(g.since_ns) >= threshold_ns)
-        .filter(|g| {
-            g.wait.as_ref().is_some_and(|w| {
-                matches!(w.class, WaitClass::ChanSend | WaitClass::ChanReceive | WaitClass::Select) && !w.channels.is_empty()
-            })
-        })
+        .filter(|g| g.wait.as_ref().is_some_and(|w| !wait_objects(w).is_empty()))
         .collect()
 }
 
@@ -38,9 +45,9 @@ pub fn deadlocks(state: &ProcessState, now_ns: u64, threshold_ns: u64, holdings:
         let Some(wait) = &g.wait else {
             return Vec::new();
         };
-        wait.channels
-            .iter()
-            .map(|&x| {
+        wait_objects(wait)
+            .into_iter()
+            .map(|x| {
                 blocked
                     .values()
                     .filter(|h| h.goid != g.goid && holdings[&h.goid].contains(&x) && !same_side(g, h, x))
@@ -49,7 +56,7 @@ pub fn deadlocks(state: &ProcessState, now_ns: u64, threshold_ns: u64, holdings:
             })
             .collect()
     };
-    // Greatest set where every channel of every member has servers, all of them members.
+    // Greatest set where every object of every member has servers, all of them members.
     let mut stuck: BTreeSet<u64> = blocked.keys().copied().collect();
     loop {
         let leaving: Vec<u64> = stuck
@@ -64,16 +71,25 @@ pub fn deadlocks(state: &ProcessState, now_ns: u64, threshold_ns: u64, holdings:
             stuck.remove(&goid);
         }
     }
-    // One finding per group of mutually waiting goroutines, with one cycle through it as chain.
+    // One finding per group of goroutines connected by waiting (a cycle and those stuck behind
+    // it), with one cycle through it as chain.
+    let waits_for: BTreeMap<u64, BTreeSet<u64>> =
+        stuck.iter().map(|&g| (g, servers(blocked[&g]).into_iter().flatten().collect())).collect();
+    let mut either_way = waits_for.clone();
+    for (&g, hs) in &waits_for {
+        for &h in hs {
+            either_way.entry(h).or_default().insert(g);
+        }
+    }
     let mut findings = Vec::new();
     let mut reported = BTreeSet::new();
     for &start in &stuck {
         if reported.contains(&start) {
             continue;
         }
-        let group = reachable(start, &stuck, |g| servers(blocked[&g]).into_iter().flatten().collect());
+        let group = reachable(start, &stuck, |g| either_way.get(&g).cloned().unwrap_or_default());
         reported.extend(group.iter().copied());
-        let chain = cycle_from(start, &group, |g| servers(blocked[&g]).into_iter().flatten().collect());
+        let chain = cycle_from(start, &group, |g| waits_for.get(&g).cloned().unwrap_or_default());
         let goroutines: Vec<_> = group.iter().map(|goid| involved(state, blocked[goid], now_ns)).collect();
         let ids: Vec<String> = group.iter().map(u64::to_string).collect();
         findings.push(Finding {
@@ -82,7 +98,7 @@ pub fn deadlocks(state: &ProcessState, now_ns: u64, threshold_ns: u64, holdings:
             grade: Grade::Suspect,
             pid: state.pid,
             summary: format!(
-                "deadlock: goroutines {} wait on channels only the others hold (chain {})",
+                "deadlock: goroutines {} wait on channels or locks only the others refer to (chain {})",
                 ids.join(", "),
                 chain.iter().map(|g| format!("g{g}")).collect::<Vec<_>>().join(" -> ")
             ),
@@ -93,12 +109,14 @@ pub fn deadlocks(state: &ProcessState, now_ns: u64, threshold_ns: u64, holdings:
     findings
 }
 
-/// Both wait on `x` the same way (both send or both receive): neither can complete the other.
+/// Both wait on `x` the same way (both send, both receive, both wait to lock it): neither can
+/// complete the other. A blocked reader and a blocked writer of one RWMutex can (the reader may
+/// hold a read lock already: the recursive-read deadlock).
 fn same_side(g: &Goroutine, h: &Goroutine, x: u64) -> bool {
     let (Some(gw), Some(hw)) = (&g.wait, &h.wait) else {
         return false;
     };
-    hw.channels.contains(&x) && gw.class == hw.class && gw.class != WaitClass::Select
+    wait_objects(hw).contains(&x) && gw.class == hw.class && gw.class != WaitClass::Select
 }
 
 fn reachable(start: u64, within: &BTreeSet<u64>, next: impl Fn(u64) -> BTreeSet<u64>) -> BTreeSet<u64> {
@@ -203,6 +221,40 @@ mod tests {
         let st = state_with(&[(10, 20, A_TO_B), (11, 20, B_TO_A)]);
         let h = holds(&[(10, &[A_TO_B]), (11, &[A_TO_B, B_TO_A])]);
         assert!(deadlocks(&st, 100, 50, &h).is_empty());
+    }
+
+    #[test]
+    fn lock_order_inversion_and_recursive_read_locks_are_deadlocks_two_lockers_are_not() {
+        const M1: u64 = 0x5000;
+        const M2: u64 = 0x6000;
+        let mut names = vec![String::new(); 24];
+        names[21] = "sync.Mutex.Lock".into();
+        names[22] = "sync.RWMutex.RLock".into();
+        names[23] = "sync.RWMutex.Lock".into();
+        let mut st = ProcessState::new(1, WaitReasons::new(names), LOCK);
+        for (goid, reason, lock) in [(1, 21, M2), (2, 21, M1), (3, 22, M1 + 0x100), (4, 23, M1 + 0x100), (5, 21, M2)] {
+            st.apply(&GoroutineEvent {
+                ts_ns: 0,
+                pid: 1,
+                tid: 1,
+                goid,
+                detail: EventDetail::Parked {
+                    wait_reason: reason,
+                    lock_addr: 0x9000,
+                    g_addr: 0,
+                    sema_addr: 0,
+                    return_pcs: Default::default(),
+                },
+            });
+            st.enrich_wait(goid, &[], Some(lock), Vec::new());
+        }
+        // 1 holds M1 and waits for M2; 2 holds M2 and waits for M1; 5 also waits for M2 but holds
+        // nothing 2 or 1 needs. 3 holds a read lock and waits to read again behind writer 4.
+        let h = holds(&[(1, &[M1, M2]), (2, &[M1, M2]), (3, &[M1 + 0x100]), (4, &[M1 + 0x100]), (5, &[M2])]);
+        let mut f = deadlocks(&st, 100, 50, &h);
+        f.sort_by_key(|f| f.chain.clone());
+        assert_eq!(f.iter().map(|f| f.chain.clone()).collect::<Vec<_>>(), vec![vec![1, 2], vec![3, 4]]);
+        assert_eq!(f[0].goroutines[0].lock.as_deref(), Some("0x6000"));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use crate::{
 };
 
 pub use blocked::blocked;
-pub use deadlock::{Holdings, candidates as deadlock_candidates, deadlocks};
+pub use deadlock::{Holdings, candidates as deadlock_candidates, deadlocks, wait_objects};
 pub use growth::LeakGrowth;
 pub use leak::{LeakEvidence, proven};
 
@@ -98,5 +98,61 @@ fn involved(state: &ProcessState, g: &Goroutine, now_ns: u64) -> Involved {
         waiting_for_ns: now_ns.saturating_sub(g.since_ns),
         waiting_for_is_lower_bound: g.since_is_lower_bound,
         stack: wait.map(|w| w.stack.clone()).unwrap_or_default(),
+    }
+}
+
+/// Drops the suspect leak and deadlock findings whose goroutines a proven finding covers: one
+/// situation, reported once at the strongest grade. `blocked` findings stay (they are a metric).
+pub fn drop_superseded(findings: &mut Vec<Finding>) {
+    let proven: Vec<std::collections::BTreeSet<u64>> = findings
+        .iter()
+        .filter(|f| f.grade == Grade::Proven)
+        .map(|f| f.goroutines.iter().map(|g| g.goid).collect())
+        .collect();
+    findings.retain(|f| {
+        f.grade == Grade::Proven
+            || f.finding_type == FindingType::Blocked
+            || !proven.iter().any(|p| f.goroutines.iter().all(|g| p.contains(&g.goid)))
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn finding(t: FindingType, grade: Grade, goids: &[u64]) -> Finding {
+        Finding {
+            id: format!("{t:?}{goids:?}"),
+            finding_type: t,
+            grade,
+            pid: 1,
+            goroutines: goids
+                .iter()
+                .map(|&goid| Involved {
+                    goid,
+                    wait_reason: String::new(),
+                    channel: None,
+                    lock: None,
+                    waiting_for_ns: 0,
+                    waiting_for_is_lower_bound: false,
+                    stack: Vec::new(),
+                })
+                .collect(),
+            chain: Vec::new(),
+            summary: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_suspect_covered_by_a_proof_goes_others_stay() {
+        let mut f = vec![
+            finding(FindingType::Deadlock, Grade::Suspect, &[3, 4]),
+            finding(FindingType::Deadlock, Grade::Proven, &[3, 4, 5]),
+            finding(FindingType::Deadlock, Grade::Suspect, &[6, 7]),
+            finding(FindingType::Blocked, Grade::Suspect, &[3]),
+        ];
+        drop_superseded(&mut f);
+        let left: Vec<Vec<u64>> = f.iter().map(|f| f.goroutines.iter().map(|g| g.goid).collect()).collect();
+        assert_eq!(left, vec![vec![3, 4, 5], vec![6, 7], vec![3]]);
     }
 }

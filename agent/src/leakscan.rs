@@ -1,0 +1,127 @@
+//! Runs the reachability analysis (goscope-memory's `find_leaked`) on ticks, off the event path,
+//! and turns complete analyses into the evidence the proven-leak detector judges. Two analyses
+//! must agree before anything counts, so a reference that only a register held for a moment, or
+//! a goroutine caught between two states, cannot make a leak.
+use goscope_memory::{GStatus, ProcessMemory, ReachGoroutine, ReachOptions, ReachRole};
+
+use crate::{
+    detect::LeakEvidence,
+    output::TargetContext,
+    state::{ProcessState, WaitClass},
+};
+
+/// Analyses while suspects await confirmation: every this many ticks.
+const CONFIRM_EVERY_TICKS: u64 = 2;
+/// Analyses while the candidates are explained or unchanged.
+const REFRESH_EVERY_TICKS: u64 = 20;
+/// After an incomplete analysis (the heap was too large for the budget), wait this long.
+const BACKOFF_TICKS: u64 = 120;
+
+/// What the last analyses showed, and when to run the next.
+#[derive(Debug)]
+pub struct LeakScanner {
+    options: ReachOptions,
+    /// The newest complete analysis, and what it and the one before agree on.
+    newest: Option<LeakEvidence>,
+    confirmed: Option<LeakEvidence>,
+    /// Candidates the newest analysis judged, to notice new ones.
+    judged: Vec<u64>,
+    next_tick: u64,
+    /// Why the last analysis proved nothing, once (for a warning line).
+    pub unavailable: Option<String>,
+}
+
+impl LeakScanner {
+    pub fn new(max_bytes: u64) -> Self {
+        Self {
+            options: ReachOptions { max_bytes, ..ReachOptions::default() },
+            newest: None,
+            confirmed: None,
+            judged: Vec::new(),
+            next_tick: 0,
+            unavailable: None,
+        }
+    }
+
+    /// Runs an analysis when one is due (there are goroutines blocked past the threshold that
+    /// the evidence does not cover yet, or a refresh is due); returns evidence two complete
+    /// analyses agree on, or None when there is none (the suspect detectors stand in).
+    pub fn update(&mut self, state: &ProcessState, ctx: &TargetContext, tick: u64, now_ns: u64, threshold_ns: u64) -> Option<&LeakEvidence> {
+        let mut candidates: Vec<u64> = state
+            .goroutines()
+            .filter(|g| now_ns.saturating_sub(g.since_ns) >= threshold_ns)
+            .filter(|g| g.wait.as_ref().is_some_and(|w| w.class.is_user_blocking()))
+            .map(|g| g.goid)
+            .collect();
+        candidates.sort_unstable();
+        if candidates.is_empty() {
+            self.newest = None;
+            self.confirmed = None;
+            self.judged.clear();
+            return None;
+        }
+        let new_candidates = candidates.iter().any(|g| self.judged.binary_search(g).is_err());
+        if tick >= self.next_tick || (new_candidates && self.unavailable.is_none()) {
+            self.analyse(state, ctx, tick);
+            self.judged = candidates;
+        }
+        self.confirmed.as_ref()
+    }
+
+    fn analyse(&mut self, state: &ProcessState, ctx: &TargetContext, tick: u64) {
+        match analysis(state, ctx, &self.options) {
+            Ok(newer) => {
+                self.confirmed = self.newest.as_ref().map(|older| older.confirmed_by(&newer));
+                let awaiting = !newer.leaked.is_empty() && self.confirmed.as_ref().is_none_or(|c| c.leaked != newer.leaked);
+                self.next_tick = tick + if awaiting { CONFIRM_EVERY_TICKS } else { REFRESH_EVERY_TICKS };
+                self.newest = Some(newer);
+                self.unavailable = None;
+            }
+            Err(why) => {
+                self.newest = None;
+                self.confirmed = None;
+                self.next_tick = tick + BACKOFF_TICKS;
+                self.unavailable = Some(why);
+            }
+        }
+    }
+}
+
+/// One analysis of the process as it is now: every goroutine from memory, each a root or
+/// blocked on the objects the state (probes) or memory (sudogs) name.
+fn analysis(state: &ProcessState, ctx: &TargetContext, options: &ReachOptions) -> Result<LeakEvidence, String> {
+    let mem = ProcessMemory::new(ctx.pid).map_err(|e| e.to_string())?;
+    let opts = goscope_memory::SnapshotOptions { stacks: false, ..goscope_memory::SnapshotOptions::default() };
+    let snap = goscope_memory::snapshot_with(&mem, &ctx.binary, ctx.load_bias, &opts).map_err(|e| e.to_string())?;
+    let goroutines: Vec<ReachGoroutine> = snap
+        .goroutines
+        .iter()
+        .filter(|g| !g.status.is_dead())
+        .map(|g| {
+            let class = WaitClass::of(g.wait_reason.as_deref().unwrap_or(""));
+            let role = if !matches!(g.status, GStatus::Waiting) || !class.is_user_blocking() {
+                ReachRole::Root
+            } else if class == WaitClass::Forever {
+                ReachRole::Forever
+            } else {
+                let lock = state.goroutine(g.goid).and_then(|s| s.wait.as_ref()).and_then(|w| w.lock);
+                let objects: Vec<u64> = g.channels.iter().copied().chain(g.sema_addr).chain(lock).collect();
+                // Blocked on something unknown: it may wake, so it counts as able to run.
+                if objects.is_empty() { ReachRole::Root } else { ReachRole::Blocked(objects) }
+            };
+            ReachGoroutine { goid: g.goid, g_addr: g.g_addr, role }
+        })
+        .collect();
+    let report = goscope_memory::find_leaked(&mem, &ctx.binary, ctx.load_bias, &goroutines, options).map_err(|e| e.to_string())?;
+    if !report.complete {
+        return Err(format!(
+            "the heap reachable from the goroutines exceeds the scan budget ({} MiB read); leaks stay suspects",
+            report.bytes_read >> 20
+        ));
+    }
+    Ok(LeakEvidence {
+        leaked: report.leaked.iter().copied().collect(),
+        could_wake: report.could_wake,
+        since_ns: snap.read_start_ns,
+    })
+}
