@@ -2,7 +2,9 @@
 //! - probe overhead on a live Go program: the pingpong fixture's round-trip time without and
 //!   with goscope attached, per round trip and per probe hit;
 //! - the state model: events/s absorbed on one core and memory per tracked goroutine
-//!   (`agent/benches/state.rs`).
+//!   (`agent/benches/state.rs`);
+//! - leak proof by reachability (`goscope_memory::find_leaked`): time and bytes read on the
+//!   leaks fixture with 100k extra goroutines and a 300 MiB pointer-rich heap.
 use std::{
     io::{BufRead as _, BufReader, Write as _},
     path::Path,
@@ -40,7 +42,32 @@ pub fn run() -> anyhow::Result<()> {
     println!("  with goscope     {:>8.1} ns/round trip  ({events} events)", with as f64 / ROUND_TRIPS as f64);
     println!("  overhead         {per_trip:>8.1} ns/round trip, {:.2} us per event", per_trip * ROUND_TRIPS as f64 / events.max(1) as f64 / 1e3);
 
+    reach_figures(&root)?;
     check(Command::new("cargo").current_dir(&root).args(["bench", "-p", "goscope", "--bench", "state"]))
+}
+
+/// Snapshot + `find_leaked` on a big process, through goscope-memory's `snapshot-bench --reach`.
+fn reach_figures(root: &Path) -> anyhow::Result<()> {
+    const HERD: &str = "100000";
+    const HEAP_MIB: &str = "300";
+    let leaks = root.join("target/bench/leaks");
+    check(Command::new("go").current_dir(root.join("tests/fixtures/go/leaks")).args(["build", "-o"]).arg(&leaks).arg("."))?;
+    let example = ["build", "--release", "-p", "goscope-memory", "--example", "snapshot-bench"];
+    check(Command::new("cargo").current_dir(root).args(example))?;
+    let mut prog = ChildGuard(
+        Command::new(&leaks)
+            .args(["-herd", HERD, "-heap", HEAP_MIB])
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("starting the leaks fixture")?,
+    );
+    let mut prog_out = BufReader::new(prog.0.stdout.take().context("leaks stdout")?);
+    let ready = read_line(&mut prog_out)?;
+    if !ready.contains("\"goids\"") {
+        bail!("the leaks fixture did not start: {ready:?}");
+    }
+    println!("leak proof by reachability (leaks fixture, {HERD} extra goroutines, {HEAP_MIB} MiB heap; 3 rounds):");
+    check(Command::new(root.join("target/release/examples/snapshot-bench")).args([&prog.0.id().to_string(), "3", "--reach"]))
 }
 
 fn median(v: &mut [u64]) -> u64 {

@@ -1,13 +1,15 @@
-//! Times snapshots of a running Go process: `snapshot-bench PID [ROUNDS] [--no-stacks]`.
-//! Prints one line per round and the median.
+//! Times snapshots of a running Go process: `snapshot-bench PID [ROUNDS] [--no-stacks] [--reach]`.
+//! Prints one line per round and the median. With `--reach`, each round also runs the leak
+//! analysis (`find_leaked`) over the snapshot's goroutines and prints its figures.
 use std::path::Path;
 use std::time::Instant;
 
-use goscope_memory::{ProcessMemory, SnapshotOptions, snapshot_with};
+use goscope_memory::{ProcessMemory, ReachGoroutine, ReachOptions, SnapshotOptions, find_leaked, snapshot_with};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
-    let pid: u32 = args.get(1).ok_or("usage: snapshot-bench PID [ROUNDS] [--no-stacks]")?.parse()?;
+    let pid: u32 = args.get(1).ok_or("usage: snapshot-bench PID [ROUNDS] [--no-stacks] [--reach]")?.parse()?;
+    let reach = args.iter().any(|a| a == "--reach");
     let rounds: usize = args.get(2).and_then(|r| r.parse().ok()).unwrap_or(5);
     let mut opts = SnapshotOptions::default();
     if args.iter().any(|a| a == "--no-stacks") {
@@ -36,6 +38,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             s.bytes_read,
             s.syscalls
         );
+        if reach {
+            let goroutines: Vec<ReachGoroutine> = snap.goroutines.iter().map(ReachGoroutine::from_goroutine).collect();
+            let report = find_leaked(&mem, &binary, bias, &goroutines, &ReachOptions::default())?;
+            println!(
+                "round {r}: reach {:.2} ms, {} leaked (complete: {}), {} objects scanned, {} bytes read",
+                report.elapsed_ns as f64 / 1e6,
+                report.leaked.len(),
+                report.complete,
+                report.objects_scanned,
+                report.bytes_read
+            );
+        }
     }
     times.sort();
     println!("median {:.2} ms", times[times.len() / 2].as_secs_f64() * 1e3);
