@@ -62,6 +62,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     print_class_table(&kernels, &runs);
     print_kernel_table(&kernels, &runs);
     print_healthy(&healthy);
+    print_targets(&kernels, &runs, &healthy);
     let took = start.elapsed();
     println!("\ntotal time {:.0}s", took.as_secs_f64());
 
@@ -314,4 +315,28 @@ fn run_json(run: &anyhow::Result<KernelRun>) -> Value {
             "goids": goker::named_goids(f),
         })).collect::<Vec<_>>(),
     })
+}
+
+/// The issue's targets: recall >= 95% on channel kernels, >= 90% overall, no leak/deadlock finding
+/// on a healthy program.
+fn print_targets(kernels: &[Kernel], runs: &[Vec<anyhow::Result<KernelRun>>], healthy: &[anyhow::Result<healthy::HealthyRun>]) {
+    let verdict = |met: bool| if met { "met" } else { "NOT MET" };
+    let channel = Score::of(kernels.iter().zip(runs).filter(|(k, _)| k.class() == BugClass::Channel).map(|(_, r)| r)).recall();
+    let all = Score::of(runs).recall();
+    println!(
+        "
+targets:"
+    );
+    for (label, recall, target) in [("channel recall", channel, 0.95), ("overall recall", all, 0.90)] {
+        let shown = recall.map_or("-".to_string(), |r| format!("{:.0}%", r * 100.0));
+        println!("  {label:<16} {shown:>5} (>= {:.0}%): {}", target * 100.0, verdict(recall.is_some_and(|r| r >= target)));
+    }
+    if !healthy.is_empty() {
+        let false_findings: usize = healthy.iter().flatten().map(|r| r.false_findings.len()).sum();
+        let errors = healthy.iter().filter(|r| r.is_err()).count();
+        println!(
+            "  healthy          {false_findings} leak/deadlock findings, {errors} errors (0): {}",
+            verdict(false_findings == 0 && errors == 0)
+        );
+    }
 }
