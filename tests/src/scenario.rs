@@ -229,6 +229,18 @@ fn run_started(
     })
 }
 
+/// The line of main.worker's `<-release` in the chanrecv10 source: the workers' park site.
+fn release_line() -> Result<u64> {
+    let path = crate::fixture::fixture_source_dir("chanrecv10").join("main.go");
+    let source =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let index = source
+        .lines()
+        .position(|l| l == "\t<-release")
+        .ok_or_else(|| anyhow!("no `<-release` line in {}", path.display()))?;
+    Ok(index as u64 + 1)
+}
+
 /// `field: expected X, observed Y` for each field of `expected` that `ev` does not match.
 fn mismatches(ev: &Value, expected: &Value) -> Vec<String> {
     let mut out = Vec::new();
@@ -385,6 +397,13 @@ pub fn check_chanrecv10(
 
     // The workers' events.
     let release_chan = format!("{:#x}", facts.release_chan);
+    let release_line = match release_line() {
+        Ok(line) => line,
+        Err(e) => {
+            problems.push(format!("{e:#}"));
+            0
+        }
+    };
     for w in &facts.workers {
         let mine: Vec<&Value> = goroutine_events
             .iter()
@@ -403,7 +422,14 @@ pub fn check_chanrecv10(
             ),
             (
                 "parked",
-                json!({"wait_reason": "chan receive", "channel": release_chan}),
+                json!({
+                    "wait_reason": "chan receive",
+                    "channel": release_chan,
+                    // main.worker is in the same file as main.main, the creation site.
+                    "park_site": {
+                        "function": WORKER_START_FUNCTION, "file": w.file, "line": release_line
+                    },
+                }),
             ),
             ("ready", json!({"waker_goid": facts.main_goid})),
             ("exited", json!({})),
