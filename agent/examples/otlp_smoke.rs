@@ -100,7 +100,7 @@ fn main() -> anyhow::Result<()> {
                 return_pcs: Default::default(),
             },
         ));
-        state.set_channel_info(chan, 3, false);
+        state.set_channel_info(chan, 3, false, Some("main.Job".into()));
         for (goid, waker_goid, after) in [(waker, 0, 1_000_000), (worker, waker, 250_000_000)] {
             if let Some(t) = state.apply(&ev(goid, t0 + after, EventDetail::Ready { waker_goid })) {
                 timed(&mut || exporter.blocking_episode(&t, &state, &ctx));
