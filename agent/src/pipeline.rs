@@ -589,8 +589,9 @@ impl FindingTracker {
             }
             next.insert(id, (f, count));
         }
+        // Gone because a proof now covers it is not a retraction: the proof was just raised.
         for (_, (f, count)) in std::mem::take(&mut self.seen) {
-            if count >= CONFIRMATIONS {
+            if count >= CONFIRMATIONS && !next.values().any(|(p, _)| detect::supersedes(p, &f)) {
                 changes.push(Change::Retracted(f));
             }
         }
@@ -639,5 +640,16 @@ mod tests {
         let up = t.update(vec![finding("a"), proven.clone()]);
         assert!(matches!(up.as_slice(), [Change::Raised(f)] if f.grade == Grade::Proven), "upgrade raised");
         assert!(t.update(vec![proven, finding("a")]).is_empty(), "and only once");
+    }
+
+    #[test]
+    fn a_suspect_a_proof_covers_under_another_id_is_not_retracted() {
+        let mut t = FindingTracker::default();
+        let suspect = Finding { finding_type: FindingType::Deadlock, ..finding("pair") };
+        let whole = Finding { grade: Grade::Proven, ..Finding { id: "process".into(), ..suspect.clone() } };
+        t.update(vec![suspect.clone()]);
+        t.update(vec![suspect]);
+        assert!(t.update(vec![whole.clone()]).is_empty(), "first sighting of the proof: nothing yet, no retraction");
+        assert!(matches!(t.update(vec![whole]).as_slice(), [Change::Raised(f)] if f.id == "process"));
     }
 }

@@ -159,3 +159,27 @@ fn leaks_and_lock_order_deadlocks_are_proven_or_suspected_and_idle_workers_are_n
     target.kill();
     Ok(())
 }
+
+#[test]
+fn a_whole_process_deadlock_the_runtime_misses_is_one_proven_finding() -> Result<()> {
+    if !require_bpf()? {
+        return Ok(());
+    }
+    let fixture = GoFixture::build("stuckall", None, Variant::Plain)?;
+    let mut target = fixture.spawn(&[])?;
+    let info = target.expect_json("worker", Duration::from_secs(30))?;
+    let mut stuck = vec![info["main"].as_u64().context("main")?, info["worker"].as_u64().context("worker")?];
+    stuck.sort_unstable();
+    let mut goscope = Goscope::attach(target.pid(), &["--block-threshold", "1s", "--no-events"])?;
+    goscope.wait_attached(Duration::from_secs(60))?;
+    let whole = |v: &Value| is_deadlock(v) && v["id"].as_str().is_some_and(|id| id.ends_with(":process"));
+    let lines = goscope.events_until(whole, Duration::from_secs(30))?;
+    let finding = lines.last().context("the finding")?;
+    ensure!(finding["grade"] == "proven", "{finding}");
+    ensure!(goids(finding) == stuck, "goroutines {:?}, the fixture says {stuck:?}", goids(finding));
+    ensure!(finding["summary"].as_str().is_some_and(|s| s.starts_with("whole-process deadlock")), "{finding}");
+    goscope.stop(Duration::from_secs(30))?;
+    // The suspect that came first was superseded, not retracted.
+    ensure!(!goscope.events().iter().any(|v| v["kind"] == "retraction" && v["type"] == "deadlock"), "{:?}", goscope.events());
+    Ok(())
+}

@@ -101,19 +101,19 @@ fn involved(state: &ProcessState, g: &Goroutine, now_ns: u64) -> Involved {
     }
 }
 
-/// Drops the suspect leak and deadlock findings whose goroutines a proven finding covers: one
-/// situation, reported once at the strongest grade. `blocked` findings stay (they are a metric).
+/// `proven` covers the suspect leak or deadlock `f`: one situation, to report once at the
+/// strongest grade. `blocked` findings are never covered (they are a metric).
+pub fn supersedes(proven: &Finding, f: &Finding) -> bool {
+    proven.grade == Grade::Proven
+        && f.grade == Grade::Suspect
+        && f.finding_type != FindingType::Blocked
+        && f.goroutines.iter().all(|g| proven.goroutines.iter().any(|p| p.goid == g.goid))
+}
+
+/// Drops the findings a proven one [`supersedes`].
 pub fn drop_superseded(findings: &mut Vec<Finding>) {
-    let proven: Vec<std::collections::BTreeSet<u64>> = findings
-        .iter()
-        .filter(|f| f.grade == Grade::Proven)
-        .map(|f| f.goroutines.iter().map(|g| g.goid).collect())
-        .collect();
-    findings.retain(|f| {
-        f.grade == Grade::Proven
-            || f.finding_type == FindingType::Blocked
-            || !proven.iter().any(|p| f.goroutines.iter().all(|g| p.contains(&g.goid)))
-    });
+    let proven: Vec<Finding> = findings.iter().filter(|f| f.grade == Grade::Proven).cloned().collect();
+    findings.retain(|f| !proven.iter().any(|p| supersedes(p, f)));
 }
 
 #[cfg(test)]
