@@ -31,12 +31,12 @@ pub enum ProbeError {
     #[error(
         "loading the eBPF programs failed: {0} (goscope needs root, or CAP_BPF + CAP_PERFMON, and a kernel with BTF and BPF ring buffers)"
     )]
-    Load(#[source] aya::EbpfError),
+    Load(#[source] Box<aya::EbpfError>),
     #[error("eBPF program {name}: {source}")]
     Program {
         name: &'static str,
         #[source]
-        source: ProgramError,
+        source: Box<ProgramError>,
     },
     #[error("eBPF map {name}: {source}")]
     Map {
@@ -54,7 +54,7 @@ pub enum ProbeError {
         symbol: String,
         offset: u64,
         #[source]
-        source: ProgramError,
+        source: Box<ProgramError>,
     },
 }
 
@@ -72,10 +72,10 @@ impl Probes {
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(agent_ebpf::EVENTS_MAP, ring_bytes)
             .load(PROBES_OBJECT)
-            .map_err(ProbeError::Load)?;
+            .map_err(|e| ProbeError::Load(Box::new(e)))?;
         for kind in PROGRAMS {
             let name = kind.program_name();
-            uprobe(&mut ebpf, name)?.load().map_err(|source| ProbeError::Program { name, source })?;
+            uprobe(&mut ebpf, name)?.load().map_err(|source| ProbeError::Program { name, source: Box::new(source) })?;
         }
         let events = take_map(&mut ebpf, agent_ebpf::EVENTS_MAP)?;
         let events = RingBuf::try_from(events).map_err(|source| ProbeError::Map { name: agent_ebpf::EVENTS_MAP, source })?;
@@ -109,7 +109,7 @@ impl Probes {
                 program: name,
                 symbol: sites[0].symbol.clone(),
                 offset: sites[0].offset,
-                source,
+                source: Box::new(source),
             })?;
             self.links.entry(pid).or_default().push((name, link));
             Ok(())
@@ -139,7 +139,7 @@ impl Probes {
 
 fn uprobe<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut UProbe, ProbeError> {
     let program = ebpf.program_mut(name).ok_or(ProbeError::Missing(name))?;
-    program.try_into().map_err(|source| ProbeError::Program { name, source })
+    program.try_into().map_err(|source| ProbeError::Program { name, source: Box::new(source) })
 }
 
 fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, ProbeError> {

@@ -9,7 +9,7 @@
 //! prove: locks in package-level variables are reachable by every goroutine.
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use super::{Finding, FindingType, Grade, involved};
+use super::{Finding, FindingType, Grade, graph, involved};
 use crate::state::{Goroutine, ProcessState, Wait, WaitClass};
 
 /// Objects (from [`wait_objects`]) each blocked goroutine refers to: goid → addresses.
@@ -87,9 +87,10 @@ pub fn deadlocks(state: &ProcessState, now_ns: u64, threshold_ns: u64, holdings:
         if reported.contains(&start) {
             continue;
         }
-        let group = reachable(start, &stuck, |g| either_way.get(&g).cloned().unwrap_or_default());
+        let mut group = graph::reachable(start, &either_way);
+        group.insert(start);
         reported.extend(group.iter().copied());
-        let chain = cycle_from(start, &group, |g| waits_for.get(&g).cloned().unwrap_or_default());
+        let chain = graph::cycle_from(&graph::reachable(start, &waits_for), &waits_for);
         let goroutines: Vec<_> = group.iter().map(|goid| involved(state, blocked[goid], now_ns)).collect();
         let ids: Vec<String> = group.iter().map(u64::to_string).collect();
         findings.push(Finding {
@@ -117,36 +118,6 @@ fn same_side(g: &Goroutine, h: &Goroutine, x: u64) -> bool {
         return false;
     };
     wait_objects(hw).contains(&x) && gw.class == hw.class && gw.class != WaitClass::Select
-}
-
-fn reachable(start: u64, within: &BTreeSet<u64>, next: impl Fn(u64) -> BTreeSet<u64>) -> BTreeSet<u64> {
-    let mut seen = BTreeSet::from([start]);
-    let mut todo = vec![start];
-    while let Some(g) = todo.pop() {
-        for h in next(g) {
-            if within.contains(&h) && seen.insert(h) {
-                todo.push(h);
-            }
-        }
-    }
-    seen
-}
-
-/// A cycle through the group starting at `start`, following the smallest next goid each step,
-/// trimmed to start where it first repeats.
-fn cycle_from(start: u64, group: &BTreeSet<u64>, next: impl Fn(u64) -> BTreeSet<u64>) -> Vec<u64> {
-    let mut path = vec![start];
-    let mut at = start;
-    loop {
-        let Some(&n) = next(at).iter().find(|h| group.contains(h)) else {
-            return path;
-        };
-        if let Some(i) = path.iter().position(|&g| g == n) {
-            return path.split_off(i);
-        }
-        path.push(n);
-        at = n;
-    }
 }
 
 #[cfg(test)]

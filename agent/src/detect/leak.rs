@@ -4,7 +4,7 @@
 //! other in a cycle are deadlocks; the others are leaks, grouped by where they blocked.
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use super::{Finding, FindingType, Grade, involved};
+use super::{Finding, FindingType, Grade, graph, involved};
 use crate::{
     output::SourceSite,
     state::{GoState, Goroutine, ProcessState, WaitClass},
@@ -64,7 +64,7 @@ pub fn proven(state: &ProcessState, now_ns: u64, threshold_ns: u64, evidence: &L
     if let Some(whole) = whole_process(state, now_ns, &stuck, &waits_for) {
         return vec![whole];
     }
-    let cycles: Vec<BTreeSet<u64>> = strongly_connected(&waits_for)
+    let cycles: Vec<BTreeSet<u64>> = graph::strongly_connected(&waits_for)
         .into_iter()
         .filter(|c| c.len() > 1 || c.iter().any(|g| waits_for[g].contains(g)))
         .collect();
@@ -73,7 +73,7 @@ pub fn proven(state: &ProcessState, now_ns: u64, threshold_ns: u64, evidence: &L
     let mut members: Vec<BTreeSet<u64>> = cycles.clone();
     let mut leaks: BTreeMap<(Option<&SourceSite>, u8), Vec<u64>> = BTreeMap::new();
     for &g in stuck.keys().filter(|g| !cycles.iter().any(|c| c.contains(g))) {
-        let behind = reachable(g, &waits_for);
+        let behind = graph::reachable(g, &waits_for);
         match cycles.iter().position(|c| !c.is_disjoint(&behind)) {
             Some(i) => {
                 members[i].insert(g);
@@ -86,7 +86,7 @@ pub fn proven(state: &ProcessState, now_ns: u64, threshold_ns: u64, evidence: &L
     }
     let mut findings = Vec::new();
     for (cycle, group) in cycles.iter().zip(&members) {
-        let chain = cycle_through(cycle, &waits_for);
+        let chain = graph::cycle_from(cycle, &waits_for);
         findings.push(deadlock_finding(state, now_ns, &stuck, group, chain, None));
     }
     for ((site, reason), goids) in leaks {
@@ -125,11 +125,11 @@ fn whole_process(
     if user.is_empty() || !user.iter().all(|g| stuck.contains_key(g)) {
         return None;
     }
-    let chain = strongly_connected(waits_for)
+    let chain = graph::strongly_connected(waits_for)
         .into_iter()
         .filter(|c| c.len() > 1 || c.iter().any(|g| waits_for[g].contains(g)))
         .max_by_key(BTreeSet::len)
-        .map(|c| cycle_through(&c, waits_for))
+        .map(|c| graph::cycle_from(&c, waits_for))
         .unwrap_or_default();
     Some(deadlock_finding(state, now_ns, stuck, &user, chain, Some("process")))
 }
@@ -161,97 +161,6 @@ fn deadlock_finding(
         summary,
         goroutines: group.iter().map(|g| involved(state, stuck[g], now_ns)).collect(),
         chain,
-    }
-}
-
-/// Everything `start` waits for, directly or indirectly (not `start` itself unless on a cycle).
-fn reachable(start: u64, edges: &BTreeMap<u64, BTreeSet<u64>>) -> BTreeSet<u64> {
-    let mut seen = BTreeSet::new();
-    let mut todo: Vec<u64> = edges.get(&start).into_iter().flatten().copied().collect();
-    while let Some(g) = todo.pop() {
-        if seen.insert(g) {
-            todo.extend(edges.get(&g).into_iter().flatten().copied());
-        }
-    }
-    seen
-}
-
-/// Strongly connected components (Tarjan's algorithm, iterative so deep graphs cannot overflow
-/// the stack).
-fn strongly_connected(edges: &BTreeMap<u64, BTreeSet<u64>>) -> Vec<BTreeSet<u64>> {
-    struct Node {
-        index: usize,
-        low: usize,
-        on_stack: bool,
-    }
-    let mut nodes: HashMap<u64, Node> = HashMap::new();
-    let mut stack: Vec<u64> = Vec::new();
-    let mut components = Vec::new();
-    for &root in edges.keys() {
-        if nodes.contains_key(&root) {
-            continue;
-        }
-        // (node, its successors still to visit)
-        let mut work: Vec<(u64, Vec<u64>)> = Vec::new();
-        let visit = |v: u64, nodes: &mut HashMap<u64, Node>, stack: &mut Vec<u64>, work: &mut Vec<(u64, Vec<u64>)>| {
-            let index = nodes.len();
-            nodes.insert(v, Node { index, low: index, on_stack: true });
-            stack.push(v);
-            work.push((v, edges.get(&v).into_iter().flatten().copied().collect()));
-        };
-        visit(root, &mut nodes, &mut stack, &mut work);
-        while let Some((v, next)) = work.last_mut() {
-            let v = *v;
-            if let Some(w) = next.pop() {
-                match nodes.get(&w) {
-                    None if edges.contains_key(&w) => visit(w, &mut nodes, &mut stack, &mut work),
-                    Some(n) if n.on_stack => {
-                        let wi = n.index;
-                        let nv = nodes.get_mut(&v).expect("visited");
-                        nv.low = nv.low.min(wi);
-                    }
-                    _ => {}
-                }
-                continue;
-            }
-            work.pop();
-            let (low, index) = (nodes[&v].low, nodes[&v].index);
-            if let Some((parent, _)) = work.last() {
-                let np = nodes.get_mut(parent).expect("visited");
-                np.low = np.low.min(low);
-            }
-            if low == index {
-                let mut component = BTreeSet::new();
-                while let Some(w) = stack.pop() {
-                    nodes.get_mut(&w).expect("visited").on_stack = false;
-                    component.insert(w);
-                    if w == v {
-                        break;
-                    }
-                }
-                components.push(component);
-            }
-        }
-    }
-    components
-}
-
-/// A cycle inside a strongly connected `component`, from its smallest goid, following the
-/// smallest next goid inside the component each step.
-fn cycle_through(component: &BTreeSet<u64>, edges: &BTreeMap<u64, BTreeSet<u64>>) -> Vec<u64> {
-    let Some(&start) = component.first() else {
-        return Vec::new();
-    };
-    let mut path = vec![start];
-    loop {
-        let at = *path.last().expect("non-empty");
-        let Some(&next) = edges[&at].iter().find(|h| component.contains(h)) else {
-            return path;
-        };
-        if let Some(i) = path.iter().position(|&g| g == next) {
-            return path.split_off(i);
-        }
-        path.push(next);
     }
 }
 
@@ -375,15 +284,5 @@ mod tests {
         assert_eq!(both.leaked, BTreeSet::from([3, 4]));
         assert_eq!(both.could_wake, HashMap::from([(3, BTreeSet::from([4]))]));
         assert_eq!(both.since_ns, 10);
-    }
-
-    #[test]
-    fn components_of_a_long_chain_and_a_cycle() {
-        let mut edges: BTreeMap<u64, BTreeSet<u64>> = (0..10_000).map(|i| (i, BTreeSet::from([i + 1]))).collect();
-        edges.insert(10_000, BTreeSet::from([9_998]));
-        let sccs = strongly_connected(&edges);
-        let big: Vec<_> = sccs.iter().filter(|c| c.len() > 1).collect();
-        assert_eq!(big, vec![&BTreeSet::from([9_998, 9_999, 10_000])]);
-        assert_eq!(cycle_through(big[0], &edges), vec![9_998, 9_999, 10_000]);
     }
 }

@@ -2,6 +2,7 @@
 //! findings. They never touch the kernel or the target, so they are tested on hand-built state.
 mod blocked;
 mod deadlock;
+mod graph;
 mod growth;
 mod leak;
 
