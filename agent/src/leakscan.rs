@@ -7,7 +7,7 @@ use goscope_memory::{GStatus, ProcessMemory, ReachGoroutine, ReachOptions, Reach
 use crate::{
     detect::LeakEvidence,
     output::TargetContext,
-    state::{ProcessState, WaitClass},
+    state::ProcessState,
 };
 
 /// Analyses while suspects await confirmation: every this many ticks.
@@ -98,18 +98,18 @@ fn analysis(state: &ProcessState, ctx: &TargetContext, options: &ReachOptions) -
         .iter()
         .filter(|g| !g.status.is_dead())
         .map(|g| {
-            let class = WaitClass::of(g.wait_reason.as_deref().unwrap_or(""));
-            let role = if !matches!(g.status, GStatus::Waiting) || !class.is_user_blocking() {
-                ReachRole::Root
-            } else if class == WaitClass::Forever {
-                ReachRole::Forever
-            } else {
-                let lock = state.goroutine(g.goid).and_then(|s| s.wait.as_ref()).and_then(|w| w.lock);
-                let objects: Vec<u64> = g.channels.iter().copied().chain(g.sema_addr).chain(lock).collect();
-                // Blocked on something unknown: it may wake, so it counts as able to run.
-                if objects.is_empty() { ReachRole::Root } else { ReachRole::Blocked(objects) }
-            };
-            ReachGoroutine { goid: g.goid, g_addr: g.g_addr, role }
+            let mut goroutine = ReachGoroutine::from_goroutine(g);
+            // Before Go 1.26 memory does not tell which lock a sync wait is for; the park probe
+            // did, if the wait began after the attach (and is the same wait).
+            let probed_lock = state
+                .goroutine(g.goid)
+                .and_then(|s| s.wait.as_ref())
+                .filter(|w| Some(w.reason_code) == g.wait_reason_code)
+                .and_then(|w| w.lock);
+            if let (ReachRole::Root, GStatus::Waiting | GStatus::Leaked, Some(lock)) = (&goroutine.role, g.status, probed_lock) {
+                goroutine.role = ReachRole::Blocked(vec![lock]);
+            }
+            goroutine
         })
         .collect();
     let report = goscope_memory::find_leaked(&mem, &ctx.binary, ctx.load_bias, &goroutines, options).map_err(|e| e.to_string())?;
