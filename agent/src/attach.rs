@@ -50,6 +50,7 @@ pub enum AttachError {
     FailOn(FindingType),
 }
 
+#[derive(Clone)]
 pub struct AttachOptions {
     pub pid: u32,
     pub format: Format,
@@ -144,7 +145,7 @@ pub async fn run(opts: AttachOptions) -> Result<(), AttachError> {
         return Err(AttachError::ExitedDuringAttach { pid: target.pid });
     }
 
-    let mut stdout = io::stdout().lock();
+    let mut stdout = io::stdout();
     let probes_json: Vec<_> = binary
         .probe_sites()
         .iter()
@@ -164,7 +165,6 @@ pub async fn run(opts: AttachOptions) -> Result<(), AttachError> {
         ),
     }
     stdout.flush()?;
-    drop(stdout);
 
     let process_info = ProcessInfo::from_pid(target.pid, &target.exe_name, &binary);
     let ctx = TargetContext { pid: target.pid, binary, load_bias, attached_at_ns: monotonic_ns() };
@@ -187,11 +187,11 @@ pub async fn run(opts: AttachOptions) -> Result<(), AttachError> {
     let processed = processor.await.map_err(|e| io::Error::other(e.to_string()))??;
     probes.detach(target.pid);
 
-    let mut stdout = io::stdout().lock();
+    let mut stdout = io::stdout();
     match opts.format {
         Format::Json => write_line(
             &mut stdout,
-            &json!({"kind": "summary", "events": processed.events, "findings": processed.findings,
+            &json!({"kind": "summary", "pid": target.pid, "events": processed.events, "findings": processed.findings,
                     "lost": stats.lost_kernel, "dropped": stats.dropped, "undecodable": stats.undecodable,
                     "target_exited": stats.target_exited,
                     "otlp": processed.otlp})

@@ -9,6 +9,7 @@ pub mod events;
 pub mod export;
 pub mod inspect_cmd;
 pub mod leakscan;
+pub mod node;
 pub mod output;
 pub mod park;
 pub mod pipeline;

@@ -181,7 +181,11 @@ impl EventRecord {
 
 /// Writes one line in the chosen format. JSON lines for non-event records (attached, lost,
 /// summary) are built by the caller with `serde_json::json!`.
+/// Writes `line` and a newline in one write, so lines from concurrent sessions (`goscope run`)
+/// never interleave.
 pub fn write_line(out: &mut impl Write, line: &str) -> io::Result<()> {
-    out.write_all(line.as_bytes())?;
-    out.write_all(b"\n")
+    let mut buf = Vec::with_capacity(line.len() + 1);
+    buf.extend_from_slice(line.as_bytes());
+    buf.push(b'\n');
+    out.write_all(&buf)
 }

@@ -164,7 +164,8 @@ pub fn process(mut rx: mpsc::Receiver<Item>, ctx: &TargetContext, cfg: &Processo
     let mut parks = ParkResolver::default();
     let reasons = WaitReasons::new(ctx.binary.wait_reasons().names().to_vec());
     let mut state = ProcessState::new(ctx.pid, reasons, ctx.binary.layout().hchan_lock);
-    let mut out = io::BufWriter::new(io::stdout().lock());
+    // Not locked for the session: `goscope run` has one session per process writing to it.
+    let mut out = io::BufWriter::new(io::stdout());
     // The probes are attached: events since then are queued. Seed the state with every goroutine
     // that exists now, then apply the queued events on top (they are a complete log since attach,
     // so replaying them over a later snapshot ends in the present).

@@ -100,6 +100,15 @@ impl Goscope {
         })
     }
 
+    /// Starts the node agent, `goscope run --format json <extra_args>` (its target pid is 0: it
+    /// watches many).
+    pub fn run(extra_args: &[&str]) -> Result<Goscope> {
+        let mut cmd = Command::new(goscope_bin()?);
+        cmd.args(["run", "--format", "json"]).args(extra_args);
+        let child = ChildGuard::spawn("goscope run".to_string(), cmd)?;
+        Ok(Goscope { target_pid: 0, child, events: Vec::new(), attached: None })
+    }
+
     /// goscope's own pid.
     pub fn pid(&self) -> u32 {
         self.child.pid()

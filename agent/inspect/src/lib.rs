@@ -345,6 +345,12 @@ impl GoBinary {
     }
 }
 
+/// Whether `data` is an ELF image of a Go program (build info or the Go build-id note), without
+/// analysing it: the cheap first filter of the node agent.
+pub fn is_go_binary(data: &[u8]) -> bool {
+    Elf::parse(data).is_ok_and(|elf| buildinfo::find_buildinfo(&elf).is_some() || buildinfo::go_build_id(&elf).is_some())
+}
+
 fn analyse(elf: &Elf<'_>) -> Result<GoBinary, InspectError> {
     // --- Go detection and build info.
     let blob = buildinfo::find_buildinfo(elf);

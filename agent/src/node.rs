@@ -1,0 +1,151 @@
+//! `goscope run`: the node agent (a DaemonSet on cluster nodes, a systemd service on VMs). It
+//! finds the Go processes on the host, attaches to each as `goscope attach` would, and keeps
+//! looking: processes that start later are attached to, sessions of processes that exit end.
+use std::{
+    collections::{HashMap, HashSet},
+    fs,
+    os::unix::fs::MetadataExt as _,
+    time::{Duration, Instant},
+};
+
+use serde_json::json;
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    task::JoinSet,
+};
+
+use crate::{
+    attach::{self, AttachError, AttachOptions},
+    output::{Format, write_line},
+};
+
+/// Which processes to watch.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    /// Watch a process when its executable path or command name contains one of these (all Go
+    /// processes when empty).
+    pub include: Vec<String>,
+    /// Never watch a process whose executable path or command name contains one of these.
+    pub exclude: Vec<String>,
+}
+
+impl Selection {
+    fn selects(&self, exe: &str, comm: &str) -> bool {
+        let names = |patterns: &[String]| patterns.iter().any(|p| exe.contains(p.as_str()) || comm.contains(p.as_str()));
+        (self.include.is_empty() || names(&self.include)) && !names(&self.exclude)
+    }
+}
+
+pub struct RunOptions {
+    pub selection: Selection,
+    /// How often /proc is scanned for new processes.
+    pub scan_every: Duration,
+    /// Stop after this long.
+    pub duration: Option<Duration>,
+    /// Everything a per-process session needs; its `pid` and `duration` are set per process.
+    pub session: AttachOptions,
+}
+
+/// An executable's identity: (device, inode, modification time). Decides "is it Go" once per
+/// binary, however many processes run it.
+type ExeId = (u64, u64, i64);
+
+/// Runs until SIGINT/SIGTERM or the deadline, then lets every session finish its summary.
+pub async fn run(opts: RunOptions) -> Result<(), AttachError> {
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let until = opts.duration.map(|d| Instant::now() + d);
+    let deadline = tokio::time::sleep(opts.duration.unwrap_or(Duration::from_secs(u64::MAX / 4)));
+    tokio::pin!(deadline);
+    let mut scan = tokio::time::interval(opts.scan_every);
+    let mut is_go: HashMap<ExeId, bool> = HashMap::new();
+    let mut watched: HashSet<u32> = HashSet::new();
+    let mut sessions: JoinSet<(u32, Result<(), AttachError>)> = JoinSet::new();
+    let own_pid = std::process::id();
+    loop {
+        tokio::select! {
+            _ = scan.tick() => {
+                for pid in candidates(&opts.selection, own_pid, &watched) {
+                    let go = match exe_id(pid) {
+                        Some(id) => *is_go.entry(id).or_insert_with(|| is_go_binary(pid)),
+                        None => false,
+                    };
+                    if go {
+                        watched.insert(pid);
+                        // Sessions end with the run: at its deadline, or on the signal they see too.
+                        let duration = until.map(|u| u.saturating_duration_since(Instant::now()));
+                        let session = AttachOptions { pid, duration, ..opts.session.clone() };
+                        sessions.spawn(async move { (pid, attach::run(session).await) });
+                    }
+                }
+            }
+            Some(done) = sessions.join_next() => {
+                if let Ok((pid, result)) = done {
+                    watched.remove(&pid);
+                    report_end(pid, result, opts.session.format)?;
+                }
+            }
+            _ = sigint.recv() => break,
+            _ = sigterm.recv() => break,
+            () = &mut deadline => break,
+        }
+    }
+    while let Some(done) = sessions.join_next().await {
+        if let Ok((pid, result)) = done {
+            report_end(pid, result, opts.session.format)?;
+        }
+    }
+    Ok(())
+}
+
+/// Processes not yet watched that the selection names.
+fn candidates(selection: &Selection, own_pid: u32, watched: &HashSet<u32>) -> Vec<u32> {
+    let Ok(dir) = fs::read_dir("/proc") else { return Vec::new() };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| *pid != own_pid && !watched.contains(pid))
+        .filter_map(|pid| {
+            // Kernel threads and zombies have no executable.
+            let exe = fs::read_link(format!("/proc/{pid}/exe")).ok()?.to_string_lossy().into_owned();
+            let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            selection.selects(&exe, comm.trim_end()).then_some(pid)
+        })
+        .collect()
+}
+
+fn exe_id(pid: u32) -> Option<ExeId> {
+    let m = fs::metadata(format!("/proc/{pid}/exe")).ok()?;
+    Some((m.dev(), m.ino(), m.mtime()))
+}
+
+/// Whether the process runs a Go program, from its executable's build info alone (read through
+/// `/proc/PID/exe`, so it works for processes in other mount namespaces; attach checks the rest).
+fn is_go_binary(pid: u32) -> bool {
+    fs::read(format!("/proc/{pid}/exe")).is_ok_and(|bytes| goscope_inspect::is_go_binary(&bytes))
+}
+
+/// One line saying a session ended and why, unless it ended the ordinary way.
+fn report_end(pid: u32, result: Result<(), AttachError>, format: Format) -> Result<(), AttachError> {
+    let Err(e) = result else { return Ok(()) };
+    let line = match format {
+        Format::Json => json!({"kind": "warning", "pid": pid, "message": e.to_string()}).to_string(),
+        Format::Text => format!("goscope: PID {pid}: {e}"),
+    };
+    write_line(&mut std::io::stdout(), &line)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selection_by_path_or_command_name() {
+        let all = Selection::default();
+        assert!(all.selects("/usr/bin/anything", "anything"));
+        let some = Selection { include: vec!["api".into(), "worker".into()], exclude: vec!["debug".into()] };
+        assert!(some.selects("/srv/api-server", "api-server"));
+        assert!(some.selects("/app/main", "worker"));
+        assert!(!some.selects("/app/main", "main"));
+        assert!(!some.selects("/srv/api-debug", "api-debug"));
+    }
+}
