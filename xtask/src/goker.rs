@@ -208,7 +208,7 @@ fn print_class_table(kernels: &[Kernel], runs: &[Vec<anyhow::Result<KernelRun>>]
 
 fn print_kernel_table(kernels: &[Kernel], runs: &[Vec<anyhow::Result<KernelRun>>]) {
     println!(
-        "{:<18} {:<16} {:>5} {:>6} {:>10} {:>8} {:>12} {:>14} {:>9}  leaked (mean)",
+        "{:<18} {:<23} {:>5} {:>6} {:>10} {:>8} {:>12} {:>14} {:>9}  leaked (mean)",
         "kernel", "class", "runs", "errors", "manifested", "detected", "completeness", "time-to-detect", "not-leaked"
     );
     for (kernel, runs) in kernels.iter().zip(runs) {
@@ -216,7 +216,7 @@ fn print_kernel_table(kernels: &[Kernel], runs: &[Vec<anyhow::Result<KernelRun>>
         let leaked: Vec<usize> = runs.iter().flatten().filter(|r| r.manifested()).map(|r| r.leaked.len()).collect();
         let class = format!("{}{}", kernel.class(), if kernel.deterministic { "" } else { " (flaky)" });
         println!(
-            "{:<18} {class:<16} {:>5} {:>6} {:>10} {:>8} {:>12} {:>14} {:>9}  {}",
+            "{:<18} {class:<23} {:>5} {:>6} {:>10} {:>8} {:>12} {:>14} {:>9}  {}",
             kernel.name,
             score.runs,
             score.errors,
