@@ -1,6 +1,7 @@
 //! Times snapshots of a running Go process: `snapshot-bench PID [ROUNDS] [--no-stacks] [--reach]`.
 //! Prints one line per round and the median. With `--reach`, each round also runs the leak
-//! analysis (`find_leaked`) over the snapshot's goroutines and prints its figures.
+//! analysis (`find_leaked`) over the snapshot's goroutines and prints its figures; with
+//! `--explain` too, the chain of words that reached each blocked goroutine found live.
 use std::path::Path;
 use std::time::Instant;
 
@@ -9,7 +10,8 @@ use goscope_memory::{ProcessMemory, ReachGoroutine, ReachOptions, SnapshotOption
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let pid: u32 = args.get(1).ok_or("usage: snapshot-bench PID [ROUNDS] [--no-stacks] [--reach]")?.parse()?;
-    let reach = args.iter().any(|a| a == "--reach");
+    let explain = args.iter().any(|a| a == "--explain");
+    let reach = explain || args.iter().any(|a| a == "--reach");
     let rounds: usize = args.get(2).and_then(|r| r.parse().ok()).unwrap_or(5);
     let mut opts = SnapshotOptions::default();
     if args.iter().any(|a| a == "--no-stacks") {
@@ -40,7 +42,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
         if reach {
             let goroutines: Vec<ReachGoroutine> = snap.goroutines.iter().map(ReachGoroutine::from_goroutine).collect();
-            let report = find_leaked(&mem, &binary, bias, &goroutines, &ReachOptions::default())?;
+            let options = ReachOptions { explain, ..ReachOptions::default() };
+            let report = find_leaked(&mem, &binary, bias, &goroutines, &options)?;
             println!(
                 "round {r}: reach {:.2} ms, {} leaked (complete: {}), {} objects scanned, {} bytes read",
                 report.elapsed_ns as f64 / 1e6,
@@ -49,6 +52,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 report.objects_scanned,
                 report.bytes_read
             );
+            if explain {
+                println!("  leaked {:?}", report.leaked);
+                for g in &snap.goroutines {
+                    let (status, reason) = (g.status.name(), g.wait_reason.as_deref().unwrap_or(""));
+                    println!("  goroutine {} at {:#x}: {status} {reason} {:?}", g.goid, g.g_addr, g.start_function);
+                }
+            }
+            let mut why: Vec<_> = report.why_live.iter().collect();
+            why.sort_unstable_by_key(|(goid, _)| **goid);
+            for (goid, links) in why {
+                println!("  goroutine {goid} is live through:");
+                for l in links {
+                    println!("    {:x?} word at {:#x} = {:#x}", l.holder, l.addr, l.value);
+                }
+            }
         }
     }
     times.sort();

@@ -31,8 +31,8 @@ mod types;
 pub use allgs::{ALLGADD, AllgsLocation, AllgsSource, LocateError, find_allgs_in_code, locate_allgs, locate_allgs_from_code};
 pub use process::{Batch, DEFAULT_BUDGET, MAX_REQUEST, MemoryError, ProcessMemory, ReadStats};
 pub use reach::{
-    GoroutineStack, HeapObject, ProcessHeap, ReachError, ReachGoroutine, ReachMemory, ReachOptions, ReachReport, ReachRole,
-    find_leaked, find_leaked_in,
+    GoroutineStack, HeapObject, ProcessHeap, ReachError, ReachGoroutine, ReachHolder, ReachLink, ReachMemory, ReachOptions,
+    ReachReport, ReachRole, find_leaked, find_leaked_in,
 };
 pub use refs::{referenced_globals, stack_words};
 pub use snapshot::{

@@ -85,12 +85,38 @@ pub struct ReachOptions {
     /// Most heap objects followed from each leaked goroutine's stack for
     /// [`ReachReport::could_wake`].
     pub could_wake_max_objects: usize,
+    /// Record how each object was first marked, for [`ReachReport::why_live`] (one map entry
+    /// per marked object).
+    pub explain: bool,
 }
 
 impl Default for ReachOptions {
     fn default() -> Self {
-        ReachOptions { max_bytes: 1 << 30, could_wake_max_objects: 10_000 }
+        ReachOptions { max_bytes: 1 << 30, could_wake_max_objects: 10_000, explain: false }
     }
+}
+
+/// Where a [`ReachLink`]'s word is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReachHolder {
+    /// A pointer-bearing global.
+    Global,
+    /// The stack of this goroutine.
+    Stack { goid: u64 },
+    /// The g struct of this goroutine.
+    GStruct { goid: u64 },
+    /// The heap object `[base, base + size)`.
+    Object { base: u64, size: u64 },
+}
+
+/// One step of a [`ReachReport::why_live`] chain: the word at `addr` in `holder`, whose value
+/// points into the next link's holder (the last link's: into the wait object). A wait object
+/// that lives in a stack is a link of its own, with `addr` and `value` its address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReachLink {
+    pub holder: ReachHolder,
+    pub addr: u64,
+    pub value: u64,
 }
 
 /// What [`find_leaked`] found.
@@ -103,6 +129,10 @@ pub struct ReachReport {
     /// through its stack and what that reaches (bounded) — "if it ran, it could wake them"; the
     /// edges deadlock chains are built from. Empty when the report is incomplete.
     pub could_wake: HashMap<u64, BTreeSet<u64>>,
+    /// With [`ReachOptions::explain`]: for each blocked goroutine found live, the chain of words
+    /// through which its wait object was first reached, from a root (a global, or the stack or g
+    /// struct of a root goroutine) on. Empty for the others.
+    pub why_live: HashMap<u64, Vec<ReachLink>>,
     /// Everything reachable was scanned within budget; false => `leaked` is not proof.
     pub complete: bool,
     pub bytes_read: u64,

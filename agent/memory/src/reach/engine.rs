@@ -8,7 +8,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Instant;
 
-use super::{ReachError, ReachGoroutine, ReachOptions, ReachReport, ReachRole};
+use super::{ReachError, ReachGoroutine, ReachHolder, ReachLink, ReachOptions, ReachReport, ReachRole};
 
 /// Largest range read at once: big objects are scanned in pieces of this size.
 const READ_CHUNK: u64 = 1 << 20;
@@ -21,6 +21,17 @@ const MIN_POINTER: u64 = 4096;
 /// `&mu.sema`, while the stack holds `&mu`).
 const STACK_OBJECT_REACH: u64 = 64;
 
+/// Most links of one [`ReachReport::why_live`] chain.
+const MAX_LINKS: usize = 1024;
+
+/// The addresses of `waiter`'s wait objects in the stack of goroutine (index) `owner`.
+fn stack_sites(sites: &[WaitSite], owner: usize) -> impl Iterator<Item = u64> + '_ {
+    sites.iter().filter_map(move |s| match *s {
+        WaitSite::Stack { owner: o, addr } if o == owner => Some(addr),
+        _ => None,
+    })
+}
+
 /// A heap object: `[base, base + size)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct HeapObject {
@@ -28,6 +39,9 @@ pub struct HeapObject {
     pub size: u64,
     /// Allocated as pointer-free (noscan span): marked, never read.
     pub noscan: bool,
+    /// The runtime's metadata says which of its words hold pointers: only those are followed
+    /// ([`ReachMemory::pointer_masks`]).
+    pub typed: bool,
 }
 
 /// A goroutine's stack.
@@ -49,6 +63,12 @@ pub trait ReachMemory {
     fn objects(&mut self, addrs: &[u64]) -> Result<Vec<Option<HeapObject>>, ReachError>;
     /// The 8-byte words of each `[start, end)` range; None for a range that cannot be read.
     fn read_words(&mut self, ranges: &[(u64, u64)]) -> Result<Vec<Option<Vec<u64>>>, ReachError>;
+    /// For each typed object and its first word (a malloc header holds the object's type there):
+    /// which of its words may hold pointers; None when the metadata cannot be read or trusted
+    /// (then every word is followed).
+    fn pointer_masks(&mut self, objects: &[(HeapObject, u64)]) -> Result<Vec<Option<Vec<bool>>>, ReachError> {
+        Ok(vec![None; objects.len()])
+    }
     /// Bytes read so far (metadata included).
     fn bytes_read(&self) -> u64;
 }
@@ -72,6 +92,37 @@ impl<T: Copy> RangeIndex<T> {
     }
 }
 
+/// Where a scanned range is.
+#[derive(Debug, Clone, Copy)]
+enum Origin {
+    Global,
+    /// The stack or the g struct of goroutine (index) `i`.
+    Stack(usize),
+    GStruct(usize),
+    Object(HeapObject),
+}
+
+/// Why a goroutine is live.
+#[derive(Debug, Clone, Copy)]
+enum LiveCause {
+    Root,
+    /// The heap object at this base, which it waits on, was marked.
+    Heap(u64),
+    /// It waits on an object at `addr` in the stack of live goroutine (index) `owner`.
+    StackOf {
+        owner: usize,
+        addr: u64,
+    },
+}
+
+/// The word through which an object was first marked.
+#[derive(Debug, Clone, Copy)]
+struct Parent {
+    origin: Origin,
+    addr: u64,
+    value: u64,
+}
+
 /// Where a wait object lives.
 #[derive(Debug, Clone, Copy)]
 enum WaitSite {
@@ -93,24 +144,26 @@ struct Marker<'a, M: ReachMemory> {
     /// goroutine (allgs references every g; following that would make every channel reachable).
     g_objects: HashMap<u64, usize>,
     marked: HashSet<u64>,
-    live: Vec<bool>,
+    live: Vec<Option<LiveCause>>,
+    /// With [`ReachOptions::explain`]: the first marking word of each marked object.
+    parents: Option<HashMap<u64, Parent>>,
     waiters_heap: HashMap<u64, Vec<usize>>,
     waiters_stack: HashMap<usize, Vec<usize>>,
-    pending: Vec<(u64, u64)>,
+    pending: Vec<(u64, u64, Origin)>,
     complete: bool,
     objects_scanned: u64,
 }
 
 impl<M: ReachMemory> Marker<'_, M> {
-    fn make_live(&mut self, i: usize, stack: Option<GoroutineStack>, g_object: Option<HeapObject>) {
-        if self.live[i] {
+    fn make_live(&mut self, i: usize, cause: LiveCause, stack: Option<GoroutineStack>, g_object: Option<HeapObject>) {
+        if self.live[i].is_some() {
             return;
         }
-        self.live[i] = true;
+        self.live[i] = Some(cause);
         match (stack, g_object) {
             (Some(s), Some(g)) => {
-                self.pending.push((s.scan_from, s.hi));
-                self.pending.push((g.base, g.base.saturating_add(g.size)));
+                self.pending.push((s.scan_from, s.hi, Origin::Stack(i)));
+                self.pending.push((g.base, g.base.saturating_add(g.size), Origin::GStruct(i)));
             }
             // Its references cannot be followed.
             _ => self.complete = false,
@@ -124,28 +177,125 @@ impl<M: ReachMemory> Marker<'_, M> {
         }
         if !obj.noscan && !self.g_objects.contains_key(&obj.base) {
             self.objects_scanned += 1;
-            self.pending.push((obj.base, obj.base.saturating_add(obj.size)));
+            self.pending.push((obj.base, obj.base.saturating_add(obj.size), Origin::Object(obj)));
         }
         self.waiters_heap.remove(&obj.base).unwrap_or_default()
     }
 
     /// Takes up to [`ROUND_BYTES`] of pending ranges, split into [`READ_CHUNK`] pieces.
-    fn take_round(&mut self) -> Vec<(u64, u64)> {
+    fn take_round(&mut self) -> Vec<(u64, u64, Origin)> {
         let mut round = Vec::new();
         let mut bytes = 0;
         while bytes < ROUND_BYTES {
-            let Some((start, end)) = self.pending.pop() else { break };
+            let Some((start, end, origin)) = self.pending.pop() else { break };
             let start = start & !7;
             let piece_end = end.min(start.saturating_add(READ_CHUNK));
             if piece_end < end {
-                self.pending.push((piece_end, end));
+                self.pending.push((piece_end, end, origin));
             }
             if piece_end > start {
                 bytes += piece_end - start;
-                round.push((start, piece_end));
+                round.push((start, piece_end, origin));
             }
         }
         round
+    }
+
+    /// Zeroes the words of typed objects that are not pointers: scalars that happen to hold
+    /// addresses (`uintptr` fields such as `g.stack.hi`, stale queue slots in `runtime.p`) are
+    /// not references. Objects split over several ranges are left whole.
+    fn keep_typed_pointers(&mut self, round: &[(u64, u64, Origin)], contents: &mut [Option<Vec<u64>>]) -> Result<(), ReachError> {
+        let typed: Vec<usize> = (0..round.len())
+            .filter(|&k| match (round[k], &contents[k]) {
+                ((start, end, Origin::Object(o)), Some(words)) => {
+                    o.typed && start == o.base && end == o.base.saturating_add(o.size) && !words.is_empty()
+                }
+                _ => false,
+            })
+            .collect();
+        if typed.is_empty() {
+            return Ok(());
+        }
+        let requests: Vec<(HeapObject, u64)> = typed
+            .iter()
+            .filter_map(|&k| match (round[k].2, &contents[k]) {
+                (Origin::Object(o), Some(words)) => Some((o, words[0])),
+                _ => None,
+            })
+            .collect();
+        let masks = self.mem.pointer_masks(&requests)?;
+        for (&k, mask) in typed.iter().zip(masks) {
+            let (Some(mask), Some(words)) = (mask, contents[k].as_mut()) else { continue };
+            for (word, is_pointer) in words.iter_mut().zip(mask.iter().chain(std::iter::repeat(&true))) {
+                if !is_pointer {
+                    *word = 0;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// With [`ReachOptions::explain`]: records, for each object of `objs` (what `candidates`
+    /// resolve to) not marked yet, the first word of the round that points into it.
+    fn record_parents(
+        &mut self,
+        round: &[(u64, u64, Origin)],
+        contents: &[Option<Vec<u64>>],
+        candidates: &[u64],
+        objs: &[Option<HeapObject>],
+    ) {
+        let Some(parents) = self.parents.as_mut() else { return };
+        for (&(start, _, origin), words) in round.iter().zip(contents) {
+            for (k, &value) in words.iter().flatten().enumerate() {
+                let Ok(j) = candidates.binary_search(&value) else { continue };
+                let Some(obj) = objs[j] else { continue };
+                if !self.marked.contains(&obj.base) {
+                    parents.entry(obj.base).or_insert(Parent { origin, addr: start + 8 * k as u64, value });
+                }
+            }
+        }
+    }
+
+    /// The links from a root to what made live goroutine `i` live, root first (empty for a root).
+    /// Parents were marked before their children and goroutines made live before those they
+    /// wake, so the walk ends; [`MAX_LINKS`] bounds it anyway.
+    fn explain(&self, i: usize, goroutines: &[ReachGoroutine]) -> Vec<ReachLink> {
+        let Some(parents) = &self.parents else { return Vec::new() };
+        let mut links = Vec::new();
+        let mut cause = self.live[i];
+        while links.len() < MAX_LINKS {
+            let mut object = match cause {
+                None | Some(LiveCause::Root) => break,
+                Some(LiveCause::StackOf { owner, addr }) => {
+                    let holder = ReachHolder::Stack { goid: goroutines[owner].goid };
+                    links.push(ReachLink { holder, addr, value: addr });
+                    cause = self.live[owner];
+                    continue;
+                }
+                Some(LiveCause::Heap(base)) => base,
+            };
+            cause = None;
+            while links.len() < MAX_LINKS {
+                let Some(p) = parents.get(&object) else { break };
+                let holder = match p.origin {
+                    Origin::Global => ReachHolder::Global,
+                    Origin::Stack(j) => ReachHolder::Stack { goid: goroutines[j].goid },
+                    Origin::GStruct(j) => ReachHolder::GStruct { goid: goroutines[j].goid },
+                    Origin::Object(o) => ReachHolder::Object { base: o.base, size: o.size },
+                };
+                links.push(ReachLink { holder, addr: p.addr, value: p.value });
+                match p.origin {
+                    Origin::Global => break,
+                    Origin::Stack(j) | Origin::GStruct(j) => {
+                        cause = self.live[j];
+                        break;
+                    }
+                    Origin::Object(o) => object = o.base,
+                }
+            }
+        }
+        links.reverse();
+        links
     }
 
     /// Reads `ranges` within the budget; None when the budget does not allow it.
@@ -162,9 +312,11 @@ impl<M: ReachMemory> Marker<'_, M> {
     }
 
     /// Words that may point at heap objects (not into globals or known stacks), deduplicated.
-    fn heap_candidates(&self, words: impl Iterator<Item = u64>) -> Vec<u64> {
-        let mut c: Vec<u64> =
-            words.filter(|&w| w >= MIN_POINTER && self.globals.find(w).is_none() && self.stacks.find(w).is_none()).collect();
+    fn heap_candidates<'w>(&self, words: impl Iterator<Item = &'w u64>) -> Vec<u64> {
+        let mut c: Vec<u64> = words
+            .copied()
+            .filter(|&w| w >= MIN_POINTER && self.globals.find(w).is_none() && self.stacks.find(w).is_none())
+            .collect();
         c.sort_unstable();
         c.dedup();
         c
@@ -225,10 +377,11 @@ pub fn find_leaked_in<M: ReachMemory>(
         stacks: stack_index,
         g_objects: g_objs.iter().enumerate().filter_map(|(i, o)| o.map(|o| (o.base, i))).collect(),
         marked: HashSet::new(),
-        live: vec![false; goroutines.len()],
+        live: vec![None; goroutines.len()],
+        parents: opts.explain.then(HashMap::new),
         waiters_heap: HashMap::new(),
         waiters_stack: HashMap::new(),
-        pending: globals.to_vec(),
+        pending: globals.iter().map(|&(s, e)| (s, e, Origin::Global)).collect(),
         complete: true,
         objects_scanned: 0,
     };
@@ -241,36 +394,41 @@ pub fn find_leaked_in<M: ReachMemory>(
         }
     }
 
-    let mut wake = roots;
+    let mut wake: Vec<(usize, LiveCause)> = roots.into_iter().map(|i| (i, LiveCause::Root)).collect();
     loop {
-        while let Some(i) = wake.pop() {
-            if !m.live[i] {
-                m.make_live(i, stacks[i], g_objs[i]);
-                wake.extend(m.waiters_stack.remove(&i).unwrap_or_default());
+        while let Some((i, cause)) = wake.pop() {
+            if m.live[i].is_none() {
+                m.make_live(i, cause, stacks[i], g_objs[i]);
+                for w in m.waiters_stack.remove(&i).unwrap_or_default() {
+                    wake.extend(stack_sites(&sites[w], i).map(|addr| (w, LiveCause::StackOf { owner: i, addr })));
+                }
             }
         }
         let round = m.take_round();
         if round.is_empty() {
             break;
         }
-        let Some(contents) = m.read(&round)? else {
+        let ranges: Vec<(u64, u64)> = round.iter().map(|&(s, e, _)| (s, e)).collect();
+        let Some(mut contents) = m.read(&ranges)? else {
             m.complete = false;
             break;
         };
         if contents.iter().any(Option::is_none) {
             m.complete = false;
         }
-        let candidates = m.heap_candidates(contents.iter().flatten().flatten().copied());
+        m.keep_typed_pointers(&round, &mut contents)?;
+        let candidates = m.heap_candidates(contents.iter().flatten().flatten());
         let objs = m.mem.objects(&candidates)?;
+        m.record_parents(&round, &contents, &candidates, &objs);
         for obj in objs.into_iter().flatten() {
-            wake.extend(m.mark(obj));
+            wake.extend(m.mark(obj).into_iter().map(|w| (w, LiveCause::Heap(obj.base))));
         }
     }
 
     let leaked: Vec<usize> = goroutines
         .iter()
         .enumerate()
-        .filter(|(i, g)| !m.live[*i] && !matches!(g.role, ReachRole::Root))
+        .filter(|(i, g)| m.live[*i].is_none() && !matches!(g.role, ReachRole::Root))
         .map(|(i, _)| i)
         .collect();
     let could_wake = if m.complete {
@@ -278,11 +436,16 @@ pub fn find_leaked_in<M: ReachMemory>(
     } else {
         HashMap::new()
     };
+    let why_live = (0..goroutines.len())
+        .filter(|&i| m.parents.is_some() && !matches!(goroutines[i].role, ReachRole::Root) && m.live[i].is_some())
+        .map(|i| (goroutines[i].goid, m.explain(i, goroutines)))
+        .collect();
     let mut leaked: Vec<u64> = leaked.iter().map(|&i| goroutines[i].goid).collect();
     leaked.sort_unstable();
     Ok(ReachReport {
         leaked,
         could_wake,
+        why_live,
         complete: m.complete,
         bytes_read: m.mem.bytes_read(),
         objects_scanned: m.objects_scanned,

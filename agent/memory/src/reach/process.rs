@@ -8,6 +8,18 @@
 //! one L1 entry pointing at `1 << 22` L2 entries (`*heapArena`); `heapArena.spans[(p / 8192) %
 //! 8192]` is the page's `*mspan`; a span holds heap objects iff `state == mSpanInUse (1)`;
 //! `spanclass & 1` is the noscan bit; `semtable` is 251 entries padded to 64 bytes.
+//!
+//! Which words of an object hold pointers, Go 1.22+ (`mbitmap.go`, `internal/abi/type.go`): in
+//! a scan span of a small size class (`spanclass >> 1 != 0`), objects larger than 512 bytes start
+//! with a malloc header, their `*_type`, whose `PtrBytes` (+8) and `GCData` (+32) mask, one bit
+//! per word, tiled over the rest of the object, say so; with `TFlagGCMaskOnDemand` (`TFlag` +20,
+//! bit 4, Go 1.24+) `GCData` points at the mask's address (0 until built); before 1.24 a `Kind_`
+//! (+23) with bit 6 (`KindGCProg`) has a GC program instead of a mask. Spans of objects up to 512
+//! bytes end with a bitmap, one bit per word of the span (`spanHeapBitsRange`), followed with the
+//! Green Tea GC (default from 1.26) by 128 bytes of inline mark bits whose last byte is the span
+//! class. Large objects (size class 0) and everything not matching this are scanned whole.
+//! Globals: `runtime.gcdata` and `runtime.gcbss` are GC programs (`runGCProg`) for the pointer
+//! words of `[data, edata)` and `[bss, ebss)`.
 use std::collections::HashMap;
 
 use goscope_inspect::{Arch, GoBinary, RuntimeLayout};
@@ -25,6 +37,22 @@ const MSPAN_IN_USE: u8 = 1;
 const SEMTABLE_BYTES: u64 = 251 * 64;
 /// Largest span accepted (1 TiB): a bigger `npages` is a torn or garbage read.
 const MAX_SPAN_PAGES: u64 = 1 << 27;
+/// Objects larger than this in small size classes have a malloc header (`minSizeForMallocHeader`).
+const MIN_SIZE_FOR_MALLOC_HEADER: u64 = 512;
+/// Largest object of a small size class (`maxSmallSize`): bounds a header type's size.
+const MAX_SMALL_SIZE: u64 = 32 << 10;
+/// `abi.Type` bytes read: up to `GCData`.
+const TYPE_READ_LEN: usize = 40;
+const TFLAG_GC_MASK_ON_DEMAND: u8 = 1 << 4;
+const KIND_GC_PROG: u8 = 1 << 6;
+/// `unsafe.Sizeof(spanInlineMarkBits{})` (Green Tea GC), after the heap bitmap of one-page spans
+/// of objects of 16 to 512 bytes.
+const INLINE_MARK_BITS: u64 = 128;
+/// Most bytes of a globals' GC program read: per word of the range, at most
+/// 1/8 byte of literal plus instruction bytes.
+const fn gc_program_max_len(words: u64) -> u64 {
+    words / 4 + 64
+}
 /// Largest stack or global range accepted.
 const MAX_REGION: u64 = 1 << 32;
 /// `_Gscan`, and the statuses whose saved stack pointer is stale (`_Grunning`, `_Gsyscall`).
@@ -83,6 +111,26 @@ struct Span {
     bytes: u64,
     elemsize: u64,
     noscan: bool,
+    pointers: SpanPointers,
+}
+
+/// Where the runtime keeps which words of a span's objects hold pointers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SpanPointers {
+    /// Not used: every word is scanned.
+    Unknown,
+    /// Each object starts with its type (malloc header).
+    Header,
+    /// The bitmap at `bitmap`, one bit per word of the span; `class` is the span class the
+    /// inline mark bits after it end with (Green Tea), to check the layout.
+    InSpan { bitmap: u64, class: Option<u8> },
+}
+
+/// A type's pointer layout: `size` bytes, of which the words set in `pointers` hold pointers.
+#[derive(Debug, Clone)]
+struct TypePointers {
+    size: u64,
+    pointers: Vec<bool>,
 }
 
 /// The heap of a live process, with its span metadata cached.
@@ -91,6 +139,8 @@ pub struct ProcessHeap<'a> {
     off: Offsets,
     /// Runtime address of `runtime.firstmoduledata`.
     moduledata: u64,
+    /// Runtime addresses of `runtime.gcdata` and `runtime.gcbss`, when known.
+    gc_programs: Option<[u64; 2]>,
     /// Runtime `[start, end)` of `runtime.semtable`, when known.
     semtable: Option<(u64, u64)>,
     /// `mheap_.arenas[0]`: the L2 array.
@@ -101,6 +151,19 @@ pub struct ProcessHeap<'a> {
     arena_spans: HashMap<u64, Box<[u64]>>,
     /// `*mspan` -> the span, None when it holds no heap objects or is implausible.
     spans: HashMap<u64, Option<Span>>,
+    /// The runtime puts malloc headers in objects (Go 1.22+, unless built with
+    /// `GOEXPERIMENT=noallocheaders`).
+    malloc_headers: bool,
+    /// Masks have no GC programs and may be built on demand (Go 1.24+).
+    masks_on_demand: bool,
+    /// Spans of small objects end with their heap bitmap in a layout known here (not Go 1.25's
+    /// Green Tea experiment), and with inline mark bits after it (Green Tea from 1.26).
+    bitmaps_in_span: bool,
+    green_tea: bool,
+    /// Span start -> its heap bitmap, None when unreadable or not as expected.
+    bitmaps: HashMap<u64, Option<Vec<u8>>>,
+    /// `*_type` of malloc headers -> its pointer layout, None when it cannot be trusted.
+    types: HashMap<u64, Option<TypePointers>>,
     bytes_at_start: u64,
 }
 
@@ -118,7 +181,13 @@ impl<'a> ProcessHeap<'a> {
         let mheap = symbol("runtime.mheap_")?;
         let moduledata = symbol("runtime.firstmoduledata")?;
         let semtable = symbol("runtime.semtable").ok().map(|a| (a, a + SEMTABLE_BYTES));
+        let gc_programs = symbol("runtime.gcdata").and_then(|d| Ok([d, symbol("runtime.gcbss")?])).ok();
         let bytes_at_start = mem.stats().bytes;
+        let info = binary.build_info();
+        let minor = if info.go_version.major == 1 { info.go_version.minor } else { 0 };
+        let experiment = |name: &str| info.settings.iter().any(|(k, v)| k == "GOEXPERIMENT" && v.split(',').any(|e| e == name));
+        let green_tea = (minor >= 26 && !experiment("nogreenteagc")) || (minor == 25 && experiment("greenteagc"));
+        let malloc_headers = minor >= 22 && !experiment("noallocheaders");
         let l2_at = mheap + off.arenas;
         let l2 = mem.read_u64(l2_at)?;
         if l2 == 0 || !l2.is_multiple_of(8) {
@@ -132,17 +201,25 @@ impl<'a> ProcessHeap<'a> {
             mem,
             off,
             moduledata,
+            gc_programs,
             semtable,
             l2,
             arenas: HashMap::new(),
             arena_spans: HashMap::new(),
             spans: HashMap::new(),
+            malloc_headers,
+            masks_on_demand: minor >= 24,
+            bitmaps_in_span: malloc_headers && !(minor == 25 && green_tea),
+            green_tea,
+            bitmaps: HashMap::new(),
+            types: HashMap::new(),
             bytes_at_start,
         })
     }
 
-    /// `[start, end)` ranges of the pointer-bearing globals (`.data`, `.bss` per
-    /// `firstmoduledata`), without `runtime.semtable`.
+    /// `[start, end)` ranges of the pointer words of the globals (`.data`, `.bss` per
+    /// `firstmoduledata`, narrowed by their GC programs when readable), without
+    /// `runtime.semtable`.
     pub fn globals(&mut self) -> Result<Vec<(u64, u64)>, ReachError> {
         let reqs: Vec<(u64, usize)> = self.off.module_ranges.iter().map(|o| (self.moduledata + o, 8)).collect();
         let batch = self.mem.read_batch(&reqs)?;
@@ -150,8 +227,8 @@ impl<'a> ProcessHeap<'a> {
         for (i, slot) in v.iter_mut().enumerate() {
             *slot = batch.get(i).map(le_u64).ok_or(MemoryError::Unmapped { pid: self.mem.pid(), addr: reqs[i].0, len: 8 })?;
         }
-        let mut ranges = Vec::new();
-        for (start, end) in [(v[0], v[1]), (v[2], v[3])] {
+        let sections = [(v[0], v[1]), (v[2], v[3])];
+        for (start, end) in sections {
             if end < start || end - start > MAX_REGION {
                 return Err(ReachError::BadRuntimeData {
                     what: "runtime.firstmoduledata",
@@ -159,16 +236,54 @@ impl<'a> ProcessHeap<'a> {
                     why: format!("global range {start:#x}..{end:#x}"),
                 });
             }
-            match self.semtable {
-                Some((s, e)) if s < end && e > start => {
-                    ranges.push((start, s.max(start)));
-                    ranges.push((e.min(end), end));
+        }
+        let masks = self.global_masks(&sections)?;
+        let mut ranges = Vec::new();
+        for ((start, end), mask) in sections.into_iter().zip(masks) {
+            let mut runs = Vec::new();
+            match mask {
+                Some(mask) => {
+                    let mut run_start = None;
+                    for (w, is_pointer) in mask.iter().chain([&false]).enumerate() {
+                        let addr = start + 8 * w as u64;
+                        match (run_start, is_pointer) {
+                            (None, true) => run_start = Some(addr),
+                            (Some(s), false) => {
+                                runs.push((s, addr.min(end)));
+                                run_start = None;
+                            }
+                            _ => {}
+                        }
+                    }
                 }
-                _ => ranges.push((start, end)),
+                None => runs.push((start, end)),
+            }
+            for (start, end) in runs {
+                match self.semtable {
+                    Some((s, e)) if s < end && e > start => {
+                        ranges.push((start, s.max(start)));
+                        ranges.push((e.min(end), end));
+                    }
+                    _ => ranges.push((start, end)),
+                }
             }
         }
         ranges.retain(|(s, e)| s < e);
         Ok(ranges)
+    }
+
+    /// The pointer words of each `[start, end)` section by its GC program; None when the
+    /// program is unknown, unreadable or does not describe the section.
+    fn global_masks(&mut self, sections: &[(u64, u64); 2]) -> Result<[Option<Vec<bool>>; 2], ReachError> {
+        let Some(programs) = self.gc_programs else { return Ok([None, None]) };
+        let words = sections.map(|(s, e)| (e - s) / 8);
+        let reqs: Vec<(u64, usize)> = (0..2).map(|k| (programs[k], gc_program_max_len(words[k]) as usize)).collect();
+        let batch = self.mem.read_batch(&reqs)?;
+        Ok([0, 1].map(|k| {
+            let mask = run_gc_program(batch.get(k)?, words[k] as usize)?;
+            // The program covers the section (its last words may be left out as scalars).
+            (mask.len() as u64 <= words[k]).then_some(mask)
+        }))
     }
 
     fn read_missing_arenas(&mut self, indexes: &[u64]) -> Result<(), ReachError> {
@@ -216,6 +331,7 @@ impl<'a> ProcessHeap<'a> {
         let reqs: Vec<(u64, usize)> = missing.iter().map(|p| (*p, len)).collect();
         let batch = self.mem.read_batch(&reqs)?;
         let off = self.off;
+        let (malloc_headers, bitmaps_in_span, green_tea) = (self.malloc_headers, self.bitmaps_in_span, self.green_tea);
         for (k, p) in missing.into_iter().enumerate() {
             let span = batch.get(k).and_then(|b| {
                 let word = |o: u64| le_u64(&b[o as usize..o as usize + 8]);
@@ -227,11 +343,101 @@ impl<'a> ProcessHeap<'a> {
                     && start.is_multiple_of(1 << PAGE_SHIFT)
                     && start.checked_add(bytes).is_some()
                     && (8..=bytes).contains(&elemsize);
-                plausible.then_some(Span { start, bytes, elemsize, noscan: b[off.spanclass as usize] & 1 != 0 })
+                let spanclass = b[off.spanclass as usize];
+                let noscan = spanclass & 1 != 0;
+                let small = spanclass >> 1 != 0;
+                let pointers = if noscan || !small {
+                    SpanPointers::Unknown
+                } else if elemsize > MIN_SIZE_FOR_MALLOC_HEADER {
+                    if malloc_headers { SpanPointers::Header } else { SpanPointers::Unknown }
+                } else if !bitmaps_in_span || (green_tea && npages != 1) {
+                    SpanPointers::Unknown
+                } else {
+                    let inline = green_tea && elemsize >= 16;
+                    let bitmap = start + bytes - bytes / 64 - if inline { INLINE_MARK_BITS } else { 0 };
+                    SpanPointers::InSpan { bitmap, class: inline.then_some(spanclass) }
+                };
+                plausible.then_some(Span { start, bytes, elemsize, noscan, pointers })
             });
             self.spans.insert(p, span);
         }
         Ok(())
+    }
+
+    /// Reads the pointer layouts of the types not cached yet.
+    fn read_missing_types(&mut self, type_addrs: &[u64]) -> Result<(), ReachError> {
+        let mut missing: Vec<u64> = type_addrs.iter().copied().filter(|t| !self.types.contains_key(t)).collect();
+        missing.sort_unstable();
+        missing.dedup();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let reqs: Vec<(u64, usize)> = missing.iter().map(|t| (*t, TYPE_READ_LEN)).collect();
+        let batch = self.mem.read_batch(&reqs)?;
+        // (type, size, pointer words, where the mask is or, on demand, where its address is)
+        let mut plausible: Vec<(u64, u64, u64, u64, bool)> = Vec::new();
+        for (k, &t) in missing.iter().enumerate() {
+            self.types.insert(t, None);
+            let Some(b) = batch.get(k) else { continue };
+            let (size, ptr_bytes, tflag, kind, gcdata) = (le_u64(b), le_u64(&b[8..]), b[20], b[23], le_u64(&b[32..]));
+            let on_demand = self.masks_on_demand && tflag & TFLAG_GC_MASK_ON_DEMAND != 0;
+            let gc_program = !self.masks_on_demand && kind & KIND_GC_PROG != 0;
+            if size > 0
+                && size <= MAX_SMALL_SIZE
+                && size.is_multiple_of(8)
+                && ptr_bytes > 0
+                && ptr_bytes <= size
+                && ptr_bytes.is_multiple_of(8)
+                && gcdata != 0
+                && !gc_program
+            {
+                plausible.push((t, size, ptr_bytes / 8, gcdata, on_demand));
+            }
+        }
+        let reqs: Vec<(u64, usize)> = plausible.iter().filter(|p| p.4).map(|p| (p.3, 8)).collect();
+        let built = self.mem.read_batch(&reqs)?;
+        let mut built_masks = (0..built.len()).map(|k| built.get(k).map(le_u64).unwrap_or(0));
+        let mut masks: Vec<(u64, u64, u64, u64)> = Vec::new();
+        for (t, size, words, gcdata, on_demand) in plausible {
+            let mask_at = if on_demand { built_masks.next().unwrap_or(0) } else { gcdata };
+            if mask_at != 0 {
+                masks.push((t, size, words, mask_at));
+            }
+        }
+        let reqs: Vec<(u64, usize)> = masks.iter().map(|m| (m.3, m.2.div_ceil(8) as usize)).collect();
+        let bits = self.mem.read_batch(&reqs)?;
+        for (k, (t, size, words, _)) in masks.into_iter().enumerate() {
+            let Some(b) = bits.get(k) else { continue };
+            let pointers = (0..words as usize).map(|w| b[w / 8] >> (w % 8) & 1 != 0).collect();
+            self.types.insert(t, Some(TypePointers { size, pointers }));
+        }
+        Ok(())
+    }
+
+    /// Reads the heap bitmaps of the spans not cached yet.
+    fn read_missing_bitmaps(&mut self, spans: &[Span]) -> Result<(), ReachError> {
+        let mut missing: Vec<Span> = spans.iter().copied().filter(|s| !self.bitmaps.contains_key(&s.start)).collect();
+        missing.sort_unstable_by_key(|s| s.start);
+        missing.dedup_by_key(|s| s.start);
+        let mut reqs = Vec::new();
+        let mut checks = Vec::new();
+        for s in &missing {
+            let SpanPointers::InSpan { bitmap, class } = s.pointers else { continue };
+            let len = s.bytes / 64 + if class.is_some() { INLINE_MARK_BITS } else { 0 };
+            reqs.push((bitmap, len as usize));
+            checks.push((s.start, (s.bytes / 64) as usize, class));
+        }
+        let batch = self.mem.read_batch(&reqs)?;
+        for (k, (start, len, class)) in checks.into_iter().enumerate() {
+            let bitmap = batch.get(k).filter(|b| class.is_none_or(|c| b.last() == Some(&c))).map(|b| b[..len].to_vec());
+            self.bitmaps.insert(start, bitmap);
+        }
+        Ok(())
+    }
+
+    /// The span holding `addr`, once read.
+    fn span_of(&self, addr: u64) -> Option<Span> {
+        self.spans.get(&self.span_ptr(addr)).copied().flatten()
     }
 
     /// `*mspan` of the page holding `addr` (0: none), once its arena is cached.
@@ -247,6 +453,53 @@ impl<'a> ProcessHeap<'a> {
 fn arena_index(addr: u64) -> Option<u64> {
     let idx = addr.wrapping_sub(ARENA_BASE_OFFSET) >> HEAP_ARENA_SHIFT;
     (idx < ARENA_L2_ENTRIES).then_some(idx)
+}
+
+/// The pointer mask (one bool per word) a GC program describes, as the runtime's `runGCProg`
+/// builds it: literal bits, or the last `n` bits repeated `c` times. None when it is malformed
+/// or describes more than `max_words` words.
+pub(super) fn run_gc_program(prog: &[u8], max_words: usize) -> Option<Vec<bool>> {
+    fn varint(prog: &[u8], p: &mut usize) -> Option<usize> {
+        let mut v = 0usize;
+        for shift in (0..64).step_by(7) {
+            let b = *prog.get(*p)?;
+            *p += 1;
+            v |= usize::from(b & 0x7f).checked_shl(shift)?;
+            if b & 0x80 == 0 {
+                return Some(v);
+            }
+        }
+        None
+    }
+    let mut bits: Vec<bool> = Vec::new();
+    let mut p = 0;
+    loop {
+        let inst = *prog.get(p)?;
+        p += 1;
+        let n = usize::from(inst & 0x7f);
+        if inst & 0x80 == 0 {
+            if n == 0 {
+                return Some(bits);
+            }
+            for i in 0..n {
+                bits.push(prog.get(p + i / 8)? >> (i % 8) & 1 != 0);
+            }
+            p += n.div_ceil(8);
+        } else {
+            let n = if n == 0 { varint(prog, &mut p)? } else { n };
+            let total = n.checked_mul(varint(prog, &mut p)?)?;
+            if n == 0 || n > bits.len() || bits.len().checked_add(total)? > max_words {
+                return None;
+            }
+            let from = bits.len() - n;
+            for i in 0..total {
+                bits.push(bits[from + i]);
+            }
+        }
+        if bits.len() > max_words {
+            return None;
+        }
+    }
 }
 
 fn le_u64(b: &[u8]) -> u64 {
@@ -291,6 +544,7 @@ impl ReachMemory for ProcessHeap<'_> {
                     base,
                     size: span.elemsize,
                     noscan: span.noscan,
+                    typed: span.pointers != SpanPointers::Unknown,
                 })
             })
             .collect())
@@ -301,6 +555,42 @@ impl ReachMemory for ProcessHeap<'_> {
         let batch = self.mem.read_batch(&reqs)?;
         Ok((0..ranges.len())
             .map(|i| batch.get(i).map(|b| b.as_chunks::<8>().0.iter().map(|c| u64::from_le_bytes(*c)).collect()))
+            .collect())
+    }
+
+    fn pointer_masks(&mut self, objects: &[(HeapObject, u64)]) -> Result<Vec<Option<Vec<bool>>>, ReachError> {
+        let spans: Vec<Option<Span>> = objects.iter().map(|(o, _)| self.span_of(o.base)).collect();
+        let in_span: Vec<Span> = spans.iter().flatten().copied().filter(|s| s.pointers != SpanPointers::Header).collect();
+        self.read_missing_bitmaps(&in_span)?;
+        let headers: Vec<u64> = objects
+            .iter()
+            .zip(&spans)
+            .filter(|(_, s)| s.is_some_and(|s| s.pointers == SpanPointers::Header))
+            .map(|(o, _)| o.1)
+            .collect();
+        self.read_missing_types(&headers)?;
+        Ok(objects
+            .iter()
+            .zip(spans)
+            .map(|(&(obj, first_word), span)| {
+                let span = span.filter(|s| s.elemsize == obj.size)?;
+                let words = (obj.size / 8) as usize;
+                match span.pointers {
+                    SpanPointers::Unknown => None,
+                    SpanPointers::Header => {
+                        let layout = self.types.get(&first_word)?.as_ref()?;
+                        // The type tiles the rest (an array of it), as the runtime's typePointers.
+                        let per_elem = (layout.size / 8) as usize;
+                        let data = (0..words - 1).map(|w| layout.pointers.get(w % per_elem).copied().unwrap_or(false));
+                        Some(std::iter::once(false).chain(data).collect())
+                    }
+                    SpanPointers::InSpan { .. } => {
+                        let bitmap = self.bitmaps.get(&span.start)?.as_ref()?;
+                        let first = ((obj.base - span.start) / 8) as usize;
+                        (first..first + words).map(|w| bitmap.get(w / 8).map(|b| b >> (w % 8) & 1 != 0)).collect()
+                    }
+                }
+            })
             .collect())
     }
 

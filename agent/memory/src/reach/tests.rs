@@ -13,11 +13,13 @@ struct FakeMemory {
     bytes: u64,
     /// Every range read, to check what was (not) scanned.
     reads: Vec<(u64, u64)>,
+    /// Pointer words of typed objects, by base.
+    masks: HashMap<u64, Vec<bool>>,
 }
 
 impl FakeMemory {
     fn object(&mut self, base: u64, size: u64, pointers: &[(u64, u64)]) -> u64 {
-        self.objects.insert(base, HeapObject { base, size, noscan: false });
+        self.objects.insert(base, HeapObject { base, size, noscan: false, typed: false });
         for &(off, v) in pointers {
             self.words.insert(base + off, v);
         }
@@ -74,6 +76,10 @@ impl ReachMemory for FakeMemory {
                 Some((s..e).step_by(8).map(|a| self.words.get(&a).copied().unwrap_or(0)).collect())
             })
             .collect())
+    }
+
+    fn pointer_masks(&mut self, objects: &[(HeapObject, u64)]) -> Result<Vec<Option<Vec<bool>>>, ReachError> {
+        Ok(objects.iter().map(|(o, _)| self.masks.get(&o.base).cloned()).collect())
     }
 
     fn bytes_read(&self) -> u64 {
@@ -286,4 +292,66 @@ fn garbage_cycles_and_self_references_terminate() {
     let r = run(&mut mem, &gs);
     assert_eq!(r.leaked, vec![1, 2]);
     assert_eq!(r.could_wake, edges(&[(1, &[2]), (2, &[1])]));
+}
+
+#[test]
+fn why_live_names_the_words_from_the_root() {
+    let mut mem = FakeMemory::default();
+    let ch = mem.object(0x2000_0000, 96, &[]);
+    let mu = stack_of(1) + 0xf00;
+    let holder = mem.object(0x3000_0000, 32, &[(8, ch + 16), (16, mu)]);
+    mem.words.insert(GLOBALS.0 + 24, holder);
+    spawn(&mut mem, 1, &[]);
+    spawn(&mut mem, 2, &[]);
+    spawn(&mut mem, 3, &[]);
+    // 2 waits on ch (a global reaches it through holder); 3 on a mutex in 1's stack, 1 on ch.
+    let gs = [g(1, ReachRole::Blocked(vec![ch])), g(2, ReachRole::Blocked(vec![ch])), g(3, ReachRole::Blocked(vec![mu]))];
+    let opts = ReachOptions { explain: true, ..ReachOptions::default() };
+    let r = find_leaked_in(&mut mem, &[GLOBALS], &gs, &opts).unwrap();
+    assert!(r.leaked.is_empty());
+    let to_ch = vec![
+        ReachLink { holder: ReachHolder::Global, addr: GLOBALS.0 + 24, value: holder },
+        ReachLink { holder: ReachHolder::Object { base: holder, size: 32 }, addr: holder + 8, value: ch + 16 },
+    ];
+    assert_eq!(r.why_live[&2], to_ch);
+    let mut to_mu = to_ch.clone();
+    to_mu.push(ReachLink { holder: ReachHolder::Stack { goid: 1 }, addr: mu, value: mu });
+    assert_eq!(r.why_live[&3], to_mu);
+    // Without the option nothing is recorded.
+    assert!(run(&mut mem, &gs).why_live.is_empty());
+}
+
+#[test]
+fn typed_objects_are_followed_only_through_their_pointer_words() {
+    let mut mem = FakeMemory::default();
+    let (ch1, ch2) = (mem.object(0x2000_0000, 96, &[]), mem.object(0x2000_1000, 96, &[]));
+    // A runtime struct reachable from a global: word 1 a pointer, word 2 a uintptr that happens
+    // to hold ch2's address (like pageAlloc.searchAddr or a stale span-queue slot).
+    let st = mem.object(0x3000_0000, 32, &[(8, ch1), (16, ch2)]);
+    mem.objects.get_mut(&st).unwrap().typed = true;
+    mem.masks.insert(st, vec![false, true, false, false]);
+    mem.words.insert(GLOBALS.0, st);
+    spawn(&mut mem, 1, &[]);
+    spawn(&mut mem, 2, &[]);
+    let gs = [g(1, ReachRole::Blocked(vec![ch1])), g(2, ReachRole::Blocked(vec![ch2]))];
+    assert_eq!(run(&mut mem, &gs).leaked, vec![2]);
+    // Unknown metadata: every word counts.
+    mem.masks.clear();
+    assert!(run(&mut mem, &gs).leaked.is_empty());
+}
+
+#[test]
+fn gc_programs_expand_to_pointer_masks() {
+    use super::process::run_gc_program;
+    // 3 literal bits 101, then the last 2 bits (01) repeated 3 times, then 1 literal bit 1.
+    let prog = [0x03, 0b101, 0x82, 0x03, 0x01, 0x01, 0x00];
+    let mask: Vec<u8> = run_gc_program(&prog, 100).unwrap().into_iter().map(u8::from).collect();
+    assert_eq!(mask, [1, 0, 1, 0, 1, 0, 1, 0, 1, 1]);
+    // Repeat count as varint after a varint length (n = 0 in the instruction): 1 bit, 200 times.
+    let prog = [0x01, 0x01, 0x80, 0x01, 0xc8, 0x01, 0x00];
+    assert_eq!(run_gc_program(&prog, 1000).unwrap().len(), 201);
+    // Longer than allowed, repeating more bits than emitted, truncated: refused.
+    assert!(run_gc_program(&prog, 100).is_none());
+    assert!(run_gc_program(&[0x85, 0x01, 0x00], 100).is_none());
+    assert!(run_gc_program(&[0x08], 100).is_none());
 }
