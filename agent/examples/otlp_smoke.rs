@@ -120,6 +120,7 @@ fn main() -> anyhow::Result<()> {
             waiting_for_ns: 3_000_000_000,
             waiting_for_is_lower_bound: false,
             stack: Vec::new(),
+            site: None,
         };
         let finding = Finding {
             id: format!("deadlock:{pid}:{}-{}", base + 4, base + 5),
@@ -130,7 +131,7 @@ fn main() -> anyhow::Result<()> {
             chain: vec![base + 4, base + 5],
             summary: format!("goroutines {} and {} wait on each other", base + 4, base + 5),
         };
-        timed(&mut || exporter.finding(&finding));
+        timed(&mut || exporter.finding(&finding, &state));
         if !args.keep_finding {
             timed(&mut || exporter.finding_retracted(&finding));
         }

@@ -279,7 +279,7 @@ pub fn process(mut rx: mpsc::Receiver<Item>, ctx: &TargetContext, cfg: &Processo
                     });
                     for change in &changes {
                         match change {
-                            Change::Raised(f) => x.finding(f),
+                            Change::Raised(f) => x.finding(f, &state),
                             Change::Retracted(f) => x.finding_retracted(f),
                         }
                     }

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::{
     output::{SourceSite, hex},
-    state::{Goroutine, ProcessState},
+    state::{Goroutine, ProcessState, Wait},
 };
 
 pub use blocked::blocked;
@@ -71,6 +71,9 @@ pub struct Involved {
     pub waiting_for_is_lower_bound: bool,
     /// Where it blocked, innermost frame first (empty until read from memory).
     pub stack: Vec<SourceSite>,
+    /// The blocking call ([`crate::state::Wait::site`]), for exporters; the JSON has the stack.
+    #[serde(skip)]
+    pub site: Option<SourceSite>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -99,6 +102,7 @@ fn involved(state: &ProcessState, g: &Goroutine, now_ns: u64) -> Involved {
         waiting_for_ns: now_ns.saturating_sub(g.since_ns),
         waiting_for_is_lower_bound: g.since_is_lower_bound,
         stack: wait.map(|w| w.stack.clone()).unwrap_or_default(),
+        site: wait.and_then(Wait::site).cloned(),
     }
 }
 
@@ -137,6 +141,7 @@ mod tests {
                     waiting_for_ns: 0,
                     waiting_for_is_lower_bound: false,
                     stack: Vec::new(),
+                    site: None,
                 })
                 .collect(),
             chain: Vec::new(),

@@ -54,6 +54,7 @@ pub const FINDING_CHAIN: &str = "goscope.finding.chain";
 pub const FINDING_CHAIN_POSITION: &str = "goscope.finding.chain.position";
 pub const FINDING_WAIT_REASONS: &str = "goscope.finding.wait.reasons";
 pub const FINDING_CHANNELS: &str = "goscope.finding.channel.addresses";
+pub const FINDING_LOCKS: &str = "goscope.finding.lock.addresses";
 pub const FINDING_MAX_WAIT_NS: &str = "goscope.finding.max_waiting_for_ns";
 
 // goscope's own health.

@@ -427,13 +427,14 @@ impl OtlpExporter {
 
     /// A finding was raised: a log record (WARN for suspect, ERROR for proven), a count, each
     /// involved goroutine's ongoing blocking episode as a span, and for deadlocks and leaks a span
-    /// of the finding linked to every one of those.
-    pub fn finding(&self, f: &Finding) {
+    /// of the finding linked to every one of those. Call it with the `state` the finding was
+    /// computed from, which knows the channels of the ongoing episodes (capacity, element type).
+    pub fn finding(&self, f: &Finding, state: &ProcessState) {
         let now = SystemTime::now();
         let mut trace = None;
         if let Some(tr) = &self.traces {
             let seq = tr.seq.fetch_add(1, Relaxed);
-            let (root, ongoing) = spans::finding_spans(&tr.factory, f, seq, now);
+            let (root, ongoing) = spans::finding_spans(&tr.factory, f, seq, now, Some(state));
             // The log record points at the finding's span, or (a `blocked` finding) at the one
             // goroutine's ongoing episode.
             let lead = root.as_ref().or(ongoing.first()).map(|s| (s.span_context.trace_id(), s.span_context.span_id()));

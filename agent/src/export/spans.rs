@@ -128,18 +128,24 @@ fn wait_attributes(out: &mut Vec<KeyValue>, wait: &Wait, reason: &str, state: Op
         if wait.channels.len() > 1 {
             out.push(KeyValue::new(a::CHANNEL_ADDRESSES, str_array(wait.channels.iter().map(|&c| hex(c)))));
         }
-        if let Some(ch) = state.and_then(|s| s.channel(first)) {
-            if let Some(cap) = ch.capacity {
-                out.push(KeyValue::new(a::CHANNEL_CAPACITY, int(cap)));
-                out.push(KeyValue::new(a::CHANNEL_CLOSED, ch.closed));
-            }
-            if let Some(t) = &ch.element_type {
-                out.push(KeyValue::new(a::CHANNEL_ELEMENT_TYPE, t.clone()));
-            }
-        }
+        channel_attributes(out, first, state);
     }
     if let Some(lock) = wait.lock {
         out.push(KeyValue::new(a::LOCK_ADDRESS, hex(lock)));
+    }
+}
+
+/// Capacity, closed flag and element type of channel `addr`, once read from memory.
+fn channel_attributes(out: &mut Vec<KeyValue>, addr: u64, state: Option<&ProcessState>) {
+    let Some(ch) = state.and_then(|s| s.channel(addr)) else {
+        return;
+    };
+    if let Some(cap) = ch.capacity {
+        out.push(KeyValue::new(a::CHANNEL_CAPACITY, int(cap)));
+        out.push(KeyValue::new(a::CHANNEL_CLOSED, ch.closed));
+    }
+    if let Some(t) = &ch.element_type {
+        out.push(KeyValue::new(a::CHANNEL_ELEMENT_TYPE, t.clone()));
     }
 }
 
@@ -167,9 +173,13 @@ fn goroutine_attributes(out: &mut Vec<KeyValue>, goid: u64, state: Option<&Proce
 /// read from its stack), else the caller's `park_pc`.
 fn code_attributes(out: &mut Vec<KeyValue>, wait: &Wait, extra: &EpisodeExtra, ctx: &TargetContext) {
     let from_pc = || extra.park_pc.and_then(|pc| ctx.binary.symbolize(pc.wrapping_sub(ctx.load_bias))).map(SourceSite::from);
-    let Some(site) = wait.site().cloned().or_else(from_pc) else {
-        return;
-    };
+    if let Some(site) = wait.site().cloned().or_else(from_pc) {
+        site_attributes(out, site);
+    }
+}
+
+/// `code.*` (current and pre-1.30 names) for one source site.
+fn site_attributes(out: &mut Vec<KeyValue>, site: SourceSite) {
     out.push(KeyValue::new(a::CODE_FUNCTION_NAME, site.function.clone()));
     out.push(KeyValue::new(a::CODE_FUNCTION_LEGACY, site.function));
     if site.file != "?" {
@@ -269,6 +279,17 @@ pub(crate) fn finding_attributes(f: &Finding) -> Vec<KeyValue> {
     if !channels.is_empty() {
         attrs.push(KeyValue::new(a::FINDING_CHANNELS, str_array(channels)));
     }
+    let locks: Vec<String> = f.goroutines.iter().filter_map(|g| g.lock.clone()).collect();
+    if !locks.is_empty() {
+        attrs.push(KeyValue::new(a::FINDING_LOCKS, str_array(locks)));
+    }
+    // One blocking call for all (a leak is one site by construction): where to look.
+    if let Some((first, rest)) = f.goroutines.split_first()
+        && let Some(site) = &first.site
+        && rest.iter().all(|g| g.site.as_ref() == Some(site))
+    {
+        site_attributes(&mut attrs, site.clone());
+    }
     if !f.chain.is_empty() {
         attrs.push(KeyValue::new(a::FINDING_CHAIN, int_array(f.chain.iter().copied())));
     }
@@ -293,15 +314,29 @@ fn involved_attributes(out: &mut Vec<KeyValue>, g: &Involved) {
 /// A finding's spans: each involved goroutine's still-ongoing blocking episode (in that
 /// goroutine's trace, under its lifetime span) and, for deadlocks and leaks, the finding itself as
 /// the root of a trace of its own, linked to every one of them. A `blocked` finding is only its
-/// goroutine's ongoing episode. Returns (finding span, ongoing spans).
-pub(crate) fn finding_spans(sf: &SpanFactory, f: &Finding, seq: u64, now: SystemTime) -> (Option<SpanData>, Vec<SpanData>) {
+/// goroutine's ongoing episode. `state` (the one the finding was computed from) adds what it
+/// knows of their channels. Returns (finding span, ongoing spans).
+pub(crate) fn finding_spans(
+    sf: &SpanFactory,
+    f: &Finding,
+    seq: u64,
+    now: SystemTime,
+    state: Option<&ProcessState>,
+) -> (Option<SpanData>, Vec<SpanData>) {
     let ids = &sf.ids;
     let mut ongoing = Vec::with_capacity(f.goroutines.len());
     let mut links = Vec::with_capacity(f.goroutines.len());
     for g in &f.goroutines {
         let start = now.checked_sub(std::time::Duration::from_nanos(g.waiting_for_ns)).unwrap_or(now);
-        let mut attrs = Vec::with_capacity(10);
+        let mut attrs = Vec::with_capacity(20);
         involved_attributes(&mut attrs, g);
+        let wait = state.and_then(|s| s.goroutine(g.goid)).and_then(|live| live.wait.as_ref());
+        if let Some(&first) = wait.and_then(|w| w.channels.first()) {
+            channel_attributes(&mut attrs, first, state);
+        }
+        if let Some(site) = &g.site {
+            site_attributes(&mut attrs, site.clone());
+        }
         attrs.push(KeyValue::new(a::BLOCKING_DURATION_NS, int(g.waiting_for_ns)));
         attrs.push(KeyValue::new(a::BLOCKING_ONGOING, true));
         if g.waiting_for_is_lower_bound {

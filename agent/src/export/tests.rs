@@ -5,7 +5,12 @@ use std::time::{Duration, SystemTime};
 use opentelemetry::{InstrumentationScope, Key, Value, trace::Status};
 
 use super::{ids::Ids, spans::*, *};
-use crate::detect::{FindingType, Involved};
+use crate::{
+    detect::{FindingType, Involved},
+    events::{EventDetail, GoroutineEvent},
+    output::SourceSite,
+    state::WaitReasons,
+};
 
 fn factory() -> SpanFactory {
     SpanFactory { ids: Ids::new(7), scope: InstrumentationScope::builder("goscope").build() }
@@ -24,6 +29,7 @@ fn deadlock() -> Finding {
         waiting_for_ns: 2_000_000_000,
         waiting_for_is_lower_bound: false,
         stack: Vec::new(),
+        site: None,
     };
     Finding {
         id: "deadlock:1:5-6".into(),
@@ -40,7 +46,7 @@ fn deadlock() -> Finding {
 fn a_deadlock_links_to_every_goroutines_ongoing_blocking_span() {
     let sf = factory();
     let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
-    let (root, ongoing) = finding_spans(&sf, &deadlock(), 0, now);
+    let (root, ongoing) = finding_spans(&sf, &deadlock(), 0, now, None);
     let root = root.expect("a deadlock has a span of its own");
     assert_eq!(root.name, "deadlock");
     assert_eq!(root.parent_span_id, SpanId::INVALID);
@@ -69,11 +75,91 @@ fn a_blocked_finding_is_its_goroutines_ongoing_episode() {
     f.grade = Grade::Suspect;
     f.goroutines.truncate(1);
     f.chain.clear();
-    let (root, ongoing) = finding_spans(&factory(), &f, 3, SystemTime::now());
+    let (root, ongoing) = finding_spans(&factory(), &f, 3, SystemTime::now(), None);
     assert!(root.is_none());
     assert_eq!(ongoing.len(), 1);
     assert_eq!(ongoing[0].name, "block: chan send");
     assert_eq!(attr(&ongoing[0], "goscope.finding.id"), Some(&Value::from("deadlock:1:5-6")));
+}
+
+/// A leak of two goroutines parked on their own channels at one send, as the leak detector
+/// reports it, and the state it came from (channels read from memory).
+fn leak_and_state() -> (Finding, ProcessState) {
+    const CHAN_SEND: u8 = 1;
+    const HCHAN_LOCK: u32 = 104;
+    let site = SourceSite { function: "main.compute".into(), file: "/src/main.go".into(), line: 54 };
+    let mut state = ProcessState::new(1, WaitReasons::new(vec![String::new(), "chan send".into()]), HCHAN_LOCK);
+    let mut goroutines = Vec::new();
+    for (goid, chan) in [(5, 0xc000_1000_u64), (6, 0xc000_2000)] {
+        let detail = EventDetail::Parked {
+            wait_reason: CHAN_SEND,
+            lock_addr: chan + u64::from(HCHAN_LOCK),
+            g_addr: 0x1000 + goid,
+            sema_addr: 0,
+            return_pcs: Default::default(),
+        };
+        state.apply(&GoroutineEvent { ts_ns: 10, pid: 1, tid: 1, goid, detail });
+        state.set_park_details(goid, Some(site.clone()), None);
+        state.set_channel_info(chan, 0, false, Some("int".into()));
+        goroutines.push(Involved {
+            goid,
+            wait_reason: "chan send".into(),
+            channel: Some(format!("{chan:#x}")),
+            lock: None,
+            waiting_for_ns: 2_000_000_000,
+            waiting_for_is_lower_bound: false,
+            stack: Vec::new(),
+            site: Some(site.clone()),
+        });
+    }
+    let leak = Finding {
+        id: "leak:1:main.compute:54:chan send".into(),
+        finding_type: FindingType::Leak,
+        grade: Grade::Proven,
+        pid: 1,
+        goroutines,
+        chain: Vec::new(),
+        summary: "leak: 2 goroutines blocked in chan send at main.compute (/src/main.go:54)".into(),
+    };
+    (leak, state)
+}
+
+#[test]
+fn a_leak_names_its_site_and_its_ongoing_spans_their_channels() {
+    let (leak, state) = leak_and_state();
+    let attrs = finding_attributes(&leak);
+    let get = |k: &str| attrs.iter().find(|kv| kv.key.as_str() == k).map(|kv| kv.value.clone());
+    assert_eq!(get("code.function.name"), Some(Value::from("main.compute")));
+    assert_eq!(get("code.file.path"), Some(Value::from("/src/main.go")));
+    assert_eq!(get("code.line.number"), Some(Value::I64(54)));
+    assert_eq!(get("code.lineno"), Some(Value::I64(54)));
+    assert_eq!(get("goscope.finding.lock.addresses"), None);
+
+    let (root, ongoing) = finding_spans(&factory(), &leak, 0, SystemTime::now(), Some(&state));
+    assert_eq!(root.expect("a leak has a span of its own").name, "leak");
+    for span in &ongoing {
+        assert_eq!(attr(span, "code.function.name"), Some(&Value::from("main.compute")));
+        assert_eq!(attr(span, "goscope.channel.element_type"), Some(&Value::from("int")));
+        assert_eq!(attr(span, "goscope.channel.capacity"), Some(&Value::I64(0)));
+    }
+    // Without the state, only what the finding itself carries.
+    let (_, ongoing) = finding_spans(&factory(), &leak, 0, SystemTime::now(), None);
+    assert_eq!(attr(&ongoing[0], "goscope.channel.element_type"), None);
+    assert_eq!(attr(&ongoing[0], "code.line.number"), Some(&Value::I64(54)));
+}
+
+#[test]
+fn a_deadlock_over_locks_lists_them_and_names_no_common_site() {
+    let mut f = deadlock();
+    for (g, (lock, line)) in f.goroutines.iter_mut().zip([("0xc000030000", 70), ("0xc000030008", 71)]) {
+        g.channel = None;
+        g.lock = Some(lock.into());
+        g.site = Some(SourceSite { function: "main.transfer".into(), file: "/src/main.go".into(), line });
+    }
+    let attrs = finding_attributes(&f);
+    let get = |k: &str| attrs.iter().find(|kv| kv.key.as_str() == k).map(|kv| kv.value.to_string());
+    assert_eq!(get("goscope.finding.lock.addresses").as_deref(), Some(r#"["0xc000030000","0xc000030008"]"#));
+    assert_eq!(get("code.function.name"), None, "two sites: none is the finding's");
 }
 
 #[test]
@@ -136,9 +222,10 @@ fn a_dead_endpoint_never_blocks_and_everything_is_accounted_for() {
         };
         let exporter = OtlpExporter::start(&args, &ProcessInfo { pid: 1, ..ProcessInfo::default() }).unwrap().unwrap();
         let f = deadlock();
+        let state = ProcessState::new(1, WaitReasons::new(Vec::new()), 0);
         let t0 = std::time::Instant::now();
         for _ in 0..1000 {
-            exporter.finding(&f);
+            exporter.finding(&f, &state);
             exporter.finding_retracted(&f);
         }
         assert!(t0.elapsed() < Duration::from_secs(1), "recording took {:?}", t0.elapsed());
