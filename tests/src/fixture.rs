@@ -130,6 +130,18 @@ pub fn fixture_source_dir(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// The number (from 1) of the line of fixture `name`'s main.go that is exactly `text`, tabs
+/// included: where a test expects goroutines to block.
+pub fn main_go_line(name: &str, text: &str) -> Result<u64> {
+    let path = fixture_source_dir(name).join("main.go");
+    let source = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let index = source
+        .lines()
+        .position(|l| l == text)
+        .ok_or_else(|| anyhow!("no line {text:?} in {}", path.display()))?;
+    Ok(index as u64 + 1)
+}
+
 /// `"1.21.13"` or `"go1.21.13"` → `"go1.21.13"`.
 fn toolchain_name(version: &str) -> String {
     if version.starts_with("go") {

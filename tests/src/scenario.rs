@@ -109,8 +109,14 @@ impl Chanrecv10Facts {
 /// Runs chanrecv10 built as `fixture` under goscope and checks every worker event. The error
 /// names the fixture and lists each mismatch with the expected and the observed JSON.
 pub fn run_chanrecv10(fixture: &GoFixture) -> Result<Chanrecv10Run> {
+    run_chanrecv10_with(fixture, &[])
+}
+
+/// [`run_chanrecv10`] with extra `goscope attach` arguments (e.g. OTLP export) that must leave
+/// the events as they are.
+pub fn run_chanrecv10_with(fixture: &GoFixture, goscope_args: &[&str]) -> Result<Chanrecv10Run> {
     let label = fixture.label();
-    run_chanrecv10_inner(fixture).with_context(|| {
+    run_chanrecv10_inner(fixture, goscope_args).with_context(|| {
         format!(
             "chanrecv10 scenario on {label} ({})",
             fixture.path.display()
@@ -118,12 +124,12 @@ pub fn run_chanrecv10(fixture: &GoFixture) -> Result<Chanrecv10Run> {
     })
 }
 
-fn run_chanrecv10_inner(fixture: &GoFixture) -> Result<Chanrecv10Run> {
+fn run_chanrecv10_inner(fixture: &GoFixture, goscope_args: &[&str]) -> Result<Chanrecv10Run> {
     let started = Instant::now();
     let mut target = fixture.spawn(&[])?;
     let start = target.expect_json("main_goid", Duration::from_secs(20))?;
     let pid = target.pid();
-    run_started(fixture, target, &start, pid, started)
+    run_started(fixture, target, &start, pid, goscope_args, started)
 }
 
 /// Runs the chanrecv10 scenario on a fixture process started some other way (e.g. inside other
@@ -138,7 +144,7 @@ pub fn run_chanrecv10_started(
     pid: u32,
 ) -> Result<Chanrecv10Run> {
     let label = fixture.label();
-    run_started(fixture, target, start, pid, Instant::now()).with_context(|| {
+    run_started(fixture, target, start, pid, &[], Instant::now()).with_context(|| {
         format!(
             "chanrecv10 scenario on {label} ({}), pid {pid}",
             fixture.path.display()
@@ -151,6 +157,7 @@ fn run_started(
     mut target: ChildGuard,
     start: &Value,
     pid: u32,
+    goscope_args: &[&str],
     started: Instant,
 ) -> Result<Chanrecv10Run> {
     if start.get("go_version").and_then(Value::as_str) != Some(fixture.go_version.as_str()) {
@@ -162,7 +169,7 @@ fn run_started(
 
     crate::goscope::goscope_bin()?; // built before the clock starts: attach_time is goscope's alone
     let attach_start = Instant::now();
-    let mut gs = Goscope::attach(pid, &[])?;
+    let mut gs = Goscope::attach(pid, goscope_args)?;
     gs.wait_attached(Duration::from_secs(90))?;
     let attach_time = attach_start.elapsed();
 
@@ -230,15 +237,8 @@ fn run_started(
 }
 
 /// The line of main.worker's `<-release` in the chanrecv10 source: the workers' park site.
-fn release_line() -> Result<u64> {
-    let path = crate::fixture::fixture_source_dir("chanrecv10").join("main.go");
-    let source =
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let index = source
-        .lines()
-        .position(|l| l == "\t<-release")
-        .ok_or_else(|| anyhow!("no `<-release` line in {}", path.display()))?;
-    Ok(index as u64 + 1)
+pub fn release_line() -> Result<u64> {
+    crate::fixture::main_go_line("chanrecv10", "\t<-release")
 }
 
 /// `field: expected X, observed Y` for each field of `expected` that `ev` does not match.

@@ -3,15 +3,17 @@
 //! its `debug` exporter output (logs).
 //!
 //! The `smoke_*` tests drive goscope's exporter through `examples/otlp_smoke.rs` (synthetic
-//! goroutine activity, no eBPF, no root). The `attach_*` test runs the real `goscope attach`
-//! against a deadlocked Go fixture and needs root and BPF.
+//! goroutine activity, no eBPF, no root). The `attach_*` tests run the real `goscope attach`
+//! against Go fixtures (deadlocked, chanrecv10, leaky) and need root and BPF.
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail, ensure};
-use goscope_tests::backend::{Jaeger, Proxy, ProxyMode, TestCa, process_tag, references, tag};
+use goscope_tests::backend::{Jaeger, LogRecord, Proxy, ProxyMode, TestCa, process_tag, references, tag};
+use goscope_tests::fixture::main_go_line;
+use goscope_tests::scenario::{WORKER_START_FUNCTION, release_line, run_chanrecv10_with};
 use goscope_tests::{GoFixture, Goscope, Variant, goscope_bin, require_bpf};
 use serde_json::Value;
 
@@ -98,6 +100,40 @@ fn tag_str<'a>(span: &'a Value, key: &str) -> Option<&'a str> {
 
 fn op(span: &Value) -> &str {
     span["operationName"].as_str().unwrap_or_default()
+}
+
+/// An int-array attribute as Jaeger (span tags) and the debug exporter (log attributes) print it:
+/// `[6,19]`; empty when absent.
+fn int_list(text: Option<&str>) -> Vec<i64> {
+    text.and_then(|t| serde_json::from_str(t).ok()).unwrap_or_default()
+}
+
+/// The spans a span links to (`FOLLOWS_FROM` references), each found in `spans`.
+fn linked<'a>(spans: &'a [Value], from: &Value) -> Result<Vec<&'a Value>> {
+    references(from)
+        .into_iter()
+        .filter(|(t, _, _)| t == "FOLLOWS_FROM")
+        .map(|(_, trace, span_id)| {
+            spans
+                .iter()
+                .find(|s| s["spanID"].as_str() == Some(span_id.as_str()) && s["traceID"].as_str() == Some(trace.as_str()))
+                .with_context(|| format!("{} links to span {span_id} that is not in Jaeger", op(from)))
+        })
+        .collect()
+}
+
+/// The span's `code.*` attributes, current and pre-1.30 names alike, name `function` at `line` of
+/// fixture `fixture`'s main.go.
+fn ensure_park_site(span: &Value, fixture: &str, function: &str, line: u64) -> Result<()> {
+    let file = format!("/{fixture}/main.go");
+    for (func_key, file_key, line_key) in
+        [("code.function.name", "code.file.path", "code.line.number"), ("code.function", "code.filepath", "code.lineno")]
+    {
+        ensure!(tag_str(span, func_key) == Some(function), "{func_key} is not {function}: {span}");
+        ensure!(tag_str(span, file_key).is_some_and(|f| f.ends_with(&file)), "{file_key} is not …{file}: {span}");
+        ensure!(tag_i64(span, line_key) == Some(line as i64), "{line_key} is not {line}: {span}");
+    }
+    Ok(())
 }
 
 /// Checks one smoke round's spans in Jaeger: the exported episode under the goroutine's lifetime,
@@ -455,6 +491,19 @@ fn attach_exports_a_deadlocked_fixture_to_jaeger() -> Result<()> {
         ensure!(tag(s, "goscope.blocking.ongoing") == Some(&Value::Bool(true)), "{s}");
         ensure!(process_tag(s, "process.pid").and_then(Value::as_i64) == Some(i64::from(target.pid())), "{s}");
     }
+    // Blocked before attach: the snapshot read their channels' headers (`chan int`, unbuffered)
+    // and their stacks, so every ongoing span names the channel's type and the send.
+    for g in &stuck {
+        let function = g["function"].as_str().context("function")?;
+        let send = if function == "main.deadlockA" { "\taToB <- 1" } else { "\tbToA <- 1" };
+        let line = main_go_line("deadlocked", send)?;
+        for s in spans.iter().filter(|s| tag_i64(s, "goscope.goroutine.id") == g["goid"].as_i64()) {
+            ensure!(tag_str(s, "goscope.channel.element_type") == Some("int"), "{s}");
+            ensure!(tag_i64(s, "goscope.channel.capacity") == Some(0), "{s}");
+            ensure!(tag(s, "goscope.channel.closed") == Some(&Value::Bool(false)), "{s}");
+            ensure_park_site(s, "deadlocked", function, line)?;
+        }
+    }
     // goscope reports the deadlock; its chain is a span linked to both blocking spans.
     goscope.events_until(|e| e["kind"] == "finding" && e["type"] == "deadlock", Duration::from_secs(60))?;
     let stopped = goscope.stop(Duration::from_secs(30))?;
@@ -468,4 +517,171 @@ fn attach_exports_a_deadlocked_fixture_to_jaeger() -> Result<()> {
     }
     ensure!(stopped.status.success(), "goscope: {}", stopped.stderr);
     Ok(())
+}
+
+/// Short episodes carry their park site: chanrecv10's workers wait on `<-release` for a few
+/// milliseconds, far too short for goscope to read their stacks, so the site comes from the
+/// return addresses the park probe captured.
+#[test]
+fn attach_exports_park_sites_of_short_episodes() -> Result<()> {
+    if !require_bpf()? {
+        return Ok(());
+    }
+    let jaeger = Jaeger::start()?;
+    let fixture = GoFixture::build("chanrecv10", None, Variant::Plain)?;
+    let service = "chanrecv10-e2e";
+    let endpoint = jaeger.otlp_grpc_endpoint();
+    let run = run_chanrecv10_with(
+        &fixture,
+        &[
+            "--otlp-endpoint", &endpoint, "--otlp-protocol", "grpc", "--otlp-service-name", service,
+            "--otlp-min-span-duration", "0s", "--otlp-export-interval", "500ms",
+        ],
+    )?;
+    let worker_episode = |spans: &[Value], goid: u64| -> Option<Value> {
+        spans.iter().find(|s| op(s) == "block: chan receive" && tag_i64(s, "goscope.goroutine.id") == Some(goid as i64)).cloned()
+    };
+    let workers = &run.facts.workers;
+    let spans = jaeger
+        .wait_spans(service, Duration::from_secs(30), |spans| workers.iter().all(|w| worker_episode(spans, w.goid).is_some()))?;
+    let line = release_line()?;
+    let release_chan = format!("{:#x}", run.facts.release_chan);
+    for w in workers {
+        let s = worker_episode(&spans, w.goid).unwrap();
+        ensure!(tag(&s, "goscope.blocking.ongoing").is_none(), "a finished episode: {s}");
+        ensure!(s["duration"].as_i64().is_some_and(|us| us < 1_000_000), "not a short episode: {s}");
+        ensure!(tag_str(&s, "goscope.channel.address") == Some(release_chan.as_str()), "{s}");
+        ensure!(tag_i64(&s, "goscope.waker.goroutine.id") == Some(run.facts.main_goid as i64), "{s}");
+        ensure_park_site(&s, "chanrecv10", WORKER_START_FUNCTION, line)?;
+        ensure!(tag_str(&s, "code.file.path") == Some(w.file.as_str()), "the traceback's file is {}: {s}", w.file);
+    }
+    Ok(())
+}
+
+/// The leaky fixture: the orphaned senders are a proven leak, the AB-BA account transfers a
+/// deadlock. Each finding is a log record with the severity of its grade, correlated with a span
+/// of its own linked to the goroutines' ongoing blocking spans, which name the blocking call
+/// (and, for the orphans, their `chan int`).
+#[test]
+fn attach_exports_leaks_and_deadlocks_of_the_leaky_fixture() -> Result<()> {
+    if !require_bpf()? {
+        return Ok(());
+    }
+    let jaeger = Jaeger::start()?;
+    let fixture = GoFixture::build("leaky", None, Variant::Plain)?;
+    let mut target = fixture.spawn(&[])?;
+    let info = target.expect_json("orphans", Duration::from_secs(30))?;
+    let goids = |key: &str| -> Vec<i64> { info[key].as_array().into_iter().flatten().filter_map(Value::as_i64).collect() };
+    let (orphans, local_pair) = (goids("orphans"), goids("local_pair"));
+    let send_line = info["compute_line"].as_u64().context("compute_line")? + 1;
+    let lock_line = main_go_line("leaky", "\tto.mu.Lock() // blocks forever: the other transfer holds it and waits for ours")?;
+    let service = "leaky-e2e";
+    let mut goscope = Goscope::attach(
+        target.pid(),
+        &[
+            "--block-threshold", "1s", "--no-events",
+            "--otlp-endpoint", &jaeger.otlp_grpc_endpoint(), "--otlp-protocol", "grpc", "--otlp-service-name", service,
+            "--otlp-export-interval", "500ms",
+        ],
+    )?;
+    goscope.wait_attached(Duration::from_secs(60))?;
+    let sorted_goids = |ids: Vec<i64>| {
+        let mut ids = ids;
+        ids.sort_unstable();
+        ids
+    };
+    let (mut proven_leak, mut pair_deadlock) = (false, false);
+    goscope.events_until(
+        |e| {
+            let goids =
+                sorted_goids(e["goroutines"].as_array().into_iter().flatten().filter_map(|g| g["goid"].as_i64()).collect());
+            proven_leak |= e["kind"] == "finding" && e["type"] == "leak" && e["grade"] == "proven";
+            pair_deadlock |= e["kind"] == "finding" && e["type"] == "deadlock" && goids == local_pair;
+            proven_leak && pair_deadlock
+        },
+        Duration::from_secs(60),
+    )?;
+    let stopped = goscope.stop(Duration::from_secs(30))?;
+    ensure!(stopped.status.success(), "goscope: {}", stopped.stderr);
+
+    let finding_goids = |s: &Value| sorted_goids(int_list(tag_str(s, "goscope.finding.goroutine.ids")));
+    let spans = jaeger.wait_spans(service, Duration::from_secs(30), |spans| {
+        spans.iter().any(|s| op(s) == "leak" && tag_str(s, "goscope.finding.grade") == Some("proven"))
+            && spans.iter().any(|s| op(s) == "deadlock" && finding_goids(s) == local_pair)
+    })?;
+    let logs = jaeger.wait_logs(Duration::from_secs(30), |logs| {
+        spans.iter().filter(|s| op(s) == "leak" || op(s) == "deadlock").all(|s| finding_record(logs, s).is_some())
+    })?;
+
+    // The leak: orphans only, at the send, each linked episode on its own `chan int`.
+    let leak = spans.iter().find(|s| op(s) == "leak" && tag_str(s, "goscope.finding.grade") == Some("proven")).unwrap();
+    let leaked = finding_goids(leak);
+    ensure!(!leaked.is_empty() && leaked.iter().all(|g| orphans.contains(g)), "leaked {leaked:?}, orphans {orphans:?}: {leak}");
+    ensure!(tag(leak, "error") == Some(&Value::Bool(true)), "a proven leak is an error span: {leak}");
+    ensure_park_site(leak, "leaky", "main.compute", send_line)?;
+    let episodes = linked(&spans, leak)?;
+    ensure!(episodes.len() == leaked.len(), "the leak links {} spans: {leak}", episodes.len());
+    for s in &episodes {
+        ensure!(op(s) == "block: chan send" && tag(s, "goscope.blocking.ongoing") == Some(&Value::Bool(true)), "{s}");
+        ensure!(tag_i64(s, "goscope.goroutine.id").is_some_and(|g| leaked.contains(&g)), "{s}");
+        ensure!(tag_str(s, "goscope.finding.id") == tag_str(leak, "goscope.finding.id"), "{s}");
+        ensure!(
+            tag_str(s, "goscope.channel.element_type") == Some("int") && tag_i64(s, "goscope.channel.capacity") == Some(0),
+            "{s}"
+        );
+        ensure_park_site(s, "leaky", "main.compute", send_line)?;
+    }
+    let record = finding_record(&logs, leak).unwrap();
+    ensure!(record.severity_text == "ERROR", "{record:?}");
+    ensure!(
+        record.attr("goscope.finding.type") == Some("leak") && record.attr("goscope.finding.grade") == Some("proven"),
+        "{record:?}"
+    );
+    ensure!(sorted_goids(int_list(record.attr("goscope.finding.goroutine.ids"))) == leaked, "{record:?}");
+    ensure!(record.attr("goscope.finding.wait.reasons").is_some_and(|r| r.contains("chan send")), "{record:?}");
+    ensure!(
+        record.attr("goscope.finding.channel.addresses").is_some_and(|c| c.matches("0x").count() == leaked.len()),
+        "{record:?}"
+    );
+    ensure!(record.attr("goscope.finding.summary").is_some_and(|s| s.contains(&format!("main.go:{send_line}"))), "{record:?}");
+    ensure!(record.attr("code.function.name") == Some("main.compute"), "{record:?}");
+    ensure!(record.attr("code.line.number") == Some(send_line.to_string().as_str()), "{record:?}");
+    ensure!(record.attr("code.file.path").is_some_and(|f| f.ends_with("/leaky/main.go")), "{record:?}");
+
+    // The local pair's deadlock (suspect from what each refers to, proven once reachability
+    // agrees): a chain of both, linked to both Mutex.Lock episodes at the second Lock.
+    for chain in spans.iter().filter(|s| op(s) == "deadlock" && finding_goids(s) == local_pair) {
+        ensure!(sorted_goids(int_list(tag_str(chain, "goscope.finding.chain"))) == local_pair, "{chain}");
+        let episodes = linked(&spans, chain)?;
+        let mut linked_goids: Vec<i64> = episodes.iter().filter_map(|s| tag_i64(s, "goscope.goroutine.id")).collect();
+        linked_goids.sort_unstable();
+        ensure!(linked_goids == local_pair, "the chain links {linked_goids:?}: {chain}");
+        for s in &episodes {
+            ensure!(op(s) == "block: sync.Mutex.Lock" && tag(s, "goscope.blocking.ongoing") == Some(&Value::Bool(true)), "{s}");
+            let lock = tag_str(s, "goscope.lock.address").with_context(|| format!("no lock address: {s}"))?;
+            ensure!(tag_str(chain, "goscope.finding.lock.addresses").is_some_and(|l| l.contains(lock)), "{lock} not in {chain}");
+            ensure_park_site(s, "leaky", "main.transfer", lock_line)?;
+        }
+        let proven = tag_str(chain, "goscope.finding.grade") == Some("proven");
+        ensure!(proven == (tag(chain, "error") == Some(&Value::Bool(true))), "error status iff proven: {chain}");
+        let record = finding_record(&logs, chain).unwrap();
+        ensure!(record.attr("goscope.finding.type") == Some("deadlock"), "{record:?}");
+        ensure!(sorted_goids(int_list(record.attr("goscope.finding.chain"))) == local_pair, "{record:?}");
+    }
+    // Every finding's record: WARN when suspect, ERROR when proven.
+    for r in logs.iter().filter(|r| r.event_name == "goscope.finding") {
+        let expected = if r.attr("goscope.finding.grade") == Some("proven") { "ERROR" } else { "WARN" };
+        ensure!(r.severity_text == expected, "{r:?}");
+    }
+    target.kill();
+    Ok(())
+}
+
+/// The `goscope.finding` log record of a finding's span (same trace and span).
+fn finding_record<'a>(logs: &'a [LogRecord], span: &Value) -> Option<&'a LogRecord> {
+    logs.iter().find(|r| {
+        r.event_name == "goscope.finding"
+            && Some(r.trace_id.as_str()) == span["traceID"].as_str()
+            && Some(r.span_id.as_str()) == span["spanID"].as_str()
+    })
 }
