@@ -7,7 +7,7 @@ use goscope_memory::{GStatus, ProcessMemory, ReachGoroutine, ReachOptions, Reach
 use crate::{
     detect::LeakEvidence,
     output::TargetContext,
-    state::ProcessState,
+    state::{ProcessState, WaitClass},
 };
 
 /// Analyses while suspects await confirmation: every this many ticks.
@@ -97,6 +97,11 @@ fn analysis(state: &ProcessState, ctx: &TargetContext, options: &ReachOptions) -
         .goroutines
         .iter()
         .filter(|g| !g.status.is_dead())
+        // The runtime's own goroutines parked in their idle waits (GC workers, sweeper, scavenger,
+        // finalizer and cleanup loops) hold no user object that could wake anyone, but their
+        // frames keep stale copies of what they last worked on (a GC worker: the objects it
+        // marked): as roots they would keep leaks alive.
+        .filter(|g| !(g.system && g.status == GStatus::Waiting && WaitClass::of(g.wait_reason.as_deref().unwrap_or("")) == WaitClass::Runtime))
         .map(|g| {
             let mut goroutine = ReachGoroutine::from_goroutine(g);
             // Before Go 1.26 memory does not tell which lock a sync wait is for; the park probe

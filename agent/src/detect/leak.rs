@@ -10,6 +10,9 @@ use crate::{
     state::{GoState, Goroutine, ProcessState, WaitClass},
 };
 
+/// The goroutine that runs `main.main` (runtime.main is always goroutine 1).
+const MAIN_GOID: u64 = 1;
+
 /// What reachability analyses proved about the blocked goroutines.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LeakEvidence {
@@ -39,7 +42,7 @@ impl LeakEvidence {
 /// Findings from `evidence` for goroutines still blocked at `now_ns` for at least `threshold_ns`.
 /// All are `proven`: the caller passes evidence only from complete analyses.
 pub fn proven(state: &ProcessState, now_ns: u64, threshold_ns: u64, evidence: &LeakEvidence) -> Vec<Finding> {
-    let stuck: BTreeMap<u64, &Goroutine> = evidence
+    let mut stuck: BTreeMap<u64, &Goroutine> = evidence
         .leaked
         .iter()
         .filter_map(|goid| state.goroutine(*goid))
@@ -63,6 +66,16 @@ pub fn proven(state: &ProcessState, now_ns: u64, threshold_ns: u64, evidence: &L
     }
     if let Some(whole) = whole_process(state, now_ns, &stuck, &waits_for) {
         return vec![whole];
+    }
+    // `select {}` in main parks it on purpose while other goroutines do the work.
+    if stuck.get(&MAIN_GOID).and_then(|g| g.wait.as_ref()).and_then(|w| state.reasons().name(w.reason_code))
+        == Some("select (no cases)")
+    {
+        stuck.remove(&MAIN_GOID);
+        waits_for.remove(&MAIN_GOID);
+        for hs in waits_for.values_mut() {
+            hs.remove(&MAIN_GOID);
+        }
     }
     let cycles: Vec<BTreeSet<u64>> = graph::strongly_connected(&waits_for)
         .into_iter()
@@ -176,9 +189,11 @@ mod tests {
     const CHAN_SEND: u8 = 20;
     const MUTEX: u8 = 21;
     const GC_IDLE: u8 = 22;
+    const SELECT_NO_CASES: u8 = 23;
 
     fn state_with(parks: &[(u64, u8)]) -> ProcessState {
-        let mut names = vec![String::new(); 23];
+        let mut names = vec![String::new(); 24];
+        names[usize::from(SELECT_NO_CASES)] = "select (no cases)".into();
         names[usize::from(CHAN_SEND)] = "chan send".into();
         names[usize::from(MUTEX)] = "sync.Mutex.Lock".into();
         names[usize::from(GC_IDLE)] = "GC worker (idle)".into();
@@ -253,6 +268,15 @@ mod tests {
         assert_eq!(f[0].id, "deadlock:1:process");
         assert_eq!(f[0].chain, vec![3], "a goroutine waiting on a lock it holds");
         assert!(f[0].summary.starts_with("whole-process deadlock: all 2 user goroutines"));
+    }
+
+    #[test]
+    fn main_parked_in_an_empty_select_is_not_a_leak_but_other_goroutines_there_are() {
+        let mut st = state_with(&[(1, SELECT_NO_CASES), (5, SELECT_NO_CASES)]);
+        running(&mut st, 9);
+        let f = proven(&st, 100, 50, &evidence(&[1, 5], &[]));
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!(f[0].goroutines.iter().map(|g| g.goid).collect::<Vec<_>>(), vec![5]);
     }
 
     #[test]
