@@ -128,9 +128,12 @@ fn leaks_and_lock_order_deadlocks_are_proven_or_suspected_and_idle_workers_are_n
         goscope.events().iter().filter(|v| v["kind"] == "finding" && (v["type"] == "leak" || v["type"] == "deadlock")).collect();
     let deadlock_of = |pair: &[u64]| findings.iter().filter(|f| is_deadlock(f) && goids(f) == pair).copied().collect::<Vec<_>>();
     // The accounts are reachable only from the two transfers: a cycle, first suspected from what
-    // each refers to, then (when no stale pointer elsewhere keeps an account reachable) proven.
+    // each refers to, then proven.
     let local_findings = deadlock_of(&local);
-    let pair = local_findings.first().with_context(|| format!("deadlock of {local:?} in {findings:?}"))?;
+    let pair = local_findings
+        .iter()
+        .find(|f| f["grade"] == "proven")
+        .with_context(|| format!("proven deadlock of {local:?} in {findings:?}"))?;
     let mut chain = ids(&pair["chain"]);
     chain.sort_unstable();
     ensure!(chain == local, "chain {chain:?}");
@@ -143,10 +146,11 @@ fn leaks_and_lock_order_deadlocks_are_proven_or_suspected_and_idle_workers_are_n
         global_findings.len() == 1 && global_findings[0]["grade"] == "suspect",
         "one suspect deadlock of {global:?} expected: {global_findings:?}"
     );
-    // The requesters left: orphaned senders are proven leaks at the send's line, and nothing but
-    // orphans is ever called leaked.
+    // The requesters left: the orphaned senders are one proven leak at the send's line, and
+    // nothing but orphans is ever called leaked.
     let leaks: Vec<&Value> = findings.iter().filter(|f| f["type"] == "leak").copied().collect();
-    ensure!(leaks.iter().any(|f| f["grade"] == "proven"), "no proven leak in {findings:?}");
+    let proven: Vec<u64> = leaks.iter().filter(|f| f["grade"] == "proven").flat_map(|f| goids(f)).collect();
+    ensure!(proven == orphans, "proven leaked {proven:?}, the fixture orphaned {orphans:?}");
     let line = info["compute_line"].as_u64().context("compute_line")? + 1;
     for leak in &leaks {
         ensure!(goids(leak).iter().all(|g| orphans.contains(g)), "leaked {:?}, the fixture orphaned {orphans:?}", goids(leak));
