@@ -75,6 +75,20 @@ impl GoroutineEvent {
     }
 }
 
+/// Events as tests of the stages after decoding build them (pid 1, thread 1).
+#[cfg(test)]
+impl GoroutineEvent {
+    /// `goid` parks for `wait_reason` with gopark's lock argument `lock_addr`; nothing else known.
+    pub fn test_park(ts_ns: u64, goid: u64, wait_reason: u8, lock_addr: u64) -> Self {
+        let detail = EventDetail::Parked { wait_reason, lock_addr, g_addr: 0, sema_addr: 0, return_pcs: Default::default() };
+        Self { ts_ns, pid: 1, tid: 1, goid, detail }
+    }
+
+    pub fn test(ts_ns: u64, goid: u64, detail: EventDetail) -> Self {
+        Self { ts_ns, pid: 1, tid: 1, goid, detail }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

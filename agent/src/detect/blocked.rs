@@ -37,7 +37,7 @@ pub fn blocked(state: &ProcessState, now_ns: u64, threshold_ns: u64) -> Vec<Find
 mod tests {
     use super::*;
     use crate::{
-        events::{EventDetail, GoroutineEvent},
+        events::GoroutineEvent,
         state::WaitReasons,
     };
 
@@ -47,19 +47,7 @@ mod tests {
         names[14] = "sleep".into();
         names[19] = "chan receive".into();
         let mut st = ProcessState::new(1, WaitReasons::new(names), 104);
-        let park = |goid, reason, ts| GoroutineEvent {
-            ts_ns: ts,
-            pid: 1,
-            tid: 1,
-            goid,
-            detail: EventDetail::Parked {
-                wait_reason: reason,
-                lock_addr: 0x1000 + 104,
-                g_addr: 0,
-                sema_addr: 0,
-                return_pcs: Default::default(),
-            },
-        };
+        let park = |goid, reason, ts| GoroutineEvent::test_park(ts, goid, reason, 0x1000 + 104);
         st.apply(&park(5, 19, 0));
         st.apply(&park(6, 14, 0)); // sleeping is not blocking on another goroutine
         st.apply(&park(7, 19, 900));

@@ -124,7 +124,7 @@ fn same_side(g: &Goroutine, h: &Goroutine, x: u64) -> bool {
 mod tests {
     use super::*;
     use crate::{
-        events::{EventDetail, GoroutineEvent},
+        events::GoroutineEvent,
         state::WaitReasons,
     };
 
@@ -137,19 +137,7 @@ mod tests {
         names[20] = "chan send".into();
         let mut st = ProcessState::new(1, WaitReasons::new(names), LOCK);
         for &(goid, reason, chan) in parks {
-            st.apply(&GoroutineEvent {
-                ts_ns: 0,
-                pid: 1,
-                tid: 1,
-                goid,
-                detail: EventDetail::Parked {
-                    wait_reason: reason,
-                    lock_addr: chan + u64::from(LOCK),
-                    g_addr: 0,
-                    sema_addr: 0,
-                    return_pcs: Default::default(),
-                },
-            });
+            st.apply(&GoroutineEvent::test_park(0, goid, reason, chan + u64::from(LOCK)));
         }
         st
     }
@@ -204,19 +192,7 @@ mod tests {
         names[23] = "sync.RWMutex.Lock".into();
         let mut st = ProcessState::new(1, WaitReasons::new(names), LOCK);
         for (goid, reason, lock) in [(1, 21, M2), (2, 21, M1), (3, 22, M1 + 0x100), (4, 23, M1 + 0x100), (5, 21, M2)] {
-            st.apply(&GoroutineEvent {
-                ts_ns: 0,
-                pid: 1,
-                tid: 1,
-                goid,
-                detail: EventDetail::Parked {
-                    wait_reason: reason,
-                    lock_addr: 0x9000,
-                    g_addr: 0,
-                    sema_addr: 0,
-                    return_pcs: Default::default(),
-                },
-            });
+            st.apply(&GoroutineEvent::test_park(0, goid, reason, 0x9000));
             st.enrich_wait(goid, &[], Some(lock), Vec::new());
         }
         // 1 holds M1 and waits for M2; 2 holds M2 and waits for M1; 5 also waits for M2 but holds

@@ -115,19 +115,7 @@ mod tests {
     /// Parks `n` more goroutines sending at `line`, with their park stacks known.
     fn park(st: &mut ProcessState, first_goid: u64, n: u64, line: u32, ts_ns: u64) {
         for goid in first_goid..first_goid + n {
-            st.apply(&GoroutineEvent {
-                ts_ns,
-                pid: 1,
-                tid: 1,
-                goid,
-                detail: EventDetail::Parked {
-                    wait_reason: CHAN_SEND,
-                    lock_addr: 0x1068,
-                    g_addr: 0,
-                    sema_addr: 0,
-                    return_pcs: Default::default(),
-                },
-            });
+            st.apply(&GoroutineEvent::test_park(ts_ns, goid, CHAN_SEND, 0x1068));
             let runtime = SourceSite { function: "runtime.chansend1".into(), file: "chan.go".into(), line: 1 };
             st.enrich_wait(goid, &[], None, vec![runtime, site(line)]);
         }
@@ -164,7 +152,7 @@ mod tests {
         );
         // Half of them are served: no longer a suspect.
         for goid in 1..5 {
-            st.apply(&GoroutineEvent { ts_ns: 35 * SEC, pid: 1, tid: 1, goid, detail: EventDetail::Exited });
+            st.apply(&GoroutineEvent::test(35 * SEC, goid, EventDetail::Exited));
         }
         assert!(growth.check(&st, 41 * SEC, SEC / 2).is_empty());
     }

@@ -199,19 +199,7 @@ mod tests {
         names[usize::from(GC_IDLE)] = "GC worker (idle)".into();
         let mut st = ProcessState::new(1, WaitReasons::new(names), LOCK);
         for &(goid, reason) in parks {
-            st.apply(&GoroutineEvent {
-                ts_ns: 0,
-                pid: 1,
-                tid: 1,
-                goid,
-                detail: EventDetail::Parked {
-                    wait_reason: reason,
-                    lock_addr: 0x1000 * goid + u64::from(LOCK),
-                    g_addr: 0,
-                    sema_addr: 0,
-                    return_pcs: Default::default(),
-                },
-            });
+            st.apply(&GoroutineEvent::test_park(0, goid, reason, 0x1000 * goid + u64::from(LOCK)));
         }
         st
     }
@@ -225,13 +213,7 @@ mod tests {
     }
 
     fn running(st: &mut ProcessState, goid: u64) {
-        st.apply(&GoroutineEvent {
-            ts_ns: 0,
-            pid: 1,
-            tid: 1,
-            goid,
-            detail: EventDetail::Created { parent_goid: 1, creation_pc: 0, start_pc: 0 },
-        });
+        st.apply(&GoroutineEvent::test(0, goid, EventDetail::Created { parent_goid: 1, creation_pc: 0, start_pc: 0 }));
     }
 
     #[test]
@@ -284,19 +266,7 @@ mod tests {
         let mut st = state_with(&[(3, CHAN_SEND)]);
         running(&mut st, 9);
         let late = LeakEvidence { since_ns: 0, ..evidence(&[3], &[]) };
-        st.apply(&GoroutineEvent {
-            ts_ns: 5,
-            pid: 1,
-            tid: 1,
-            goid: 3,
-            detail: EventDetail::Parked {
-                wait_reason: CHAN_SEND,
-                lock_addr: 0x9000,
-                g_addr: 0,
-                sema_addr: 0,
-                return_pcs: Default::default(),
-            },
-        });
+        st.apply(&GoroutineEvent::test_park(5, 3, CHAN_SEND, 0x9000));
         assert!(proven(&st, 100, 50, &late).is_empty());
     }
 
