@@ -593,6 +593,7 @@ mod tests {
             p["wait_reason"] = json!("chan receive");
             p["wait_reason_code"] = json!(14);
             p["channel"] = json!("0xc000012060");
+            p["park_site"] = json!({"function": "main.worker", "file": "/src/main.go", "line": 73});
             out.push(p);
         }
         for goid in 20..30 {

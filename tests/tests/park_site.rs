@@ -43,7 +43,9 @@ fn run(fixture: &GoFixture) -> Result<()> {
             .filter(|e| kind(e) == "parked" && e["goid"].as_u64() == Some(goid))
             .collect();
         // Other parks of the goroutine (e.g. on a runtime semaphore while a GC runs) are not at the
-        // blocking call; a woken Mutex waiter that loses the race parks there again.
+        // blocking call; a woken Mutex waiter that loses the race parks there again. A woken Cond
+        // waiter re-locks the Cond's Mutex inside Wait, so it may park at the same line on that.
+        let relocks_cond_mutex = |e: &Value| w["wait"] == "cond" && e["wait_reason"] == "sync.Mutex.Lock";
         let at_call: Vec<&&Value> = parked
             .iter()
             .filter(|e| {
@@ -51,6 +53,7 @@ fn run(fixture: &GoFixture) -> Result<()> {
                     e["park_site"]["function"].as_str(),
                     e["park_site"]["line"].as_u64(),
                 ) == want_site
+                    && !relocks_cond_mutex(e)
             })
             .collect();
         if at_call.is_empty() {
