@@ -442,6 +442,25 @@ fn smoke_tls_when_the_endpoint_is_https() -> Result<()> {
     Ok(())
 }
 
+#[test]
+fn smoke_gzip_over_http_and_grpc() -> Result<()> {
+    let jaeger = Jaeger::start()?;
+    // gzip by the flag over HTTP, by the variable over gRPC.
+    for (service, endpoint, protocol, flags, env) in [
+        ("gzip-http", jaeger.otlp_http_endpoint(), "http/protobuf", &["--otlp-compression", "gzip"][..], &[][..]),
+        ("gzip-grpc", jaeger.otlp_grpc_endpoint(), "grpc", &[][..], &[("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip")][..]),
+    ] {
+        let mut args = vec!["--otlp-endpoint", &endpoint, "--otlp-protocol", protocol, "--otlp-service-name", service];
+        args.extend_from_slice(flags);
+        let report = smoke_env(&args, env, Duration::from_secs(60))?;
+        let t = &report["stats"]["traces"];
+        ensure!(t["failed"] == 0 && t["exported"].as_u64() > Some(0) && t["exported"] == t["submitted"], "{report}");
+        let spans = jaeger.wait_spans(service, Duration::from_secs(20), |s| s.len() >= 5)?;
+        check_round(&spans, &report["rounds"][0])?;
+    }
+    Ok(())
+}
+
 /// Whether this goscope build has the OTLP flags on `attach` (wired by the attach pipeline).
 fn attach_has_otlp() -> Result<bool> {
     let out = Command::new(goscope_bin()?).args(["attach", "--help"]).stdin(Stdio::null()).output()?;

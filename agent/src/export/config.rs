@@ -44,6 +44,25 @@ impl fmt::Display for OtlpProtocol {
     }
 }
 
+/// Compression of OTLP request bodies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OtlpCompression {
+    Gzip,
+    None,
+}
+
+impl OtlpCompression {
+    /// Exact values only, not trimmed: the OTLP SDK reads these variables itself whenever it is
+    /// given no compression, and must read them as goscope does.
+    fn parse_env(var: &str, value: &str) -> Result<Self, ExportError> {
+        match value {
+            "gzip" => Ok(Self::Gzip),
+            "none" => Ok(Self::None),
+            other => Err(ExportError::Config(format!("{var}={other:?}: goscope compresses with `gzip` or not at all (`none`)"))),
+        }
+    }
+}
+
 /// OTLP export of spans, logs and metrics. Off unless `--otlp-endpoint` or an
 /// `OTEL_EXPORTER_OTLP_*ENDPOINT` variable is set.
 #[derive(clap::Args, Debug, Clone)]
@@ -68,6 +87,9 @@ pub struct OtlpArgs {
     /// else 10s].
     #[arg(long = "otlp-timeout", value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub otlp_timeout: Option<Duration>,
+    /// Compression of request bodies [default: OTEL_EXPORTER_OTLP_COMPRESSION, else none].
+    #[arg(long = "otlp-compression", value_enum, value_name = "COMPRESSION")]
+    pub otlp_compression: Option<OtlpCompression>,
     /// How often batched spans and logs are sent and metrics are collected.
     #[arg(long = "otlp-export-interval", value_name = "DURATION", default_value = "2s", value_parser = humantime::parse_duration)]
     pub otlp_export_interval: Duration,
@@ -89,6 +111,7 @@ impl Default for OtlpArgs {
             otlp_min_span_duration: Duration::from_millis(100),
             otlp_header: Vec::new(),
             otlp_timeout: None,
+            otlp_compression: None,
             otlp_export_interval: Duration::from_secs(2),
             otlp_queue_size: 4096,
             otlp_service_name: None,
@@ -146,6 +169,7 @@ pub struct SignalConfig {
     pub ca_certificate: Option<std::path::PathBuf>,
     pub headers: BTreeMap<String, String>,
     pub timeout: Duration,
+    pub compression: OtlpCompression,
 }
 
 /// Everything [`super::OtlpExporter::start`] needs, resolved.
@@ -238,8 +262,20 @@ impl OtlpArgs {
             if timeout.is_zero() {
                 return Err(ExportError::Config("the OTLP timeout must be above zero".into()));
             }
+            let compression = match (self.otlp_compression, per("COMPRESSION").or_else(|| generic("COMPRESSION"))) {
+                // Given no compression, the OTLP SDK applies these variables itself, so the flag
+                // cannot switch off one that asks for compression.
+                (Some(OtlpCompression::None), Some((name, value))) if value != "none" => {
+                    return Err(ExportError::Config(format!(
+                        "--otlp-compression none cannot override {name}={value} (the OpenTelemetry SDK applies it itself): unset it"
+                    )));
+                }
+                (Some(c), _) => c,
+                (None, Some((name, value))) => OtlpCompression::parse_env(&name, &value)?,
+                (None, None) => OtlpCompression::None,
+            };
             let ca_certificate = per("CERTIFICATE").or_else(|| generic("CERTIFICATE")).map(|(_, p)| p.trim().into());
-            signals.push(SignalConfig { signal, protocol, endpoint, tls, ca_certificate, headers, timeout });
+            signals.push(SignalConfig { signal, protocol, endpoint, tls, ca_certificate, headers, timeout, compression });
         }
         if signals.is_empty() {
             return Ok(None);
@@ -351,6 +387,7 @@ mod tests {
         assert_eq!(c.signal(Signal::Logs).unwrap().endpoint, "http://127.0.0.1:4318/v1/logs");
         assert_eq!(c.signal(Signal::Metrics).unwrap().protocol, OtlpProtocol::HttpProtobuf);
         assert_eq!(c.signal(Signal::Metrics).unwrap().timeout, DEFAULT_TIMEOUT);
+        assert_eq!(c.signal(Signal::Metrics).unwrap().compression, OtlpCompression::None);
         assert!(!c.signal(Signal::Metrics).unwrap().tls);
     }
 
@@ -367,6 +404,8 @@ mod tests {
                 ("OTEL_EXPORTER_OTLP_METRICS_HEADERS", "x-tenant=t2"),
                 ("OTEL_EXPORTER_OTLP_TIMEOUT", "2500"),
                 ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "700"),
+                ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
+                ("OTEL_EXPORTER_OTLP_LOGS_COMPRESSION", "none"),
             ],
         )
         .unwrap()
@@ -375,9 +414,11 @@ mod tests {
         assert_eq!((t.protocol, t.endpoint.as_str(), t.tls), (OtlpProtocol::Grpc, "https://collector:4317", true));
         assert_eq!(t.timeout, Duration::from_millis(700));
         assert_eq!(t.headers.get("authorization").map(String::as_str), Some("Bearer abc"));
+        assert_eq!(t.compression, OtlpCompression::Gzip);
         let l = c.signal(Signal::Logs).unwrap();
         assert_eq!((l.protocol, l.endpoint.as_str(), l.tls), (OtlpProtocol::HttpProtobuf, "http://logs:4318/custom/logs", false));
         assert_eq!(l.timeout, Duration::from_millis(2500));
+        assert_eq!(l.compression, OtlpCompression::None);
         let m = c.signal(Signal::Metrics).unwrap();
         assert_eq!(m.headers.get("x-tenant").map(String::as_str), Some("t2"));
     }
@@ -397,15 +438,19 @@ mod tests {
             otlp_protocol: Some(OtlpProtocol::Grpc),
             otlp_timeout: Some(Duration::from_secs(3)),
             otlp_header: vec!["X-Key=v".into()],
+            otlp_compression: Some(OtlpCompression::Gzip),
             ..OtlpArgs::default()
         };
-        let c = resolve(&args, &[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"), ("OTEL_EXPORTER_OTLP_TIMEOUT", "1")])
-            .unwrap()
-            .unwrap();
+        let env = [
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "1"),
+            ("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "none"),
+        ];
+        let c = resolve(&args, &env).unwrap().unwrap();
         for s in &c.signals {
             assert_eq!(
-                (s.protocol, s.endpoint.as_str(), s.timeout),
-                (OtlpProtocol::Grpc, "http://a:4317", Duration::from_secs(3))
+                (s.protocol, s.endpoint.as_str(), s.timeout, s.compression),
+                (OtlpProtocol::Grpc, "http://a:4317", Duration::from_secs(3), OtlpCompression::Gzip)
             );
             assert_eq!(s.headers.get("x-key").map(String::as_str), Some("v"));
         }
@@ -421,6 +466,27 @@ mod tests {
         assert!(bad(with("http://x:1"), &[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")]).contains("http/json"));
         assert!(bad(with("http://x:1"), &[("OTEL_EXPORTER_OTLP_TIMEOUT", "10s")]).contains("milliseconds"));
         assert!(bad(with("http://x:1"), &[("OTEL_EXPORTER_OTLP_HEADERS", "novalue")]).contains("KEY=VALUE"));
+        assert!(bad(with("http://x:1"), &[("OTEL_EXPORTER_OTLP_METRICS_COMPRESSION", "zstd")]).contains("`gzip`"));
+        assert!(bad(with("http://x:1"), &[("OTEL_EXPORTER_OTLP_COMPRESSION", " none")]).contains("`none`"));
+    }
+
+    #[test]
+    fn compression_flag_none_cannot_override_a_variable_asking_for_gzip() {
+        let args = OtlpArgs {
+            otlp_endpoint: Some("http://x:1".into()),
+            otlp_compression: Some(OtlpCompression::None),
+            ..OtlpArgs::default()
+        };
+        let err = resolve(&args, &[("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip")]).unwrap_err().to_string();
+        assert!(err.contains("OTEL_EXPORTER_OTLP_COMPRESSION=gzip"), "{err}");
+        // Per-signal variables saying none shadow the generic one for the SDK too: no conflict.
+        let env = [
+            ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
+            ("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "none"),
+            ("OTEL_EXPORTER_OTLP_LOGS_COMPRESSION", "none"),
+            ("OTEL_EXPORTER_OTLP_METRICS_COMPRESSION", "none"),
+        ];
+        assert!(resolve(&args, &env).unwrap().unwrap().signals.iter().all(|s| s.compression == OtlpCompression::None));
     }
 
     #[test]

@@ -34,7 +34,7 @@ use opentelemetry_sdk::{
 };
 
 pub use attrs::ProcessInfo;
-pub use config::{OtlpArgs, OtlpProtocol, ResolvedConfig, Signal, SignalConfig};
+pub use config::{OtlpArgs, OtlpCompression, OtlpProtocol, ResolvedConfig, Signal, SignalConfig};
 pub use sdk::SignalStats;
 pub use spans::EpisodeExtra;
 

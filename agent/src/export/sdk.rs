@@ -17,7 +17,7 @@ use std::{
     time::Duration,
 };
 
-use opentelemetry_otlp::{Protocol, RetryPolicy, WithExportConfig, WithHttpConfig, WithTonicConfig};
+use opentelemetry_otlp::{Compression, Protocol, RetryPolicy, WithExportConfig, WithHttpConfig, WithTonicConfig};
 use opentelemetry_sdk::{
     Resource,
     error::OTelSdkResult,
@@ -28,7 +28,7 @@ use opentelemetry_sdk::{
 
 use super::{
     ExportError,
-    config::{OtlpProtocol, Signal, SignalConfig},
+    config::{OtlpCompression, OtlpProtocol, Signal, SignalConfig},
 };
 
 /// Counts for one signal. `submitted = exported + failed + dropped-at-shutdown + in flight`;
@@ -286,6 +286,9 @@ macro_rules! build_exporter {
                 if c.tls {
                     b = b.with_tls_config(grpc_tls(c)?);
                 }
+                if c.compression == OtlpCompression::Gzip {
+                    b = b.with_compression(Compression::Gzip);
+                }
                 b.build().map_err(err)?
             }
             OtlpProtocol::HttpProtobuf => {
@@ -298,6 +301,9 @@ macro_rules! build_exporter {
                     .with_retry_policy(retry_policy());
                 if let Some(pem) = read_ca(c)? {
                     b = b.with_http_client(http_client_with_ca(c, pem)?);
+                }
+                if c.compression == OtlpCompression::Gzip {
+                    b = b.with_compression(Compression::Gzip);
                 }
                 b.build().map_err(err)?
             }
