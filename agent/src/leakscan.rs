@@ -2,7 +2,7 @@
 //! and turns complete analyses into the evidence the proven-leak detector judges. Two analyses
 //! must agree before anything counts, so a reference that only a register held for a moment, or
 //! a goroutine caught between two states, cannot make a leak.
-use goscope_memory::{GStatus, ProcessMemory, ReachGoroutine, ReachOptions, ReachRole};
+use goscope_memory::{GStatus, ProcessMemory, ReachError, ReachGoroutine, ReachOptions, ReachRole};
 
 use crate::{
     detect::LeakEvidence,
@@ -16,6 +16,18 @@ const CONFIRM_EVERY_TICKS: u64 = 2;
 const REFRESH_EVERY_TICKS: u64 = 20;
 /// After an incomplete analysis (the heap was too large for the budget), wait this long.
 const BACKOFF_TICKS: u64 = 120;
+/// After a read that failed on a moving target (a torn read, a goroutine list being grown).
+const RETRY_TICKS: u64 = 4;
+
+/// Why an analysis proved nothing, and when trying again makes sense.
+enum NoProof {
+    /// The target moved under the read: try again soon, say nothing.
+    Transient,
+    /// Past the budget: try again after BACKOFF_TICKS.
+    TooLarge(String),
+    /// This binary cannot be analysed (stripped, unsupported): never again.
+    Impossible(String),
+}
 
 /// What the last analyses showed, and when to run the next.
 #[derive(Debug)]
@@ -77,11 +89,14 @@ impl LeakScanner {
                 self.newest = Some(newer);
                 self.unavailable = None;
             }
-            Err(why) => {
+            Err(no_proof) => {
                 self.newest = None;
                 self.confirmed = None;
-                self.next_tick = tick + BACKOFF_TICKS;
-                self.unavailable = Some(why);
+                (self.next_tick, self.unavailable) = match no_proof {
+                    NoProof::Transient => (tick + RETRY_TICKS, None),
+                    NoProof::TooLarge(why) => (tick + BACKOFF_TICKS, Some(why)),
+                    NoProof::Impossible(why) => (u64::MAX, Some(why)),
+                };
             }
         }
     }
@@ -89,10 +104,10 @@ impl LeakScanner {
 
 /// One analysis of the process as it is now: every goroutine from memory, each a root or
 /// blocked on the objects the state (probes) or memory (sudogs) name.
-fn analysis(state: &ProcessState, ctx: &TargetContext, options: &ReachOptions) -> Result<LeakEvidence, String> {
-    let mem = ProcessMemory::new(ctx.pid).map_err(|e| e.to_string())?;
+fn analysis(state: &ProcessState, ctx: &TargetContext, options: &ReachOptions) -> Result<LeakEvidence, NoProof> {
+    let mem = ProcessMemory::new(ctx.pid).map_err(|_| NoProof::Transient)?;
     let opts = goscope_memory::SnapshotOptions { stacks: false, ..goscope_memory::SnapshotOptions::default() };
-    let snap = goscope_memory::snapshot_with(&mem, &ctx.binary, ctx.load_bias, &opts).map_err(|e| e.to_string())?;
+    let snap = goscope_memory::snapshot_with(&mem, &ctx.binary, ctx.load_bias, &opts).map_err(|_| NoProof::Transient)?;
     let goroutines: Vec<ReachGoroutine> = snap
         .goroutines
         .iter()
@@ -117,12 +132,21 @@ fn analysis(state: &ProcessState, ctx: &TargetContext, options: &ReachOptions) -
             goroutine
         })
         .collect();
-    let report = goscope_memory::find_leaked(&mem, &ctx.binary, ctx.load_bias, &goroutines, options).map_err(|e| e.to_string())?;
+    let too_large = |read: u64| {
+        NoProof::TooLarge(format!(
+            "the heap reachable from the goroutines exceeds the scan budget ({} MiB read, --leak-scan-budget-mib); leaks stay suspects",
+            read >> 20
+        ))
+    };
+    let report = goscope_memory::find_leaked(&mem, &ctx.binary, ctx.load_bias, &goroutines, options).map_err(|e| match e {
+        e if e.is_budget() => too_large(options.max_bytes),
+        ReachError::NeedsSymbols(_) | ReachError::MissingOffset(_) | ReachError::UnsupportedArch(_) => {
+            NoProof::Impossible(format!("{e}; leaks and deadlocks stay suspects"))
+        }
+        _ => NoProof::Transient,
+    })?;
     if !report.complete {
-        return Err(format!(
-            "the heap reachable from the goroutines exceeds the scan budget ({} MiB read); leaks stay suspects",
-            report.bytes_read >> 20
-        ));
+        return Err(too_large(report.bytes_read));
     }
     Ok(LeakEvidence {
         leaked: report.leaked.iter().copied().collect(),

@@ -187,3 +187,30 @@ fn a_whole_process_deadlock_the_runtime_misses_is_one_proven_finding() -> Result
     ensure!(!goscope.events().iter().any(|v| v["kind"] == "retraction" && v["type"] == "deadlock"), "{:?}", goscope.events());
     Ok(())
 }
+
+#[test]
+fn a_stripped_binary_gets_a_warning_and_suspects_instead_of_proof() -> Result<()> {
+    if !require_bpf()? {
+        return Ok(());
+    }
+    let fixture = GoFixture::build("leaky", None, Variant::Stripped)?;
+    let mut target = fixture.spawn(&[])?;
+    let info = target.expect_json("orphans", Duration::from_secs(30))?;
+    let (local, global) = (ids(&info["local_pair"]), ids(&info["global_pair"]));
+    let mut goscope = Goscope::attach(target.pid(), &["--block-threshold", "1s", "--no-events"])?;
+    goscope.wait_attached(Duration::from_secs(60))?;
+    let warned = |v: &Value| v["kind"] == "warning" && v["message"].as_str().is_some_and(|m| m.contains("symbol table"));
+    goscope.events_until(warned, Duration::from_secs(30))?;
+    std::thread::sleep(Duration::from_secs(4));
+    goscope.stop(Duration::from_secs(30))?;
+    let deadlocks: Vec<&Value> = goscope.events().iter().filter(|v| is_deadlock(v)).collect();
+    for pair in [&local, &global] {
+        ensure!(deadlocks.iter().any(|f| &goids(f) == pair && f["grade"] == "suspect"), "no suspect deadlock of {pair:?}: {deadlocks:?}");
+    }
+    ensure!(
+        !goscope.events().iter().any(|v| v["kind"] == "finding" && v["grade"] == "proven"),
+        "nothing can be proven without symbols: {:?}",
+        goscope.events()
+    );
+    Ok(())
+}
