@@ -2,12 +2,12 @@
 //! and turns complete analyses into the evidence the proven-leak detector judges. Two analyses
 //! must agree before anything counts, so a reference that only a register held for a moment, or
 //! a goroutine caught between two states, cannot make a leak.
-use goscope_memory::{GStatus, ProcessMemory, ReachError, ReachGoroutine, ReachOptions, ReachRole};
+use goscope_memory::{ProcessMemory, ReachError, ReachGoroutine, ReachOptions};
 
 use crate::{
     detect::LeakEvidence,
     output::TargetContext,
-    state::{ProcessState, WaitClass},
+    state::ProcessState,
 };
 
 /// Analyses while suspects await confirmation: every this many ticks.
@@ -111,14 +111,7 @@ fn analysis(state: &ProcessState, ctx: &TargetContext, options: &ReachOptions) -
     let goroutines: Vec<ReachGoroutine> = snap
         .goroutines
         .iter()
-        .filter(|g| !g.status.is_dead())
-        // The runtime's own goroutines parked in their idle waits (GC workers, sweeper, scavenger,
-        // finalizer and cleanup loops) hold no user object that could wake anyone, but their
-        // frames keep stale copies of what they last worked on (a GC worker: the objects it
-        // marked): as roots they would keep leaks alive.
-        .filter(|g| !(g.system && g.status == GStatus::Waiting && WaitClass::of(g.wait_reason.as_deref().unwrap_or("")) == WaitClass::Runtime))
-        .map(|g| {
-            let mut goroutine = ReachGoroutine::from_goroutine(g);
+        .filter_map(|g| {
             // Before Go 1.26 memory does not tell which lock a sync wait is for; the park probe
             // did, if the wait began after the attach (and is the same wait).
             let probed_lock = state
@@ -126,10 +119,7 @@ fn analysis(state: &ProcessState, ctx: &TargetContext, options: &ReachOptions) -
                 .and_then(|s| s.wait.as_ref())
                 .filter(|w| Some(w.reason_code) == g.wait_reason_code)
                 .and_then(|w| w.lock);
-            if let (ReachRole::Root, GStatus::Waiting | GStatus::Leaked, Some(lock)) = (&goroutine.role, g.status, probed_lock) {
-                goroutine.role = ReachRole::Blocked(vec![lock]);
-            }
-            goroutine
+            ReachGoroutine::from_goroutine(g, probed_lock)
         })
         .collect();
     let too_large = |read: u64| {

@@ -50,10 +50,19 @@ pub enum ReachRole {
 
 impl ReachGoroutine {
     /// The role of a goroutine from a [`crate::snapshot`]: blocked on its channels for channel
-    /// waits, on its semaphore for sync waits (known from Go 1.26, which links that sudog into
-    /// `g.waiting`), forever for nil-channel waits and `select {}`, a root otherwise — also when
-    /// the objects of a blocking wait were not read.
-    pub fn from_goroutine(g: &Goroutine) -> ReachGoroutine {
+    /// waits, on its semaphore for sync waits (memory has it from Go 1.26, which links that sudog
+    /// into `g.waiting`; before, `probed_sync` is what the caller learned otherwise, e.g. at the
+    /// park), forever for nil-channel waits and `select {}`, a root otherwise — also when the
+    /// objects of a blocking wait are unknown.
+    ///
+    /// None for dead goroutines, and for the runtime's own goroutines parked in their idle waits
+    /// (GC workers, sweeper, scavenger, finalizer and cleanup loops): they hold no user object
+    /// that could wake anyone, but their frames keep stale copies of what they last worked on (a
+    /// GC worker: the objects it marked), which as roots would keep leaks alive.
+    pub fn from_goroutine(g: &Goroutine, probed_sync: Option<u64>) -> Option<ReachGoroutine> {
+        if g.status.is_dead() {
+            return None;
+        }
         let blocked = matches!(g.status, GStatus::Waiting | GStatus::Leaked);
         let reason = g.wait_reason.as_deref().unwrap_or("");
         // "(synctest)" (1.24) and "(durable)" (1.25+) mark the same waits inside a synctest bubble.
@@ -67,13 +76,14 @@ impl ReachGoroutine {
             | "sync.RWMutex.Lock"
             | "sync.WaitGroup.Wait"
             | "sync.Cond.Wait"
-            | "semacquire" => match g.sema_addr {
+            | "semacquire" => match g.sema_addr.or(probed_sync) {
                 Some(addr) => ReachRole::Blocked(vec![addr]),
                 None => ReachRole::Root,
             },
+            _ if g.system => return None,
             _ => ReachRole::Root,
         };
-        ReachGoroutine { goid: g.goid, g_addr: g.g_addr, role }
+        Some(ReachGoroutine { goid: g.goid, g_addr: g.g_addr, role })
     }
 }
 
