@@ -13,6 +13,8 @@ const MAX_LISTED: usize = 100;
 
 /// A park site and wait reason code.
 type Site = (SourceSite, u8);
+/// Goroutines blocked past the threshold, by site (borrowed from the state for one check).
+type Piles<'a> = HashMap<(&'a SourceSite, u8), Vec<u64>>;
 
 /// Counts of goroutines blocked past the threshold per site, sampled every `interval_ns`.
 #[derive(Debug)]
@@ -31,15 +33,19 @@ impl LeakGrowth {
         Self { interval_ns: interval_ns.max(1), next_sample_ns: 0, history: HashMap::new(), growing: HashMap::new() }
     }
 
-    /// Samples when an interval has passed, then returns a finding per growing site.
+    /// Samples when an interval has passed, then returns a finding per growing site. Between
+    /// samples, with nothing growing, it does no work (it runs on every tick).
     pub fn check(&mut self, state: &ProcessState, now_ns: u64, threshold_ns: u64) -> Vec<Finding> {
-        let mut piles: HashMap<Site, Vec<u64>> = HashMap::new();
+        if now_ns < self.next_sample_ns && self.growing.is_empty() {
+            return Vec::new();
+        }
+        let mut piles: Piles = HashMap::new();
         for g in state.goroutines().filter(|g| now_ns.saturating_sub(g.since_ns) >= threshold_ns) {
             let Some(wait) = g.wait.as_ref().filter(|w| w.class.is_user_blocking()) else {
                 continue;
             };
             if let Some(site) = wait.site() {
-                piles.entry((site.clone(), wait.reason_code)).or_default().push(g.goid);
+                piles.entry((site, wait.reason_code)).or_default().push(g.goid);
             }
         }
         if now_ns >= self.next_sample_ns {
@@ -50,8 +56,8 @@ impl LeakGrowth {
             .growing
             .keys()
             .filter_map(|site| {
-                let goids = piles.get(site)?;
                 let (place, reason_code) = site;
+                let goids = piles.get(&(place, *reason_code))?;
                 let reason = state.reasons().name(*reason_code).unwrap_or("unknown");
                 let first = self.history.get(site).and_then(|h| h.front()).copied().unwrap_or(0);
                 Some(Finding {
@@ -81,9 +87,10 @@ impl LeakGrowth {
         findings
     }
 
-    fn sample(&mut self, piles: &HashMap<Site, Vec<u64>>) {
-        self.history.retain(|site, _| piles.contains_key(site));
-        for (site, goids) in piles {
+    fn sample(&mut self, piles: &Piles) {
+        self.history.retain(|(place, code), _| piles.contains_key(&(place, *code)));
+        for (&(place, code), goids) in piles {
+            let site = (place.clone(), code);
             let h = self.history.entry(site.clone()).or_default();
             h.push_back(goids.len());
             if h.len() > RISES + 1 {
@@ -93,7 +100,7 @@ impl LeakGrowth {
                 self.growing.entry(site.clone()).or_insert(goids.len());
             }
         }
-        self.growing.retain(|site, flagged| piles.get(site).is_some_and(|g| g.len() >= *flagged));
+        self.growing.retain(|(place, code), flagged| piles.get(&(place, *code)).is_some_and(|g| g.len() >= *flagged));
     }
 }
 
