@@ -22,6 +22,31 @@ use std::env;
 use std::path::{Path, PathBuf};
 
 pub use fixture::{GO_VERSIONS, GoFixture, Variant};
+
+/// One `#[test]` per Go release of [`GO_VERSIONS`], each calling `$run(Some("1.X.Y"))`, and a
+/// test that keeps this list equal to GO_VERSIONS.
+#[macro_export]
+macro_rules! go_version_tests {
+    ($run:expr) => {
+        $crate::go_version_tests!(@each $run;
+            go1_19_13 => "1.19.13", go1_20_14 => "1.20.14", go1_21_13 => "1.21.13", go1_22_12 => "1.22.12",
+            go1_23_12 => "1.23.12", go1_24_13 => "1.24.13", go1_25_14 => "1.25.14", go1_26_11 => "1.26.11",
+            go1_27_4 => "1.27.4");
+    };
+    (@each $run:expr; $($name:ident => $version:literal),*) => {
+        $(
+            #[test]
+            fn $name() -> ::anyhow::Result<()> {
+                ($run)(Some($version))
+            }
+        )*
+
+        #[test]
+        fn every_go_version_has_a_test() {
+            assert_eq!([$($version),*].as_slice(), $crate::GO_VERSIONS, "add the new release to go_version_tests!");
+        }
+    };
+}
 pub use goscope::{Goscope, RunOutput, Stopped, goscope_bin, run_goscope};
 pub use process::{ChildGuard, Line};
 

@@ -85,32 +85,4 @@ fn installed_go_all_variants() -> Result<()> {
     matrix(None, &Variant::ALL)
 }
 
-macro_rules! version_tests {
-    ($($name:ident => $version:literal),* $(,)?) => {
-        $(
-            #[test]
-            fn $name() -> Result<()> {
-                matrix(Some($version), &Variant::ALL)
-            }
-        )*
-
-        /// Every entry of GO_VERSIONS has its test above.
-        #[test]
-        fn every_go_version_has_a_test() {
-            let tested = [$($version),*];
-            assert_eq!(tested.as_slice(), GO_VERSIONS, "add a test per GO_VERSIONS entry");
-        }
-    };
-}
-
-version_tests! {
-    go1_19_13 => "1.19.13",
-    go1_20_14 => "1.20.14",
-    go1_21_13 => "1.21.13",
-    go1_22_12 => "1.22.12",
-    go1_23_12 => "1.23.12",
-    go1_24_13 => "1.24.13",
-    go1_25_14 => "1.25.14",
-    go1_26_11 => "1.26.11",
-    go1_27_4 => "1.27.4",
-}
+goscope_tests::go_version_tests!(|version| matrix(version, &Variant::ALL));

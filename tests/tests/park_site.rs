@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use goscope_tests::goscope::{Goscope, kind, parse_hex};
-use goscope_tests::{GO_VERSIONS, GoFixture, Variant, require_bpf};
+use goscope_tests::{GoFixture, Variant, require_bpf};
 use serde_json::Value;
 
 const VARIANTS: [Variant; 2] = [Variant::Plain, Variant::Stripped];
@@ -111,30 +111,4 @@ fn installed_go() -> Result<()> {
     matrix(None)
 }
 
-macro_rules! version_tests {
-    ($($name:ident => $version:literal),* $(,)?) => {
-        $(
-            #[test]
-            fn $name() -> Result<()> {
-                matrix(Some($version))
-            }
-        )*
-
-        #[test]
-        fn every_go_version_has_a_test() {
-            assert_eq!([$($version),*].as_slice(), GO_VERSIONS, "add a test per GO_VERSIONS entry");
-        }
-    };
-}
-
-version_tests! {
-    go1_19_13 => "1.19.13",
-    go1_20_14 => "1.20.14",
-    go1_21_13 => "1.21.13",
-    go1_22_12 => "1.22.12",
-    go1_23_12 => "1.23.12",
-    go1_24_13 => "1.24.13",
-    go1_25_14 => "1.25.14",
-    go1_26_11 => "1.26.11",
-    go1_27_4 => "1.27.4",
-}
+goscope_tests::go_version_tests!(matrix);
