@@ -129,16 +129,22 @@ impl<E> Counted<E> {
     }
 }
 
+/// `export`, an export of `n` items, counted in `gate` as taken now and as exported or failed
+/// when it ends.
+fn counted<F: Future<Output = OTelSdkResult>>(gate: &Arc<Gate>, n: u64, export: F) -> impl Future<Output = OTelSdkResult> + use<F> {
+    gate.taken.fetch_add(n, Relaxed);
+    let gate = Arc::clone(gate);
+    async move {
+        let result = export.await;
+        gate.record_export(n, &result);
+        result
+    }
+}
+
 impl<E: SpanExporter> SpanExporter for Counted<E> {
     fn export(&self, batch: Vec<SpanData>) -> impl Future<Output = OTelSdkResult> + Send {
         let n = batch.len() as u64;
-        self.gate.taken.fetch_add(n, Relaxed);
-        let fut = self.inner.export(batch);
-        async move {
-            let result = fut.await;
-            self.gate.record_export(n, &result);
-            result
-        }
+        counted(&self.gate, n, self.inner.export(batch))
     }
 
     fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
@@ -157,13 +163,7 @@ impl<E: SpanExporter> SpanExporter for Counted<E> {
 impl<E: LogExporter> LogExporter for Counted<E> {
     fn export(&self, batch: LogBatch<'_>) -> impl Future<Output = OTelSdkResult> + Send {
         let n = batch.iter().count() as u64;
-        self.gate.taken.fetch_add(n, Relaxed);
-        let fut = self.inner.export(batch);
-        async move {
-            let result = fut.await;
-            self.gate.record_export(n, &result);
-            result
-        }
+        counted(&self.gate, n, self.inner.export(batch))
     }
 
     fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
@@ -179,13 +179,7 @@ impl<E: LogExporter> LogExporter for Counted<E> {
 impl<E: PushMetricExporter> PushMetricExporter for Counted<E> {
     fn export(&self, metrics: &ResourceMetrics) -> impl Future<Output = OTelSdkResult> + Send {
         self.gate.submitted.fetch_add(1, Relaxed);
-        self.gate.taken.fetch_add(1, Relaxed);
-        let fut = self.inner.export(metrics);
-        async move {
-            let result = fut.await;
-            self.gate.record_export(1, &result);
-            result
-        }
+        counted(&self.gate, 1, self.inner.export(metrics))
     }
 
     fn force_flush(&self) -> OTelSdkResult {
