@@ -191,6 +191,13 @@ fn hash_sources(dir: &Path, hasher: &mut Fnv) -> Result<()> {
     Ok(())
 }
 
+/// A cache key for what is built from the files under `dir` (names and contents).
+pub fn source_hash(dir: &Path) -> Result<String> {
+    let mut hasher = Fnv::new();
+    hash_sources(dir, &mut hasher)?;
+    Ok(format!("{:016x}", hasher.0))
+}
+
 /// One lock per cache entry, so two test threads wanting the same binary build it once.
 fn entry_lock(key: &Path) -> Arc<Mutex<()>> {
     static LOCKS: OnceLock<Mutex<HashMap<PathBuf, Arc<Mutex<()>>>>> = OnceLock::new();

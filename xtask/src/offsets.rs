@@ -183,35 +183,10 @@ fn minor_of(v: &str) -> anyhow::Result<u32> {
         .with_context(|| format!("bad Go version {v:?}"))
 }
 
-/// FNV-1a over the program's file names and contents: a changed program is rebuilt.
-fn source_hash(dir: &Path) -> anyhow::Result<String> {
-    let mut files: Vec<PathBuf> = fs::read_dir(dir)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_file())
-        .collect();
-    files.sort();
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for f in files {
-        let mut bytes = f
-            .file_name()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .into_owned()
-            .into_bytes();
-        bytes.push(0);
-        bytes.extend(fs::read(&f)?);
-        for b in bytes {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x100_0000_01b3);
-        }
-    }
-    Ok(format!("{h:016x}"))
-}
-
 /// Builds (or finds cached) the program for every version, several at a time; paths in order.
 fn build_all(root: &Path, versions: &[String]) -> anyhow::Result<Vec<PathBuf>> {
     let src = root.join(PROG);
-    let hash = source_hash(&src)?;
+    let hash = goscope_tests::fixture::source_hash(&src)?;
     let cache = root.join("target/go-offsets");
     let jobs = thread::available_parallelism()
         .map_or(2, |n| n.get())
