@@ -103,11 +103,8 @@ fn try_goroutine_created(ctx: &ProbeContext) -> Result<(), i64> {
     let Some((pid, tid, cfg)) = target() else { return Ok(()) };
     let newg = go_abi::arg(ctx, 0);
     let mut ev = event(EventKind::Created, pid, tid, read_u64(newg, cfg.g_goid)?);
-    ev.peer_goid = if cfg.g_parent_goid != 0 {
-        read_u64(newg, cfg.g_parent_goid)?
-    } else {
-        curg_goid(cfg, go_abi::current_g(ctx))
-    };
+    ev.peer_goid =
+        if cfg.g_parent_goid != 0 { read_u64(newg, cfg.g_parent_goid)? } else { curg_goid(cfg, go_abi::current_g(ctx)) };
     ev.addr = read_u64(newg, cfg.g_gopc)?;
     ev.aux = read_u64(newg, cfg.g_startpc)?;
     emit(ev);

@@ -4,11 +4,7 @@
 //! a goroutine caught between two states, cannot make a leak.
 use goscope_memory::{ProcessMemory, ReachError, ReachGoroutine, ReachOptions};
 
-use crate::{
-    detect::LeakEvidence,
-    output::TargetContext,
-    state::ProcessState,
-};
+use crate::{detect::LeakEvidence, output::TargetContext, state::ProcessState};
 
 /// Analyses while suspects await confirmation: every this many ticks.
 const CONFIRM_EVERY_TICKS: u64 = 2;
@@ -58,7 +54,14 @@ impl LeakScanner {
     /// Runs an analysis when one is due (there are goroutines blocked past the threshold that
     /// the evidence does not cover yet, or a refresh is due); returns evidence two complete
     /// analyses agree on, or None when there is none (the suspect detectors stand in).
-    pub fn update(&mut self, state: &ProcessState, ctx: &TargetContext, tick: u64, now_ns: u64, threshold_ns: u64) -> Option<&LeakEvidence> {
+    pub fn update(
+        &mut self,
+        state: &ProcessState,
+        ctx: &TargetContext,
+        tick: u64,
+        now_ns: u64,
+        threshold_ns: u64,
+    ) -> Option<&LeakEvidence> {
         let mut candidates: Vec<u64> = state
             .goroutines()
             .filter(|g| now_ns.saturating_sub(g.since_ns) >= threshold_ns)

@@ -21,10 +21,10 @@ use goscope_inspect::{GoBinary, ProbeKind};
 use goscope_memory::{GStatus, ProcessMemory, ReachMemory as _};
 
 use crate::{
-    leakscan::LeakScanner,
     detect::{self, Finding, FindingType},
     events::{EventDetail, GoroutineEvent},
     export::{ExportStats, Health, OtlpArgs, OtlpExporter, ProbeHealth, ProcessInfo},
+    leakscan::LeakScanner,
     output::{EventRecord, Format, SourceSite, TargetContext, write_line},
     park::ParkResolver,
     probes::Probes,

@@ -33,9 +33,7 @@ pub const JAEGER_VERSION: &str = "v1.76.0";
 
 /// `<target>/otlp-backend/jaeger-<version>/`.
 pub fn jaeger_dir() -> PathBuf {
-    crate::target_dir()
-        .join("otlp-backend")
-        .join(format!("jaeger-{JAEGER_VERSION}"))
+    crate::target_dir().join("otlp-backend").join(format!("jaeger-{JAEGER_VERSION}"))
 }
 
 /// The Jaeger binary: `$GOSCOPE_JAEGER_BIN` if set, else the cached build, built first if missing.
@@ -47,9 +45,7 @@ pub fn jaeger_dir() -> PathBuf {
 /// keeps parallel test processes from building it twice.
 pub fn jaeger_binary() -> Result<PathBuf> {
     static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    BIN.get_or_init(|| build_jaeger().map_err(|e| format!("{e:#}")))
-        .clone()
-        .map_err(anyhow::Error::msg)
+    BIN.get_or_init(|| build_jaeger().map_err(|e| format!("{e:#}"))).clone().map_err(anyhow::Error::msg)
 }
 
 fn build_jaeger() -> Result<PathBuf> {
@@ -92,7 +88,12 @@ fn build_jaeger() -> Result<PathBuf> {
         .output()
         .context("running go mod download (is Go installed?)")?;
     if !out.status.success() {
-        bail!("go mod download {JAEGER_MODULE}@{JAEGER_VERSION} failed ({}): {}{}", out.status, String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "go mod download {JAEGER_MODULE}@{JAEGER_VERSION} failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let info: Value = serde_json::from_slice(&out.stdout).context("parsing go mod download -json")?;
     let module_dir = PathBuf::from(info["Dir"].as_str().ok_or_else(|| anyhow!("go mod download gave no Dir: {info}"))?);
@@ -144,7 +145,8 @@ impl TestCa {
     pub fn create(dir: &Path) -> Result<TestCa> {
         fs::create_dir_all(dir)?;
         let openssl = |args: &[&str]| -> Result<()> {
-            let out = Command::new("openssl").args(args).current_dir(dir).stdin(Stdio::null()).output().context("running openssl")?;
+            let out =
+                Command::new("openssl").args(args).current_dir(dir).stdin(Stdio::null()).output().context("running openssl")?;
             ensure_ok(&out, &format!("openssl {}", args.join(" ")))
         };
         fs::write(
@@ -152,12 +154,49 @@ impl TestCa {
             "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
         )?;
         fs::write(dir.join("ca.ext"), "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n")?;
-        openssl(&["req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.csr", "-subj", "/CN=goscope test CA"])?;
-        openssl(&["x509", "-req", "-in", "ca.csr", "-signkey", "ca.key", "-out", "ca.pem", "-days", "2", "-extfile", "ca.ext"])?;
-        openssl(&["req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1"])?;
         openssl(&[
-            "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "server.pem", "-days", "2",
-            "-extfile", "server.ext",
+            "req",
+            "-new",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.csr",
+            "-subj",
+            "/CN=goscope test CA",
+        ])?;
+        openssl(&["x509", "-req", "-in", "ca.csr", "-signkey", "ca.key", "-out", "ca.pem", "-days", "2", "-extfile", "ca.ext"])?;
+        openssl(&[
+            "req",
+            "-new",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ])?;
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
         ])?;
         Ok(TestCa { ca_cert: dir.join("ca.pem"), server_cert: dir.join("server.pem"), server_key: dir.join("server.key") })
     }
@@ -213,17 +252,9 @@ impl Jaeger {
     fn start_with(tls: Option<(&Path, &Path)>) -> Result<Jaeger> {
         let bin = jaeger_binary()?;
         let p = free_ports(6)?;
-        let ports = JaegerPorts {
-            otlp_grpc: p[0],
-            otlp_http: p[1],
-            query_http: p[2],
-            query_grpc: p[3],
-            health: p[4],
-            prometheus: p[5],
-        };
-        let dir = jaeger_dir()
-            .join("runs")
-            .join(format!("{}-{}", std::process::id(), RUNS.fetch_add(1, Ordering::Relaxed)));
+        let ports =
+            JaegerPorts { otlp_grpc: p[0], otlp_http: p[1], query_http: p[2], query_grpc: p[3], health: p[4], prometheus: p[5] };
+        let dir = jaeger_dir().join("runs").join(format!("{}-{}", std::process::id(), RUNS.fetch_add(1, Ordering::Relaxed)));
         fs::create_dir_all(&dir)?;
         let mut config = config_yaml(&ports);
         if let Some((cert, key)) = tls {
@@ -669,7 +700,9 @@ impl Proxy {
                         acc.fetch_add(1, Ordering::Relaxed);
                         let _ = client.set_nonblocking(false);
                         let (m, st) = (Arc::clone(&m), Arc::clone(&st));
-                        let _ = thread::Builder::new().name("otlp-proxy-conn".into()).spawn(move || serve(client, upstream_port, &m, &st));
+                        let _ = thread::Builder::new()
+                            .name("otlp-proxy-conn".into())
+                            .spawn(move || serve(client, upstream_port, &m, &st));
                     }
                     Err(_) => thread::sleep(Duration::from_millis(20)),
                 }

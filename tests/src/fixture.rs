@@ -15,10 +15,8 @@ use crate::process::ChildGuard;
 /// The Go releases the version matrix runs on: the last patch release of each minor version from
 /// Go 1.19 on, as the module proxy lists them (`go list -m -versions golang.org/toolchain`). The
 /// installed Go is tested besides these, in every [`Variant`].
-pub const GO_VERSIONS: &[&str] = &[
-    "1.19.13", "1.20.14", "1.21.13", "1.22.12", "1.23.12", "1.24.13", "1.25.14", "1.26.11",
-    "1.27.4",
-];
+pub const GO_VERSIONS: &[&str] =
+    &["1.19.13", "1.20.14", "1.21.13", "1.22.12", "1.23.12", "1.24.13", "1.25.14", "1.26.11", "1.27.4"];
 
 /// Bump to invalidate every cached fixture binary when the build recipe below changes.
 const RECIPE: &str = "goscope-tests fixture recipe 1";
@@ -38,12 +36,7 @@ pub enum Variant {
 }
 
 impl Variant {
-    pub const ALL: [Variant; 4] = [
-        Variant::Plain,
-        Variant::Stripped,
-        Variant::Pie,
-        Variant::Cgo,
-    ];
+    pub const ALL: [Variant; 4] = [Variant::Plain, Variant::Stripped, Variant::Pie, Variant::Cgo];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -104,9 +97,7 @@ pub fn installed_go_version() -> Result<String> {
                 .env("GOTOOLCHAIN", "local")
                 .stdin(Stdio::null())
                 .output()
-                .map_err(|e| {
-                    format!("running `go env GOVERSION`: {e} (is Go installed and on PATH?)")
-                })?;
+                .map_err(|e| format!("running `go env GOVERSION`: {e} (is Go installed and on PATH?)"))?;
             let version = String::from_utf8_lossy(&out.stdout).trim().to_string();
             if !out.status.success() || !version.starts_with("go") {
                 return Err(format!(
@@ -124,10 +115,7 @@ pub fn installed_go_version() -> Result<String> {
 
 /// `tests/fixtures/go/<name>/`.
 pub fn fixture_source_dir(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures")
-        .join("go")
-        .join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join("go").join(name)
 }
 
 /// The number (from 1) of the line of fixture `name`'s main.go that is exactly `text`, tabs
@@ -135,20 +123,13 @@ pub fn fixture_source_dir(name: &str) -> PathBuf {
 pub fn main_go_line(name: &str, text: &str) -> Result<u64> {
     let path = fixture_source_dir(name).join("main.go");
     let source = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let index = source
-        .lines()
-        .position(|l| l == text)
-        .ok_or_else(|| anyhow!("no line {text:?} in {}", path.display()))?;
+    let index = source.lines().position(|l| l == text).ok_or_else(|| anyhow!("no line {text:?} in {}", path.display()))?;
     Ok(index as u64 + 1)
 }
 
 /// `"1.21.13"` or `"go1.21.13"` → `"go1.21.13"`.
 fn toolchain_name(version: &str) -> String {
-    if version.starts_with("go") {
-        version.to_string()
-    } else {
-        format!("go{version}")
-    }
+    if version.starts_with("go") { version.to_string() } else { format!("go{version}") }
 }
 
 /// FNV-1a 64: stable across Rust versions, unlike `DefaultHasher`, so the cache survives upgrades.
@@ -201,10 +182,7 @@ pub fn source_hash(dir: &Path) -> Result<String> {
 /// One lock per cache entry, so two test threads wanting the same binary build it once.
 fn entry_lock(key: &Path) -> Arc<Mutex<()>> {
     static LOCKS: OnceLock<Mutex<HashMap<PathBuf, Arc<Mutex<()>>>>> = OnceLock::new();
-    let mut locks = LOCKS
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
+    let mut locks = LOCKS.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
     Arc::clone(locks.entry(key.to_path_buf()).or_default())
 }
 
@@ -231,10 +209,8 @@ impl GoFixture {
         hasher.write(variant.name().as_bytes());
         hasher.write(variant.build_flags().join(" ").as_bytes());
         hash_sources(&src, &mut hasher)?;
-        let dir = crate::target_dir()
-            .join("go-fixtures")
-            .join(name)
-            .join(format!("{expected_version}-{variant}-{:016x}", hasher.0));
+        let dir =
+            crate::target_dir().join("go-fixtures").join(name).join(format!("{expected_version}-{variant}-{:016x}", hasher.0));
         let exe = dir.join(name);
 
         let lock = entry_lock(&dir);
@@ -253,11 +229,7 @@ impl GoFixture {
         fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         // Build next to the final path and rename: other processes (nextest runs test binaries
         // in parallel) never see a half-written binary.
-        let tmp = dir.join(format!(
-            "{name}.tmp-{}-{:?}",
-            std::process::id(),
-            thread::current().id()
-        ));
+        let tmp = dir.join(format!("{name}.tmp-{}-{:?}", std::process::id(), thread::current().id()));
         let start = Instant::now();
         let mut cmd = go_command();
         cmd.arg("build")
@@ -284,42 +256,25 @@ impl GoFixture {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        fs::rename(&tmp, &exe)
-            .with_context(|| format!("renaming {} to {}", tmp.display(), exe.display()))?;
+        fs::rename(&tmp, &exe).with_context(|| format!("renaming {} to {}", tmp.display(), exe.display()))?;
         let took = start.elapsed();
         fixture.build_time = Some(took);
 
         let built_with = binary_go_version(&exe)?;
         if built_with != expected_version {
             let _ = fs::remove_file(&exe);
-            bail!(
-                "fixture {name} built with GOTOOLCHAIN={toolchain} reports {built_with}, expected {expected_version}"
-            );
+            bail!("fixture {name} built with GOTOOLCHAIN={toolchain} reports {built_with}, expected {expected_version}");
         }
-        eprintln!(
-            "goscope-tests: built fixture {} in {:.1}s",
-            fixture.label(),
-            took.as_secs_f64()
-        );
+        eprintln!("goscope-tests: built fixture {} in {:.1}s", fixture.label(), took.as_secs_f64());
         Ok(fixture)
     }
 
     /// Builds several fixtures at once, one thread each; results in the order asked.
     pub fn build_many(specs: &[(&str, Option<&str>, Variant)]) -> Vec<Result<GoFixture>> {
         thread::scope(|s| {
-            let handles: Vec<_> = specs
-                .iter()
-                .map(|&(name, version, variant)| {
-                    s.spawn(move || GoFixture::build(name, version, variant))
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err(anyhow!("fixture build thread panicked")))
-                })
-                .collect()
+            let handles: Vec<_> =
+                specs.iter().map(|&(name, version, variant)| s.spawn(move || GoFixture::build(name, version, variant))).collect();
+            handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(anyhow!("fixture build thread panicked")))).collect()
         })
     }
 
@@ -357,11 +312,5 @@ pub fn binary_go_version(path: &Path) -> Result<String> {
         .next()
         .map(|v| v.trim().to_string())
         .filter(|v| out.status.success() && v.starts_with("go"))
-        .ok_or_else(|| {
-            anyhow!(
-                "`go version {}` said: {text}{}",
-                path.display(),
-                String::from_utf8_lossy(&out.stderr)
-            )
-        })
+        .ok_or_else(|| anyhow!("`go version {}` said: {text}{}", path.display(), String::from_utf8_lossy(&out.stderr)))
 }

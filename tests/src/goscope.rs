@@ -17,11 +17,7 @@ pub fn goscope_bin() -> Result<PathBuf> {
     BIN.get_or_init(|| {
         if let Some(bin) = env::var_os("GOSCOPE_BIN").filter(|b| !b.is_empty()) {
             let bin = PathBuf::from(bin);
-            return if bin.is_file() {
-                Ok(bin)
-            } else {
-                Err(format!("GOSCOPE_BIN={} is not a file", bin.display()))
-            };
+            return if bin.is_file() { Ok(bin) } else { Err(format!("GOSCOPE_BIN={} is not a file", bin.display())) };
         }
         let target = crate::target_dir();
         let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
@@ -39,22 +35,13 @@ pub fn goscope_bin() -> Result<PathBuf> {
                 let lines: Vec<&str> = stderr.lines().collect();
                 lines[lines.len().saturating_sub(60)..].join("\n")
             };
-            return Err(format!(
-                "`cargo build -p goscope` failed ({}):\n{tail}",
-                out.status
-            ));
+            return Err(format!("`cargo build -p goscope` failed ({}):\n{tail}", out.status));
         }
         let bin = target.join("debug").join("goscope");
         if !bin.is_file() {
-            return Err(format!(
-                "`cargo build -p goscope` succeeded but {} does not exist",
-                bin.display()
-            ));
+            return Err(format!("`cargo build -p goscope` succeeded but {} does not exist", bin.display()));
         }
-        eprintln!(
-            "goscope-tests: cargo build -p goscope took {:.1}s",
-            start.elapsed().as_secs_f64()
-        );
+        eprintln!("goscope-tests: cargo build -p goscope took {:.1}s", start.elapsed().as_secs_f64());
         Ok(bin)
     })
     .clone()
@@ -89,15 +76,9 @@ impl Goscope {
     /// [`Goscope::attach`] with another goscope binary (benchmarks use the release build).
     pub fn attach_with(bin: &Path, pid: u32, extra_args: &[&str]) -> Result<Goscope> {
         let mut cmd = Command::new(bin);
-        cmd.args(["attach", "--pid", &pid.to_string(), "--format", "json"])
-            .args(extra_args);
+        cmd.args(["attach", "--pid", &pid.to_string(), "--format", "json"]).args(extra_args);
         let child = ChildGuard::spawn(format!("goscope attach --pid {pid}"), cmd)?;
-        Ok(Goscope {
-            target_pid: pid,
-            child,
-            events: Vec::new(),
-            attached: None,
-        })
+        Ok(Goscope { target_pid: pid, child, events: Vec::new(), attached: None })
     }
 
     /// Starts the node agent, `goscope run --format json <extra_args>` (its target pid is 0: it
@@ -182,11 +163,7 @@ impl Goscope {
     /// Reads lines until `pred` returns true for one (that line included) and returns the lines
     /// read during this call. Fails on timeout, on EOF, or on a line that is not a JSON object;
     /// whatever was read stays in [`Goscope::events`] either way.
-    pub fn events_until(
-        &mut self,
-        mut pred: impl FnMut(&Value) -> bool,
-        timeout: Duration,
-    ) -> Result<Vec<Value>> {
+    pub fn events_until(&mut self, mut pred: impl FnMut(&Value) -> bool, timeout: Duration) -> Result<Vec<Value>> {
         let first = self.events.len();
         let deadline = Instant::now() + timeout;
         loop {
@@ -197,10 +174,9 @@ impl Goscope {
                     }
                 }
                 Pumped::Eof => return Err(self.exited_early("the awaited event")),
-                Pumped::Timeout => bail!(
-                    "the awaited event did not come within {timeout:?} ({} lines in that time)",
-                    self.events.len() - first
-                ),
+                Pumped::Timeout => {
+                    bail!("the awaited event did not come within {timeout:?} ({} lines in that time)", self.events.len() - first)
+                }
             }
         }
     }
@@ -251,26 +227,15 @@ impl Goscope {
                 Pumped::Eof => break,
                 Pumped::Timeout => {
                     self.child.kill();
-                    bail!(
-                        "goscope did not end within {timeout:?}; stderr:\n{}",
-                        self.stderr()
-                    );
+                    bail!("goscope did not end within {timeout:?}; stderr:\n{}", self.stderr());
                 }
             }
         }
         let status = self
             .child
-            .wait_exit(
-                deadline
-                    .saturating_duration_since(Instant::now())
-                    .max(Duration::from_secs(1)),
-            )?
+            .wait_exit(deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1)))?
             .ok_or_else(|| anyhow!("goscope closed stdout but did not exit within {timeout:?}"))?;
-        Ok(Stopped {
-            status,
-            new_events: self.events[first..].to_vec(),
-            stderr: self.stderr(),
-        })
+        Ok(Stopped { status, new_events: self.events[first..].to_vec(), stderr: self.stderr() })
     }
 }
 
@@ -296,12 +261,7 @@ pub struct RunOutput {
 
 impl fmt::Display for RunOutput {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "exit status: {}\nstdout ({} lines):",
-            self.status,
-            self.stdout.len()
-        )?;
+        write!(f, "exit status: {}\nstdout ({} lines):", self.status, self.stdout.len())?;
         for l in self.stdout.iter().take(20) {
             write!(f, "\n  {l}")?;
         }
@@ -314,9 +274,7 @@ impl fmt::Display for RunOutput {
 pub fn run_goscope(args: &[&str], timeout: Duration) -> Result<RunOutput> {
     let bin = goscope_bin()?;
     let mut cmd = Command::new(&bin);
-    cmd.args(args)
-        .env_remove("RUST_LOG")
-        .env_remove("RUST_BACKTRACE");
+    cmd.args(args).env_remove("RUST_LOG").env_remove("RUST_BACKTRACE");
     let start = Instant::now();
     let mut child = ChildGuard::spawn(format!("goscope {}", args.join(" ")), cmd)?;
     child.close_stdin();
@@ -333,18 +291,11 @@ pub fn run_goscope(args: &[&str], timeout: Duration) -> Result<RunOutput> {
     let took = start.elapsed();
     // The stdout reader may still hold lines the child wrote just before exiting.
     let stdout = child.lines_to_eof(Duration::from_secs(2));
-    Ok(RunOutput {
-        status,
-        stdout,
-        stderr: child.stderr_text(),
-        took,
-    })
+    Ok(RunOutput { status, stdout, stderr: child.stderr_text(), took })
 }
 
 /// Parses a `"0x…"` address.
 pub fn parse_hex(s: &str) -> Result<u64> {
-    let digits = s
-        .strip_prefix("0x")
-        .ok_or_else(|| anyhow!("{s:?} does not start with 0x"))?;
+    let digits = s.strip_prefix("0x").ok_or_else(|| anyhow!("{s:?} does not start with 0x"))?;
     u64::from_str_radix(digits, 16).with_context(|| format!("{s:?} is not hex"))
 }

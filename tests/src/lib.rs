@@ -64,11 +64,7 @@ pub fn workspace_root() -> PathBuf {
 pub fn target_dir() -> PathBuf {
     if let Some(dir) = env::var_os("CARGO_TARGET_DIR").filter(|d| !d.is_empty()) {
         let dir = PathBuf::from(dir);
-        return if dir.is_absolute() {
-            dir
-        } else {
-            workspace_root().join(dir)
-        };
+        return if dir.is_absolute() { dir } else { workspace_root().join(dir) };
     }
     if let Ok(exe) = env::current_exe() {
         for dir in exe.ancestors().skip(1).take(5) {
@@ -101,9 +97,7 @@ pub fn require_bpf() -> anyhow::Result<bool> {
     // SAFETY: geteuid has no preconditions and cannot fail.
     let euid = unsafe { libc::geteuid() };
     if euid != 0 {
-        reasons.push(format!(
-            "not root (euid {euid}); goscope needs root to load eBPF"
-        ));
+        reasons.push(format!("not root (euid {euid}); goscope needs root to load eBPF"));
     }
     if !Path::new("/sys/kernel/btf/vmlinux").exists() {
         reasons.push("/sys/kernel/btf/vmlinux is missing: the kernel has no BTF".to_string());

@@ -41,28 +41,17 @@ impl ChildGuard {
     /// Spawns `cmd` with stdin, stdout and stderr piped. `name` labels error messages.
     pub fn spawn(name: impl Into<String>, mut cmd: Command) -> Result<Self> {
         let name = name.into();
-        cmd.stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
         // SAFETY: prctl is async-signal-safe and the closure touches nothing else.
         unsafe {
             cmd.pre_exec(|| {
-                if libc::prctl(
-                    libc::PR_SET_PDEATHSIG,
-                    libc::SIGKILL as libc::c_ulong,
-                    0,
-                    0,
-                    0,
-                ) != 0
-                {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
                 Ok(())
             });
         }
-        let mut child = cmd
-            .spawn()
-            .with_context(|| format!("spawning {name}: {cmd:?}"))?;
+        let mut child = cmd.spawn().with_context(|| format!("spawning {name}: {cmd:?}"))?;
         let stdin = child.stdin.take();
         let stdout = child.stdout.take().expect("stdout is piped");
         let stderr_pipe = child.stderr.take().expect("stderr is piped");
@@ -101,23 +90,12 @@ impl ChildGuard {
                     if n == 0 {
                         break;
                     }
-                    sink.lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .extend_from_slice(&chunk[..n]);
+                    sink.lock().unwrap_or_else(|e| e.into_inner()).extend_from_slice(&chunk[..n]);
                 }
             })
             .context("spawning the stderr reader thread")?;
 
-        Ok(Self {
-            name,
-            child,
-            stdin,
-            lines,
-            eof: false,
-            stderr,
-            stderr_reader: Some(stderr_reader),
-            status: None,
-        })
+        Ok(Self { name, child, stdin, lines, eof: false, stderr, stderr_reader: Some(stderr_reader), status: None })
     }
 
     pub fn name(&self) -> &str {
@@ -130,10 +108,7 @@ impl ChildGuard {
 
     /// Writes `line` and a newline to the child's stdin.
     pub fn send_line(&mut self, line: &str) -> Result<()> {
-        let stdin = self
-            .stdin
-            .as_mut()
-            .ok_or_else(|| anyhow!("{}: stdin already closed", self.name))?;
+        let stdin = self.stdin.as_mut().ok_or_else(|| anyhow!("{}: stdin already closed", self.name))?;
         stdin
             .write_all(format!("{line}\n").as_bytes())
             .and_then(|()| stdin.flush())
@@ -188,15 +163,10 @@ impl ChildGuard {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.next_line(left) {
                 Line::Line(line) => {
-                    let value: Value = serde_json::from_str(&line).with_context(|| {
-                        format!("{}: stdout line is not JSON: {line}", self.name)
-                    })?;
+                    let value: Value =
+                        serde_json::from_str(&line).with_context(|| format!("{}: stdout line is not JSON: {line}", self.name))?;
                     if let Some(err) = value.get("error") {
-                        bail!(
-                            "{} reported an error: {err}; stderr: {}",
-                            self.name,
-                            self.stderr_text()
-                        );
+                        bail!("{} reported an error: {err}; stderr: {}", self.name, self.stderr_text());
                     }
                     if value.get(key).is_some() {
                         return Ok(value);
@@ -210,11 +180,9 @@ impl ChildGuard {
                         self.stderr_text()
                     )
                 }
-                Line::Timeout => bail!(
-                    "{}: no stdout line with {key:?} within {timeout:?}; stderr: {}",
-                    self.name,
-                    self.stderr_text()
-                ),
+                Line::Timeout => {
+                    bail!("{}: no stdout line with {key:?} within {timeout:?}; stderr: {}", self.name, self.stderr_text())
+                }
             }
         }
     }
@@ -228,8 +196,7 @@ impl ChildGuard {
         // SAFETY: kill has no memory-safety preconditions; the pid is our unreaped child, so it
         // cannot have been recycled for another process.
         if unsafe { libc::kill(pid, signal) } != 0 {
-            return Err(std::io::Error::last_os_error())
-                .with_context(|| format!("{}: kill({pid}, {signal})", self.name));
+            return Err(std::io::Error::last_os_error()).with_context(|| format!("{}: kill({pid}, {signal})", self.name));
         }
         Ok(())
     }

@@ -53,15 +53,11 @@ pub struct Chanrecv10Run {
 }
 
 fn u64_field(v: &Value, key: &str) -> Result<u64> {
-    v.get(key)
-        .and_then(Value::as_u64)
-        .ok_or_else(|| anyhow!("no unsigned integer {key:?} in {v}"))
+    v.get(key).and_then(Value::as_u64).ok_or_else(|| anyhow!("no unsigned integer {key:?} in {v}"))
 }
 
 fn str_field<'a>(v: &'a Value, key: &str) -> Result<&'a str> {
-    v.get(key)
-        .and_then(Value::as_str)
-        .ok_or_else(|| anyhow!("no string {key:?} in {v}"))
+    v.get(key).and_then(Value::as_str).ok_or_else(|| anyhow!("no string {key:?} in {v}"))
 }
 
 impl Chanrecv10Facts {
@@ -98,8 +94,7 @@ impl Chanrecv10Facts {
         let mut distinct = facts.worker_goids.clone();
         distinct.sort_unstable();
         distinct.dedup();
-        if distinct.len() != 10 || facts.workers.len() != 10 || distinct.contains(&facts.main_goid)
-        {
+        if distinct.len() != 10 || facts.workers.len() != 10 || distinct.contains(&facts.main_goid) {
             bail!("the fixture reported bad worker goids: {workers}");
         }
         Ok(facts)
@@ -116,12 +111,8 @@ pub fn run_chanrecv10(fixture: &GoFixture) -> Result<Chanrecv10Run> {
 /// the events as they are.
 pub fn run_chanrecv10_with(fixture: &GoFixture, goscope_args: &[&str]) -> Result<Chanrecv10Run> {
     let label = fixture.label();
-    run_chanrecv10_inner(fixture, goscope_args).with_context(|| {
-        format!(
-            "chanrecv10 scenario on {label} ({})",
-            fixture.path.display()
-        )
-    })
+    run_chanrecv10_inner(fixture, goscope_args)
+        .with_context(|| format!("chanrecv10 scenario on {label} ({})", fixture.path.display()))
 }
 
 fn run_chanrecv10_inner(fixture: &GoFixture, goscope_args: &[&str]) -> Result<Chanrecv10Run> {
@@ -137,19 +128,10 @@ fn run_chanrecv10_inner(fixture: &GoFixture, goscope_args: &[&str]) -> Result<Ch
 /// are the fixture's, `start` the first line the fixture printed (already read from `target`), and
 /// `pid` the fixture's pid as goscope sees it (the host pid; the fixture's own `pid` in `start` is
 /// the one in its pid namespace). Goscope attaches to `pid`, and every event must carry it.
-pub fn run_chanrecv10_started(
-    fixture: &GoFixture,
-    target: ChildGuard,
-    start: &Value,
-    pid: u32,
-) -> Result<Chanrecv10Run> {
+pub fn run_chanrecv10_started(fixture: &GoFixture, target: ChildGuard, start: &Value, pid: u32) -> Result<Chanrecv10Run> {
     let label = fixture.label();
-    run_started(fixture, target, start, pid, &[], Instant::now()).with_context(|| {
-        format!(
-            "chanrecv10 scenario on {label} ({}), pid {pid}",
-            fixture.path.display()
-        )
-    })
+    run_started(fixture, target, start, pid, &[], Instant::now())
+        .with_context(|| format!("chanrecv10 scenario on {label} ({}), pid {pid}", fixture.path.display()))
 }
 
 fn run_started(
@@ -161,10 +143,7 @@ fn run_started(
     started: Instant,
 ) -> Result<Chanrecv10Run> {
     if start.get("go_version").and_then(Value::as_str) != Some(fixture.go_version.as_str()) {
-        bail!(
-            "fixture says {start}, but it was built as {}",
-            fixture.go_version
-        );
+        bail!("fixture says {start}, but it was built as {}", fixture.go_version);
     }
 
     crate::goscope::goscope_bin()?; // built before the clock starts: attach_time is goscope's alone
@@ -208,17 +187,10 @@ fn run_started(
     }
     match target_status {
         Some(s) if s.success() => {}
-        other => problems.push(format!(
-            "the fixture did not exit 0 after stdin closed: {other:?}"
-        )),
+        other => problems.push(format!("the fixture did not exit 0 after stdin closed: {other:?}")),
     }
     let events = gs.events().to_vec();
-    problems.extend(check_chanrecv10(
-        fixture,
-        &facts,
-        &events,
-        stopped.as_ref().map_err(|e| format!("{e:#}")),
-    ));
+    problems.extend(check_chanrecv10(fixture, &facts, &events, stopped.as_ref().map_err(|e| format!("{e:#}"))));
     if !problems.is_empty() {
         bail!(
             "{} problem(s):\n- {}\n(goscope printed {} lines; stderr: {})",
@@ -228,12 +200,7 @@ fn run_started(
             gs.stderr().trim()
         );
     }
-    Ok(Chanrecv10Run {
-        facts,
-        events,
-        attach_time,
-        total_time: started.elapsed(),
-    })
+    Ok(Chanrecv10Run { facts, events, attach_time, total_time: started.elapsed() })
 }
 
 /// The line of main.worker's `<-release` in the chanrecv10 source: the workers' park site.
@@ -291,10 +258,7 @@ pub fn check_chanrecv10(
                         }
                     }
                 }
-                _ => problems.push(format!(
-                    "attached: expected a non-empty probes array, observed {}",
-                    compact(a)
-                )),
+                _ => problems.push(format!("attached: expected a non-empty probes array, observed {}", compact(a))),
             }
         }
         _ => problems.push(format!(
@@ -305,10 +269,7 @@ pub fn check_chanrecv10(
     }
 
     // Common fields of every goroutine event, whichever goroutine.
-    let goroutine_events: Vec<&Value> = events
-        .iter()
-        .filter(|e| EVENT_KINDS.contains(&kind(e)))
-        .collect();
+    let goroutine_events: Vec<&Value> = events.iter().filter(|e| EVENT_KINDS.contains(&kind(e))).collect();
     let mut malformed = 0;
     for ev in &goroutine_events {
         let mut bad = Vec::new();
@@ -330,11 +291,7 @@ pub fn check_chanrecv10(
         if !bad.is_empty() {
             malformed += 1;
             if malformed <= 5 {
-                problems.push(format!(
-                    "malformed event ({}): {}",
-                    bad.join("; "),
-                    compact(ev)
-                ));
+                problems.push(format!("malformed event ({}): {}", bad.join("; "), compact(ev)));
             }
         }
     }
@@ -343,23 +300,15 @@ pub fn check_chanrecv10(
     }
     let unknown: Vec<&Value> = events
         .iter()
-        .filter(|e| {
-            !EVENT_KINDS.contains(&kind(e)) && !["attached", "lost", "summary"].contains(&kind(e))
-        })
+        .filter(|e| !EVENT_KINDS.contains(&kind(e)) && !["attached", "lost", "summary"].contains(&kind(e)))
         .collect();
     if !unknown.is_empty() {
-        eprintln!(
-            "note: goscope printed lines of kinds outside the contract: {}",
-            compact(unknown[0])
-        );
+        eprintln!("note: goscope printed lines of kinds outside the contract: {}", compact(unknown[0]));
     }
 
     // Nothing lost, and a summary that adds up.
     for lost in events.iter().filter(|e| kind(e) == "lost") {
-        problems.push(format!(
-            "goscope lost events, so exact counts cannot be checked: {}",
-            compact(lost)
-        ));
+        problems.push(format!("goscope lost events, so exact counts cannot be checked: {}", compact(lost)));
     }
     match stopped {
         Err(e) => problems.push(format!("stopping goscope with SIGINT: {e}")),
@@ -405,11 +354,8 @@ pub fn check_chanrecv10(
         }
     };
     for w in &facts.workers {
-        let mine: Vec<&Value> = goroutine_events
-            .iter()
-            .copied()
-            .filter(|e| e.get("goid").and_then(Value::as_u64) == Some(w.goid))
-            .collect();
+        let mine: Vec<&Value> =
+            goroutine_events.iter().copied().filter(|e| e.get("goid").and_then(Value::as_u64) == Some(w.goid)).collect();
         let mut goid_problems = Vec::new();
         let expected: [(&str, Value); 4] = [
             (
@@ -441,20 +387,13 @@ pub fn check_chanrecv10(
             shown["kind"] = json!(k);
             shown["goid"] = json!(w.goid);
             if of_kind.len() != 1 {
-                goid_problems.push(format!(
-                    "expected exactly 1 `{k}` like {}, observed {}",
-                    compact(&shown),
-                    of_kind.len()
-                ));
+                goid_problems.push(format!("expected exactly 1 `{k}` like {}, observed {}", compact(&shown), of_kind.len()));
             }
             let Some(ev) = of_kind.first() else { continue };
             let mut ms = mismatches(ev, want);
             // Channel addresses compare as numbers ("0xC0.." and "0xc0.." are the same address).
             if *k == "parked" {
-                let observed = ev
-                    .get("channel")
-                    .and_then(Value::as_str)
-                    .and_then(|c| parse_hex(c).ok());
+                let observed = ev.get("channel").and_then(Value::as_str).and_then(|c| parse_hex(c).ok());
                 if observed == Some(facts.release_chan) {
                     ms.retain(|m| !m.starts_with("channel:"));
                 }
@@ -477,23 +416,16 @@ pub fn check_chanrecv10(
             ts.push((*k, ev.get("ts_ns").and_then(Value::as_u64).unwrap_or(0)));
         }
         if ts.windows(2).any(|p| p[0].1 > p[1].1) {
-            goid_problems.push(format!(
-                "timestamps out of order (created ≤ parked ≤ ready ≤ exited expected): {ts:?}"
-            ));
+            goid_problems.push(format!("timestamps out of order (created ≤ parked ≤ ready ≤ exited expected): {ts:?}"));
         }
         if !goid_problems.is_empty() {
-            let observed: Vec<String> =
-                mine.iter().map(|e| format!("    {}", compact(e))).collect();
+            let observed: Vec<String> = mine.iter().map(|e| format!("    {}", compact(e))).collect();
             problems.push(format!(
                 "worker goid {}: {}\n  observed events of goid {}:\n{}",
                 w.goid,
                 goid_problems.join("; "),
                 w.goid,
-                if observed.is_empty() {
-                    "    (none)".to_string()
-                } else {
-                    observed.join("\n")
-                }
+                if observed.is_empty() { "    (none)".to_string() } else { observed.join("\n") }
             ));
         }
     }
@@ -508,10 +440,7 @@ pub fn check_chanrecv10(
         .filter(|e| {
             kind(e) == "created"
                 && e.get("parent_goid").and_then(Value::as_u64) == Some(facts.main_goid)
-                && !e
-                    .get("goid")
-                    .and_then(Value::as_u64)
-                    .is_some_and(|g| facts.worker_goids.contains(&g))
+                && !e.get("goid").and_then(Value::as_u64).is_some_and(|g| facts.worker_goids.contains(&g))
         })
         .collect();
     if !extra_children.is_empty() {
@@ -523,9 +452,7 @@ pub fn check_chanrecv10(
         );
     }
     if !problems.is_empty() {
-        problems.push(format!(
-            "event counts by kind (all goroutines): {by_kind:?}"
-        ));
+        problems.push(format!("event counts by kind (all goroutines): {by_kind:?}"));
     }
     problems
 }
@@ -557,12 +484,7 @@ mod tests {
             release_chan: 0xc0_0001_2060,
             workers: worker_goids
                 .iter()
-                .map(|&goid| WorkerFact {
-                    goid,
-                    created_by: "main.main".into(),
-                    file: "/src/main.go".into(),
-                    line: 97,
-                })
+                .map(|&goid| WorkerFact { goid, created_by: "main.main".into(), file: "/src/main.go".into(), line: 97 })
                 .collect(),
             worker_goids,
         }
@@ -570,10 +492,8 @@ mod tests {
 
     /// The stream a goscope that follows the contract prints for chanrecv10.
     fn contract_stream() -> Vec<Value> {
-        let mut out = vec![
-            json!({"kind": "attached", "pid": 4242, "go_version": "go1.26.8",
-            "probes": [{"name": "goroutine_parked", "symbol": "runtime.gopark", "offset": 10}]}),
-        ];
+        let mut out = vec![json!({"kind": "attached", "pid": 4242, "go_version": "go1.26.8",
+            "probes": [{"name": "goroutine_parked", "symbol": "runtime.gopark", "offset": 10}]})];
         let base = |kind: &str, goid: u64, ts: u64| json!({"kind": kind, "pid": 4242, "tid": 4243, "goid": goid, "ts_ns": ts});
         // Noise from other goroutines.
         let mut noise = base("parked", 1, 5);
@@ -585,8 +505,7 @@ mod tests {
             let mut c = base("created", goid, t);
             c["parent_goid"] = json!(1);
             c["creation_pc"] = json!("0x4a1b2c");
-            c["creation_site"] =
-                json!({"function": "main.main", "file": "/src/main.go", "line": 97});
+            c["creation_site"] = json!({"function": "main.main", "file": "/src/main.go", "line": 97});
             c["start_function"] = json!("main.worker");
             out.push(c);
             let mut p = base("parked", goid, t + 100);
@@ -604,20 +523,13 @@ mod tests {
         for goid in 20..30 {
             out.push(base("exited", goid, 3000 + goid));
         }
-        let n = out
-            .iter()
-            .filter(|e| EVENT_KINDS.contains(&kind(e)))
-            .count();
+        let n = out.iter().filter(|e| EVENT_KINDS.contains(&kind(e))).count();
         out.push(json!({"kind": "summary", "events": n, "lost": 0, "dropped": 0, "undecodable": 0, "target_exited": false}));
         out
     }
 
     fn stopped() -> Stopped {
-        Stopped {
-            status: ExitStatus::from_raw(0),
-            new_events: Vec::new(),
-            stderr: String::new(),
-        }
+        Stopped { status: ExitStatus::from_raw(0), new_events: Vec::new(), stderr: String::new() }
     }
 
     fn check(events: &[Value]) -> Vec<String> {
@@ -638,48 +550,33 @@ mod tests {
             check(&s).join("\n")
         };
         let find = |s: &mut Vec<Value>, k: &str, goid: u64| {
-            s.iter()
-                .position(|e| kind(e) == k && e["goid"] == goid)
-                .expect("event present")
+            s.iter().position(|e| kind(e) == k && e["goid"] == goid).expect("event present")
         };
 
         let report = with(&|s| {
             let i = find(s, "ready", 23);
             s[i]["waker_goid"] = json!(0);
         });
-        assert!(
-            report.contains("worker goid 23")
-                && report.contains("waker_goid: expected 1, observed 0"),
-            "{report}"
-        );
+        assert!(report.contains("worker goid 23") && report.contains("waker_goid: expected 1, observed 0"), "{report}");
 
         let report = with(&|s| {
             let i = find(s, "exited", 25);
             s.remove(i);
         });
-        assert!(
-            report.contains("expected exactly 1 `exited`") && report.contains("summary: events"),
-            "{report}"
-        );
+        assert!(report.contains("expected exactly 1 `exited`") && report.contains("summary: events"), "{report}");
 
         let report = with(&|s| {
             let i = find(s, "parked", 21);
             s[i]["channel"] = json!("0xc000012000");
         });
-        assert!(
-            report.contains("channel: expected \"0xc000012060\", observed \"0xc000012000\""),
-            "{report}"
-        );
+        assert!(report.contains("channel: expected \"0xc000012060\", observed \"0xc000012000\""), "{report}");
 
         let report = with(&|s| {
             let i = find(s, "created", 20);
             s[i]["creation_site"]["line"] = json!(96);
             s[i]["start_function"] = json!("main.main.gowrap1");
         });
-        assert!(
-            report.contains("creation_site") && report.contains("start_function"),
-            "{report}"
-        );
+        assert!(report.contains("creation_site") && report.contains("start_function"), "{report}");
 
         let report = with(&|s| {
             let i = find(s, "ready", 22);
@@ -692,10 +589,7 @@ mod tests {
             let i = find(s, "parked", 1);
             s[i]["channel"] = json!("0xc000099999");
         });
-        assert!(
-            report.contains("channel: expected none for wait reason \"sleep\""),
-            "{report}"
-        );
+        assert!(report.contains("channel: expected none for wait reason \"sleep\""), "{report}");
 
         let report = with(&|s| s.insert(5, json!({"kind": "lost", "pid": 4242, "count": 3})));
         assert!(report.contains("lost events"), "{report}");
@@ -703,10 +597,7 @@ mod tests {
         let report = with(&|s| {
             s.pop();
         });
-        assert!(
-            report.contains("expected a `summary` as the last line"),
-            "{report}"
-        );
+        assert!(report.contains("expected a `summary` as the last line"), "{report}");
 
         let report = with(&|s| {
             let i = find(s, "exited", 27);

@@ -41,31 +41,16 @@ fn attach_to_deadlocked(extra_args: &[&str]) -> Result<(goscope_tests::ChildGuar
 /// A clean end: exit 0, a single `summary` as the last line with events = the goroutine events
 /// printed.
 fn check_clean_end(how: &str, stop: &Stopped, lines: &[Value]) -> Result<()> {
-    ensure!(
-        stop.status.success(),
-        "{how}: goscope exited with {}, expected 0; stderr: {}",
-        stop.status,
-        stop.stderr.trim()
-    );
+    ensure!(stop.status.success(), "{how}: goscope exited with {}, expected 0; stderr: {}", stop.status, stop.stderr.trim());
     let Some(last) = lines.last().filter(|l| kind(l) == "summary") else {
-        bail!(
-            "{how}: expected a `summary` last line, observed {:?}",
-            lines.last()
-        );
+        bail!("{how}: expected a `summary` last line, observed {:?}", lines.last());
     };
-    let printed = lines
-        .iter()
-        .filter(|l| ["created", "parked", "ready", "exited"].contains(&kind(l)))
-        .count();
+    let printed = lines.iter().filter(|l| ["created", "parked", "ready", "exited"].contains(&kind(l))).count();
     ensure!(
         last.get("events").and_then(Value::as_u64) == Some(printed as u64),
         "{how}: summary {last} but goscope printed {printed} goroutine events"
     );
-    ensure!(
-        !stop.stderr.contains("panicked"),
-        "{how}: goscope panicked: {}",
-        stop.stderr
-    );
+    ensure!(!stop.stderr.contains("panicked"), "{how}: goscope panicked: {}", stop.stderr);
     Ok(())
 }
 
@@ -79,10 +64,7 @@ fn duration_ends_the_session() -> Result<()> {
     let stop = gs.wait_end(Duration::from_secs(30))?;
     let took = start.elapsed();
     check_clean_end("--duration 2s", &stop, gs.events())?;
-    ensure!(
-        took < Duration::from_secs(15),
-        "--duration 2s: goscope took {took:?} after attaching to end"
-    );
+    ensure!(took < Duration::from_secs(15), "--duration 2s: goscope took {took:?} after attaching to end");
     Ok(())
 }
 
@@ -117,9 +99,7 @@ fn target_exit_ends_the_session() -> Result<()> {
     let (mut target, mut gs) = attach_to_deadlocked(&[])?;
     target.close_stdin(); // the fixture exits 0 on stdin EOF
     ensure!(
-        target
-            .wait_exit(Duration::from_secs(10))?
-            .is_some_and(|s| s.success()),
+        target.wait_exit(Duration::from_secs(10))?.is_some_and(|s| s.success()),
         "the deadlocked fixture did not exit 0 on stdin EOF"
     );
     let stop = gs.wait_end(Duration::from_secs(20))?;

@@ -17,28 +17,20 @@ fn matrix(version: Option<&str>, variants: &[Variant]) -> Result<()> {
         return Ok(());
     }
     if let Some(v) = version {
-        assert!(
-            GO_VERSIONS.contains(&v),
-            "{v} is not in GO_VERSIONS; keep the list and the tests in step"
-        );
+        assert!(GO_VERSIONS.contains(&v), "{v} is not in GO_VERSIONS; keep the list and the tests in step");
     }
     let start = Instant::now();
     // The first build of a Go version compiles the standard library into the shared Go build
     // cache: plain and PIE each compile it their own way (PIE code is position independent), so
     // they build in parallel; stripped and cgo then reuse plain's packages (cgo adds runtime/cgo)
     // instead of compiling them again alongside.
-    let (first, second): (Vec<Variant>, Vec<Variant>) = variants
-        .iter()
-        .partition(|v| matches!(v, Variant::Plain | Variant::Pie));
+    let (first, second): (Vec<Variant>, Vec<Variant>) = variants.iter().partition(|v| matches!(v, Variant::Plain | Variant::Pie));
     let mut by_variant = std::collections::HashMap::new();
     for wave in [first, second] {
         let specs: Vec<_> = wave.iter().map(|&v| ("chanrecv10", version, v)).collect();
         by_variant.extend(wave.into_iter().zip(GoFixture::build_many(&specs)));
     }
-    let built: Vec<_> = variants
-        .iter()
-        .map(|v| by_variant.remove(v).expect("built every variant"))
-        .collect();
+    let built: Vec<_> = variants.iter().map(|v| by_variant.remove(v).expect("built every variant")).collect();
     let build_secs = start.elapsed().as_secs_f64();
     let mut failures = Vec::new();
     for (result, variant) in built.into_iter().zip(variants) {
@@ -54,28 +46,16 @@ fn matrix(version: Option<&str>, variants: &[Variant]) -> Result<()> {
             Ok(run) => eprintln!(
                 "ok: {} (build {}, attach {:.2}s, scenario {:.2}s)",
                 fixture.label(),
-                fixture.build_time.map_or_else(
-                    || "cached".to_string(),
-                    |t| format!("{:.1}s", t.as_secs_f64())
-                ),
+                fixture.build_time.map_or_else(|| "cached".to_string(), |t| format!("{:.1}s", t.as_secs_f64())),
                 run.attach_time.as_secs_f64(),
                 run.total_time.as_secs_f64()
             ),
             Err(e) => failures.push(format!("{label}: {e:#}")),
         }
     }
-    eprintln!(
-        "go{}: builds {build_secs:.1}s, total {:.1}s",
-        version.unwrap_or("(installed)"),
-        start.elapsed().as_secs_f64()
-    );
+    eprintln!("go{}: builds {build_secs:.1}s, total {:.1}s", version.unwrap_or("(installed)"), start.elapsed().as_secs_f64());
     if !failures.is_empty() {
-        bail!(
-            "{} of {} variant(s) failed:\n\n{}",
-            failures.len(),
-            variants.len(),
-            failures.join("\n\n")
-        );
+        bail!("{} of {} variant(s) failed:\n\n{}", failures.len(), variants.len(), failures.join("\n\n"));
     }
     Ok(())
 }

@@ -31,9 +31,7 @@ fn require_root() -> bool {
     if euid == 0 {
         return true;
     }
-    let reason = format!(
-        "not root (euid {euid}): reading another process's memory needs root or CAP_SYS_PTRACE"
-    );
+    let reason = format!("not root (euid {euid}): reading another process's memory needs root or CAP_SYS_PTRACE");
     if std::env::var("CI").is_ok_and(|v| v == "true") {
         panic!("CI=true but {reason}");
     }
@@ -161,9 +159,7 @@ fn strip_args(l: &str) -> &str {
 /// SIGQUIT the fixture and parse what the runtime printed.
 fn runtime_dump(run: &mut Running) -> Result<BTreeMap<u64, RtGoroutine>> {
     run.child.signal(libc::SIGQUIT)?;
-    run.child
-        .wait_exit(Duration::from_secs(60))?
-        .ok_or_else(|| anyhow!("the fixture did not exit after SIGQUIT"))?;
+    run.child.wait_exit(Duration::from_secs(60))?.ok_or_else(|| anyhow!("the fixture did not exit after SIGQUIT"))?;
     let text = run.child.stderr_text();
     ensure!(text.contains("SIGQUIT"), "no SIGQUIT dump on stderr:\n{text}");
     parse_traceback(&text)
@@ -190,7 +186,10 @@ fn rt_top_user_frame(g: &RtGoroutine) -> Option<&RtFrame> {
 /// Same function, file and line; the same +offset where the runtime prints one (it prints none
 /// for an inlined frame, for which goscope's JSON gives the physical frame's).
 fn same_frame(ours: &RtFrame, rt: &RtFrame) -> bool {
-    ours.function == rt.function && ours.file == rt.file && ours.line == rt.line && (rt.offset.is_none() || ours.offset == rt.offset)
+    ours.function == rt.function
+        && ours.file == rt.file
+        && ours.line == rt.line
+        && (rt.offset.is_none() || ours.offset == rt.offset)
 }
 
 /// goscope's stack as (function, line) pairs, every logical frame.
@@ -350,7 +349,10 @@ fn check(fixture: &GoFixture, herd: usize) -> Result<String> {
         }
         if ours_all != rt_all {
             // Not required (the runtime may elide frames), but worth seeing when it differs.
-            eprintln!("{}: goroutine {goid}: whole stacks differ: {ours_all:?} (goscope) vs {rt_all:?} (runtime)", fixture.label());
+            eprintln!(
+                "{}: goroutine {goid}: whole stacks differ: {ours_all:?} (goscope) vs {rt_all:?} (runtime)",
+                fixture.label()
+            );
         }
         let cb = (g["created_by"]["function"].as_str().unwrap_or("").to_string(), g["created_by"]["goid"].as_u64());
         if r.created_by.as_ref() != Some(&cb) {
@@ -360,7 +362,9 @@ fn check(fixture: &GoFixture, herd: usize) -> Result<String> {
     for (name, goid, function) in &inlined_cases {
         let inlined_in_rt = rt.get(goid).is_some_and(|r| r.frames.iter().any(|f| &f.function == function && f.offset.is_none()));
         if !inlined_in_rt {
-            problems.push(format!("{name}: the runtime's dump does not show {function} as an inlined frame; the fixture no longer tests inlining"));
+            problems.push(format!(
+                "{name}: the runtime's dump does not show {function} as an inlined frame; the fixture no longer tests inlining"
+            ));
         }
         let ours_has = ours.get(goid).is_some_and(|g| our_frames(g).iter().any(|f| &f.0 == function));
         if !ours_has {
@@ -468,10 +472,7 @@ fn text_format() -> Result<()> {
     let g = &run.info["goroutines"];
     let goid = |n: &str| g[n]["goid"].as_u64().unwrap_or(0);
     let chan = |n: &str, i: usize| g[n]["channels"][i].as_str().unwrap_or("?").to_string();
-    let sender = format!(
-        "goroutine {} [chan send",
-        goid("sender")
-    );
+    let sender = format!("goroutine {} [chan send", goid("sender"));
     let expect = [
         sender.clone(),
         "main.sender(...)\n\t".to_string(),
@@ -488,10 +489,7 @@ fn text_format() -> Result<()> {
         ensure!(text.contains(e.as_str()), "text dump lacks {e:?}:\n{text}");
     }
     // Sorted by goid; runtime frames hidden for user goroutines, as in the runtime's dump.
-    let ids: Vec<u64> = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("goroutine ")?.split(' ').next()?.parse().ok())
-        .collect();
+    let ids: Vec<u64> = text.lines().filter_map(|l| l.strip_prefix("goroutine ")?.split(' ').next()?.parse().ok()).collect();
     ensure!(ids.windows(2).all(|w| w[0] < w[1]), "goroutines not sorted by goid: {ids:?}");
     let block = text.split("\n\n").find(|b| b.starts_with(&sender)).unwrap_or("");
     ensure!(!block.contains("runtime.gopark"), "runtime frames shown for a user goroutine:\n{block}");
@@ -508,7 +506,10 @@ fn errors_are_one_line() -> Result<()> {
         ensure!(!out.status.success(), "expected failure:\n{out}");
         ensure!(out.status.code() == Some(1), "expected exit status 1 (not a panic):\n{out}");
         let err = out.stderr.trim_end();
-        ensure!(!err.contains('\n') && err.starts_with("goscope: ") && err.contains(want), "expected one line with {want:?}:\n{out}");
+        ensure!(
+            !err.contains('\n') && err.starts_with("goscope: ") && err.contains(want),
+            "expected one line with {want:?}:\n{out}"
+        );
         Ok(())
     };
     let out = run_goscope(&["dump", "--pid", "4194000"], Duration::from_secs(30))?;

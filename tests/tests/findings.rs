@@ -118,7 +118,8 @@ fn leaks_and_lock_order_deadlocks_are_proven_or_suspected_and_idle_workers_are_n
     let fixture = GoFixture::build("leaky", None, Variant::Plain)?;
     let mut target = fixture.spawn(&[])?;
     let info = target.expect_json("orphans", Duration::from_secs(30))?;
-    let (orphans, local, global, pool) = (ids(&info["orphans"]), ids(&info["local_pair"]), ids(&info["global_pair"]), ids(&info["pool"]));
+    let (orphans, local, global, pool) =
+        (ids(&info["orphans"]), ids(&info["local_pair"]), ids(&info["global_pair"]), ids(&info["pool"]));
     let mut goscope = Goscope::attach(target.pid(), &["--block-threshold", "1s", "--no-events"])?;
     goscope.wait_attached(Duration::from_secs(60))?;
     // Past the threshold, the re-checks and two agreeing reachability analyses.
@@ -205,7 +206,10 @@ fn a_stripped_binary_gets_a_warning_and_suspects_instead_of_proof() -> Result<()
     goscope.stop(Duration::from_secs(30))?;
     let deadlocks: Vec<&Value> = goscope.events().iter().filter(|v| is_deadlock(v)).collect();
     for pair in [&local, &global] {
-        ensure!(deadlocks.iter().any(|f| &goids(f) == pair && f["grade"] == "suspect"), "no suspect deadlock of {pair:?}: {deadlocks:?}");
+        ensure!(
+            deadlocks.iter().any(|f| &goids(f) == pair && f["grade"] == "suspect"),
+            "no suspect deadlock of {pair:?}: {deadlocks:?}"
+        );
     }
     ensure!(
         !goscope.events().iter().any(|v| v["kind"] == "finding" && v["grade"] == "proven"),

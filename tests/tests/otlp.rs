@@ -206,10 +206,9 @@ fn check_round(spans: &[Value], round: &Value) -> Result<()> {
 #[test]
 fn smoke_exports_spans_logs_and_metrics_over_http_and_grpc() -> Result<()> {
     let jaeger = Jaeger::start()?;
-    for (service, endpoint, protocol) in [
-        ("smoke-http", jaeger.otlp_http_endpoint(), "http/protobuf"),
-        ("smoke-grpc", jaeger.otlp_grpc_endpoint(), "grpc"),
-    ] {
+    for (service, endpoint, protocol) in
+        [("smoke-http", jaeger.otlp_http_endpoint(), "http/protobuf"), ("smoke-grpc", jaeger.otlp_grpc_endpoint(), "grpc")]
+    {
         let report = smoke(
             &["--otlp-endpoint", &endpoint, "--otlp-protocol", protocol, "--otlp-service-name", service],
             Duration::from_secs(60),
@@ -230,7 +229,10 @@ fn smoke_exports_spans_logs_and_metrics_over_http_and_grpc() -> Result<()> {
         ensure!(process_tag(any, "process.executable.name") == Some(&Value::from("deadlocked")), "{any}");
         ensure!(process_tag(any, "process.runtime.name") == Some(&Value::from("go")), "{any}");
         ensure!(process_tag(any, "process.pid").and_then(Value::as_i64).is_some_and(|p| p > 0), "{any}");
-        ensure!(process_tag(any, "process.runtime.version").and_then(Value::as_str).is_some_and(|v| v.starts_with("1.")), "{any}");
+        ensure!(
+            process_tag(any, "process.runtime.version").and_then(Value::as_str).is_some_and(|v| v.starts_with("1.")),
+            "{any}"
+        );
         ensure!(process_tag(any, "host.name").is_some() && process_tag(any, "host.arch").is_some(), "{any}");
         ensure!(tag_str(any, "otel.scope.name") == Some("goscope"), "{any}");
 
@@ -242,12 +244,18 @@ fn smoke_exports_spans_logs_and_metrics_over_http_and_grpc() -> Result<()> {
         let mine: Vec<_> = logs.iter().filter(|r| r.attr("goscope.finding.id") == Some(finding)).collect();
         let raised = mine.iter().find(|r| r.event_name == "goscope.finding").context("no finding log record")?;
         ensure!(raised.severity_text == "ERROR", "{raised:?}");
-        ensure!(raised.attr("goscope.finding.type") == Some("deadlock") && raised.attr("goscope.finding.grade") == Some("proven"), "{raised:?}");
+        ensure!(
+            raised.attr("goscope.finding.type") == Some("deadlock") && raised.attr("goscope.finding.grade") == Some("proven"),
+            "{raised:?}"
+        );
         ensure!(raised.attr("goscope.finding.chain").is_some_and(|c| c.starts_with('[')), "{raised:?}");
         let chain_span = spans.iter().find(|s| op(s) == "deadlock" && tag_str(s, "goscope.finding.id") == Some(finding)).unwrap();
         ensure!(raised.trace_id == chain_span["traceID"].as_str().unwrap(), "log not correlated: {raised:?}");
         let retracted = mine.iter().find(|r| r.event_name == "goscope.finding.retracted").context("no retraction log record")?;
-        ensure!(retracted.severity_text == "INFO" && retracted.attr("goscope.finding.retracted") == Some("true"), "{retracted:?}");
+        ensure!(
+            retracted.severity_text == "INFO" && retracted.attr("goscope.finding.retracted") == Some("true"),
+            "{retracted:?}"
+        );
         ensure!(retracted.trace_id == raised.trace_id, "{retracted:?}");
     }
 
@@ -266,16 +274,29 @@ fn smoke_exports_spans_logs_and_metrics_over_http_and_grpc() -> Result<()> {
     ];
     loop {
         let text = jaeger.metrics_text()?;
-        let missing: Vec<_> = wanted.iter().filter(|w| !["smoke-http", "smoke-grpc"].iter().all(|svc| text.lines().any(|l| l.starts_with(**w) && l.contains(&format!("job=\"{svc}\""))))).collect();
+        let missing: Vec<_> = wanted
+            .iter()
+            .filter(|w| {
+                !["smoke-http", "smoke-grpc"]
+                    .iter()
+                    .all(|svc| text.lines().any(|l| l.starts_with(**w) && l.contains(&format!("job=\"{svc}\""))))
+            })
+            .collect();
         if missing.is_empty() {
-            let line = |prefix: &str| text.lines().find(|l| l.starts_with(prefix) && l.contains("job=\"smoke-grpc\"")).map(str::to_owned);
+            let line = |prefix: &str| {
+                text.lines().find(|l| l.starts_with(prefix) && l.contains("job=\"smoke-grpc\"")).map(str::to_owned)
+            };
             let findings = line("goscope_findings_total{").unwrap();
             ensure!(findings.contains("goscope_finding_type=\"deadlock\"") && findings.ends_with(" 1"), "{findings}");
             let cost = line("goscope_probe_cost_seconds_total{").unwrap();
             ensure!(cost.contains("goscope_probe_mode=\"emulated\"") && cost.ends_with(" 2e-06"), "{cost}");
             let waiting = text
                 .lines()
-                .find(|l| l.starts_with("goscope_goroutines{") && l.contains("goscope_goroutine_state=\"runnable\"") && l.contains("job=\"smoke-grpc\""))
+                .find(|l| {
+                    l.starts_with("goscope_goroutines{")
+                        && l.contains("goscope_goroutine_state=\"runnable\"")
+                        && l.contains("job=\"smoke-grpc\"")
+                })
                 .context("no runnable goroutine gauge")?;
             ensure!(waiting.ends_with(" 1"), "{waiting}");
             break;
@@ -318,9 +339,23 @@ fn smoke_backend_down_at_start_then_up() -> Result<()> {
         let endpoint = if protocol == "grpc" { jaeger.otlp_grpc_endpoint() } else { jaeger.otlp_http_endpoint() };
         let service = format!("down-at-start-{}", protocol.replace('/', "-"));
         let args: Vec<String> = [
-            "--otlp-endpoint", &endpoint, "--otlp-protocol", protocol, "--otlp-service-name", &service,
-            "--otlp-queue-size", "8", "--otlp-export-interval", "200ms", "--otlp-timeout", "1s",
-            "--rounds", "40", "--pause", "200ms", "--keep-finding",
+            "--otlp-endpoint",
+            &endpoint,
+            "--otlp-protocol",
+            protocol,
+            "--otlp-service-name",
+            &service,
+            "--otlp-queue-size",
+            "8",
+            "--otlp-export-interval",
+            "200ms",
+            "--otlp-timeout",
+            "1s",
+            "--rounds",
+            "40",
+            "--pause",
+            "200ms",
+            "--keep-finding",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -331,7 +366,10 @@ fn smoke_backend_down_at_start_then_up() -> Result<()> {
         let report = runner.join().expect("smoke thread")?;
         assert_never_blocked(&report)?;
         let t = &report["stats"]["traces"];
-        ensure!(t["dropped"].as_u64().unwrap() + t["failed"].as_u64().unwrap() > 0, "nothing lost while the backend was down: {report}");
+        ensure!(
+            t["dropped"].as_u64().unwrap() + t["failed"].as_u64().unwrap() > 0,
+            "nothing lost while the backend was down: {report}"
+        );
         ensure!(t["exported"].as_u64() > Some(0), "nothing exported once it came up: {report}");
         let arrived = rounds_in_jaeger(&jaeger, &service, &report)?;
         ensure!(arrived.iter().any(|&i| i >= 30), "late rounds never arrived ({arrived:?}): {report}");
@@ -347,9 +385,23 @@ fn smoke_backend_goes_away_mid_run_and_comes_back() -> Result<()> {
     let service = "goes-away";
     let endpoint = jaeger.otlp_grpc_endpoint();
     let args: Vec<String> = [
-        "--otlp-endpoint", &endpoint, "--otlp-protocol", "grpc", "--otlp-service-name", service,
-        "--otlp-queue-size", "8", "--otlp-export-interval", "200ms", "--otlp-timeout", "1s",
-        "--rounds", "60", "--pause", "200ms", "--keep-finding",
+        "--otlp-endpoint",
+        &endpoint,
+        "--otlp-protocol",
+        "grpc",
+        "--otlp-service-name",
+        service,
+        "--otlp-queue-size",
+        "8",
+        "--otlp-export-interval",
+        "200ms",
+        "--otlp-timeout",
+        "1s",
+        "--rounds",
+        "60",
+        "--pause",
+        "200ms",
+        "--keep-finding",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -378,8 +430,19 @@ fn smoke_slow_and_hung_backend() -> Result<()> {
     let proxy = Proxy::start(jaeger.ports.otlp_http, ProxyMode::Delay(Duration::from_millis(300)))?;
     let report = smoke(
         &[
-            "--otlp-endpoint", &proxy.endpoint(), "--otlp-service-name", "slow",
-            "--otlp-export-interval", "200ms", "--otlp-timeout", "5s", "--rounds", "10", "--pause", "100ms", "--keep-finding",
+            "--otlp-endpoint",
+            &proxy.endpoint(),
+            "--otlp-service-name",
+            "slow",
+            "--otlp-export-interval",
+            "200ms",
+            "--otlp-timeout",
+            "5s",
+            "--rounds",
+            "10",
+            "--pause",
+            "100ms",
+            "--keep-finding",
         ],
         Duration::from_secs(60),
     )?;
@@ -394,9 +457,23 @@ fn smoke_slow_and_hung_backend() -> Result<()> {
     let proxy = Proxy::start(jaeger.ports.otlp_grpc, ProxyMode::Blackhole)?;
     let endpoint = proxy.endpoint();
     let args: Vec<String> = [
-        "--otlp-endpoint", &endpoint, "--otlp-protocol", "grpc", "--otlp-service-name", "hung",
-        "--otlp-queue-size", "8", "--otlp-export-interval", "200ms", "--otlp-timeout", "1s",
-        "--rounds", "50", "--pause", "200ms", "--keep-finding",
+        "--otlp-endpoint",
+        &endpoint,
+        "--otlp-protocol",
+        "grpc",
+        "--otlp-service-name",
+        "hung",
+        "--otlp-queue-size",
+        "8",
+        "--otlp-export-interval",
+        "200ms",
+        "--otlp-timeout",
+        "1s",
+        "--rounds",
+        "50",
+        "--pause",
+        "200ms",
+        "--keep-finding",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -426,14 +503,27 @@ fn smoke_tls_when_the_endpoint_is_https() -> Result<()> {
         let args = ["--otlp-endpoint", &endpoint, "--otlp-protocol", protocol, "--otlp-service-name", &service, "--keep-finding"];
         let report = smoke_env(&args, &[("OTEL_EXPORTER_OTLP_CERTIFICATE", &ca_path)], Duration::from_secs(60))?;
         // Five episode/finding spans, plus lifetime spans of goroutines that exited.
-        ensure!(report["stats"]["traces"]["failed"] == 0 && report["stats"]["traces"]["exported"].as_u64() >= Some(5), "{report}");
+        ensure!(
+            report["stats"]["traces"]["failed"] == 0 && report["stats"]["traces"]["exported"].as_u64() >= Some(5),
+            "{report}"
+        );
         ensure!(report["stats"]["logs"]["exported"] == 1, "{report}");
         let spans = jaeger.wait_spans(&service, Duration::from_secs(20), |s| s.len() >= 5)?;
         ensure!(spans.iter().any(|s| op(s) == "deadlock"), "no deadlock span over TLS");
         // Not trusting it (system roots only): the handshake fails, nothing is exported, goscope
         // still finishes on time.
         let untrusted = format!("{service}-untrusted");
-        let args = ["--otlp-endpoint", &endpoint, "--otlp-protocol", protocol, "--otlp-service-name", &untrusted, "--otlp-timeout", "1s", "--keep-finding"];
+        let args = [
+            "--otlp-endpoint",
+            &endpoint,
+            "--otlp-protocol",
+            protocol,
+            "--otlp-service-name",
+            &untrusted,
+            "--otlp-timeout",
+            "1s",
+            "--keep-finding",
+        ];
         let report = smoke(&args, Duration::from_secs(60))?;
         assert_never_blocked(&report)?;
         ensure!(report["stats"]["traces"]["exported"] == 0 && report["stats"]["traces"]["failed"].as_u64() > Some(0), "{report}");
@@ -487,9 +577,17 @@ fn attach_exports_a_deadlocked_fixture_to_jaeger() -> Result<()> {
     let mut goscope = Goscope::attach(
         target.pid(),
         &[
-            "--block-threshold", "1s", "--no-events",
-            "--otlp-endpoint", &jaeger.otlp_grpc_endpoint(), "--otlp-protocol", "grpc", "--otlp-service-name", service,
-            "--otlp-export-interval", "500ms",
+            "--block-threshold",
+            "1s",
+            "--no-events",
+            "--otlp-endpoint",
+            &jaeger.otlp_grpc_endpoint(),
+            "--otlp-protocol",
+            "grpc",
+            "--otlp-service-name",
+            service,
+            "--otlp-export-interval",
+            "500ms",
         ],
     )?;
     goscope.wait_attached(Duration::from_secs(60))?;
@@ -497,7 +595,9 @@ fn attach_exports_a_deadlocked_fixture_to_jaeger() -> Result<()> {
     // Each deadlocked goroutine shows up as an ongoing blocking span with the fixture's own facts.
     let spans = jaeger.wait_spans(service, Duration::from_secs(60), |spans| {
         stuck.iter().all(|g| {
-            spans.iter().any(|s| op(s).starts_with("block: chan send") && tag_i64(s, "goscope.goroutine.id") == g["goid"].as_i64())
+            spans
+                .iter()
+                .any(|s| op(s).starts_with("block: chan send") && tag_i64(s, "goscope.goroutine.id") == g["goid"].as_i64())
         })
     })?;
     for g in &stuck {
@@ -553,8 +653,16 @@ fn attach_exports_park_sites_of_short_episodes() -> Result<()> {
     let run = run_chanrecv10_with(
         &fixture,
         &[
-            "--otlp-endpoint", &endpoint, "--otlp-protocol", "grpc", "--otlp-service-name", service,
-            "--otlp-min-span-duration", "0s", "--otlp-export-interval", "500ms",
+            "--otlp-endpoint",
+            &endpoint,
+            "--otlp-protocol",
+            "grpc",
+            "--otlp-service-name",
+            service,
+            "--otlp-min-span-duration",
+            "0s",
+            "--otlp-export-interval",
+            "500ms",
         ],
     )?;
     let worker_episode = |spans: &[Value], goid: u64| -> Option<Value> {
@@ -598,9 +706,17 @@ fn attach_exports_leaks_and_deadlocks_of_the_leaky_fixture() -> Result<()> {
     let mut goscope = Goscope::attach(
         target.pid(),
         &[
-            "--block-threshold", "1s", "--no-events",
-            "--otlp-endpoint", &jaeger.otlp_grpc_endpoint(), "--otlp-protocol", "grpc", "--otlp-service-name", service,
-            "--otlp-export-interval", "500ms",
+            "--block-threshold",
+            "1s",
+            "--no-events",
+            "--otlp-endpoint",
+            &jaeger.otlp_grpc_endpoint(),
+            "--otlp-protocol",
+            "grpc",
+            "--otlp-service-name",
+            service,
+            "--otlp-export-interval",
+            "500ms",
         ],
     )?;
     goscope.wait_attached(Duration::from_secs(60))?;

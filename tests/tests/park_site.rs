@@ -23,25 +23,17 @@ fn run(fixture: &GoFixture) -> Result<()> {
     std::thread::sleep(Duration::from_millis(500));
     gs.stop(Duration::from_secs(20))?;
     target.close_stdin();
-    let waits = waits["waits"]
-        .as_array()
-        .ok_or_else(|| anyhow!("no waits array: {waits}"))?;
+    let waits = waits["waits"].as_array().ok_or_else(|| anyhow!("no waits array: {waits}"))?;
     if waits.len() != 5 {
-        bail!(
-            "the fixture ({start}) reported {} waits, expected 5: {waits:?}",
-            waits.len()
-        );
+        bail!("the fixture ({start}) reported {} waits, expected 5: {waits:?}", waits.len());
     }
     let mut problems = Vec::new();
     for w in waits {
         let goid = w["goid"].as_u64().context("goid")?;
         let want_lock = parse_hex(w["lock"].as_str().context("lock")?)?;
         let want_site = (w["function"].as_str(), w["line"].as_u64());
-        let parked: Vec<&Value> = gs
-            .events()
-            .iter()
-            .filter(|e| kind(e) == "parked" && e["goid"].as_u64() == Some(goid))
-            .collect();
+        let parked: Vec<&Value> =
+            gs.events().iter().filter(|e| kind(e) == "parked" && e["goid"].as_u64() == Some(goid)).collect();
         // Other parks of the goroutine (e.g. on a runtime semaphore while a GC runs) are not at the
         // blocking call; a woken Mutex waiter that loses the race parks there again. A woken Cond
         // waiter re-locks the Cond's Mutex inside Wait, so it may park at the same line on that.
@@ -49,36 +41,21 @@ fn run(fixture: &GoFixture) -> Result<()> {
         let at_call: Vec<&&Value> = parked
             .iter()
             .filter(|e| {
-                (
-                    e["park_site"]["function"].as_str(),
-                    e["park_site"]["line"].as_u64(),
-                ) == want_site
-                    && !relocks_cond_mutex(e)
+                (e["park_site"]["function"].as_str(), e["park_site"]["line"].as_u64()) == want_site && !relocks_cond_mutex(e)
             })
             .collect();
         if at_call.is_empty() {
-            problems.push(format!(
-                "{}: no parked event of goid {goid} at {want_site:?}; observed {parked:?}",
-                w["wait"]
-            ));
+            problems.push(format!("{}: no parked event of goid {goid} at {want_site:?}; observed {parked:?}", w["wait"]));
         }
         for e in at_call {
             let lock = e["lock"].as_str().map(parse_hex).transpose()?;
             if lock != Some(want_lock) || e["park_site"]["file"] != w["file"] {
-                problems.push(format!(
-                    "{}: expected lock {want_lock:#x} and file {}, observed {e}",
-                    w["wait"], w["file"]
-                ));
+                problems.push(format!("{}: expected lock {want_lock:#x} and file {}, observed {e}", w["wait"], w["file"]));
             }
         }
     }
     if !problems.is_empty() {
-        bail!(
-            "{}:\n  {}\nstderr: {}",
-            fixture.label(),
-            problems.join("\n  "),
-            gs.stderr().trim()
-        );
+        bail!("{}:\n  {}\nstderr: {}", fixture.label(), problems.join("\n  "), gs.stderr().trim());
     }
     Ok(())
 }
@@ -96,12 +73,7 @@ fn matrix(version: Option<&str>) -> Result<()> {
         }
     }
     if !failures.is_empty() {
-        bail!(
-            "{} of {} variant(s) failed:\n{}",
-            failures.len(),
-            VARIANTS.len(),
-            failures.join("\n\n")
-        );
+        bail!("{} of {} variant(s) failed:\n{}", failures.len(), VARIANTS.len(), failures.join("\n\n"));
     }
     Ok(())
 }

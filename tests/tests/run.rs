@@ -34,7 +34,8 @@ fn run_watches_matching_go_processes_as_they_come_and_go() -> Result<()> {
     let mut goscope =
         Goscope::run(&["--match", "stuckall", "--match", "deadlocked", "--scan-every", "500ms", "--block-threshold", "1s"])?;
     let early_pid = early.pid();
-    let whole = |v: &Value| v["kind"] == "finding" && v["type"] == "deadlock" && v["grade"] == "proven" && pid_of(v) == Some(early_pid);
+    let whole =
+        |v: &Value| v["kind"] == "finding" && v["type"] == "deadlock" && v["grade"] == "proven" && pid_of(v) == Some(early_pid);
     goscope.events_until(whole, Duration::from_secs(60)).context("the process running before the agent")?;
     // Started after the agent: found by a later scan.
     let mut late = deadlocked.spawn(&[])?;

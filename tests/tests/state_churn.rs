@@ -65,17 +65,14 @@ struct Churn {
 }
 
 fn u64_of(v: &Value, key: &str) -> Result<u64> {
-    v.get(key)
-        .and_then(Value::as_u64)
-        .ok_or_else(|| anyhow!("no unsigned integer {key:?} in {v}"))
+    v.get(key).and_then(Value::as_u64).ok_or_else(|| anyhow!("no unsigned integer {key:?} in {v}"))
 }
 
 fn churn_secs() -> Result<u64> {
     match env::var("GOSCOPE_CHURN_SECS") {
-        Ok(s) if !s.trim().is_empty() => s
-            .trim()
-            .parse()
-            .with_context(|| format!("GOSCOPE_CHURN_SECS={s:?} is not a number of seconds")),
+        Ok(s) if !s.trim().is_empty() => {
+            s.trim().parse().with_context(|| format!("GOSCOPE_CHURN_SECS={s:?} is not a number of seconds"))
+        }
         _ => Ok(DEFAULT_SECS),
     }
 }
@@ -104,12 +101,7 @@ fn state_is_exact_after_attaching_during_churn() -> Result<()> {
 /// a second while goscope attaches, and checks every quiet phase.
 fn run(secs: u64, attach_churn: u32) -> Result<()> {
     let fixture = GoFixture::build("churn", None, Variant::Plain)?;
-    let mut target = fixture.spawn(&[
-        "-duration",
-        &format!("{secs}s"),
-        "-attach-churn",
-        &attach_churn.to_string(),
-    ])?;
+    let mut target = fixture.spawn(&["-duration", &format!("{secs}s"), "-attach-churn", &attach_churn.to_string()])?;
     let hello = target.expect_json("fixture", Duration::from_secs(30))?;
     let initial = u64_of(&hello, "num_goroutine")?;
 
@@ -117,11 +109,7 @@ fn run(secs: u64, attach_churn: u32) -> Result<()> {
     gs.wait_attached(Duration::from_secs(90))?;
     // The first state line comes after the memory snapshot has been read and merged.
     let first = gs.events_until(|v| kind(v) == "state", Duration::from_secs(30))?;
-    let first = state_line(
-        first
-            .last()
-            .expect("events_until returns the matching line"),
-    )?;
+    let first = state_line(first.last().expect("events_until returns the matching line"))?;
     // Without churn at attach nothing was created or exited since the fixture counted: only the
     // snapshot speaks here.
     let mut mismatches = Vec::new();
@@ -143,19 +131,10 @@ fn run(secs: u64, attach_churn: u32) -> Result<()> {
     let run_time = started.elapsed();
     let peak_rss_kib = peak_rss_kib(gs.pid());
     let stop = gs.stop(Duration::from_secs(60))?;
-    ensure!(
-        stop.status.success(),
-        "goscope exited with {}; stderr:\n{}",
-        stop.status,
-        stop.stderr
-    );
+    ensure!(stop.status.success(), "goscope exited with {}; stderr:\n{}", stop.status, stop.stderr);
 
     let lines = gs.events();
-    let states: Vec<StateLine> = lines
-        .iter()
-        .filter(|v| kind(v) == "state")
-        .map(state_line)
-        .collect::<Result<_>>()?;
+    let states: Vec<StateLine> = lines.iter().filter(|v| kind(v) == "state").map(state_line).collect::<Result<_>>()?;
     let summary = lines
         .iter()
         .rev()
@@ -165,11 +144,7 @@ fn run(secs: u64, attach_churn: u32) -> Result<()> {
     let lost = u64_of(summary, "lost")?;
     let dropped = u64_of(summary, "dropped")?;
     let undecodable = u64_of(summary, "undecodable")?;
-    let lost_lines: u64 = lines
-        .iter()
-        .filter(|v| kind(v) == "lost")
-        .filter_map(|v| v.get("count").and_then(Value::as_u64))
-        .sum();
+    let lost_lines: u64 = lines.iter().filter(|v| kind(v) == "lost").filter_map(|v| v.get("count").and_then(Value::as_u64)).sum();
 
     // Quiet phases: every state line inside one must be exact.
     let mut unchecked = Vec::new();
@@ -182,10 +157,7 @@ fn run(secs: u64, attach_churn: u32) -> Result<()> {
                 q.num_goroutine_end
             );
         }
-        let inside: Vec<&StateLine> = states
-            .iter()
-            .filter(|s| s.ts_ns >= q.start_ns && s.ts_ns <= q.end_ns)
-            .collect();
+        let inside: Vec<&StateLine> = states.iter().filter(|s| s.ts_ns >= q.start_ns && s.ts_ns <= q.end_ns).collect();
         if inside.is_empty() {
             unchecked.push(q.index);
         }
@@ -211,10 +183,7 @@ fn run(secs: u64, attach_churn: u32) -> Result<()> {
     let mut max_churn_phase = None;
     let mut churn_lines = 0;
     for c in &churns {
-        for s in states
-            .iter()
-            .filter(|s| s.ts_ns >= c.start_ns && s.ts_ns <= c.end_ns)
-        {
+        for s in states.iter().filter(|s| s.ts_ns >= c.start_ns && s.ts_ns <= c.end_ns) {
             let Some(&(_, n)) = c.samples.iter().min_by_key(|(t, _)| t.abs_diff(s.ts_ns)) else {
                 continue;
             };
@@ -243,11 +212,7 @@ fn run(secs: u64, attach_churn: u32) -> Result<()> {
         events as f64 / run_time.as_secs_f64(),
         events as f64 / (churn_ns as f64 / 1e9).max(1e-9),
         mismatches.len(),
-        if attach_churn > 0 {
-            format!("; attached during churn at {attach_churn}/s")
-        } else {
-            String::new()
-        }
+        if attach_churn > 0 { format!("; attached during churn at {attach_churn}/s") } else { String::new() }
     );
 
     ensure!(
@@ -257,15 +222,8 @@ fn run(secs: u64, attach_churn: u32) -> Result<()> {
          {checked_lines} checks mismatched)",
         mismatches.len()
     );
-    ensure!(
-        undecodable == 0,
-        "goscope could not decode {undecodable} events"
-    );
-    ensure!(
-        quiets.len() >= 2,
-        "only {} quiet phases ran; GOSCOPE_CHURN_SECS={secs} is too short",
-        quiets.len()
-    );
+    ensure!(undecodable == 0, "goscope could not decode {undecodable} events");
+    ensure!(quiets.len() >= 2, "only {} quiet phases ran; GOSCOPE_CHURN_SECS={secs} is too short", quiets.len());
     ensure!(
         mismatches.is_empty(),
         "goscope's goroutine count differs from runtime.NumGoroutine() ({} of {} checks):\n  {}",
@@ -290,37 +248,23 @@ fn peak_rss_kib(pid: u32) -> Option<u64> {
 }
 
 fn state_line(v: &Value) -> Result<StateLine> {
-    Ok(StateLine {
-        ts_ns: u64_of(v, "ts_ns")?,
-        goroutines: u64_of(v, "goroutines")?,
-        user: u64_of(v, "user_goroutines")?,
-    })
+    Ok(StateLine { ts_ns: u64_of(v, "ts_ns")?, goroutines: u64_of(v, "goroutines")?, user: u64_of(v, "user_goroutines")? })
 }
 
 /// Reads the fixture's phase lines until `{"done":true}`.
-fn read_fixture(
-    target: &mut goscope_tests::ChildGuard,
-    timeout: Duration,
-) -> Result<(Vec<Quiet>, Vec<Churn>, u64)> {
+fn read_fixture(target: &mut goscope_tests::ChildGuard, timeout: Duration) -> Result<(Vec<Quiet>, Vec<Churn>, u64)> {
     let deadline = Instant::now() + timeout;
     let mut quiets: Vec<Quiet> = Vec::new();
     let mut churns = Vec::new();
     loop {
         let line = match target.next_line(deadline.saturating_duration_since(Instant::now())) {
             Line::Line(l) => l,
-            Line::Eof => bail!(
-                "the churn fixture closed stdout before it was done; stderr: {}",
-                target.stderr_text()
-            ),
+            Line::Eof => bail!("the churn fixture closed stdout before it was done; stderr: {}", target.stderr_text()),
             Line::Timeout => bail!("the churn fixture was not done within {timeout:?}"),
         };
-        let v: Value = serde_json::from_str(&line)
-            .with_context(|| format!("churn fixture stdout line is not JSON: {line}"))?;
+        let v: Value = serde_json::from_str(&line).with_context(|| format!("churn fixture stdout line is not JSON: {line}"))?;
         if let Some(e) = v.get("error") {
-            bail!(
-                "the churn fixture failed: {e}; stderr: {}",
-                target.stderr_text()
-            );
+            bail!("the churn fixture failed: {e}; stderr: {}", target.stderr_text());
         }
         if v.get("done").is_some() {
             return Ok((quiets, churns, u64_of(&v, "spawned")?));
@@ -355,10 +299,7 @@ fn read_fixture(
                 num_goroutine_end: 0,
             });
         } else if let Some(i) = v.get("quiet_end").and_then(Value::as_u64) {
-            let q = quiets
-                .last_mut()
-                .filter(|q| q.index == i)
-                .ok_or_else(|| anyhow!("quiet_end {i} without its quiet line"))?;
+            let q = quiets.last_mut().filter(|q| q.index == i).ok_or_else(|| anyhow!("quiet_end {i} without its quiet line"))?;
             q.end_ns = u64_of(&v, "mono_ns")?;
             q.num_goroutine_end = u64_of(&v, "num_goroutine")?;
         }

@@ -40,7 +40,10 @@ pub fn run() -> anyhow::Result<()> {
     println!("probe overhead (pingpong, {ROUND_TRIPS} round trips, median of {RUNS} runs):");
     println!("  without goscope  {:>8.1} ns/round trip", base as f64 / ROUND_TRIPS as f64);
     println!("  with goscope     {:>8.1} ns/round trip  ({events} events)", with as f64 / ROUND_TRIPS as f64);
-    println!("  overhead         {per_trip:>8.1} ns/round trip, {:.2} us per event", per_trip * ROUND_TRIPS as f64 / events.max(1) as f64 / 1e3);
+    println!(
+        "  overhead         {per_trip:>8.1} ns/round trip, {:.2} us per event",
+        per_trip * ROUND_TRIPS as f64 / events.max(1) as f64 / 1e3
+    );
 
     reach_figures(&root)?;
     check(Command::new("cargo").current_dir(&root).args(["bench", "-p", "goscope", "--bench", "state"]))

@@ -45,15 +45,19 @@ fn output_of(cmd: &mut Command) -> Option<String> {
 
 fn ensure_toolchain(toolchain: &str) -> anyhow::Result<()> {
     let sysroot = output_of(Command::new("rustup").args(["run", toolchain, "rustc", "--print", "sysroot"]));
-    let has_src = sysroot
-        .as_deref()
-        .is_some_and(|s| Path::new(s).join("lib/rustlib/src/rust/library/core").exists());
+    let has_src = sysroot.as_deref().is_some_and(|s| Path::new(s).join("lib/rustlib/src/rust/library/core").exists());
     if has_src {
         return Ok(());
     }
     eprintln!("xtask: installing Rust toolchain {toolchain} with rust-src");
     check(Command::new("rustup").args([
-        "toolchain", "install", toolchain, "--profile", "minimal", "--component", "rust-src,rustfmt,clippy",
+        "toolchain",
+        "install",
+        toolchain,
+        "--profile",
+        "minimal",
+        "--component",
+        "rust-src,rustfmt,clippy",
     ]))
 }
 
@@ -79,10 +83,12 @@ fn ensure_bpf_linker(toolchain: &str) -> anyhow::Result<()> {
     let link = prefix.join("lib/libLLVM.so");
     let _ = fs::remove_file(&link);
     std::os::unix::fs::symlink(&libllvm, &link)?;
-    check(Command::new("rustup")
-        .args(["run", toolchain, "cargo", "install", "bpf-linker", "--locked", "--force", "--version"])
-        .arg(format!("^{BPF_LINKER_VERSION}"))
-        .env("LLVM_PREFIX", &prefix))?;
+    check(
+        Command::new("rustup")
+            .args(["run", toolchain, "cargo", "install", "bpf-linker", "--locked", "--force", "--version"])
+            .arg(format!("^{BPF_LINKER_VERSION}"))
+            .env("LLVM_PREFIX", &prefix),
+    )?;
     let version = output_of(Command::new("rustup").args(["run", toolchain, "bpf-linker", "--version"]));
     if version.is_none() {
         bail!("bpf-linker was installed but does not run under {toolchain}; is ~/.cargo/bin on PATH?");
@@ -97,9 +103,11 @@ fn ensure_cargo_fuzz(toolchain: &str) -> anyhow::Result<()> {
         return Ok(());
     }
     eprintln!("xtask: installing cargo-fuzz {CARGO_FUZZ_VERSION} (found: {version:?})");
-    check(Command::new("rustup")
-        .args(["run", toolchain, "cargo", "install", "cargo-fuzz", "--locked", "--force", "--version"])
-        .arg(format!("^{CARGO_FUZZ_VERSION}")))?;
+    check(
+        Command::new("rustup")
+            .args(["run", toolchain, "cargo", "install", "cargo-fuzz", "--locked", "--force", "--version"])
+            .arg(format!("^{CARGO_FUZZ_VERSION}")),
+    )?;
     if output_of(Command::new("rustup").args(["run", toolchain, "cargo", "fuzz", "--version"])).is_none() {
         bail!("cargo-fuzz was installed but `cargo fuzz` does not run under {toolchain}; is ~/.cargo/bin on PATH?");
     }

@@ -13,11 +13,7 @@ pub fn run(duration: &str, format: &str) -> anyhow::Result<()> {
     check(Command::new("cargo").current_dir(&root).args(["build", "--release", "-p", "goscope"]))?;
     let demo_dir = root.join("tests/fixtures/go/demo");
     let demo_bin = root.join("target/demo/goscope-demo");
-    check(Command::new("go")
-        .current_dir(&demo_dir)
-        .args(["build", "-o"])
-        .arg(&demo_bin)
-        .arg("."))?;
+    check(Command::new("go").current_dir(&demo_dir).args(["build", "-o"]).arg(&demo_bin).arg("."))?;
     // The attach needs root; a clear message beats a BPF permission error.
     if !Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0")) {
         bail!("the demo attaches eBPF probes: run it as root (sudo -E cargo xtask demo)");

@@ -98,9 +98,8 @@ pub fn run_briefly() -> anyhow::Result<()> {
 
 /// crash-*, timeout-*, oom-*, leak-*, slow-unit-* files libFuzzer wrote.
 fn artifact_files(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = fs::read_dir(dir)
-        .map(|rd| rd.filter_map(Result::ok).map(|e| e.path()).collect())
-        .unwrap_or_default();
+    let mut v: Vec<PathBuf> =
+        fs::read_dir(dir).map(|rd| rd.filter_map(Result::ok).map(|e| e.path()).collect()).unwrap_or_default();
     v.sort();
     v
 }
@@ -113,11 +112,5 @@ fn tail(path: &Path, lines: usize) -> String {
 
 /// libFuzzer's final "Done N runs in S second(s)" line.
 fn last_stats(path: &Path) -> String {
-    fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .rev()
-        .find(|l| l.starts_with("Done "))
-        .unwrap_or("no summary")
-        .to_owned()
+    fs::read_to_string(path).unwrap_or_default().lines().rev().find(|l| l.starts_with("Done ")).unwrap_or("no summary").to_owned()
 }

@@ -44,16 +44,7 @@ pub fn run(check_only: bool) -> anyhow::Result<()> {
     fs::create_dir_all(&gen_dir).with_context(|| format!("creating {}", gen_dir.display()))?;
     let out = Command::new("cargo")
         .current_dir(&root)
-        .args([
-            "run",
-            "--quiet",
-            "-p",
-            "goscope-inspect",
-            "--example",
-            "gen-offsets",
-            "--",
-            "--out-dir",
-        ])
+        .args(["run", "--quiet", "-p", "goscope-inspect", "--example", "gen-offsets", "--", "--out-dir"])
         .arg(&gen_dir)
         .args(&bins)
         .stdin(Stdio::null())
@@ -68,26 +59,20 @@ pub fn run(check_only: bool) -> anyhow::Result<()> {
     }
 
     let tables_dir = root.join(TABLES);
-    let layout_rs = fs::read_to_string(root.join("agent/inspect/src/layout.rs"))
-        .context("reading layout.rs")?;
+    let layout_rs = fs::read_to_string(root.join("agent/inspect/src/layout.rs")).context("reading layout.rs")?;
     let mut problems = Vec::new();
     let mut expected = Vec::new();
     for v in &versions {
         let minor = minor_of(v)?;
         let name = format!("go1.{minor}.txt");
-        let generated = fs::read_to_string(gen_dir.join(&name))
-            .with_context(|| format!("the generator wrote no {name} for go{v}"))?;
-        let from = generated
-            .lines()
-            .find_map(|l| l.strip_prefix("version "))
-            .unwrap_or("");
+        let generated =
+            fs::read_to_string(gen_dir.join(&name)).with_context(|| format!("the generator wrote no {name} for go{v}"))?;
+        let from = generated.lines().find_map(|l| l.strip_prefix("version ")).unwrap_or("");
         if from != format!("go{v}") {
             bail!("{name} generated from go{v} says `version {from}`");
         }
         if !layout_rs.contains(&format!("offsets/{name}")) {
-            problems.push(format!(
-                "agent/inspect/src/layout.rs does not include offsets/{name}: add it to TABLE_SOURCES"
-            ));
+            problems.push(format!("agent/inspect/src/layout.rs does not include offsets/{name}: add it to TABLE_SOURCES"));
         }
         let path = tables_dir.join(&name);
         let current = fs::read_to_string(&path).ok();
@@ -98,12 +83,7 @@ pub fn run(check_only: bool) -> anyhow::Result<()> {
                 None => format!("{TABLES}/{name} is missing (go{v})"),
                 Some(old) => format!(
                     "{TABLES}/{name} differs from what go{v} generates:\n{}",
-                    diff(
-                        old,
-                        &generated,
-                        &format!("{TABLES}/{name}"),
-                        &format!("generated from go{v}")
-                    )
+                    diff(old, &generated, &format!("{TABLES}/{name}"), &format!("generated from go{v}"))
                 ),
             });
         } else {
@@ -115,31 +95,17 @@ pub fn run(check_only: bool) -> anyhow::Result<()> {
     for entry in fs::read_dir(&tables_dir)? {
         let name = entry?.file_name().to_string_lossy().into_owned();
         if name.starts_with("go1.") && name.ends_with(".txt") && !expected.contains(&name) {
-            problems.push(format!(
-                "{TABLES}/{name} has no Go version in GO_VERSIONS ({VERSIONS_FROM}): nothing regenerates it"
-            ));
+            problems.push(format!("{TABLES}/{name} has no Go version in GO_VERSIONS ({VERSIONS_FROM}): nothing regenerates it"));
         }
     }
     if !problems.is_empty() {
-        let fix = if check_only {
-            "\nRegenerate with `cargo xtask offsets` (and review the diff)."
-        } else {
-            ""
-        };
-        bail!(
-            "offsets tables: {} problem(s):\n{}{fix}",
-            problems.len(),
-            problems.join("\n")
-        );
+        let fix = if check_only { "\nRegenerate with `cargo xtask offsets` (and review the diff)." } else { "" };
+        bail!("offsets tables: {} problem(s):\n{}{fix}", problems.len(), problems.join("\n"));
     }
     eprintln!(
         "xtask: offsets: {} tables {} in {:.1}s",
         versions.len(),
-        if check_only {
-            "match the binaries"
-        } else {
-            "generated"
-        },
+        if check_only { "match the binaries" } else { "generated" },
         started.elapsed().as_secs_f64()
     );
     Ok(())
@@ -149,29 +115,13 @@ pub fn run(check_only: bool) -> anyhow::Result<()> {
 fn go_versions(root: &Path) -> anyhow::Result<Vec<String>> {
     let path = root.join(VERSIONS_FROM);
     let text = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let start = text
-        .find("GO_VERSIONS: &[&str] = &[")
-        .with_context(|| format!("no GO_VERSIONS in {}", path.display()))?;
+    let start = text.find("GO_VERSIONS: &[&str] = &[").with_context(|| format!("no GO_VERSIONS in {}", path.display()))?;
     let rest = &text[start..];
     let list = &rest[rest.find("&[").unwrap() + 2..];
-    let list = &list[..list
-        .find("];")
-        .with_context(|| format!("GO_VERSIONS in {} is not closed", path.display()))?];
-    let versions: Vec<String> = list
-        .split('"')
-        .skip(1)
-        .step_by(2)
-        .map(str::to_owned)
-        .collect();
-    if versions.is_empty()
-        || versions
-            .iter()
-            .any(|v| minor_of(v).is_err() || v.split('.').count() != 3)
-    {
-        bail!(
-            "cannot read GO_VERSIONS in {}: {versions:?}",
-            path.display()
-        );
+    let list = &list[..list.find("];").with_context(|| format!("GO_VERSIONS in {} is not closed", path.display()))?];
+    let versions: Vec<String> = list.split('"').skip(1).step_by(2).map(str::to_owned).collect();
+    if versions.is_empty() || versions.iter().any(|v| minor_of(v).is_err() || v.split('.').count() != 3) {
+        bail!("cannot read GO_VERSIONS in {}: {versions:?}", path.display());
     }
     Ok(versions)
 }
@@ -188,9 +138,7 @@ fn build_all(root: &Path, versions: &[String]) -> anyhow::Result<Vec<PathBuf>> {
     let src = root.join(PROG);
     let hash = goscope_tests::fixture::source_hash(&src)?;
     let cache = root.join("target/go-offsets");
-    let jobs = thread::available_parallelism()
-        .map_or(2, |n| n.get())
-        .clamp(2, versions.len().max(2));
+    let jobs = thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, versions.len().max(2));
     let next = AtomicUsize::new(0);
     let results: Mutex<BTreeMap<usize, anyhow::Result<PathBuf>>> = Mutex::default();
     thread::scope(|s| {
@@ -200,10 +148,7 @@ fn build_all(root: &Path, versions: &[String]) -> anyhow::Result<Vec<PathBuf>> {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(v) = versions.get(i) else { break };
                     let r = build_one(&src, &cache.join(format!("go{v}-{hash}")), v);
-                    results
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert(i, r);
+                    results.lock().unwrap_or_else(|e| e.into_inner()).insert(i, r);
                 }
             });
         }
@@ -246,17 +191,10 @@ fn build_one(src: &Path, dir: &Path, version: &str) -> anyhow::Result<PathBuf> {
         .context("running go build (is Go installed?)")?;
     if !out.status.success() {
         let _ = fs::remove_file(&tmp);
-        bail!(
-            "GOTOOLCHAIN=go{version} go build failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+        bail!("GOTOOLCHAIN=go{version} go build failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
     }
     fs::rename(&tmp, &bin)?;
-    eprintln!(
-        "xtask: offsets: built {PROG} with go{version} in {:.1}s",
-        start.elapsed().as_secs_f64()
-    );
+    eprintln!("xtask: offsets: built {PROG} with go{version} in {:.1}s", start.elapsed().as_secs_f64());
     Ok(bin)
 }
 
@@ -268,11 +206,7 @@ fn diff(old: &str, new: &str, old_name: &str, new_name: &str) -> String {
     let mut lcs = vec![vec![0u32; b.len() + 1]; a.len() + 1];
     for i in (0..a.len()).rev() {
         for j in (0..b.len()).rev() {
-            lcs[i][j] = if a[i] == b[j] {
-                lcs[i + 1][j + 1] + 1
-            } else {
-                lcs[i + 1][j].max(lcs[i][j + 1])
-            };
+            lcs[i][j] = if a[i] == b[j] { lcs[i + 1][j + 1] + 1 } else { lcs[i + 1][j].max(lcs[i][j + 1]) };
         }
     }
     let mut ops: Vec<(char, &str)> = Vec::new();
@@ -290,11 +224,7 @@ fn diff(old: &str, new: &str, old_name: &str, new_name: &str) -> String {
             j += 1;
         }
     }
-    let near_change = |k: usize| {
-        ops[k.saturating_sub(2)..(k + 3).min(ops.len())]
-            .iter()
-            .any(|(c, _)| *c != ' ')
-    };
+    let near_change = |k: usize| ops[k.saturating_sub(2)..(k + 3).min(ops.len())].iter().any(|(c, _)| *c != ' ');
     let mut out = format!("--- {old_name}\n+++ {new_name}\n");
     let mut skipped = false;
     for (k, (c, line)) in ops.iter().enumerate() {
@@ -320,20 +250,13 @@ mod tests {
         let old = "a\nb\nc\nd\ne\nf\ng\nh\ni\nj\n";
         let new = "a\nb\nc\nD\ne\nf\ng\nh\ni\nj\nk\n";
         let d = diff(old, new, "old", "new");
-        assert_eq!(
-            d,
-            "--- old\n+++ new\n  ...\n  b\n  c\n- d\n+ D\n  e\n  f\n  ...\n  i\n  j\n+ k\n"
-        );
+        assert_eq!(d, "--- old\n+++ new\n  ...\n  b\n  c\n- d\n+ D\n  e\n  f\n  ...\n  i\n  j\n+ k\n");
     }
 
     #[test]
     fn reads_the_test_suites_go_versions() {
         let v = go_versions(&workspace_root()).unwrap();
         assert!(v.len() >= 9 && v[0].starts_with("1.19."), "{v:?}");
-        assert!(
-            v.windows(2)
-                .all(|w| minor_of(&w[0]).unwrap() < minor_of(&w[1]).unwrap()),
-            "{v:?}"
-        );
+        assert!(v.windows(2).all(|w| minor_of(&w[0]).unwrap() < minor_of(&w[1]).unwrap()), "{v:?}");
     }
 }

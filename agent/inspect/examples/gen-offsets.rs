@@ -44,10 +44,7 @@ fn main() -> ExitCode {
         let entries = match dwarf_entries(&data) {
             Ok(Some(e)) if go.offsets_source() == OffsetsSource::Dwarf => e,
             Ok(_) => {
-                eprintln!(
-                    "{}: no usable DWARF (build without -ldflags=-w)",
-                    bin.display()
-                );
+                eprintln!("{}: no usable DWARF (build without -ldflags=-w)", bin.display());
                 return ExitCode::FAILURE;
             }
             Err(e) => {

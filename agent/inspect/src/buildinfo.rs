@@ -48,12 +48,7 @@ impl GoVersion {
         if idx == 0 {
             return None;
         }
-        Some(GoVersion {
-            major: nums[0],
-            minor: nums[1],
-            patch: nums[2],
-            raw: s.to_string(),
-        })
+        Some(GoVersion { major: nums[0], minor: nums[1], patch: nums[2], raw: s.to_string() })
     }
 
     /// "1.21"
@@ -87,9 +82,7 @@ pub(crate) fn parse_buildinfo_blob(blob: &[u8]) -> Result<(String, String)> {
         return Err(InspectError::truncated(".go.buildinfo header"));
     }
     if &blob[..14] != BUILDINFO_MAGIC {
-        return Err(InspectError::malformed(
-            ".go.buildinfo does not start with the buildinfo magic",
-        ));
+        return Err(InspectError::malformed(".go.buildinfo does not start with the buildinfo magic"));
     }
     let flags = blob[15];
     if flags & 2 == 0 {
@@ -100,30 +93,18 @@ pub(crate) fn parse_buildinfo_blob(blob: &[u8]) -> Result<(String, String)> {
     }
     let mut pos = 32usize;
     let version = read_varint_bytes(blob, &mut pos, "Go version string in .go.buildinfo")?;
-    let modinfo = if pos < blob.len() {
-        read_varint_bytes(blob, &mut pos, "modinfo in .go.buildinfo").unwrap_or_default()
-    } else {
-        &[]
-    };
-    Ok((
-        String::from_utf8_lossy(version).into_owned(),
-        String::from_utf8_lossy(strip_sentinels(modinfo)).into_owned(),
-    ))
+    let modinfo =
+        if pos < blob.len() { read_varint_bytes(blob, &mut pos, "modinfo in .go.buildinfo").unwrap_or_default() } else { &[] };
+    Ok((String::from_utf8_lossy(version).into_owned(), String::from_utf8_lossy(strip_sentinels(modinfo)).into_owned()))
 }
 
 fn read_varint_bytes<'a>(b: &'a [u8], pos: &mut usize, what: &str) -> Result<&'a [u8]> {
-    let (len, n) = uvarint(b.get(*pos..).unwrap_or(&[]))
-        .ok_or_else(|| InspectError::truncated(what.to_string()))?;
+    let (len, n) = uvarint(b.get(*pos..).unwrap_or(&[])).ok_or_else(|| InspectError::truncated(what.to_string()))?;
     *pos += n;
     if len > MAX_STRING {
-        return Err(InspectError::malformed(format!(
-            "{what} has implausible length {len}"
-        )));
+        return Err(InspectError::malformed(format!("{what} has implausible length {len}")));
     }
-    let end = pos
-        .checked_add(len as usize)
-        .filter(|e| *e <= b.len())
-        .ok_or_else(|| InspectError::truncated(what.to_string()))?;
+    let end = pos.checked_add(len as usize).filter(|e| *e <= b.len()).ok_or_else(|| InspectError::truncated(what.to_string()))?;
     let s = &b[*pos..end];
     *pos = end;
     Ok(s)
@@ -167,12 +148,7 @@ pub(crate) struct ModInfo {
 }
 
 pub(crate) fn parse_modinfo(text: &str) -> ModInfo {
-    let mut mi = ModInfo {
-        path: String::new(),
-        module: String::new(),
-        module_version: String::new(),
-        settings: Vec::new(),
-    };
+    let mut mi = ModInfo { path: String::new(), module: String::new(), module_version: String::new(), settings: Vec::new() };
     for line in text.lines() {
         let mut fields = line.splitn(2, '\t');
         let kind = fields.next().unwrap_or("");
@@ -207,9 +183,7 @@ fn split_setting(s: &str) -> (String, String) {
             }
             if bytes[i] == b'"' {
                 let key = stripped[..i].to_string();
-                let value = stripped[i + 1..]
-                    .strip_prefix('=')
-                    .unwrap_or(&stripped[i + 1..]);
+                let value = stripped[i + 1..].strip_prefix('=').unwrap_or(&stripped[i + 1..]);
                 return (key, unquote(value));
             }
             i += 1;
@@ -272,11 +246,7 @@ pub(crate) fn find_buildinfo<'a>(elf: &Elf<'a>) -> Option<&'a [u8]> {
 
 /// Go build id from the `Go`/type 4 ELF note.
 pub(crate) fn go_build_id(elf: &Elf<'_>) -> Option<String> {
-    elf.notes(b"Go", 4).into_iter().next().map(|d| {
-        String::from_utf8_lossy(d)
-            .trim_end_matches('\0')
-            .to_string()
-    })
+    elf.notes(b"Go", 4).into_iter().next().map(|d| String::from_utf8_lossy(d).trim_end_matches('\0').to_string())
 }
 
 #[cfg(test)]
@@ -322,10 +292,7 @@ mod tests {
     fn rejects_old_format_and_truncation() {
         let mut b = blob("go1.17", "");
         b[15] = 0;
-        assert!(matches!(
-            parse_buildinfo_blob(&b),
-            Err(InspectError::UnsupportedGoVersion { .. })
-        ));
+        assert!(matches!(parse_buildinfo_blob(&b), Err(InspectError::UnsupportedGoVersion { .. })));
         let b = blob("go1.21.13", "path\tx\n");
         for cut in 0..40 {
             assert!(parse_buildinfo_blob(&b[..cut]).is_err(), "cut {cut}");

@@ -71,16 +71,11 @@ pub(crate) fn read_structs(elf: &Elf<'_>) -> Result<Option<HashMap<String, Struc
             sections.insert(id, d);
         }
     }
-    if !sections.contains_key(&SectionId::DebugInfo)
-        || !sections.contains_key(&SectionId::DebugAbbrev)
-    {
+    if !sections.contains_key(&SectionId::DebugInfo) || !sections.contains_key(&SectionId::DebugAbbrev) {
         return Ok(None);
     }
     let dwarf = gimli::Dwarf::load(|id| -> std::result::Result<R<'_>, gimli::Error> {
-        Ok(EndianSlice::new(
-            sections.get(&id).map(|c| &c[..]).unwrap_or(&[]),
-            LittleEndian,
-        ))
+        Ok(EndianSlice::new(sections.get(&id).map(|c| &c[..]).unwrap_or(&[]), LittleEndian))
     })
     .map_err(dw_err)?;
 
@@ -107,22 +102,12 @@ pub(crate) fn read_structs(elf: &Elf<'_>) -> Result<Option<HashMap<String, Struc
             }
             match entry.tag() {
                 gimli::DW_TAG_structure_type => {
-                    let Some(name) = attr_str(&dwarf, &unit, entry.attr_value(gimli::DW_AT_name))
-                    else {
+                    let Some(name) = attr_str(&dwarf, &unit, entry.attr_value(gimli::DW_AT_name)) else {
                         continue;
                     };
                     if WANTED.contains(&name.as_str()) && !out.contains_key(&name) {
-                        let size = entry
-                            .attr_value(gimli::DW_AT_byte_size)
-                            .and_then(|v| v.udata_value());
-                        current = Some((
-                            name,
-                            depth,
-                            StructInfo {
-                                size,
-                                members: BTreeMap::new(),
-                            },
-                        ));
+                        let size = entry.attr_value(gimli::DW_AT_byte_size).and_then(|v| v.udata_value());
+                        current = Some((name, depth, StructInfo { size, members: BTreeMap::new() }));
                     }
                 }
                 gimli::DW_TAG_member => {
@@ -132,19 +117,13 @@ pub(crate) fn read_structs(elf: &Elf<'_>) -> Result<Option<HashMap<String, Struc
                     if depth != *d + 1 {
                         continue;
                     }
-                    let Some(name) = attr_str(&dwarf, &unit, entry.attr_value(gimli::DW_AT_name))
-                    else {
+                    let Some(name) = attr_str(&dwarf, &unit, entry.attr_value(gimli::DW_AT_name)) else {
                         continue;
                     };
-                    let Some(offset) = entry
-                        .attr_value(gimli::DW_AT_data_member_location)
-                        .and_then(|v| v.udata_value())
-                    else {
+                    let Some(offset) = entry.attr_value(gimli::DW_AT_data_member_location).and_then(|v| v.udata_value()) else {
                         continue;
                     };
-                    let vu = entry
-                        .attr_value(gimli::DW_AT_type)
-                        .and_then(|t| find_vu_ref(&dwarf, &unit, t, 0, &mut vu_steps));
+                    let vu = entry.attr_value(gimli::DW_AT_type).and_then(|t| find_vu_ref(&dwarf, &unit, t, 0, &mut vu_steps));
                     info.members.insert(name, Member { offset, vu });
                 }
                 _ => {}
@@ -224,9 +203,7 @@ fn find_vu(
                     continue;
                 }
                 let name = attr_str(dwarf, unit, child.attr_value(gimli::DW_AT_name));
-                let moff = child
-                    .attr_value(gimli::DW_AT_data_member_location)
-                    .and_then(|v| v.udata_value());
+                let moff = child.attr_value(gimli::DW_AT_data_member_location).and_then(|v| v.udata_value());
                 let ty = child.attr_value(gimli::DW_AT_type);
                 members.push((name, moff, ty));
             }
@@ -247,11 +224,7 @@ fn find_vu(
     }
 }
 
-fn attr_str(
-    dwarf: &gimli::Dwarf<R<'_>>,
-    unit: &gimli::Unit<R<'_>>,
-    v: Option<AttributeValue<R<'_>>>,
-) -> Option<String> {
+fn attr_str(dwarf: &gimli::Dwarf<R<'_>>, unit: &gimli::Unit<R<'_>>, v: Option<AttributeValue<R<'_>>>) -> Option<String> {
     let s = dwarf.attr_string(unit, v?).ok()?;
     Some(String::from_utf8_lossy(s.slice()).into_owned())
 }

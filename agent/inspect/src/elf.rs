@@ -102,8 +102,8 @@ impl<'a> Elf<'a> {
                 reason: "only little-endian x86-64 and arm64 Go binaries are supported".into(),
             });
         }
-        let header = elf::FileHeader64::<Endianness>::parse(data)
-            .map_err(|e| InspectError::truncated(format!("ELF header ({e})")))?;
+        let header =
+            elf::FileHeader64::<Endianness>::parse(data).map_err(|e| InspectError::truncated(format!("ELF header ({e})")))?;
         let endian = header.endian().map_err(|e| sec_err(e, "ELF header"))?;
         let e_type = header.e_type(endian);
         let machine = header.e_machine(endian);
@@ -129,10 +129,7 @@ impl<'a> Elf<'a> {
         let mut relative_relocs = HashMap::new();
         if let Ok(table) = header.sections(endian, data) {
             for sh in table.iter() {
-                let name = table
-                    .section_name(endian, sh)
-                    .map(|n| String::from_utf8_lossy(n).into_owned())
-                    .unwrap_or_default();
+                let name = table.section_name(endian, sh).map(|n| String::from_utf8_lossy(n).into_owned()).unwrap_or_default();
                 sections.push(Section {
                     name,
                     sh_type: sh.sh_type(endian),
@@ -156,16 +153,10 @@ impl<'a> Elf<'a> {
                     if kind != elf::STT_FUNC && kind != elf::STT_OBJECT {
                         continue;
                     }
-                    let Some(name) = symtab.symbol_name(endian, sym).ok().and_then(&mut copy_name)
-                    else {
+                    let Some(name) = symtab.symbol_name(endian, sym).ok().and_then(&mut copy_name) else {
                         break;
                     };
-                    symbols.push(Symbol {
-                        name,
-                        value: sym.st_value(endian),
-                        size: sym.st_size(endian),
-                        kind,
-                    });
+                    symbols.push(Symbol { name, value: sym.st_value(endian), size: sym.st_size(endian), kind });
                 }
             }
             if let Ok(dynsym) = table.symbols(endian, data, elf::SHT_DYNSYM) {
@@ -190,10 +181,7 @@ impl<'a> Elf<'a> {
                 if sh.sh_type(endian) != elf::SHT_RELA {
                     continue;
                 }
-                let Some(bytes) = sections
-                    .get(i)
-                    .and_then(|s| file_range(data, s.offset, s.size))
-                else {
+                let Some(bytes) = sections.get(i).and_then(|s| file_range(data, s.offset, s.size)) else {
                     continue;
                 };
                 for chunk in bytes.as_chunks::<24>().0 {
@@ -206,16 +194,7 @@ impl<'a> Elf<'a> {
                 }
             }
         }
-        Ok(Elf {
-            data,
-            e_type,
-            machine,
-            sections,
-            segments,
-            symbols,
-            dynsym_names,
-            relative_relocs,
-        })
+        Ok(Elf { data, e_type, machine, sections, segments, symbols, dynsym_names, relative_relocs })
     }
 
     pub fn section(&self, name: &str) -> Option<&Section> {
@@ -294,11 +273,10 @@ impl<'a> Elf<'a> {
             }
         }
         if !any {
-            return self.sections.iter().any(|s| {
-                s.flags & u64::from(elf::SHF_EXECINSTR) != 0
-                    && vaddr >= s.addr
-                    && vaddr - s.addr < s.size
-            });
+            return self
+                .sections
+                .iter()
+                .any(|s| s.flags & u64::from(elf::SHF_EXECINSTR) != 0 && vaddr >= s.addr && vaddr - s.addr < s.size);
         }
         false
     }
@@ -307,10 +285,7 @@ impl<'a> Elf<'a> {
     /// table, else writable PT_LOAD segments. Returned as (vaddr, bytes).
     pub fn writable_regions(&self) -> Vec<(u64, &'a [u8])> {
         let mut out = Vec::new();
-        let have_sections = self
-            .sections
-            .iter()
-            .any(|s| s.has_file_data() && s.addr != 0);
+        let have_sections = self.sections.iter().any(|s| s.has_file_data() && s.addr != 0);
         if have_sections {
             for s in &self.sections {
                 if s.writable()
@@ -336,9 +311,7 @@ impl<'a> Elf<'a> {
     /// falls back to every PT_LOAD.
     pub fn load_regions(&self) -> Vec<(u64, &'a [u8])> {
         self.bounded(
-            self.loads()
-                .filter_map(|seg| file_range(self.data, seg.offset, seg.filesz).map(|d| (seg.vaddr, d)))
-                .collect(),
+            self.loads().filter_map(|seg| file_range(self.data, seg.offset, seg.filesz).map(|d| (seg.vaddr, d))).collect(),
         )
     }
 
@@ -368,9 +341,7 @@ impl<'a> Elf<'a> {
     /// `budget` is the number of decompressed bytes still allowed; it is reduced by the claimed
     /// size before anything is allocated.
     pub fn debug_section(&self, name: &str, budget: &mut u64) -> Result<Option<Cow<'a, [u8]>>> {
-        let zname = name
-            .strip_prefix(".debug_")
-            .map(|rest| format!(".zdebug_{rest}"));
+        let zname = name.strip_prefix(".debug_").map(|rest| format!(".zdebug_{rest}"));
         let (sec, gnu) = match self.section(name) {
             Some(s) => (s, false),
             None => match zname.as_deref().and_then(|z| self.section(z)) {
@@ -384,10 +355,7 @@ impl<'a> Elf<'a> {
         let (format, payload, size) = if sec.flags & u64::from(elf::SHF_COMPRESSED) != 0 {
             // Elf64_Chdr: ch_type u32, ch_reserved u32, ch_size u64, ch_addralign u64.
             if raw.len() < 24 {
-                return Err(InspectError::truncated(format!(
-                    "compression header of {}",
-                    sec.name
-                )));
+                return Err(InspectError::truncated(format!("compression header of {}", sec.name)));
             }
             let ch_type = le_u32(raw, 0).unwrap_or(0);
             let ch_size = le_u64(raw, 8).unwrap_or(0);
@@ -402,34 +370,19 @@ impl<'a> Elf<'a> {
             }
             let mut sz = [0u8; 8];
             sz.copy_from_slice(&raw[4..12]);
-            (
-                object::CompressionFormat::Zlib,
-                &raw[12..],
-                u64::from_be_bytes(sz),
-            )
+            (object::CompressionFormat::Zlib, &raw[12..], u64::from_be_bytes(sz))
         } else {
             return Ok(Some(Cow::Borrowed(raw)));
         };
         // The output buffer is allocated at the claimed size up front: cap it by what the
         // payload can inflate to (deflate expands at most ~1032:1), not only by the constants.
-        let limit = MAX_DECOMPRESSED_SECTION
-            .min(*budget)
-            .min((payload.len() as u64).saturating_mul(MAX_DEFLATE_RATIO));
+        let limit = MAX_DECOMPRESSED_SECTION.min(*budget).min((payload.len() as u64).saturating_mul(MAX_DEFLATE_RATIO));
         if size > limit {
-            return Err(InspectError::malformed(format!(
-                "{} claims {size} bytes uncompressed (limit {limit})",
-                sec.name
-            )));
+            return Err(InspectError::malformed(format!("{} claims {size} bytes uncompressed (limit {limit})", sec.name)));
         }
         *budget -= size;
-        let cd = object::CompressedData {
-            format,
-            data: payload,
-            uncompressed_size: size,
-        };
-        let out = cd
-            .decompress()
-            .map_err(|e| InspectError::malformed(format!("cannot inflate {}: {e}", sec.name)))?;
+        let cd = object::CompressedData { format, data: payload, uncompressed_size: size };
+        let out = cd.decompress().map_err(|e| InspectError::malformed(format!("cannot inflate {}: {e}", sec.name)))?;
         Ok(Some(out))
     }
 

@@ -184,10 +184,7 @@ pub(crate) fn entries_from_dwarf(structs: &HashMap<String, StructInfo>) -> BTree
                 let inner = get("runtime.gobuf", sub).map(|(o, _)| o);
                 put(key, base.zip(inner).and_then(|(a, b)| a.checked_add(b)));
             }
-            (_, field, None) => put(
-                key,
-                get(&ty, field).and_then(|(o, vu)| o.checked_add(vu.unwrap_or(0))),
-            ),
+            (_, field, None) => put(key, get(&ty, field).and_then(|(o, vu)| o.checked_add(vu.unwrap_or(0)))),
             _ => {}
         }
     }
@@ -204,12 +201,7 @@ pub(crate) struct Table {
 }
 
 pub(crate) fn parse_table(minor: u32, text: &str) -> Result<Table, String> {
-    let mut t = Table {
-        minor,
-        generated_from: String::new(),
-        entries: BTreeMap::new(),
-        wait_reasons: Vec::new(),
-    };
+    let mut t = Table { minor, generated_from: String::new(), entries: BTreeMap::new(), wait_reasons: Vec::new() };
     for (n, line) in text.lines().enumerate() {
         if line.trim().is_empty() || line.starts_with('#') {
             continue;
@@ -219,19 +211,14 @@ pub(crate) fn parse_table(minor: u32, text: &str) -> Result<Table, String> {
             "version" => t.generated_from = rest.trim().to_string(),
             "waitreason" => {
                 let (idx, name) = rest.split_once(' ').unwrap_or((rest, ""));
-                let idx: usize = idx
-                    .parse()
-                    .map_err(|_| format!("line {}: bad index", n + 1))?;
+                let idx: usize = idx.parse().map_err(|_| format!("line {}: bad index", n + 1))?;
                 if idx != t.wait_reasons.len() {
                     return Err(format!("line {}: wait reasons out of order", n + 1));
                 }
                 t.wait_reasons.push(name.to_string());
             }
             _ => {
-                let v: u32 = rest
-                    .trim()
-                    .parse()
-                    .map_err(|_| format!("line {}: bad offset", n + 1))?;
+                let v: u32 = rest.trim().parse().map_err(|_| format!("line {}: bad offset", n + 1))?;
                 t.entries.insert(key.to_string(), v);
             }
         }
@@ -265,11 +252,7 @@ pub(crate) fn table(minor: u32) -> Option<Table> {
 }
 
 /// Renders a table file (used by the generator example and tests).
-pub fn render_table(
-    version: &str,
-    entries: &BTreeMap<String, u32>,
-    wait_reasons: &[String],
-) -> String {
+pub fn render_table(version: &str, entries: &BTreeMap<String, u32>, wait_reasons: &[String]) -> String {
     let mut s = String::new();
     s.push_str("# goscope-inspect runtime offsets table. Generated from the DWARF and\n");
     s.push_str("# runtime.waitReasonStrings of a real binary built with the version below by\n");
@@ -292,11 +275,7 @@ mod tests {
     fn all_tables_parse() {
         for (minor, text) in TABLE_SOURCES {
             let t = parse_table(*minor, text).unwrap_or_else(|e| panic!("go1.{minor}: {e}"));
-            assert!(
-                t.generated_from.starts_with(&format!("go1.{minor}")),
-                "{}",
-                t.generated_from
-            );
+            assert!(t.generated_from.starts_with(&format!("go1.{minor}")), "{}", t.generated_from);
             assert!(t.wait_reasons.len() >= 27);
             assert_eq!(t.wait_reasons[1], "GC assist marking");
         }

@@ -142,16 +142,10 @@ impl std::fmt::Debug for GoBinary {
 impl GoBinary {
     /// Reads and analyses the file at `path` (refuses files larger than [`MAX_FILE_SIZE`]).
     pub fn open(path: &Path) -> Result<GoBinary, InspectError> {
-        let io = |source| InspectError::Io {
-            path: path.display().to_string(),
-            source,
-        };
+        let io = |source| InspectError::Io { path: path.display().to_string(), source };
         let meta = std::fs::metadata(path).map_err(io)?;
         if meta.len() > MAX_FILE_SIZE {
-            return Err(InspectError::TooLarge {
-                size: meta.len(),
-                limit: MAX_FILE_SIZE,
-            });
+            return Err(InspectError::TooLarge { size: meta.len(), limit: MAX_FILE_SIZE });
         }
         let data = std::fs::read(path).map_err(io)?;
         GoBinary::from_bytes(&data)
@@ -160,10 +154,7 @@ impl GoBinary {
     /// Analyses an in-memory ELF image.
     pub fn from_bytes(data: &[u8]) -> Result<GoBinary, InspectError> {
         if data.len() as u64 > MAX_FILE_SIZE {
-            return Err(InspectError::TooLarge {
-                size: data.len() as u64,
-                limit: MAX_FILE_SIZE,
-            });
+            return Err(InspectError::TooLarge { size: data.len() as u64, limit: MAX_FILE_SIZE });
         }
         let elf = Elf::parse(data)?;
         analyse(&elf)
@@ -206,25 +197,12 @@ impl GoBinary {
     /// file:line of the innermost inlined call at `pc` (see [`GoBinary::symbolize_frames`]).
     pub fn symbolize(&self, pc: u64) -> Option<Frame> {
         if let Some((function, file, line, entry)) = self.pcln.lookup(pc) {
-            return Some(Frame {
-                function,
-                file,
-                line,
-                entry,
-            });
+            return Some(Frame { function, file, line, entry });
         }
-        let i = self
-            .symtab_sorted
-            .partition_point(|(e, _, _)| *e <= pc)
-            .checked_sub(1)?;
+        let i = self.symtab_sorted.partition_point(|(e, _, _)| *e <= pc).checked_sub(1)?;
         let (entry, end, name) = &self.symtab_sorted[i];
         if pc < *end {
-            return Some(Frame {
-                function: name.clone(),
-                file: "?".into(),
-                line: 0,
-                entry: *entry,
-            });
+            return Some(Frame { function: name.clone(), file: "?".into(), line: 0, entry: *entry });
         }
         None
     }
@@ -241,15 +219,7 @@ impl GoBinary {
     /// file:line instead (what the runtime prints for "created by").
     pub fn symbolize_frames(&self, pc: u64) -> Vec<Frame> {
         if let Some((frames, entry)) = self.pcln.lookup_frames(pc) {
-            return frames
-                .into_iter()
-                .map(|f| Frame {
-                    function: f.name,
-                    file: f.file,
-                    line: f.line,
-                    entry,
-                })
-                .collect();
+            return frames.into_iter().map(|f| Frame { function: f.name, file: f.file, line: f.line, entry }).collect();
         }
         self.symbolize(pc).into_iter().collect()
     }
@@ -276,35 +246,20 @@ impl GoBinary {
 
     /// A function by exact name: `.symtab` when present, else pclntab.
     pub fn function(&self, name: &str) -> Option<FunctionInfo> {
-        let (entry, end) = self
-            .symtab_funcs
-            .get(name)
-            .or_else(|| self.pcln_funcs.get(name))?;
-        Some(FunctionInfo {
-            name: name.to_string(),
-            entry: *entry,
-            end: *end,
-        })
+        let (entry, end) = self.symtab_funcs.get(name).or_else(|| self.pcln_funcs.get(name))?;
+        Some(FunctionInfo { name: name.to_string(), entry: *entry, end: *end })
     }
 
     /// A function by exact name from `.gopclntab` only (works on stripped binaries).
     pub fn pclntab_function(&self, name: &str) -> Option<FunctionInfo> {
         let (entry, end) = self.pcln_funcs.get(name)?;
-        Some(FunctionInfo {
-            name: name.to_string(),
-            entry: *entry,
-            end: *end,
-        })
+        Some(FunctionInfo { name: name.to_string(), entry: *entry, end: *end })
     }
 
     /// A function by exact name from the ELF `.symtab` only (None on stripped binaries).
     pub fn symtab_function(&self, name: &str) -> Option<FunctionInfo> {
         let (entry, end) = self.symtab_funcs.get(name)?;
-        Some(FunctionInfo {
-            name: name.to_string(),
-            entry: *entry,
-            end: *end,
-        })
+        Some(FunctionInfo { name: name.to_string(), entry: *entry, end: *end })
     }
 
     /// Link-time address of a data symbol (STT_OBJECT, e.g. "runtime.allgs") from the ELF
@@ -320,14 +275,7 @@ impl GoBinary {
 
     /// Every function in `.gopclntab` as (name, entry, end).
     pub fn pclntab_functions(&self) -> Vec<FunctionInfo> {
-        self.pcln
-            .functions()
-            .map(|(n, e, x)| FunctionInfo {
-                name: n.to_string(),
-                entry: e,
-                end: x,
-            })
-            .collect()
+        self.pcln.functions().map(|(n, e, x)| FunctionInfo { name: n.to_string(), entry: e, end: x }).collect()
     }
 
     /// The text start used for pclntab lookups (header `textStart`, or `moduledata.text` on 1.26+).
@@ -337,11 +285,7 @@ impl GoBinary {
 
     /// Whether goscope can trace this binary.
     pub fn support(&self) -> Support {
-        Support {
-            supported: self.reasons.is_empty(),
-            reasons: self.reasons.clone(),
-            notes: self.notes.clone(),
-        }
+        Support { supported: self.reasons.is_empty(), reasons: self.reasons.clone(), notes: self.notes.clone() }
     }
 }
 
@@ -364,17 +308,14 @@ fn analyse(elf: &Elf<'_>) -> Result<GoBinary, InspectError> {
         return Err(InspectError::NotGo);
     };
     let (version_raw, modinfo) = buildinfo::parse_buildinfo_blob(blob)?;
-    let go_version =
-        GoVersion::parse(&version_raw).ok_or_else(|| InspectError::UnsupportedGoVersion {
-            version: version_raw.clone(),
-            reason: "cannot parse the toolchain version string".into(),
-        })?;
+    let go_version = GoVersion::parse(&version_raw).ok_or_else(|| InspectError::UnsupportedGoVersion {
+        version: version_raw.clone(),
+        reason: "cannot parse the toolchain version string".into(),
+    })?;
     if go_version.major != 1 || go_version.minor < OLDEST_MINOR {
         return Err(InspectError::UnsupportedGoVersion {
             version: version_raw,
-            reason:
-                "goscope supports Go 1.19 and newer; rebuild the program with a newer toolchain"
-                    .into(),
+            reason: "goscope supports Go 1.19 and newer; rebuild the program with a newer toolchain".into(),
         });
     }
     let mi = buildinfo::parse_modinfo(&modinfo);
@@ -405,16 +346,12 @@ fn analyse(elf: &Elf<'_>) -> Result<GoBinary, InspectError> {
         .and_then(|a| elf.read_ptr(a))
         .filter(|v| *v != 0);
     let gofunc_note = set_gofunc(elf, &mut pcln, moduledata_gofunc);
-    let types_base = elf
-        .symbol("runtime.types")
-        .map(|s| s.value)
-        .filter(|v| *v != 0)
-        .or_else(|| {
-            moduledata
-                .and_then(|(md, _)| md.checked_add(moduledata_types_offset(go_version.minor)))
-                .and_then(|a| elf.read_ptr(a))
-                .filter(|v| *v != 0)
-        });
+    let types_base = elf.symbol("runtime.types").map(|s| s.value).filter(|v| *v != 0).or_else(|| {
+        moduledata
+            .and_then(|(md, _)| md.checked_add(moduledata_types_offset(go_version.minor)))
+            .and_then(|a| elf.read_ptr(a))
+            .filter(|v| *v != 0)
+    });
     let mut pcln_funcs: HashMap<String, (u64, u64)> = HashMap::with_capacity(pcln.nfunc);
     for (name, entry, end) in pcln.functions() {
         // Assembly functions appear twice (ABI0 body + ABIInternal wrapper); keep the first.
@@ -443,11 +380,7 @@ fn analyse(elf: &Elf<'_>) -> Result<GoBinary, InspectError> {
     let cgo = settings.iter().any(|(k, v)| k == "CGO_ENABLED" && v == "1")
         || ["x_cgo_init", "crosscall2", "_cgo_sys_thread_start"]
             .iter()
-            .any(|n| {
-                symtab_funcs.contains_key(*n)
-                    || elf.symbol(n).is_some()
-                    || elf.dynsym_names.iter().any(|d| d == n)
-            });
+            .any(|n| symtab_funcs.contains_key(*n) || elf.symbol(n).is_some() || elf.dynsym_names.iter().any(|d| d == n));
     let build_info = BuildInfo {
         go_version: go_version.clone(),
         path: mi.path,
@@ -463,18 +396,11 @@ fn analyse(elf: &Elf<'_>) -> Result<GoBinary, InspectError> {
     let minor = go_version.minor;
     let known = minor <= NEWEST_MINOR;
     if arch != Arch::Amd64 {
-        reasons.push(format!(
-            "architecture {arch:?}: probe placement is implemented for amd64 only"
-        ));
+        reasons.push(format!("architecture {arch:?}: probe placement is implemented for amd64 only"));
     }
 
     // Function bodies needed by probes and validation.
-    let func_range = |name: &str| -> Option<(u64, u64)> {
-        symtab_funcs
-            .get(name)
-            .or_else(|| pcln_funcs.get(name))
-            .copied()
-    };
+    let func_range = |name: &str| -> Option<(u64, u64)> { symtab_funcs.get(name).or_else(|| pcln_funcs.get(name)).copied() };
     let body = |name: &str| -> Option<(u64, &[u8])> {
         let (entry, end) = func_range(name)?;
         let len = end.checked_sub(entry)?.min(1 << 20);
@@ -515,17 +441,11 @@ fn analyse(elf: &Elf<'_>) -> Result<GoBinary, InspectError> {
         Some(names) => WaitReasonTable::new(names, "binary"),
         None => match table.as_ref().filter(|_| known) {
             Some(t) => {
-                notes.push(format!(
-                    "wait reasons not found in the binary; using the go1.{} table",
-                    t.minor
-                ));
+                notes.push(format!("wait reasons not found in the binary; using the go1.{} table", t.minor));
                 WaitReasonTable::new(t.wait_reasons.clone(), "table")
             }
             None => {
-                reasons.push(
-                    "wait reason table not found in the binary and no table for this version"
-                        .into(),
-                );
+                reasons.push("wait reason table not found in the binary and no table for this version".into());
                 WaitReasonTable::new(Vec::new(), "table")
             }
         },
@@ -546,15 +466,12 @@ fn analyse(elf: &Elf<'_>) -> Result<GoBinary, InspectError> {
             if let Some(Err(k)) = other {
                 notes.push(format!("DWARF lacks {k}; using offsets table"));
             }
-            let t = table
-                .as_ref()
-                .ok_or_else(|| InspectError::UnsupportedGoVersion {
-                    version: go_version.raw.clone(),
-                    reason: "no offsets table for this version and no DWARF".into(),
-                })?;
-            let l = RuntimeLayout::from_entries(&t.entries).map_err(|k| {
-                InspectError::malformed(format!("built-in go1.{} table lacks {k}", t.minor))
+            let t = table.as_ref().ok_or_else(|| InspectError::UnsupportedGoVersion {
+                version: go_version.raw.clone(),
+                reason: "no offsets table for this version and no DWARF".into(),
             })?;
+            let l = RuntimeLayout::from_entries(&t.entries)
+                .map_err(|k| InspectError::malformed(format!("built-in go1.{} table lacks {k}", t.minor)))?;
             if !known {
                 // Newer than any table: accept the newest layout only if the binary agrees.
                 let check = validate_newer(arch, &l, t, &wait_reasons, &body);
@@ -591,9 +508,7 @@ fn analyse(elf: &Elf<'_>) -> Result<GoBinary, InspectError> {
         for kind in ProbeKind::ALL {
             let name = kind.function();
             let Some((entry, code)) = body(name) else {
-                reasons.push(format!(
-                    "missing symbol {name}: not in .symtab or .gopclntab"
-                ));
+                reasons.push(format!("missing symbol {name}: not in .symtab or .gopclntab"));
                 continue;
             };
             let mk = |offset: u64, instruction: String, why: String, return_address| -> Option<ProbeSite> {
@@ -650,17 +565,10 @@ fn analyse(elf: &Elf<'_>) -> Result<GoBinary, InspectError> {
                     why: format!("coroutine exit (iter.Pull): {}", site.why),
                     return_address: site.return_address,
                 }),
-                None => reasons.push(format!(
-                    "{}+{} is not file-backed",
-                    probes::COROUTINE_EXIT,
-                    site.offset
-                )),
+                None => reasons.push(format!("{}+{} is not file-backed", probes::COROUTINE_EXIT, site.offset)),
             }
         } else if body("runtime.corostart").is_some() {
-            notes.push(format!(
-                "no {}: exits of coroutines (iter.Pull) are not seen",
-                probes::COROUTINE_EXIT
-            ));
+            notes.push(format!("no {}: exits of coroutines (iter.Pull) are not seen", probes::COROUTINE_EXIT));
         }
     }
 
@@ -762,12 +670,7 @@ fn find_moduledata(elf: &Elf<'_>, pclntab_vaddr: u64) -> Option<(u64, u64)> {
         }
     }
     // PIE with pointers left to dynamic relocations.
-    let mut relocs: Vec<u64> = elf
-        .relative_relocs
-        .iter()
-        .filter(|(_, v)| **v == pclntab_vaddr)
-        .map(|(k, _)| *k)
-        .collect();
+    let mut relocs: Vec<u64> = elf.relative_relocs.iter().filter(|(_, v)| **v == pclntab_vaddr).map(|(k, _)| *k).collect();
     relocs.sort();
     relocs.into_iter().find_map(check)
 }
@@ -825,9 +728,7 @@ fn gofunc_bytes<'a>(elf: &Elf<'a>, vaddr: u64, pclntab_vaddr: u64) -> Option<&'a
         .find(|s| s.has_file_data() && s.addr != 0 && vaddr >= s.addr && vaddr - s.addr < s.size)
         .map(|s| s.addr.saturating_add(s.size))
         .or_else(|| {
-            elf.loads()
-                .find(|g| vaddr >= g.vaddr && vaddr - g.vaddr < g.filesz)
-                .map(|g| g.vaddr.saturating_add(g.filesz))
+            elf.loads().find(|g| vaddr >= g.vaddr && vaddr - g.vaddr < g.filesz).map(|g| g.vaddr.saturating_add(g.filesz))
         })?;
     if pclntab_vaddr > vaddr {
         end = end.min(pclntab_vaddr);
@@ -855,9 +756,7 @@ fn validate_code<'a>(l: &RuntimeLayout, body: &BodyFn<'_, 'a>) -> Result<(), Str
         let d = probes::displacements(code, e);
         for (name, off, size, write) in fields {
             let Some(off) = off else { continue };
-            let ok = d.iter().any(|(o, w, s)| {
-                *o == u64::from(*off) && size.is_none_or(|z| z == *s) && (!write || *w)
-            });
+            let ok = d.iter().any(|(o, w, s)| *o == u64::from(*off) && size.is_none_or(|z| z == *s) && (!write || *w));
             if !ok {
                 missing.push(format!("{name}={off} not accessed in {func}"));
             }
@@ -872,13 +771,7 @@ fn validate_code<'a>(l: &RuntimeLayout, body: &BodyFn<'_, 'a>) -> Result<(), Str
             ("g.parentGoid", l.g_parent_goid, Some(8), false),
         ],
     );
-    check(
-        "runtime.gopark",
-        &[
-            ("m.curg", Some(l.m_curg), Some(8), false),
-            ("g.waitreason", Some(l.g_waitreason), Some(1), true),
-        ],
-    );
+    check("runtime.gopark", &[("m.curg", Some(l.m_curg), Some(8), false), ("g.waitreason", Some(l.g_waitreason), Some(1), true)]);
     check(
         "runtime.chansend",
         &[
@@ -888,11 +781,7 @@ fn validate_code<'a>(l: &RuntimeLayout, body: &BodyFn<'_, 'a>) -> Result<(), Str
             ("g.waiting", Some(l.g_waiting), Some(8), true),
         ],
     );
-    if missing.is_empty() {
-        Ok(())
-    } else {
-        Err(missing.join("; "))
-    }
+    if missing.is_empty() { Ok(()) } else { Err(missing.join("; ")) }
 }
 
 /// Validation for a version newer than every table: the code must agree with the layout

@@ -105,12 +105,7 @@ pub(crate) struct FuncRec {
 /// Does `b` start with a plausible 64-bit pclntab header?
 pub(crate) fn looks_like_header(b: &[u8]) -> bool {
     let Some(m) = rd_u32(b, 0) else { return false };
-    (m == MAGIC_118 || m == MAGIC_120)
-        && b.len() >= 72
-        && b[4] == 0
-        && b[5] == 0
-        && matches!(b[6], 1 | 2 | 4)
-        && b[7] == 8
+    (m == MAGIC_118 || m == MAGIC_120) && b.len() >= 72 && b[4] == 0 && b[5] == 0 && matches!(b[6], 1 | 2 | 4) && b[7] == 8
 }
 
 impl Pclntab {
@@ -122,28 +117,19 @@ impl Pclntab {
             MAGIC_118 | MAGIC_120 => {}
             MAGIC_116 | MAGIC_12 => {
                 return Err(InspectError::UnsupportedGoVersion {
-                    version: if magic == MAGIC_116 {
-                        "go1.16-1.17".into()
-                    } else {
-                        "go1.2-1.15".into()
-                    },
-                    reason: "pclntab format predates Go 1.18; goscope supports Go 1.19 and newer"
-                        .into(),
+                    version: if magic == MAGIC_116 { "go1.16-1.17".into() } else { "go1.2-1.15".into() },
+                    reason: "pclntab format predates Go 1.18; goscope supports Go 1.19 and newer".into(),
                 });
             }
             _ => {
-                return Err(InspectError::malformed(format!(
-                    "unknown pclntab magic {magic:#x}"
-                )));
+                return Err(InspectError::malformed(format!("unknown pclntab magic {magic:#x}")));
             }
         }
         if data.len() < 72 {
             return Err(InspectError::truncated("pclntab header"));
         }
         if data[4] != 0 || data[5] != 0 || !matches!(data[6], 1 | 2 | 4) {
-            return Err(InspectError::malformed(
-                "pclntab header has bad padding or pc quantum",
-            ));
+            return Err(InspectError::malformed("pclntab header has bad padding or pc quantum"));
         }
         if data[7] != 8 {
             return Err(InspectError::UnsupportedArch {
@@ -158,21 +144,14 @@ impl Pclntab {
         let offs: Vec<u64> = (3..8).map(field).collect();
         for (i, o) in offs.iter().enumerate() {
             if *o >= len {
-                return Err(InspectError::truncated(format!(
-                    "pclntab table #{i} (offset {o:#x})"
-                )));
+                return Err(InspectError::truncated(format!("pclntab table #{i} (offset {o:#x})")));
             }
         }
         let pcln_off = offs[4];
         // functab: nfunc+1 pairs of u32.
-        let need = nfunc
-            .checked_add(1)
-            .and_then(|n| n.checked_mul(8))
-            .and_then(|n| n.checked_add(pcln_off));
+        let need = nfunc.checked_add(1).and_then(|n| n.checked_mul(8)).and_then(|n| n.checked_add(pcln_off));
         if need.is_none_or(|n| n > len) {
-            return Err(InspectError::truncated(format!(
-                "pclntab functab ({nfunc} functions)"
-            )));
+            return Err(InspectError::truncated(format!("pclntab functab ({nfunc} functions)")));
         }
         Ok(Pclntab {
             data: data.to_vec(),
@@ -200,10 +179,7 @@ impl Pclntab {
     /// Sets `moduledata.gofunc` to `vaddr`; `bytes` (from `vaddr` on) is used when `vaddr` is not
     /// inside the table itself.
     pub fn set_gofunc(&mut self, vaddr: u64, bytes: Option<&[u8]>) {
-        let inside = vaddr
-            .checked_sub(self.vaddr)
-            .filter(|o| *o < self.data.len() as u64)
-            .map(|o| o as usize);
+        let inside = vaddr.checked_sub(self.vaddr).filter(|o| *o < self.data.len() as u64).map(|o| o as usize);
         self.gofunc = match (inside, bytes) {
             (Some(o), _) => Some(GoFunc { vaddr, bytes: GoFuncBytes::InTable(o) }),
             (None, Some(b)) => Some(GoFunc { vaddr, bytes: GoFuncBytes::Copied(b.to_vec()) }),
@@ -242,10 +218,7 @@ impl Pclntab {
         if i >= u32::from(f.nfuncdata) {
             return None;
         }
-        let at = f
-            .pcdata_at
-            .checked_add((f.npcdata as usize).checked_mul(4)?)?
-            .checked_add(4 * i as usize)?;
+        let at = f.pcdata_at.checked_add((f.npcdata as usize).checked_mul(4)?)?.checked_add(4 * i as usize)?;
         rd_u32(&self.data, at).filter(|o| *o != u32::MAX)
     }
 
@@ -310,11 +283,7 @@ impl Pclntab {
 
     /// File and line of `pc` in `f` ("?", 0 when unknown).
     fn file_line(&self, f: &FuncRec, pc: u64) -> (String, u32) {
-        let file = self
-            .pcvalue(f.pcfile, f.entry, pc)
-            .and_then(|n| self.file(f.cu_offset, n))
-            .unwrap_or("?")
-            .to_string();
+        let file = self.pcvalue(f.pcfile, f.entry, pc).and_then(|n| self.file(f.cu_offset, n)).unwrap_or("?").to_string();
         let line = self.pcvalue(f.pcln, f.entry, pc).filter(|l| *l >= 0).map(|l| l as u32).unwrap_or(0);
         (file, line)
     }
@@ -354,9 +323,7 @@ impl Pclntab {
                 _ => return false,
             }
         }
-        self.func(0)
-            .and_then(|f| self.name(&f))
-            .is_some_and(|n| !n.is_empty())
+        self.func(0).and_then(|f| self.name(&f)).is_some_and(|n| !n.is_empty())
     }
 
     fn functab(&self, i: usize) -> Option<(u32, u32)> {
@@ -416,11 +383,7 @@ impl Pclntab {
                 hi = mid;
             }
         }
-        if u64::from(self.functab(lo)?.0) <= rel {
-            Some(lo)
-        } else {
-            None
-        }
+        if u64::from(self.functab(lo)?.0) <= rel { Some(lo) } else { None }
     }
 
     pub fn name(&self, f: &FuncRec) -> Option<&str> {
@@ -596,10 +559,7 @@ mod tests {
             let _ = decode_pcvalue(&t[..cut], 0, 201, 1);
         }
         assert_eq!(decode_pcvalue(&[], 0, 0, 1), None);
-        assert_eq!(
-            decode_pcvalue(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff], 0, 0, 1),
-            None
-        );
+        assert_eq!(decode_pcvalue(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff], 0, 0, 1), None);
     }
 
     #[test]
@@ -620,9 +580,6 @@ mod tests {
         assert_eq!(p.find(0x1000), None);
         assert_eq!(p.functions().count(), 0);
         h[..4].copy_from_slice(&MAGIC_116.to_le_bytes());
-        assert!(matches!(
-            Pclntab::parse(&h, 0),
-            Err(InspectError::UnsupportedGoVersion { .. })
-        ));
+        assert!(matches!(Pclntab::parse(&h, 0), Err(InspectError::UnsupportedGoVersion { .. })));
     }
 }

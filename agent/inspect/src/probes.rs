@@ -18,8 +18,8 @@
 //! `*g` — never a uretprobe (they crash Go programs whose goroutines migrate threads).
 
 use iced_x86::{
-    Code, Decoder, DecoderOptions, FlowControl, Formatter, Instruction, InstructionInfoFactory,
-    IntelFormatter, OpAccess, OpKind, Register,
+    Code, Decoder, DecoderOptions, FlowControl, Formatter, Instruction, InstructionInfoFactory, IntelFormatter, OpAccess, OpKind,
+    Register,
 };
 use serde::Serialize;
 
@@ -177,10 +177,7 @@ fn is_push(raw: &[u8]) -> bool {
 }
 
 fn is_rel_branch(raw: &[u8]) -> bool {
-    matches!(
-        raw,
-        [0x70..=0x7f, _] | [0xeb, _] | [0xe9, _, _, _, _] | [0x0f, 0x80..=0x8f, _, _, _, _]
-    )
+    matches!(raw, [0x70..=0x7f, _] | [0xeb, _] | [0xe9, _, _, _, _] | [0x0f, 0x80..=0x8f, _, _, _, _])
 }
 
 fn is_emulated(raw: &[u8]) -> bool {
@@ -211,14 +208,7 @@ pub(crate) fn place_entry(func: &str, code: &[u8], entry: u64, nargs: Option<usi
     let arg_desc = if argregs.is_empty() {
         "it takes no register arguments".to_string()
     } else {
-        format!(
-            "argument registers {} are still intact",
-            argregs
-                .iter()
-                .map(|r| format!("{r:?}"))
-                .collect::<Vec<_>>()
-                .join(",")
-        )
+        format!("argument registers {} are still intact", argregs.iter().map(|r| format!("{r:?}")).collect::<Vec<_>>().join(","))
     };
     let mut decoder = Decoder::with_ip(64, code, entry, DecoderOptions::NONE);
     let mut factory = InstructionInfoFactory::new();
@@ -293,13 +283,8 @@ pub(crate) fn place_entry(func: &str, code: &[u8], entry: u64, nargs: Option<usi
         let info = factory.info(&instr);
         let written = |reg: Register| {
             info.used_registers().iter().any(|u| {
-                matches!(
-                    u.access(),
-                    OpAccess::Write
-                        | OpAccess::CondWrite
-                        | OpAccess::ReadWrite
-                        | OpAccess::ReadCondWrite
-                ) && u.register().full_register() == reg
+                matches!(u.access(), OpAccess::Write | OpAccess::CondWrite | OpAccess::ReadWrite | OpAccess::ReadCondWrite)
+                    && u.register().full_register() == reg
             })
         };
         rsp_moved |= written(Register::RSP);
@@ -313,10 +298,7 @@ pub(crate) fn place_entry(func: &str, code: &[u8], entry: u64, nargs: Option<usi
     }
 
     let after_check = |off: u64| stack_jcc_off.is_none_or(|j| off > j);
-    if let Some((off, _, text, _, ret)) = cands
-        .iter()
-        .find(|(off, k, ..)| *k == Cand::PushRbp && after_check(*off))
-    {
+    if let Some((off, _, text, _, ret)) = cands.iter().find(|(off, k, ..)| *k == Cand::PushRbp && after_check(*off)) {
         return Site {
             offset: *off,
             instruction: text.clone(),
@@ -328,10 +310,7 @@ pub(crate) fn place_entry(func: &str, code: &[u8], entry: u64, nargs: Option<usi
             ),
         };
     }
-    if let Some((off, _, text, what, ret)) = cands
-        .iter()
-        .find(|(off, k, ..)| *k == Cand::Other && after_check(*off))
-    {
+    if let Some((off, _, text, what, ret)) = cands.iter().find(|(off, k, ..)| *k == Cand::Other && after_check(*off)) {
         return Site {
             offset: *off,
             instruction: text.clone(),
@@ -384,8 +363,7 @@ pub(crate) fn find_rets(code: &[u8], entry: u64) -> Vec<(u64, String)> {
     while decoder.can_decode() {
         decoder.decode_out(&mut instr);
         let off = instr.ip().wrapping_sub(entry);
-        if instr.code() == Code::Retnq && code.get(off as usize) == Some(&0xc3) && instr.len() == 1
-        {
+        if instr.code() == Code::Retnq && code.get(off as usize) == Some(&0xc3) && instr.len() == 1 {
             out.push((off, format(&instr)));
         }
     }
@@ -402,42 +380,28 @@ pub(crate) fn displacements(code: &[u8], entry: u64) -> Vec<(u64, bool, usize)> 
     let mut out = Vec::new();
     while decoder.can_decode() {
         decoder.decode_out(&mut instr);
-        if matches!(
-            instr.code(),
-            Code::Add_rm64_imm8 | Code::Add_rm64_imm32 | Code::Add_RAX_imm32
-        ) && instr.op0_kind() == OpKind::Register
+        if matches!(instr.code(), Code::Add_rm64_imm8 | Code::Add_rm64_imm32 | Code::Add_RAX_imm32)
+            && instr.op0_kind() == OpKind::Register
         {
             // `ADDQ $off, reg` computes a field address the way LEA does (e.g. &c.lock).
             out.push((instr.immediate64(), false, 0));
             continue;
         }
-        if instr.is_invalid() || !(0..instr.op_count()).any(|i| instr.op_kind(i) == OpKind::Memory)
-        {
+        if instr.is_invalid() || !(0..instr.op_count()).any(|i| instr.op_kind(i) == OpKind::Memory) {
             continue;
         }
         let base = instr.memory_base();
-        if matches!(
-            base,
-            Register::None | Register::RIP | Register::RSP | Register::ESP
-        ) || instr.memory_index() != Register::None
+        if matches!(base, Register::None | Register::RIP | Register::RSP | Register::ESP)
+            || instr.memory_index() != Register::None
         {
             continue;
         }
         let info = factory.info(&instr);
-        let write = info.used_memory().iter().any(|m| {
-            matches!(
-                m.access(),
-                OpAccess::Write
-                    | OpAccess::ReadWrite
-                    | OpAccess::CondWrite
-                    | OpAccess::ReadCondWrite
-            )
-        });
-        let size = if instr.mnemonic() == iced_x86::Mnemonic::Lea {
-            0
-        } else {
-            instr.memory_size().size()
-        };
+        let write = info
+            .used_memory()
+            .iter()
+            .any(|m| matches!(m.access(), OpAccess::Write | OpAccess::ReadWrite | OpAccess::CondWrite | OpAccess::ReadCondWrite));
+        let size = if instr.mnemonic() == iced_x86::Mnemonic::Lea { 0 } else { instr.memory_size().size() };
         out.push((instr.memory_displacement64(), write, size));
     }
     out
@@ -450,13 +414,13 @@ mod tests {
     // go1.21+ gopark prologue: CMP RSP,[R14+0x10]; JBE rel32; PUSH RBP; MOV RBP,RSP; SUB RSP,0x10;
     // MOV RDX,[R14+0x30]; NOP
     const GOPARK_121: &[u8] = &[
-        0x49, 0x3b, 0x66, 0x10, 0x0f, 0x86, 0xdc, 0x00, 0x00, 0x00, 0x55, 0x48, 0x89, 0xe5, 0x48,
-        0x83, 0xec, 0x10, 0x49, 0x8b, 0x56, 0x30, 0x90,
+        0x49, 0x3b, 0x66, 0x10, 0x0f, 0x86, 0xdc, 0x00, 0x00, 0x00, 0x55, 0x48, 0x89, 0xe5, 0x48, 0x83, 0xec, 0x10, 0x49, 0x8b,
+        0x56, 0x30, 0x90,
     ];
     // go1.19: CMP; JBE rel32; SUB RSP,0x18; MOV [RSP+0x10],RBP; LEA RBP,[RSP+0x10]; MOV RDX,[R14+0x30]; NOP
     const GOPARK_119: &[u8] = &[
-        0x49, 0x3b, 0x66, 0x10, 0x0f, 0x86, 0xe9, 0x00, 0x00, 0x00, 0x48, 0x83, 0xec, 0x18, 0x48,
-        0x89, 0x6c, 0x24, 0x10, 0x48, 0x8d, 0x6c, 0x24, 0x10, 0x49, 0x8b, 0x56, 0x30, 0x90,
+        0x49, 0x3b, 0x66, 0x10, 0x0f, 0x86, 0xe9, 0x00, 0x00, 0x00, 0x48, 0x83, 0xec, 0x18, 0x48, 0x89, 0x6c, 0x24, 0x10, 0x48,
+        0x8d, 0x6c, 0x24, 0x10, 0x49, 0x8b, 0x56, 0x30, 0x90,
     ];
 
     #[test]
@@ -472,11 +436,7 @@ mod tests {
         let s = place_entry("runtime.gopark", GOPARK_119, 0x1000, Some(5));
         assert_eq!(s.offset, 28, "{s:?}");
         assert_eq!(s.instruction, "nop");
-        assert_eq!(
-            s.return_address,
-            ReturnAddressAt::FramePointer,
-            "after LEA RBP, [RSP+0x10]"
-        );
+        assert_eq!(s.return_address, ReturnAddressAt::FramePointer, "after LEA RBP, [RSP+0x10]");
         // If RDX counted as an argument (all nine do not include it) it would still be 28;
         // clobbering RAX before the NOP leaves only the stack-check Jcc.
         let mut code = GOPARK_119.to_vec();

@@ -28,10 +28,7 @@ impl WaitReasonTable {
 
     /// Code of a name, e.g. `code_of("chan receive")` is 14 on 1.19–1.25 and 19 on 1.26+.
     pub fn code_of(&self, name: &str) -> Option<u8> {
-        self.names
-            .iter()
-            .position(|n| n == name)
-            .and_then(|i| u8::try_from(i).ok())
+        self.names.iter().position(|n| n == name).and_then(|i| u8::try_from(i).ok())
     }
 
     /// Number of entries.
@@ -117,14 +114,9 @@ pub(crate) fn from_string_method(elf: &Elf<'_>, entry: u64, code: &[u8]) -> Opti
             && instr.mnemonic() == Mnemonic::Cmp
             && instr.op_count() == 2
             && instr.op0_kind() == OpKind::Register
-            && matches!(
-                instr.op1_kind(),
-                OpKind::Immediate8 | OpKind::Immediate8to32 | OpKind::Immediate32
-            )
+            && matches!(instr.op1_kind(), OpKind::Immediate8 | OpKind::Immediate8to32 | OpKind::Immediate32)
         {
-            count = usize::try_from(instr.immediate(1))
-                .ok()
-                .filter(|n| (3..=MAX_REASONS).contains(n));
+            count = usize::try_from(instr.immediate(1)).ok().filter(|n| (3..=MAX_REASONS).contains(n));
         }
         if instr.mnemonic() == Mnemonic::Lea && instr.is_ip_rel_memory_operand() {
             targets.push(instr.ip_rel_memory_address());
@@ -155,8 +147,7 @@ pub(crate) fn scan(elf: &Elf<'_>) -> Option<(u64, Vec<String>)> {
                     return None;
                 }
                 let vaddr = base.wrapping_add(off as u64);
-                if read_string(elf, vaddr.wrapping_add(16))
-                    == Some(Some("GC assist marking".into()))
+                if read_string(elf, vaddr.wrapping_add(16)) == Some(Some("GC assist marking".into()))
                     && read_string(elf, vaddr.wrapping_add(32)) == Some(Some("IO wait".into()))
                 {
                     let mut names = vec![String::new()];

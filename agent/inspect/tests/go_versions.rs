@@ -24,11 +24,7 @@ fn open(p: &Path) -> GoBinary {
 
 /// Expected wait reason codes for "chan receive", "chan send", "select".
 fn chan_codes(minor: u32) -> (u8, u8, u8) {
-    if minor >= 26 {
-        (19, 20, 18)
-    } else {
-        (14, 15, 9)
-    }
+    if minor >= 26 { (19, 20, 18) } else { (14, 15, 9) }
 }
 
 /// Names that appear more than once in pclntab (assembly ABI0 + ABIInternal pairs).
@@ -61,10 +57,7 @@ fn addr2line(bin: &Path, pcs: &[u64]) -> Result<Vec<(String, String, i64)>, Stri
     let mut stdin = child.stdin.take().ok_or("no stdin")?;
     let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
     let out = child.wait_with_output().map_err(|e| e.to_string())?;
-    writer
-        .join()
-        .map_err(|_| "writer panicked")?
-        .map_err(|e| e.to_string())?;
+    writer.join().map_err(|_| "writer panicked")?.map_err(|e| e.to_string())?;
     if !out.status.success() {
         return Err(String::from_utf8_lossy(&out.stderr).into_owned());
     }
@@ -74,14 +67,8 @@ fn addr2line(bin: &Path, pcs: &[u64]) -> Result<Vec<(String, String, i64)>, Stri
     for pair in lines.chunks(2) {
         let func = pair[0].to_string();
         let loc = pair.get(1).ok_or("odd output")?;
-        let (file, line) = loc
-            .rsplit_once(':')
-            .ok_or_else(|| format!("bad line {loc}"))?;
-        res.push((
-            func,
-            file.to_string(),
-            line.parse().map_err(|_| format!("bad line {loc}"))?,
-        ));
+        let (file, line) = loc.rsplit_once(':').ok_or_else(|| format!("bad line {loc}"))?;
+        res.push((func, file.to_string(), line.parse().map_err(|_| format!("bad line {loc}"))?));
     }
     if res.len() != pcs.len() {
         return Err(format!("{} answers for {} pcs", res.len(), pcs.len()));
@@ -108,19 +95,9 @@ fn check_toolchain(tc: Toolchain) {
     // --- Build info.
     let bi = plain.build_info();
     assert_eq!(bi.module, "example.com/goscopefixture");
-    assert!(
-        bi.settings
-            .iter()
-            .any(|(k, v)| k == "GOARCH" && v == "amd64"),
-        "{:?}",
-        bi.settings
-    );
+    assert!(bi.settings.iter().any(|(k, v)| k == "GOARCH" && v == "amd64"), "{:?}", bi.settings);
     assert!(!bi.cgo);
-    assert!(
-        bi.build_id.as_deref().is_some_and(|id| id.contains('/')),
-        "{:?}",
-        bi.build_id
-    );
+    assert!(bi.build_id.as_deref().is_some_and(|id| id.contains('/')), "{:?}", bi.build_id);
     assert_eq!(plain.arch(), Arch::Amd64);
     assert!(!plain.stripped());
     assert!(!plain.pie());
@@ -128,11 +105,7 @@ fn check_toolchain(tc: Toolchain) {
 
     // --- DWARF layout equals the checked-in table for this version.
     let table = table_layout(minor).unwrap_or_else(|| panic!("no table for go1.{minor}"));
-    assert_eq!(
-        plain.layout().entries(),
-        table.entries(),
-        "DWARF layout vs offsets/go1.{minor}.txt"
-    );
+    assert_eq!(plain.layout().entries(), table.entries(), "DWARF layout vs offsets/go1.{minor}.txt");
     assert_eq!(plain.layout().g_parent_goid.is_some(), minor >= 21);
 
     // --- Wait reasons from the binary.
@@ -150,52 +123,36 @@ fn check_toolchain(tc: Toolchain) {
     assert!(plain.support().supported, "{:?}", plain.support());
 
     // --- Symbolization against go tool addr2line (independent implementation).
-    let gopark = plain
-        .symtab_function("runtime.gopark")
-        .expect("symtab gopark");
+    let gopark = plain.symtab_function("runtime.gopark").expect("symtab gopark");
     let fr = plain.symbolize(gopark.entry + 4).unwrap();
     assert_eq!(fr.function, "runtime.gopark");
     assert_eq!(fr.entry, gopark.entry);
     assert!(fr.file.ends_with("runtime/proc.go"), "{}", fr.file);
     assert!(fr.line > 0);
     let funcs = plain.pclntab_functions();
-    let pcs: Vec<u64> = funcs
-        .iter()
-        .step_by((funcs.len() / 150).max(1))
-        .flat_map(|f| [f.entry, f.entry + (f.end - f.entry) / 2])
-        .collect();
+    let pcs: Vec<u64> =
+        funcs.iter().step_by((funcs.len() / 150).max(1)).flat_map(|f| [f.entry, f.entry + (f.end - f.entry) / 2]).collect();
     match addr2line(&plain_p, &pcs) {
         Ok(oracle) => {
             let mut mismatches = 0;
             for (pc, (func, file, line)) in pcs.iter().zip(&oracle) {
-                let ours = plain
-                    .symbolize(*pc)
-                    .unwrap_or_else(|| panic!("no frame for {pc:#x}"));
+                let ours = plain.symbolize(*pc).unwrap_or_else(|| panic!("no frame for {pc:#x}"));
                 // addr2line prints ":-1" / "?:0" where the tables have no position; we use "?"/0.
-                let (want_file, want_line) = if *line <= 0 || file.is_empty() {
-                    ("?", 0)
-                } else {
-                    (file.as_str(), *line as u32)
-                };
+                let (want_file, want_line) = if *line <= 0 || file.is_empty() { ("?", 0) } else { (file.as_str(), *line as u32) };
                 if &ours.function != func || ours.file != want_file || ours.line != want_line {
                     mismatches += 1;
                     eprintln!("{pc:#x}: ours {ours:?} vs addr2line {func} {file}:{line}");
                 }
             }
-            assert_eq!(
-                mismatches, 0,
-                "symbolization differs from go tool addr2line"
-            );
+            assert_eq!(mismatches, 0, "symbolization differs from go tool addr2line");
         }
         Err(e) => eprintln!("note: go tool addr2line unavailable ({e}); oracle check skipped"),
     }
 
     // --- Stripped twin: pclntab entries == unstripped symtab, table layout == DWARF layout.
-    for (full_v, stripped_v) in [
-        (Variant::Plain, Variant::Stripped),
-        (Variant::ExtLink, Variant::ExtLinkStripped),
-        (Variant::Pie, Variant::PieStripped),
-    ] {
+    for (full_v, stripped_v) in
+        [(Variant::Plain, Variant::Stripped), (Variant::ExtLink, Variant::ExtLinkStripped), (Variant::Pie, Variant::PieStripped)]
+    {
         let Some(full_p) = fixture_or_skip(tc, full_v) else {
             continue;
         };
@@ -206,62 +163,26 @@ fn check_toolchain(tc: Toolchain) {
         let stripped = open(&stripped_p);
         let what = format!("{version} {}", stripped_v.name());
         assert!(stripped.stripped(), "{what}");
-        assert!(
-            stripped.symtab_function("runtime.gopark").is_none(),
-            "{what}: symtab expected gone"
-        );
+        assert!(stripped.symtab_function("runtime.gopark").is_none(), "{what}: symtab expected gone");
         assert_eq!(stripped.offsets_source(), OffsetsSource::Table, "{what}");
         assert_eq!(full.offsets_source(), OffsetsSource::Dwarf, "{what}");
-        assert_eq!(
-            stripped.layout(),
-            full.layout(),
-            "{what}: table vs DWARF layout"
-        );
-        assert_eq!(
-            stripped.wait_reasons(),
-            full.wait_reasons(),
-            "{what}: wait reasons"
-        );
+        assert_eq!(stripped.layout(), full.layout(), "{what}: table vs DWARF layout");
+        assert_eq!(stripped.wait_reasons(), full.wait_reasons(), "{what}: wait reasons");
         assert_eq!(stripped.wait_reasons().source(), "binary", "{what}");
-        assert_eq!(
-            stripped.build_info().go_version,
-            full.build_info().go_version
-        );
-        assert_eq!(
-            stripped.text_start(),
-            full.text_start(),
-            "{what}: text start"
-        );
+        assert_eq!(stripped.build_info().go_version, full.build_info().go_version);
+        assert_eq!(stripped.text_start(), full.text_start(), "{what}: text start");
         if let Some(rt) = full.symtab_function("runtime.text") {
-            assert_eq!(
-                full.text_start(),
-                rt.entry,
-                "{what}: text start vs runtime.text symbol"
-            );
+            assert_eq!(full.text_start(), rt.entry, "{what}: text start vs runtime.text symbol");
         }
-        for name in [
-            "runtime.gopark",
-            "runtime.newproc1",
-            "main.main",
-            "runtime.ready",
-            "runtime.goexit1",
-        ] {
-            let sym = full
-                .symtab_function(name)
-                .unwrap_or_else(|| panic!("{what}: {name} in symtab"));
-            let pc = stripped
-                .pclntab_function(name)
-                .unwrap_or_else(|| panic!("{what}: {name} in pclntab"));
+        for name in ["runtime.gopark", "runtime.newproc1", "main.main", "runtime.ready", "runtime.goexit1"] {
+            let sym = full.symtab_function(name).unwrap_or_else(|| panic!("{what}: {name} in symtab"));
+            let pc = stripped.pclntab_function(name).unwrap_or_else(|| panic!("{what}: {name} in pclntab"));
             assert_eq!(pc.entry, sym.entry, "{what}: {name} entry");
             let f = stripped.function(name).unwrap();
             assert_eq!(f.entry, sym.entry, "{what}: {name} via function()");
             let fr = stripped.symbolize(sym.entry + 1).unwrap();
             assert_eq!(fr.function, name, "{what}");
-            assert_eq!(
-                fr,
-                full.symbolize(sym.entry + 1).unwrap(),
-                "{what}: frames differ"
-            );
+            assert_eq!(fr, full.symbolize(sym.entry + 1).unwrap(), "{what}: frames differ");
         }
         // Every pclntab function with a unique name matches the symtab entry of the full twin.
         let dups = duplicate_names(&stripped);
@@ -289,16 +210,8 @@ fn check_toolchain(tc: Toolchain) {
         }
         check_probe_sites(&stripped, &stripped_p, minor);
         check_probe_sites(&full, &full_p, minor);
-        assert_eq!(
-            stripped.probe_sites(),
-            full.probe_sites(),
-            "{what}: probe sites"
-        );
-        assert!(
-            stripped.support().supported,
-            "{what}: {:?}",
-            stripped.support()
-        );
+        assert_eq!(stripped.probe_sites(), full.probe_sites(), "{what}: probe sites");
+        assert!(stripped.support().supported, "{what}: {:?}", stripped.support());
     }
 
     // --- arm64 cross build: same offsets, symbols work, probes unsupported.
@@ -307,31 +220,16 @@ fn check_toolchain(tc: Toolchain) {
         assert_eq!(arm.arch(), Arch::Arm64);
         // runtime.mheap holds arrays sized per architecture, so its `arenas` field moves; every
         // other offset is the same.
-        let without_mheap = |l: &goscope_inspect::RuntimeLayout| goscope_inspect::RuntimeLayout {
-            mheap_arenas: None,
-            ..l.clone()
-        };
-        assert_eq!(
-            without_mheap(arm.layout()),
-            without_mheap(plain.layout()),
-            "arm64 offsets equal amd64 offsets"
-        );
+        let without_mheap =
+            |l: &goscope_inspect::RuntimeLayout| goscope_inspect::RuntimeLayout { mheap_arenas: None, ..l.clone() };
+        assert_eq!(without_mheap(arm.layout()), without_mheap(plain.layout()), "arm64 offsets equal amd64 offsets");
         assert_eq!(arm.wait_reasons(), plain.wait_reasons());
         let gp = arm.symtab_function("runtime.gopark").unwrap();
-        assert_eq!(
-            arm.pclntab_function("runtime.gopark").unwrap().entry,
-            gp.entry
-        );
-        assert_eq!(
-            arm.symbolize(gp.entry + 8).unwrap().function,
-            "runtime.gopark"
-        );
+        assert_eq!(arm.pclntab_function("runtime.gopark").unwrap().entry, gp.entry);
+        assert_eq!(arm.symbolize(gp.entry + 8).unwrap().function, "runtime.gopark");
         assert!(arm.probe_sites().is_empty());
         let s = arm.support();
-        assert!(
-            !s.supported && s.reasons.iter().any(|r| r.contains("amd64")),
-            "{s:?}"
-        );
+        assert!(!s.supported && s.reasons.iter().any(|r| r.contains("amd64")), "{s:?}");
     }
 }
 
@@ -339,11 +237,7 @@ fn check_probe_sites(b: &GoBinary, path: &Path, minor: u32) {
     let file = std::fs::read(path).unwrap();
     let sites = b.probe_sites();
     for kind in ProbeKind::ALL {
-        assert!(
-            sites.iter().any(|s| s.probe == kind),
-            "{}: no {kind:?} site",
-            path.display()
-        );
+        assert!(sites.iter().any(|s| s.probe == kind), "{}: no {kind:?} site", path.display());
     }
     for s in sites {
         let f = b.function(&s.symbol).unwrap();
@@ -362,39 +256,19 @@ fn check_probe_sites(b: &GoBinary, path: &Path, minor: u32) {
         }
         assert!(!s.why.is_empty());
     }
-    let gopark = sites
-        .iter()
-        .find(|s| s.probe == ProbeKind::GoroutineParked)
-        .unwrap();
+    let gopark = sites.iter().find(|s| s.probe == ProbeKind::GoroutineParked).unwrap();
     if minor >= 21 {
-        assert_eq!(
-            (gopark.offset, gopark.instruction.as_str()),
-            (10, "push rbp"),
-            "{gopark:?}"
-        );
+        assert_eq!((gopark.offset, gopark.instruction.as_str()), (10, "push rbp"), "{gopark:?}");
     } else {
         // Go 1.19/1.20: no PUSH RBP; the NOP after the frame setup precedes any argument write.
-        assert_eq!(
-            (gopark.offset, gopark.instruction.as_str()),
-            (28, "nop"),
-            "{gopark:?}"
-        );
+        assert_eq!((gopark.offset, gopark.instruction.as_str()), (28, "nop"), "{gopark:?}");
     }
-    let ready = sites
-        .iter()
-        .find(|s| s.probe == ProbeKind::GoroutineReady)
-        .unwrap();
+    let ready = sites.iter().find(|s| s.probe == ProbeKind::GoroutineReady).unwrap();
     if minor >= 21 {
         assert_eq!(ready.instruction, "push rbp");
     }
-    let rets: Vec<_> = sites
-        .iter()
-        .filter(|s| s.probe == ProbeKind::GoroutineCreated)
-        .collect();
-    assert!(
-        rets.iter()
-            .all(|s| s.instruction == "ret" && s.symbol == "runtime.newproc1")
-    );
+    let rets: Vec<_> = sites.iter().filter(|s| s.probe == ProbeKind::GoroutineCreated).collect();
+    assert!(rets.iter().all(|s| s.instruction == "ret" && s.symbol == "runtime.newproc1"));
 }
 
 #[test]
@@ -436,31 +310,19 @@ version_tests! {
 fn integration_go_versions() -> Vec<String> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/src/fixture.rs");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let start = text
-        .find("GO_VERSIONS: &[&str] = &[")
-        .expect("GO_VERSIONS in tests/src/fixture.rs");
+    let start = text.find("GO_VERSIONS: &[&str] = &[").expect("GO_VERSIONS in tests/src/fixture.rs");
     let list = &text[start..];
     let list = &list[list.find("= &[").unwrap() + 4..list.find("];").unwrap()];
-    list.split('"')
-        .skip(1)
-        .step_by(2)
-        .map(str::to_owned)
-        .collect()
+    list.split('"').skip(1).step_by(2).map(str::to_owned).collect()
 }
 
 /// Every checked-in table has a tested version of its minor.
 #[test]
 fn every_table_is_tested() {
-    let minors: Vec<u32> = integration_go_versions()
-        .iter()
-        .map(|v| v.split('.').nth(1).unwrap().parse().unwrap())
-        .collect();
+    let minors: Vec<u32> = integration_go_versions().iter().map(|v| v.split('.').nth(1).unwrap().parse().unwrap()).collect();
     for minor in goscope_inspect::OLDEST_MINOR..=goscope_inspect::NEWEST_MINOR {
         assert!(table_layout(minor).is_some(), "no table for go1.{minor}");
-        assert!(
-            minors.contains(&minor),
-            "go1.{minor} has a table but no tested release"
-        );
+        assert!(minors.contains(&minor), "go1.{minor} has a table but no tested release");
     }
 }
 
@@ -468,12 +330,7 @@ fn every_table_is_tested() {
 #[test]
 fn layout_validation_discriminates_versions() {
     let mut bins = Vec::new();
-    for tc in [
-        Some("go1.19.13"),
-        Some("go1.21.13"),
-        Some("go1.23.12"),
-        None,
-    ] {
+    for tc in [Some("go1.19.13"), Some("go1.21.13"), Some("go1.23.12"), None] {
         if let Some(p) = fixture_or_skip(tc, Variant::Stripped) {
             bins.push(p);
         }
@@ -496,11 +353,7 @@ fn layout_validation_discriminates_versions() {
                 };
                 class(m) == class(own)
             };
-            assert_eq!(
-                res.is_ok(),
-                same_class,
-                "go1.{own} binary vs go1.{m} table: {res:?}"
-            );
+            assert_eq!(res.is_ok(), same_class, "go1.{own} binary vs go1.{m} table: {res:?}");
         }
     }
 }
@@ -508,10 +361,7 @@ fn layout_validation_discriminates_versions() {
 /// Rewrites the version string in .go.buildinfo (same length) to simulate other toolchains.
 fn patch_version(data: &mut [u8], new: &str) {
     let magic = b"\xff Go buildinf:";
-    let pos = data
-        .windows(magic.len())
-        .position(|w| w == magic)
-        .expect("buildinfo magic");
+    let pos = data.windows(magic.len()).position(|w| w == magic).expect("buildinfo magic");
     let len = data[pos + 32] as usize;
     assert_eq!(len, new.len(), "replacement must keep the length");
     data[pos + 33..pos + 33 + len].copy_from_slice(new.as_bytes());
@@ -555,10 +405,7 @@ fn newer_go_version_validated_or_rejected() {
         }
         // Older than 1.19 -> rejected.
         patch_version(&mut data, "go1.18.10");
-        assert!(matches!(
-            GoBinary::from_bytes(&data),
-            Err(goscope_inspect::InspectError::UnsupportedGoVersion { .. })
-        ));
+        assert!(matches!(GoBinary::from_bytes(&data), Err(goscope_inspect::InspectError::UnsupportedGoVersion { .. })));
     }
 }
 
@@ -567,11 +414,7 @@ fn newer_go_version_validated_or_rejected() {
 #[test]
 fn no_section_headers() {
     for tc in [Some("go1.19.13"), Some("go1.23.12"), None] {
-        for variant in [
-            Variant::Stripped,
-            Variant::PieStripped,
-            Variant::ExtLinkStripped,
-        ] {
+        for variant in [Variant::Stripped, Variant::PieStripped, Variant::ExtLinkStripped] {
             let Some(p) = fixture_or_skip(tc, variant) else {
                 continue;
             };
@@ -582,32 +425,16 @@ fn no_section_headers() {
             d[0x3c..0x40].fill(0); // e_shnum, e_shstrndx
             let what = format!("{} {}", p.display(), variant.name());
             let without = GoBinary::from_bytes(&d).unwrap_or_else(|e| panic!("{what}: {e}"));
-            assert_eq!(
-                without.build_info().go_version,
-                with.build_info().go_version,
-                "{what}"
-            );
-            assert_eq!(
-                without.build_info().build_id,
-                with.build_info().build_id,
-                "{what}"
-            );
+            assert_eq!(without.build_info().go_version, with.build_info().go_version, "{what}");
+            assert_eq!(without.build_info().build_id, with.build_info().build_id, "{what}");
             assert_eq!(without.text_start(), with.text_start(), "{what}");
             assert_eq!(without.pclntab_len(), with.pclntab_len(), "{what}");
             assert_eq!(without.layout(), with.layout(), "{what}");
             assert_eq!(without.wait_reasons(), with.wait_reasons(), "{what}");
             assert_eq!(without.probe_sites(), with.probe_sites(), "{what}");
             let gp = with.function("runtime.gopark").unwrap();
-            assert_eq!(
-                without.function("runtime.gopark"),
-                Some(gp.clone()),
-                "{what}"
-            );
-            assert_eq!(
-                without.symbolize(gp.entry + 10),
-                with.symbolize(gp.entry + 10),
-                "{what}"
-            );
+            assert_eq!(without.function("runtime.gopark"), Some(gp.clone()), "{what}");
+            assert_eq!(without.symbolize(gp.entry + 10), with.symbolize(gp.entry + 10), "{what}");
         }
     }
 }
@@ -617,30 +444,16 @@ fn no_section_headers() {
 /// its end into a following string variable, never stop short).
 #[test]
 fn wait_reason_scan_agrees_with_code() {
-    for tc in [
-        Some("go1.19.13"),
-        Some("go1.21.13"),
-        Some("go1.23.12"),
-        None,
-    ] {
+    for tc in [Some("go1.19.13"), Some("go1.21.13"), Some("go1.23.12"), None] {
         let Some(p) = fixture_or_skip(tc, Variant::Stripped) else {
             continue;
         };
         let data = std::fs::read(&p).unwrap();
         let b = GoBinary::from_bytes(&data).unwrap();
         let names = b.wait_reasons().names();
-        assert_eq!(
-            names,
-            table_wait_reasons(b.build_info().go_version.minor)
-                .unwrap()
-                .as_slice()
-        );
+        assert_eq!(names, table_wait_reasons(b.build_info().go_version.minor).unwrap().as_slice());
         let scanned = goscope_inspect::wait_reasons_by_scan(&data).expect("scan");
-        assert!(
-            scanned.len() >= names.len() && scanned[..names.len()] == *names,
-            "{}",
-            p.display()
-        );
+        assert!(scanned.len() >= names.len() && scanned[..names.len()] == *names, "{}", p.display());
     }
 }
 
@@ -652,17 +465,9 @@ fn dwarf_compression_variants() {
     };
     let reference = open(&p);
     let dir = p.parent().unwrap();
-    for (flag, name) in [
-        ("--compress-debug-sections=zlib-gnu", "zdebug"),
-        ("--decompress-debug-sections", "uncompressed"),
-    ] {
+    for (flag, name) in [("--compress-debug-sections=zlib-gnu", "zdebug"), ("--decompress-debug-sections", "uncompressed")] {
         let out = dir.join(format!("plain-{name}"));
-        let ok = Command::new("objcopy")
-            .arg(flag)
-            .arg(&p)
-            .arg(&out)
-            .status()
-            .is_ok_and(|s| s.success());
+        let ok = Command::new("objcopy").arg(flag).arg(&p).arg(&out).status().is_ok_and(|s| s.success());
         if !ok {
             eprintln!("objcopy {flag} unavailable; {name} DWARF not tested");
             continue;

@@ -49,15 +49,9 @@ fn go(toolchain: &str) -> Command {
 
 /// Builds the program (cached under `<target>/go-fixtures/inline-<version>-<hash>/<variant>`).
 fn build(toolchain: &str, variant: &str, flags: &[&str]) -> Result<PathBuf, String> {
-    let out = go(toolchain)
-        .args(["env", "GOVERSION"])
-        .output()
-        .map_err(|e| format!("cannot run `go` ({e})"))?;
+    let out = go(toolchain).args(["env", "GOVERSION"]).output().map_err(|e| format!("cannot run `go` ({e})"))?;
     if !out.status.success() {
-        return Err(format!(
-            "GOTOOLCHAIN={toolchain} go env GOVERSION: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
+        return Err(format!("GOTOOLCHAIN={toolchain} go env GOVERSION: {}", String::from_utf8_lossy(&out.stderr).trim()));
     }
     let version = String::from_utf8_lossy(&out.stdout).trim().to_string();
     let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
@@ -72,19 +66,10 @@ fn build(toolchain: &str, variant: &str, flags: &[&str]) -> Result<PathBuf, Stri
     }
     std::fs::create_dir_all(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
     let part = dir.join(format!(".{variant}.tmp{}", std::process::id()));
-    let out = go(toolchain)
-        .arg("build")
-        .args(flags)
-        .arg("-o")
-        .arg(&part)
-        .arg(".")
-        .output()
-        .map_err(|e| format!("go build: {e}"))?;
+    let out =
+        go(toolchain).arg("build").args(flags).arg("-o").arg(&part).arg(".").output().map_err(|e| format!("go build: {e}"))?;
     if !out.status.success() {
-        return Err(format!(
-            "go build ({version}, {variant}): {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
+        return Err(format!("go build ({version}, {variant}): {}", String::from_utf8_lossy(&out.stderr).trim()));
     }
     std::fs::rename(&part, &bin).map_err(|e| format!("rename: {e}"))?;
     Ok(bin)
@@ -113,11 +98,7 @@ fn run(bin: &Path) -> (u64, Vec<Stack>) {
         let (key, rest) = line.split_once(' ').unwrap_or((line, ""));
         match key {
             "main_entry" => main_entry = hex(rest),
-            "stack" => stacks.push(Stack {
-                name: rest.to_string(),
-                pcs: Vec::new(),
-                frames: Vec::new(),
-            }),
+            "stack" => stacks.push(Stack { name: rest.to_string(), pcs: Vec::new(), frames: Vec::new() }),
             "pcs" => stacks.last_mut().unwrap().pcs = rest.split(' ').map(hex).collect(),
             "frame" => {
                 let f: Vec<&str> = rest.split('\t').collect();
@@ -213,9 +194,7 @@ fn cached(tc: &str) -> bool {
         return false;
     };
     let cache = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    Path::new(&cache)
-        .join(format!("golang.org/toolchain@v0.0.1-{tc}.linux-amd64"))
-        .is_dir()
+    Path::new(&cache).join(format!("golang.org/toolchain@v0.0.1-{tc}.linux-amd64")).is_dir()
 }
 
 #[test]

@@ -37,10 +37,7 @@ fn random_bytes_are_rejected() {
 
 #[test]
 fn error_messages() {
-    assert!(matches!(
-        GoBinary::from_bytes(b"hello"),
-        Err(InspectError::NotElf)
-    ));
+    assert!(matches!(GoBinary::from_bytes(b"hello"), Err(InspectError::NotElf)));
     let e = GoBinary::open(std::path::Path::new("/nonexistent/goscope/bin")).unwrap_err();
     assert!(matches!(e, InspectError::Io { .. }));
     assert!(e.to_string().contains("/nonexistent/goscope/bin"));
@@ -48,16 +45,10 @@ fn error_messages() {
     let me = std::env::current_exe().unwrap();
     let e = GoBinary::open(&me).unwrap_err();
     assert!(matches!(e, InspectError::NotGo), "{e}");
-    assert_eq!(
-        e.to_string(),
-        "not a Go binary: no .go.buildinfo section or Go build id note"
-    );
+    assert_eq!(e.to_string(), "not a Go binary: no .go.buildinfo section or Go build id note");
     let mut elf32 = vec![0u8; 64];
     elf32[..6].copy_from_slice(b"\x7fELF\x01\x01");
-    assert!(matches!(
-        GoBinary::from_bytes(&elf32),
-        Err(InspectError::UnsupportedArch { .. })
-    ));
+    assert!(matches!(GoBinary::from_bytes(&elf32), Err(InspectError::UnsupportedArch { .. })));
     for e in [InspectError::NotElf, InspectError::NotGo] {
         assert!(!e.to_string().contains('\n'));
     }
@@ -75,21 +66,14 @@ fn check_mutations(data: &[u8], iterations: usize, seed: u64) {
             let _ = GoBinary::from_bytes(&data[..cut]);
         }
     }
-    assert!(
-        GoBinary::from_bytes(&data[..data.len() / 2]).is_err(),
-        "half a binary must not parse"
-    );
+    assert!(GoBinary::from_bytes(&data[..data.len() / 2]).is_err(), "half a binary must not parse");
     // Random byte corruption, concentrated on the first pages (headers, notes, buildinfo) and
     // spread over the rest.
     for _ in 0..iterations {
         let mut d = data.to_vec();
         let n = 1 + rng.below(16);
         for _ in 0..n {
-            let pos = if rng.below(2) == 0 {
-                rng.below(4096.min(d.len()))
-            } else {
-                rng.below(d.len())
-            };
+            let pos = if rng.below(2) == 0 { rng.below(4096.min(d.len())) } else { rng.below(d.len()) };
             d[pos] = rng.next() as u8;
         }
         let _ = GoBinary::from_bytes(&d);
@@ -125,10 +109,7 @@ fn mutated_stripped_binary_never_panics() {
     headless[0x3c..0x40].fill(0);
     assert!(GoBinary::from_bytes(&headless).is_ok());
     check_mutations(&headless, 150, 13);
-    let bi = data
-        .windows(14)
-        .position(|w| w == b"\xff Go buildinf:")
-        .unwrap();
+    let bi = data.windows(14).position(|w| w == b"\xff Go buildinf:").unwrap();
     for v in [0u8, 0x7f, 0x80, 0xff] {
         let mut d = data.clone();
         d[bi + 32] = v;
@@ -286,10 +267,8 @@ fn uleb(mut v: u64, out: &mut Vec<u8>) {
 fn self_referential_dwarf(n: usize) -> Vec<u8> {
     // 1: compile_unit(name string); 2: structure_type(name string);
     // 3: member(name string, data_member_location udata, type ref_addr).
-    let abbrev: &[u8] = &[
-        1, 0x11, 1, 0x03, 0x08, 0, 0, 2, 0x13, 1, 0x03, 0x08, 0, 0, 3, 0x0d, 0, 0x03, 0x08, 0x38,
-        0x0f, 0x49, 0x10, 0, 0, 0,
-    ];
+    let abbrev: &[u8] =
+        &[1, 0x11, 1, 0x03, 0x08, 0, 0, 2, 0x13, 1, 0x03, 0x08, 0, 0, 3, 0x0d, 0, 0x03, 0x08, 0x38, 0x0f, 0x49, 0x10, 0, 0, 0];
     let mut body = vec![1];
     body.extend_from_slice(b"cu\0");
     let x = 11 + body.len() as u32;
@@ -375,10 +354,8 @@ fn overlapping_symbol_names_are_bounded() {
         symtab.extend_from_slice(&(0x401000 + u64::from(i)).to_le_bytes());
         symtab.extend_from_slice(&1u64.to_le_bytes());
     }
-    let data = elf_with_sections(&[
-        Sec(".symtab", SHT_SYMTAB, 0, 0, 2, 24, &symtab),
-        Sec(".strtab", SHT_STRTAB, 0, 0, 0, 0, &strtab),
-    ]);
+    let data =
+        elf_with_sections(&[Sec(".symtab", SHT_SYMTAB, 0, 0, 2, 24, &symtab), Sec(".strtab", SHT_STRTAB, 0, 0, 0, 0, &strtab)]);
     let (r, allocated) = alloc_count::during(|| GoBinary::from_bytes(&data));
     assert!(matches!(r, Err(InspectError::NotGo)), "{r:?}");
     // Unbounded: 3000 names of ~10 KB = 30 MB.

@@ -41,7 +41,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             s.syscalls
         );
         if reach {
-            let goroutines: Vec<ReachGoroutine> = snap.goroutines.iter().filter_map(|g| ReachGoroutine::from_goroutine(g, None)).collect();
+            let goroutines: Vec<ReachGoroutine> =
+                snap.goroutines.iter().filter_map(|g| ReachGoroutine::from_goroutine(g, None)).collect();
             let options = ReachOptions { explain, ..ReachOptions::default() };
             let report = find_leaked(&mem, &binary, bias, &goroutines, &options)?;
             println!(

@@ -45,9 +45,7 @@ pub struct AllgsLocation {
 pub enum LocateError {
     #[error("{0}")]
     Memory(#[from] MemoryError),
-    #[error(
-        "cannot locate runtime.allgs: the binary has no symbol table and {0}"
-    )]
+    #[error("cannot locate runtime.allgs: the binary has no symbol table and {0}")]
     NotFound(String),
 }
 
@@ -66,20 +64,14 @@ pub fn locate_allgs(mem: &ProcessMemory, binary: &GoBinary, load_bias: u64) -> R
 }
 
 /// The code path of [`locate_allgs`], also when symbols exist (tests compare both).
-pub fn locate_allgs_from_code(
-    mem: &ProcessMemory,
-    binary: &GoBinary,
-    load_bias: u64,
-) -> Result<AllgsLocation, LocateError> {
+pub fn locate_allgs_from_code(mem: &ProcessMemory, binary: &GoBinary, load_bias: u64) -> Result<AllgsLocation, LocateError> {
     if binary.arch() != Arch::Amd64 {
         return Err(LocateError::NotFound(format!(
             "decoding {ALLGADD} is implemented for amd64 only (this is {:?})",
             binary.arch()
         )));
     }
-    let f = binary
-        .function(ALLGADD)
-        .ok_or_else(|| LocateError::NotFound(format!("{ALLGADD} is not in .gopclntab")))?;
+    let f = binary.function(ALLGADD).ok_or_else(|| LocateError::NotFound(format!("{ALLGADD} is not in .gopclntab")))?;
     let len = f.end.saturating_sub(f.entry).clamp(1, MAX_CODE) as usize;
     let ip = f.entry.wrapping_add(load_bias);
     let code = mem.read_vec(ip, len)?;
@@ -132,11 +124,8 @@ pub fn find_allgs_in_code(code: &[u8], ip: u64) -> Option<(u64, Option<u64>)> {
     }
     let has = |a: u64| accesses.iter().any(|(x, _)| *x == a);
     let written = |a: u64| accesses.iter().any(|(x, w)| *x == a && *w);
-    let mut candidates: Vec<u64> = accesses
-        .iter()
-        .map(|(a, _)| *a)
-        .filter(|&a| has(a + 8) && has(a + 16) && written(a + 8))
-        .collect();
+    let mut candidates: Vec<u64> =
+        accesses.iter().map(|(a, _)| *a).filter(|&a| has(a + 8) && has(a + 16) && written(a + 8)).collect();
     candidates.sort_unstable();
     candidates.dedup();
     let [allgs] = candidates[..] else { return None };

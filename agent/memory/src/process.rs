@@ -32,9 +32,7 @@ pub enum MemoryError {
     NoSuchProcess { pid: u32 },
     #[error("PID {pid} exited")]
     Exited { pid: u32 },
-    #[error(
-        "cannot read the memory of PID {pid}: {source} (reading another process's memory needs root or CAP_SYS_PTRACE)"
-    )]
+    #[error("cannot read the memory of PID {pid}: {source} (reading another process's memory needs root or CAP_SYS_PTRACE)")]
     Permission {
         pid: u32,
         #[source]
@@ -158,10 +156,9 @@ impl ProcessMemory {
         match std::fs::read_to_string(format!("/proc/{}/stat", self.pid)) {
             Err(_) => true,
             // "pid (comm) S ...": comm may contain spaces and parentheses; the state follows the last ')'.
-            Ok(stat) => stat
-                .rfind(')')
-                .and_then(|i| stat[i + 1..].split_whitespace().next())
-                .is_some_and(|s| s == "Z" || s == "X"),
+            Ok(stat) => {
+                stat.rfind(')').and_then(|i| stat[i + 1..].split_whitespace().next()).is_some_and(|s| s == "Z" || s == "X")
+            }
         }
     }
 
@@ -319,22 +316,13 @@ impl ProcessMemory {
             let first = batch.spans[idx[0]].0;
             let last = idx[idx.len() - 1];
             let end = batch.spans[last].0 + batch.spans[last].1;
-            let local = libc::iovec {
-                iov_base: batch.data[first..end].as_mut_ptr().cast::<libc::c_void>(),
-                iov_len: end - first,
-            };
+            let local =
+                libc::iovec { iov_base: batch.data[first..end].as_mut_ptr().cast::<libc::c_void>(), iov_len: end - first };
             // SAFETY: `local` describes `end - first` writable bytes of `batch.data`, which lives
             // across the call; `remote` holds `remote.len()` iovecs that the kernel only reads
             // through (remote addresses are checked by the kernel, not dereferenced here).
             let n = unsafe {
-                libc::process_vm_readv(
-                    self.pid as libc::pid_t,
-                    &local,
-                    1,
-                    remote.as_ptr(),
-                    remote.len() as libc::c_ulong,
-                    0,
-                )
+                libc::process_vm_readv(self.pid as libc::pid_t, &local, 1, remote.as_ptr(), remote.len() as libc::c_ulong, 0)
             };
             self.bump(|s| s.syscalls += 1);
             if n < 0 {
@@ -476,7 +464,14 @@ mod tests {
         // Two pages with the second unmapped: a merged read fails, the parts are retried.
         // SAFETY: anonymous private mapping of two pages, unmapped again below.
         let base = unsafe {
-            libc::mmap(std::ptr::null_mut(), 8192, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
+            libc::mmap(
+                std::ptr::null_mut(),
+                8192,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
         };
         assert_ne!(base, libc::MAP_FAILED);
         let a = base as u64;

@@ -36,11 +36,8 @@ pub fn referenced_globals(mem: &ProcessMemory, entry: u64, end: u64) -> Result<V
     let len = end.saturating_sub(entry).min(MAX_FUNCTION_BYTES);
     let code = mem.read_vec(entry, len as usize)?;
     let mut decoder = iced_x86::Decoder::with_ip(64, &code, entry, iced_x86::DecoderOptions::NONE);
-    let mut globals: Vec<u64> = decoder
-        .iter()
-        .filter(|insn| insn.is_ip_rel_memory_operand())
-        .map(|insn| insn.ip_rel_memory_address())
-        .collect();
+    let mut globals: Vec<u64> =
+        decoder.iter().filter(|insn| insn.is_ip_rel_memory_operand()).map(|insn| insn.ip_rel_memory_address()).collect();
     globals.sort_unstable();
     globals.dedup();
     Ok(globals)

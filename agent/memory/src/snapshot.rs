@@ -142,12 +142,7 @@ impl GStatus {
     fn walkable(self) -> bool {
         matches!(
             self,
-            GStatus::Runnable
-                | GStatus::Syscall
-                | GStatus::Waiting
-                | GStatus::Copystack
-                | GStatus::Preempted
-                | GStatus::Leaked
+            GStatus::Runnable | GStatus::Syscall | GStatus::Waiting | GStatus::Copystack | GStatus::Preempted | GStatus::Leaked
         )
     }
 }
@@ -341,15 +336,7 @@ pub fn snapshot_with(
     stats.syscalls = after.syscalls - before.syscalls;
     stats.proc_mem_fallback = after.proc_mem_fallback;
     stats.elapsed_ns = started.elapsed().as_nanos() as u64;
-    Ok(Snapshot {
-        pid: mem.pid(),
-        read_start_ns,
-        read_end_ns: monotonic_ns(),
-        location,
-        goroutines,
-        channels,
-        stats,
-    })
+    Ok(Snapshot { pid: mem.pid(), read_start_ns, read_end_ns: monotonic_ns(), location, goroutines, channels, stats })
 }
 
 /// Reads the goroutines at the given `*g` addresses (e.g. ones seen parking), with the same
@@ -372,12 +359,7 @@ pub fn read_goroutines(
     Ok((goroutines, channels))
 }
 
-fn read_list(
-    mem: &ProcessMemory,
-    loc: &AllgsLocation,
-    max: usize,
-    stats: &mut SnapshotStats,
-) -> Result<Vec<u64>, SnapshotError> {
+fn read_list(mem: &ProcessMemory, loc: &AllgsLocation, max: usize, stats: &mut SnapshotStats) -> Result<Vec<u64>, SnapshotError> {
     let bad = |why: String| SnapshotError::BadList { addr: loc.allgs, why };
     let mut attempt = 0;
     let (ptr, n) = loop {
@@ -964,11 +946,8 @@ impl<'a> Ctx<'a> {
             cursors = next;
         }
         // Channel headers, each once.
-        let mut todo: Vec<u64> = pending
-            .iter()
-            .flat_map(|p| p.channels.iter().copied())
-            .filter(|c| !channels.contains_key(c))
-            .collect();
+        let mut todo: Vec<u64> =
+            pending.iter().flat_map(|p| p.channels.iter().copied()).filter(|c| !channels.contains_key(c)).collect();
         todo.sort_unstable();
         todo.dedup();
         for attempt in 0..2 {

@@ -367,14 +367,17 @@ mod tests {
         // 0x1005 <- 0x5010 (h, g inlined into f5000) <- goexit
         let mem = stack(&[(0x20, 0x10060), (0x28, 0x5010), (0x60, 0), (0x68, 0x8001)]);
         let w = run(start(0x1005, 0x10010, Some(0x10020)), &mem, 0x100);
-        let names: Vec<(&str, u64, bool)> = w
-            .frames
-            .iter()
-            .map(|f| (f.location.as_ref().unwrap().function.as_str(), f.pc, f.inlined))
-            .collect();
+        let names: Vec<(&str, u64, bool)> =
+            w.frames.iter().map(|f| (f.location.as_ref().unwrap().function.as_str(), f.pc, f.inlined)).collect();
         assert_eq!(
             names,
-            [("f1000", 0x1005, false), ("h", 0x5010, true), ("g", 0x5010, true), ("f5000", 0x5010, false), ("f8000", 0x8001, false)]
+            [
+                ("f1000", 0x1005, false),
+                ("h", 0x5010, true),
+                ("g", 0x5010, true),
+                ("f5000", 0x5010, false),
+                ("f8000", 0x8001, false)
+            ]
         );
         assert_eq!(w.end, Some(StackEnd::Goexit));
         // The frame limit counts logical frames.

@@ -12,9 +12,7 @@ use goscope_inspect::GoBinary;
 use goscope_memory::{AllgsSource, GStatus, ProcessMemory, StackEnd, locate_allgs, locate_allgs_from_code, snapshot};
 use std::collections::HashSet;
 
-const VERSIONS: &[&str] = &[
-    "1.19.13", "1.20.14", "1.21.13", "1.22.12", "1.23.12", "1.24.13", "1.25.14", "1.26.11", "1.27.4",
-];
+const VERSIONS: &[&str] = &["1.19.13", "1.20.14", "1.21.13", "1.22.12", "1.23.12", "1.24.13", "1.25.14", "1.26.11", "1.27.4"];
 
 const PROGRAM: &str = r#"package main
 
@@ -286,8 +284,7 @@ fn busy_process_snapshots_are_never_garbage() {
         for g in &snap.goroutines {
             assert!(g.goid > 0 && ids.insert(g.goid), "bad or duplicate goid {}", g.goid);
             assert!(!g.status.is_dead());
-            let names: Vec<&str> =
-                g.stack.iter().map(|f| f.location.as_ref().map_or("?", |l| l.function.as_str())).collect();
+            let names: Vec<&str> = g.stack.iter().map(|f| f.location.as_ref().map_or("?", |l| l.function.as_str())).collect();
             if g.stack_end == StackEnd::Goexit {
                 walked += 1;
                 assert_eq!(names.last(), Some(&"runtime.goexit"), "goroutine {}: {names:?}", g.goid);

@@ -36,10 +36,7 @@ pub fn blocked(state: &ProcessState, now_ns: u64, threshold_ns: u64) -> Vec<Find
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{
-        events::GoroutineEvent,
-        state::WaitReasons,
-    };
+    use crate::{events::GoroutineEvent, state::WaitReasons};
 
     #[test]
     fn only_long_user_level_blocks_are_reported() {

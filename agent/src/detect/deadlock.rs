@@ -123,10 +123,7 @@ fn same_side(g: &Goroutine, h: &Goroutine, x: u64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{
-        events::GoroutineEvent,
-        state::WaitReasons,
-    };
+    use crate::{events::GoroutineEvent, state::WaitReasons};
 
     const LOCK: u32 = 104;
 

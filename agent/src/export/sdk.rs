@@ -131,7 +131,11 @@ impl<E> Counted<E> {
 
 /// `export`, an export of `n` items, counted in `gate` as taken now and as exported or failed
 /// when it ends.
-fn counted<F: Future<Output = OTelSdkResult>>(gate: &Arc<Gate>, n: u64, export: F) -> impl Future<Output = OTelSdkResult> + use<F> {
+fn counted<F: Future<Output = OTelSdkResult>>(
+    gate: &Arc<Gate>,
+    n: u64,
+    export: F,
+) -> impl Future<Output = OTelSdkResult> + use<F> {
     gate.taken.fetch_add(n, Relaxed);
     let gate = Arc::clone(gate);
     async move {

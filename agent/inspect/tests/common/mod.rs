@@ -65,10 +65,7 @@ pub type Toolchain = Option<&'static str>;
 /// binaries build in parallel.
 fn build_lock(bin: &Path) -> Arc<Mutex<()>> {
     static LOCKS: OnceLock<Mutex<HashMap<PathBuf, Arc<Mutex<()>>>>> = OnceLock::new();
-    let mut locks = LOCKS
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
+    let mut locks = LOCKS.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
     Arc::clone(locks.entry(bin.to_path_buf()).or_default())
 }
 
@@ -81,12 +78,7 @@ pub fn prebuild(toolchain: Toolchain) {
         return;
     }
     let chains: [&[Variant]; 3] = [
-        &[
-            Variant::Plain,
-            Variant::Stripped,
-            Variant::ExtLink,
-            Variant::ExtLinkStripped,
-        ],
+        &[Variant::Plain, Variant::Stripped, Variant::ExtLink, Variant::ExtLinkStripped],
         &[Variant::Pie, Variant::PieStripped],
         &[Variant::Arm64],
     ];
@@ -102,9 +94,7 @@ pub fn prebuild(toolchain: Toolchain) {
 }
 
 pub fn in_ci() -> bool {
-    std::env::var("CI")
-        .map(|v| v == "true" || v == "1")
-        .unwrap_or(false)
+    std::env::var("CI").map(|v| v == "true" || v == "1").unwrap_or(false)
 }
 
 /// Reports a skip (or panics under CI).
@@ -121,28 +111,18 @@ fn source_dir() -> PathBuf {
 
 fn fixtures_root() -> PathBuf {
     let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-    tmp.parent()
-        .map(|p| p.join("go-fixtures"))
-        .unwrap_or_else(|| tmp.join("go-fixtures"))
+    tmp.parent().map(|p| p.join("go-fixtures")).unwrap_or_else(|| tmp.join("go-fixtures"))
 }
 
 /// FNV-1a over the Go sources in `dir` (names and contents, sorted), stable across Rust
 /// versions: the cache key of binaries built from them.
 pub fn source_hash(dir: &Path) -> String {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .expect("Go source dir")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_file())
-        .collect();
+    let mut files: Vec<PathBuf> =
+        std::fs::read_dir(dir).expect("Go source dir").filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_file()).collect();
     files.sort();
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for f in files {
-        let mut bytes = f
-            .file_name()
-            .unwrap()
-            .to_string_lossy()
-            .into_owned()
-            .into_bytes();
+        let mut bytes = f.file_name().unwrap().to_string_lossy().into_owned().into_bytes();
         bytes.extend(std::fs::read(&f).unwrap());
         for b in bytes {
             h ^= u64::from(b);
@@ -169,12 +149,7 @@ pub fn go_version(toolchain: Toolchain) -> Result<String, String> {
     type Answer = Arc<OnceLock<Result<String, String>>>;
     static VERSIONS: OnceLock<Mutex<HashMap<Toolchain, Answer>>> = OnceLock::new();
     let cell = Arc::clone(
-        VERSIONS
-            .get_or_init(Default::default)
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(toolchain)
-            .or_default(),
+        VERSIONS.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner()).entry(toolchain).or_default(),
     );
     cell.get_or_init(|| ask_go_version(toolchain)).clone()
 }
@@ -204,18 +179,11 @@ pub fn fixture(toolchain: Toolchain, variant: Variant) -> Result<PathBuf, String
     if bin.is_file() {
         return Ok(bin);
     }
-    if matches!(variant, Variant::ExtLink | Variant::ExtLinkStripped)
-        && Command::new("gcc").arg("--version").output().is_err()
-    {
+    if matches!(variant, Variant::ExtLink | Variant::ExtLinkStripped) && Command::new("gcc").arg("--version").output().is_err() {
         return Err("gcc not installed (needed for -linkmode=external)".into());
     }
     std::fs::create_dir_all(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp{}-{:?}",
-        variant.name(),
-        std::process::id(),
-        std::thread::current().id()
-    ));
+    let tmp = dir.join(format!(".{}.tmp{}-{:?}", variant.name(), std::process::id(), std::thread::current().id()));
     let (cgo, arch, extra) = variant.args();
     let out = go_cmd(toolchain)
         .env("CGO_ENABLED", cgo)
@@ -229,11 +197,7 @@ pub fn fixture(toolchain: Toolchain, variant: Variant) -> Result<PathBuf, String
         .output()
         .map_err(|e| format!("cannot run go build: {e}"))?;
     if !out.status.success() {
-        return Err(format!(
-            "go build ({version}, {}) failed: {}",
-            variant.name(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
+        return Err(format!("go build ({version}, {}) failed: {}", variant.name(), String::from_utf8_lossy(&out.stderr).trim()));
     }
     std::fs::rename(&tmp, &bin).map_err(|e| format!("rename: {e}"))?;
     Ok(bin)
