@@ -4,10 +4,18 @@
 use agent_ebpf as _;
 use anyhow::{Context as _, anyhow};
 
-/// Must match rust-toolchain.toml: bpf-linker is built against this nightly's LLVM.
-const EBPF_TOOLCHAIN: &str = "nightly-2026-10-15";
+/// The nightly pinned for the whole workspace (bpf-linker is built against its LLVM).
+const PIN_FILE: &str = "../rust-nightly.toml";
 
 fn main() -> anyhow::Result<()> {
+    println!("cargo:rerun-if-changed={PIN_FILE}");
+    let pin = std::fs::read_to_string(PIN_FILE).with_context(|| format!("reading {PIN_FILE}"))?;
+    // `channel = "nightly-…"` under [toolchain]; xtask's bootstrap reads the same line.
+    let toolchain = pin
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("channel")?.split('"').nth(1))
+        .next()
+        .ok_or_else(|| anyhow!("{PIN_FILE}: no `channel = \"…\"`"))?;
     let metadata = cargo_metadata::MetadataCommand::new().no_deps().exec().context("cargo metadata")?;
     let ebpf = metadata
         .packages
@@ -17,6 +25,6 @@ fn main() -> anyhow::Result<()> {
     let root_dir = ebpf.manifest_path.parent().ok_or_else(|| anyhow!("no parent for {}", ebpf.manifest_path))?;
     aya_build::build_ebpf(
         [aya_build::Package { name: ebpf.name.as_str(), root_dir: root_dir.as_str(), ..Default::default() }],
-        aya_build::Toolchain::Custom(EBPF_TOOLCHAIN),
+        aya_build::Toolchain::Custom(toolchain),
     )
 }

@@ -119,6 +119,6 @@ mod pod {
 
 /// Compile-time check that the layout has no implicit padding (both sides read the same bytes).
 const _: () = {
-    assert!(core::mem::size_of::<RawEvent>() == 64 + 8 * PARK_FRAMES);
-    assert!(core::mem::size_of::<TargetConfig>() == 64);
+    assert!(size_of::<RawEvent>() == 64 + 8 * PARK_FRAMES);
+    assert!(size_of::<TargetConfig>() == 64);
 };

@@ -71,11 +71,11 @@ fn target() -> Option<(u32, u32, &'static TargetConfig)> {
 
 #[inline(always)]
 fn emit(event: RawEvent) {
-    if EVENTS.output(&event, 0).is_err() {
-        if let Some(lost) = LOST.get_ptr_mut(0) {
-            // SAFETY: per-CPU slot: no other program writes it concurrently on this CPU.
-            unsafe { *lost += 1 };
-        }
+    if EVENTS.output(&event, 0).is_err()
+        && let Some(lost) = LOST.get_ptr_mut(0)
+    {
+        // SAFETY: per-CPU slot: no other program writes it concurrently on this CPU.
+        unsafe { *lost += 1 };
     }
 }
 

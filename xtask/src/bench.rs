@@ -20,7 +20,7 @@ const RUNS: usize = 3;
 
 pub fn run() -> anyhow::Result<()> {
     let root = workspace_root();
-    check(Command::new("cargo").current_dir(&root).args(["build", "--release", "-p", "goscope"]))?;
+    check(crate::bootstrap::cargo().current_dir(&root).args(["build", "--release", "-p", "goscope"]))?;
     let pingpong = root.join("target/bench/pingpong");
     check(Command::new("go").current_dir(root.join("tests/fixtures/go/pingpong")).args(["build", "-o"]).arg(&pingpong).arg("."))?;
     let goscope = root.join("target/release/goscope");
@@ -46,7 +46,7 @@ pub fn run() -> anyhow::Result<()> {
     );
 
     reach_figures(&root)?;
-    check(Command::new("cargo").current_dir(&root).args(["bench", "-p", "goscope", "--bench", "state"]))
+    check(crate::bootstrap::cargo().current_dir(&root).args(["bench", "-p", "goscope", "--bench", "state"]))
 }
 
 /// Snapshot + `find_leaked` on a big process, through goscope-memory's `snapshot-bench --reach`.
@@ -56,7 +56,7 @@ fn reach_figures(root: &Path) -> anyhow::Result<()> {
     let leaks = root.join("target/bench/leaks");
     check(Command::new("go").current_dir(root.join("tests/fixtures/go/leaks")).args(["build", "-o"]).arg(&leaks).arg("."))?;
     let example = ["build", "--release", "-p", "goscope-memory", "--example", "snapshot-bench"];
-    check(Command::new("cargo").current_dir(root).args(example))?;
+    check(crate::bootstrap::cargo().current_dir(root).args(example))?;
     let mut prog = ChildGuard(
         Command::new(&leaks)
             .args(["-herd", HERD, "-heap", HEAP_MIB])

@@ -10,7 +10,7 @@ use crate::{ChildGuard, check, workspace_root};
 
 pub fn run(duration: &str, format: &str) -> anyhow::Result<()> {
     let root = workspace_root();
-    check(Command::new("cargo").current_dir(&root).args(["build", "--release", "-p", "goscope"]))?;
+    check(crate::bootstrap::cargo().current_dir(&root).args(["build", "--release", "-p", "goscope"]))?;
     let demo_dir = root.join("tests/fixtures/go/demo");
     let demo_bin = root.join("target/demo/goscope-demo");
     check(Command::new("go").current_dir(&demo_dir).args(["build", "-o"]).arg(&demo_bin).arg("."))?;

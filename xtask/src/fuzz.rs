@@ -8,7 +8,7 @@
 use std::{
     fs,
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::Stdio,
 };
 
 use anyhow::{Context as _, bail};
@@ -28,8 +28,8 @@ pub fn run_briefly() -> anyhow::Result<()> {
     }
     let root = workspace_root();
     let fuzz_dir = root.join("agent/inspect/fuzz");
-    check(Command::new("cargo").current_dir(&fuzz_dir).args(["fuzz", "build"]))?;
-    let out = Command::new("cargo")
+    check(crate::bootstrap::cargo().current_dir(&fuzz_dir).args(["fuzz", "build"]))?;
+    let out = crate::bootstrap::cargo()
         .current_dir(&fuzz_dir)
         .args(["fuzz", "list"])
         .stderr(Stdio::inherit())
@@ -51,7 +51,7 @@ pub fn run_briefly() -> anyhow::Result<()> {
         fs::create_dir_all(&artifacts)?;
         let log = fs::File::create(dir.join("fuzz.log"))?;
         // The first corpus directory receives new inputs; the checked-in one is only read.
-        let child = Command::new("cargo")
+        let child = crate::bootstrap::cargo()
             .current_dir(&fuzz_dir)
             .args(["fuzz", "run", t])
             .arg(&scratch)

@@ -10,7 +10,6 @@ use std::{
     collections::BTreeMap,
     fs,
     path::Path,
-    process::Command,
     sync::Mutex,
     thread,
     time::{Duration, Instant},
@@ -37,7 +36,7 @@ pub struct Options {
 pub fn run(opts: &Options) -> anyhow::Result<()> {
     let start = Instant::now();
     let root = workspace_root();
-    check(Command::new("cargo").current_dir(&root).args(["build", "--release", "-p", "goscope"]))?;
+    check(crate::bootstrap::cargo().current_dir(&root).args(["build", "--release", "-p", "goscope"]))?;
     let goscope = root.join("target/release/goscope");
     let kernels: Vec<Kernel> =
         goker::kernels()?.into_iter().filter(|k| opts.kernel.as_ref().is_none_or(|re| re.is_match(&k.name))).collect();

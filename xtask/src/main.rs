@@ -3,6 +3,7 @@
 mod bench;
 mod bootstrap;
 mod demo;
+mod fresh;
 mod fuzz;
 mod goker;
 mod offsets;
@@ -24,8 +25,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
-    /// Install the pinned nightly, bpf-linker and check Go/kernel prerequisites (idempotent).
+    /// Install the pinned nightly, bpf-linker, cargo-fuzz and check Go (idempotent).
     Bootstrap,
+    /// Format the workspace with the pinned nightly's rustfmt and the repo's rustfmt.toml.
+    Fmt,
+    /// Build the release goscope binary (target/release/goscope) with the pinned nightly.
+    Build,
     /// Build goscope, start the bundled Go demo and attach goscope to it.
     Demo {
         /// How long to watch (e.g. 20s).
@@ -67,7 +72,19 @@ enum Task {
         #[arg(long)]
         check: bool,
     },
-    /// Run the whole test suite (unit, integration against real Go processes, eBPF attach tests).
+    /// Check that the README's commands work on a fresh machine: a fresh clone, run under a new
+    /// RUSTUP_HOME/CARGO_HOME that holds only the stable toolchain, with RUSTUP_AUTO_INSTALL=0;
+    /// each command twice, the second run must install nothing.
+    FreshMachine {
+        /// The xtask commands to run there (default: the demo).
+        #[arg(default_values_t = ["demo --duration 8s".to_owned()])]
+        commands: Vec<String>,
+        /// Keep the temporary folder (clone, homes, logs) instead of deleting it.
+        #[arg(long)]
+        keep: bool,
+    },
+    /// Run the whole test suite: formatting and clippy checks, unit tests, integration tests
+    /// against real Go processes and eBPF attach tests, the offsets check, brief fuzzing.
     Test {
         /// Extra arguments passed to `cargo test` after `--`.
         #[arg(trailing_var_arg = true)]
@@ -77,25 +94,36 @@ enum Task {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().task {
-        Task::Bootstrap => bootstrap::ensure_all(),
+        Task::Bootstrap => bootstrap::ensure_test_tools(),
+        Task::Build => {
+            bootstrap::ensure_build_tools()?;
+            check(bootstrap::cargo().args(["build", "--release", "-p", "goscope"]))?;
+            eprintln!("xtask: built {}", workspace_root().join("target/release/goscope").display());
+            Ok(())
+        }
+        Task::Fmt => {
+            bootstrap::ensure_build_tools()?;
+            check(bootstrap::cargo().args(["fmt", "--all"]))
+        }
+        Task::FreshMachine { commands, keep } => fresh::run(&commands, keep),
         Task::Demo { duration, format } => {
-            bootstrap::ensure_all()?;
+            bootstrap::ensure_build_tools()?;
             demo::run(&duration, &format)
         }
         Task::Bench => {
-            bootstrap::ensure_all()?;
+            bootstrap::ensure_build_tools()?;
             bench::run()
         }
         Task::Goker { runs, kernel, duration, threshold, jobs, healthy_duration } => {
-            bootstrap::ensure_all()?;
+            bootstrap::ensure_build_tools()?;
             goker::run(&goker::Options { runs, kernel, duration, threshold, jobs, healthy_duration })
         }
         Task::Offsets { check } => {
-            bootstrap::ensure_all()?;
+            bootstrap::ensure_build_tools()?;
             offsets::run(check)
         }
         Task::Test { args } => {
-            bootstrap::ensure_all()?;
+            bootstrap::ensure_test_tools()?;
             run_tests(&args)
         }
     }
@@ -104,6 +132,17 @@ fn main() -> anyhow::Result<()> {
 /// The workspace root (xtask lives one level below it).
 pub fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().map(PathBuf::from).unwrap_or_default()
+}
+
+/// Clippy with `-D warnings` ([workspace.lints] in Cargo.toml) on the host crates, then on the
+/// eBPF programs for the BPF target (check only: no linker involved), in a target dir of its own.
+fn clippy() -> anyhow::Result<()> {
+    let hint = "clippy found warnings (lints are [workspace.lints] in Cargo.toml)";
+    // agent-ebpf's binary builds only for the BPF target; its library is linted through the agent.
+    check(bootstrap::cargo().args(["clippy", "--workspace", "--exclude", "agent-ebpf", "--all-targets", "--", "-D", "warnings"]))
+        .context(hint)?;
+    let bpf = ["clippy", "-p", "agent-ebpf", "--bin", "goscope-probes", "--target", "bpfel-unknown-none", "-Z", "build-std=core"];
+    check(bootstrap::cargo().args(bpf).args(["--target-dir", "target/bpf-clippy", "--", "-D", "warnings"])).context(hint)
 }
 
 /// Kills and reaps a child process however the task ends.
@@ -126,14 +165,16 @@ pub fn check(cmd: &mut Command) -> anyhow::Result<()> {
 }
 
 fn run_tests(args: &[String]) -> anyhow::Result<()> {
-    let root = workspace_root();
     if std::env::var("CI").as_deref() == Ok("true") {
         eprintln!("xtask: CI=true: eBPF tests must attach for real and fail if they cannot");
     }
+    // Formatting and lints first: they fail in seconds, the suite takes many minutes.
+    check(bootstrap::cargo().args(["fmt", "--all", "--check"])).context("formatting: run `cargo xtask fmt`")?;
     // The default members: everything but agent-ebpf's BPF-only binary, which the agent's build
-    // script compiles for the BPF target.
-    check(Command::new("cargo").current_dir(&root).args(["build", "--all-targets"]))?;
-    let tests = check(Command::new("cargo").current_dir(&root).args(["test", "--no-fail-fast", "--"]).args(args));
+    // script compiles for the BPF target. Lints are [workspace.lints] in Cargo.toml.
+    clippy()?;
+    check(bootstrap::cargo().args(["build", "--all-targets"]))?;
+    let tests = check(bootstrap::cargo().args(["test", "--no-fail-fast", "--"]).args(args));
     // The checked-in offsets tables still match what every tested Go release generates: ~3 s with
     // its binaries cached under target/go-offsets/; on a fresh target/ one link per release, the
     // compile work being already in the Go build cache from goscope-inspect's tests above.

@@ -35,14 +35,14 @@ const VERSIONS_FROM: &str = "tests/src/fixture.rs";
 pub fn run(check_only: bool) -> anyhow::Result<()> {
     let started = Instant::now();
     let root = workspace_root();
-    let versions = go_versions(&root)?;
+    let versions = go_versions()?;
     let bins = build_all(&root, &versions)?;
 
     let work = root.join("target/go-offsets");
     let gen_dir = work.join(if check_only { "check" } else { "generated" });
     let _ = fs::remove_dir_all(&gen_dir);
     fs::create_dir_all(&gen_dir).with_context(|| format!("creating {}", gen_dir.display()))?;
-    let out = Command::new("cargo")
+    let out = crate::bootstrap::cargo()
         .current_dir(&root)
         .args(["run", "--quiet", "-p", "goscope-inspect", "--example", "gen-offsets", "--", "--out-dir"])
         .arg(&gen_dir)
@@ -111,17 +111,11 @@ pub fn run(check_only: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `GO_VERSIONS` of tests/src/fixture.rs: `pub const GO_VERSIONS: &[&str] = &["1.19.13", ...];`.
-fn go_versions(root: &Path) -> anyhow::Result<Vec<String>> {
-    let path = root.join(VERSIONS_FROM);
-    let text = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let start = text.find("GO_VERSIONS: &[&str] = &[").with_context(|| format!("no GO_VERSIONS in {}", path.display()))?;
-    let rest = &text[start..];
-    let list = &rest[rest.find("&[").unwrap() + 2..];
-    let list = &list[..list.find("];").with_context(|| format!("GO_VERSIONS in {} is not closed", path.display()))?];
-    let versions: Vec<String> = list.split('"').skip(1).step_by(2).map(str::to_owned).collect();
+/// The Go releases the test suite builds fixtures with: goscope-tests' `GO_VERSIONS`, the one list.
+fn go_versions() -> anyhow::Result<Vec<String>> {
+    let versions: Vec<String> = goscope_tests::GO_VERSIONS.iter().map(|v| (*v).to_owned()).collect();
     if versions.is_empty() || versions.iter().any(|v| minor_of(v).is_err() || v.split('.').count() != 3) {
-        bail!("cannot read GO_VERSIONS in {}: {versions:?}", path.display());
+        bail!("GO_VERSIONS ({VERSIONS_FROM}) is not a list of 1.X.Y releases: {versions:?}");
     }
     Ok(versions)
 }
@@ -255,7 +249,7 @@ mod tests {
 
     #[test]
     fn reads_the_test_suites_go_versions() {
-        let v = go_versions(&workspace_root()).unwrap();
+        let v = go_versions().unwrap();
         assert!(v.len() >= 9 && v[0].starts_with("1.19."), "{v:?}");
         assert!(v.windows(2).all(|w| minor_of(&w[0]).unwrap() < minor_of(&w[1]).unwrap()), "{v:?}");
     }

@@ -151,17 +151,21 @@ mod alloc_count {
     unsafe impl GlobalAlloc for Counting {
         unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
             add(layout.size());
+            // SAFETY: the caller upholds GlobalAlloc's contract, which System needs unchanged.
             unsafe { System.alloc(layout) }
         }
         unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
             add(layout.size());
+            // SAFETY: the caller upholds GlobalAlloc's contract, which System needs unchanged.
             unsafe { System.alloc_zeroed(layout) }
         }
         unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            // SAFETY: the caller upholds GlobalAlloc's contract, which System needs unchanged.
             unsafe { System.dealloc(ptr, layout) }
         }
         unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
             add(new_size);
+            // SAFETY: the caller upholds GlobalAlloc's contract, which System needs unchanged.
             unsafe { System.realloc(ptr, layout, new_size) }
         }
     }

@@ -223,13 +223,13 @@ fn a_dead_endpoint_never_blocks_and_everything_is_accounted_for() {
         let exporter = OtlpExporter::start(&args, &ProcessInfo { pid: 1, ..ProcessInfo::default() }).unwrap().unwrap();
         let f = deadlock();
         let state = ProcessState::new(1, WaitReasons::new(Vec::new()), 0);
-        let t0 = std::time::Instant::now();
+        let t0 = Instant::now();
         for _ in 0..1000 {
             exporter.finding(&f, &state);
             exporter.finding_retracted(&f);
         }
         assert!(t0.elapsed() < Duration::from_secs(1), "recording took {:?}", t0.elapsed());
-        let t0 = std::time::Instant::now();
+        let t0 = Instant::now();
         let stats = exporter.shutdown_within(Duration::from_secs(2));
         assert!(t0.elapsed() < Duration::from_secs(3), "shutdown took {:?}", t0.elapsed());
         // 1000 findings × (1 finding span + 2 ongoing spans), 2000 log records.

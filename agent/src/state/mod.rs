@@ -45,7 +45,7 @@ impl Wait {
     /// (the line that sends, receives, selects or locks), as captured at park, else from the
     /// stack read later. None when neither is known.
     pub fn site(&self) -> Option<&SourceSite> {
-        self.park_site.as_ref().or_else(|| self.stack.iter().find(|f| !wait::is_synchronisation_internal(&f.function)))
+        self.park_site.as_ref().or_else(|| self.stack.iter().find(|f| !is_synchronisation_internal(&f.function)))
     }
 }
 
