@@ -168,6 +168,16 @@ fn ensure_cargo_fuzz(channel: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// wrk, the bench's HTTP load generator at saturation (Debian's package). Bench only: the tests
+/// never need it.
+pub fn ensure_wrk() -> anyhow::Result<()> {
+    if Command::new("wrk").arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok() {
+        return Ok(());
+    }
+    eprintln!("xtask: installing wrk for the bench");
+    check(Command::new("apt-get").args(["install", "-y", "wrk"]))
+}
+
 fn ensure_go() -> anyhow::Result<()> {
     if output_of(Command::new("go").arg("version")).is_none() {
         bail!("Go is not installed (or not on PATH): goscope's fixtures and demo are Go programs built from source");

@@ -40,8 +40,25 @@ enum Task {
         #[arg(long, default_value = "text")]
         format: String,
     },
-    /// Benchmarks that report figures: probe overhead on a live Go program, state model throughput.
-    Bench,
+    /// Benchmarks that report figures: what watching costs Go workloads (no tracing vs
+    /// runtime/trace vs each goscope mode), state model throughput, leak proof cost.
+    Bench {
+        /// Only the overhead table, with 2 s windows: a few minutes.
+        #[arg(long)]
+        quick: bool,
+        /// Rounds per workload (each runs every mode once, interleaved); medians are reported.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// One measurement window (default 2s with --quick, else 5s).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        window: Option<std::time::Duration>,
+        /// Only the workloads whose name matches (http-handoff, pingpong, churn, caddy).
+        #[arg(long)]
+        workload: Option<regex::Regex>,
+        /// Only the modes whose name matches (off always runs: it is every ratio's base).
+        #[arg(long)]
+        mode: Option<regex::Regex>,
+    },
     /// Score goscope on the GoKer blocking-bug kernels Go ships (recall by bug class against the
     /// runtime's own leak profile, chain completeness, time to detection) and check it makes no
     /// leak/deadlock finding on healthy programs.
@@ -110,9 +127,10 @@ fn main() -> anyhow::Result<()> {
             bootstrap::ensure_build_tools()?;
             demo::run(&duration, &format)
         }
-        Task::Bench => {
+        Task::Bench { quick, rounds, window, workload, mode } => {
             bootstrap::ensure_build_tools()?;
-            bench::run()
+            bootstrap::ensure_wrk()?;
+            bench::run(&bench::Options { quick, rounds, window, workload, mode })
         }
         Task::Goker { runs, kernel, duration, threshold, jobs, healthy_duration } => {
             bootstrap::ensure_build_tools()?;

@@ -1,0 +1,3 @@
+module goscope.bench/workloads
+
+go 1.22
