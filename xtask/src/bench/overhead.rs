@@ -125,7 +125,8 @@ impl WorkloadBench<'_> {
         let tracer = server.trace_url.clone().map(|url| workloads::stream_trace(url, windows * self.window.as_secs() + 2));
         let agent_cpu_start = agent.as_ref().map(|a| proc_stat::cpu_ns(a.pid)).transpose()?;
         let wrk = workloads::wrk(&server.url, self.window)?;
-        let mut sample = Sample { throughput: wrk.requests_per_s, p99_ns: Some(wrk.p99_ns), ops: wrk.requests, ..Sample::default() };
+        let mut sample =
+            Sample { throughput: wrk.requests_per_s, p99_ns: Some(wrk.p99_ns), ops: wrk.requests, ..Sample::default() };
         if let Some(rate) = fixed_rate {
             let cpu_before = proc_stat::cpu_ns(server.pid)?;
             let load = workloads::fixed_rate(self.programs, &server.url, rate, self.window)?;
@@ -266,7 +267,14 @@ impl Medians {
     }
 }
 
-fn print_table(workload: Workload, modes: &[&Mode], samples: &[Vec<Sample>], fixed_rate: Option<f64>, rounds: usize, window: Duration) {
+fn print_table(
+    workload: Workload,
+    modes: &[&Mode],
+    samples: &[Vec<Sample>],
+    fixed_rate: Option<f64>,
+    rounds: usize,
+    window: Duration,
+) {
     let medians: Vec<Medians> = samples.iter().map(|s| Medians::of(s)).collect();
     let base = &medians[0];
     println!();

@@ -1,7 +1,7 @@
 //! The bench's Go workloads (xtask/bench-go: benchload) and a real server from the Go module
 //! proxy (caddy), how to start them with and without runtime/trace, and how to load them.
 use std::{
-    io::{BufRead as _, BufReader, Read as _, Write as _},
+    io::{BufReader, Read as _, Write as _},
     net::{TcpListener, TcpStream},
     path::{Path, PathBuf},
     process::{ChildStdin, ChildStdout, Command, Stdio},
@@ -98,7 +98,8 @@ impl Workload {
 
 /// A running HTTP server.
 pub struct Server {
-    pub process: ChildGuard,
+    /// Kills the server when the measurement ends.
+    _process: ChildGuard,
     pub pid: u32,
     pub url: String,
     /// Where runtime/trace is streamed from while a window is measured (caddy's admin
@@ -124,7 +125,7 @@ fn start_benchload_server(programs: &Programs, trace: bool) -> anyhow::Result<Se
     let mut out = BufReader::new(process.0.stdout.take().context("benchload stdout")?);
     let ready: serde_json::Value = serde_json::from_str(&read_line(&mut out)?).context("benchload server did not start")?;
     let addr = ready["addr"].as_str().context("no addr from benchload server")?;
-    Ok(Server { pid: process.0.id(), url: format!("http://{addr}/hello"), process, trace_url: None })
+    Ok(Server { pid: process.0.id(), url: format!("http://{addr}/hello"), _process: process, trace_url: None })
 }
 
 fn start_caddy(programs: &Programs, trace: bool) -> anyhow::Result<Server> {
@@ -156,7 +157,7 @@ fn start_caddy(programs: &Programs, trace: bool) -> anyhow::Result<Server> {
     );
     wait_for_port(port, Duration::from_secs(15)).context("caddy did not listen")?;
     let trace_url = trace.then(|| format!("127.0.0.1:{admin_port}"));
-    Ok(Server { pid: process.0.id(), url: format!("http://127.0.0.1:{port}/"), process, trace_url })
+    Ok(Server { pid: process.0.id(), url: format!("http://127.0.0.1:{port}/"), _process: process, trace_url })
 }
 
 /// Streams runtime/trace from a Go server's `/debug/pprof/trace` for `seconds`, discarding it
@@ -251,7 +252,8 @@ pub fn fixed_rate(programs: &Programs, url: &str, rate: f64, window: Duration) -
 
 /// A workload that counts operations for a window each time it is asked to.
 pub struct LoopProcess {
-    pub process: ChildGuard,
+    /// Kills the workload when the measurement ends.
+    _process: ChildGuard,
     pub pid: u32,
     stdin: ChildStdin,
     stdout: BufReader<ChildStdout>,
@@ -273,7 +275,7 @@ pub fn start_loop(workload: Workload, programs: &Programs, trace: bool) -> anyho
     if !ready.contains("\"pid\"") {
         bail!("benchload {} did not start: {ready:?}", workload.name());
     }
-    Ok(LoopProcess { pid: process.0.id(), process, stdin, stdout })
+    Ok(LoopProcess { pid: process.0.id(), _process: process, stdin, stdout })
 }
 
 impl LoopProcess {
