@@ -229,6 +229,39 @@ fn try_goroutine_exited(ctx: &ProbeContext) -> Result<(), i64> {
     Ok(())
 }
 
+// The same probes as `uprobe.multi` programs: the agent attaches these through BPF links on
+// kernels that support them (6.6+, pid filter on the whole process), which needs CAP_BPF +
+// CAP_PERFMON, where a perf event of the uprobe PMU needs CAP_SYS_ADMIN.
+#[uprobe(multi)]
+pub fn goroutine_created_multi(ctx: ProbeContext) -> u32 {
+    let _ = try_goroutine_created(&ctx);
+    0
+}
+
+#[uprobe(multi)]
+pub fn goroutine_parked_multi(ctx: ProbeContext) -> u32 {
+    let _ = try_goroutine_parked(&ctx);
+    0
+}
+
+#[uprobe(multi)]
+pub fn semaphore_acquire_multi(ctx: ProbeContext) -> u32 {
+    let _ = try_semaphore_acquire(&ctx);
+    0
+}
+
+#[uprobe(multi)]
+pub fn goroutine_ready_multi(ctx: ProbeContext) -> u32 {
+    let _ = try_goroutine_ready(&ctx);
+    0
+}
+
+#[uprobe(multi)]
+pub fn goroutine_exited_multi(ctx: ProbeContext) -> u32 {
+    let _ = try_goroutine_exited(&ctx);
+    0
+}
+
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo<'_>) -> ! {
