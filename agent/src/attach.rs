@@ -16,6 +16,7 @@ use crate::{
     export::{OtlpArgs, ProcessInfo},
     output::{Format, TargetContext, write_line},
     pipeline::{ProcessorConfig, monotonic_ns, process, read_events},
+    privilege::{Operation, hint},
     probes::Probes,
     state::WaitReasons,
     target::Target,
@@ -98,7 +99,8 @@ fn read_exe(target: &Target) -> Result<Vec<u8>, AttachError> {
                 });
             }
             Err(e) => {
-                return Err(AttachError::Io(io::Error::new(e.kind(), format!("reading {}: {e}", target.exe.display()))));
+                let hint = hint(Operation::ReadProcess, &e);
+                return Err(AttachError::Io(io::Error::new(e.kind(), format!("reading {}: {e} ({hint})", target.exe.display()))));
             }
         }
     }

@@ -13,6 +13,7 @@ pub mod node;
 pub mod output;
 pub mod park;
 pub mod pipeline;
+pub mod privilege;
 pub mod probes;
 pub mod state;
 pub mod summary;

@@ -17,6 +17,7 @@ use tokio::{
 use crate::{
     attach::{self, AttachError, AttachOptions},
     output::{Format, write_line},
+    privilege::{self, Operation},
 };
 
 /// Which processes to watch.
@@ -62,10 +63,16 @@ pub async fn run(opts: RunOptions) -> Result<(), AttachError> {
     let mut watched: HashSet<u32> = HashSet::new();
     let mut sessions: JoinSet<(u32, Result<(), AttachError>)> = JoinSet::new();
     let own_pid = std::process::id();
+    let mut warned_unreadable = false;
     loop {
         tokio::select! {
             _ = scan.tick() => {
-                for pid in candidates(&opts.selection, own_pid, &watched) {
+                let found = candidates(&opts.selection, own_pid, &watched);
+                if let Some(denied) = found.denied.filter(|_| !warned_unreadable) {
+                    warned_unreadable = true;
+                    warn_unreadable(&denied, opts.session.format)?;
+                }
+                for pid in found.pids {
                     let go = match exe_id(pid) {
                         Some(id) => *is_go.entry(id).or_insert_with(|| is_go_binary(pid)),
                         None => false,
@@ -98,18 +105,51 @@ pub async fn run(opts: RunOptions) -> Result<(), AttachError> {
     Ok(())
 }
 
+/// What one look through /proc found.
+struct Candidates {
+    /// Processes not yet watched that the selection names.
+    pids: Vec<u32>,
+    /// Why the executable of some process could not be seen: the kernel refused for lack of
+    /// privilege (other users' processes without CAP_SYS_PTRACE).
+    denied: Option<String>,
+}
+
 /// Processes not yet watched that the selection names.
-fn candidates(selection: &Selection, own_pid: u32, watched: &HashSet<u32>) -> Vec<u32> {
-    let Ok(dir) = fs::read_dir("/proc") else { return Vec::new() };
-    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| *pid != own_pid && !watched.contains(pid))
-        .filter_map(|pid| {
-            // Kernel threads and zombies have no executable.
-            let exe = fs::read_link(format!("/proc/{pid}/exe")).ok()?.to_string_lossy().into_owned();
-            let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-            selection.selects(&exe, comm.trim_end()).then_some(pid)
-        })
-        .collect()
+fn candidates(selection: &Selection, own_pid: u32, watched: &HashSet<u32>) -> Candidates {
+    let mut found = Candidates { pids: Vec::new(), denied: None };
+    let Ok(dir) = fs::read_dir("/proc") else { return found };
+    for pid in dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok()) {
+        if pid == own_pid || watched.contains(&pid) {
+            continue;
+        }
+        let exe = match fs::read_link(format!("/proc/{pid}/exe")) {
+            Ok(exe) => exe.to_string_lossy().into_owned(),
+            Err(e) => {
+                // Kernel threads and zombies have no executable (ENOENT): not an error.
+                if found.denied.is_none() && privilege::is_permission_denied(&e) {
+                    found.denied =
+                        Some(format!("PID {pid}: /proc/{pid}/exe: {e} ({})", privilege::hint(Operation::ReadProcess, &e)));
+                }
+                continue;
+            }
+        };
+        let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        if selection.selects(&exe, comm.trim_end()) {
+            found.pids.push(pid);
+        }
+    }
+    found
+}
+
+/// One warning per run that some processes cannot be watched for lack of privilege.
+fn warn_unreadable(denied: &str, format: Format) -> Result<(), AttachError> {
+    let message = format!("cannot see which program some processes run, so they are not watched: {denied}");
+    let line = match format {
+        Format::Json => json!({"kind": "warning", "message": message}).to_string(),
+        Format::Text => format!("goscope: {message}"),
+    };
+    write_line(&mut std::io::stdout(), &line)?;
+    Ok(())
 }
 
 fn exe_id(pid: u32) -> Option<ExeId> {

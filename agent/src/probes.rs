@@ -13,7 +13,10 @@ use aya::{
 };
 use goscope_inspect::{GoBinary, ProbeKind, ProbeSite};
 
-use crate::target::Target;
+use crate::{
+    privilege::{Operation, hint},
+    target::Target,
+};
 
 /// The eBPF object built by build.rs from agent-ebpf.
 static PROBES_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/goscope-probes"));
@@ -28,15 +31,18 @@ const PROGRAMS: [ProbeKind; 5] = [
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
-    #[error(
-        "loading the eBPF programs failed: {0} (goscope needs root, or CAP_BPF + CAP_PERFMON, and a kernel with BTF and BPF ring buffers)"
-    )]
-    Load(#[source] Box<aya::EbpfError>),
-    #[error("eBPF program {name}: {source}")]
+    #[error("loading the eBPF programs failed: {source} ({hint}; and a kernel with BTF and BPF ring buffers)")]
+    Load {
+        #[source]
+        source: Box<aya::EbpfError>,
+        hint: String,
+    },
+    #[error("eBPF program {name}: {source} ({hint})")]
     Program {
         name: &'static str,
         #[source]
         source: Box<ProgramError>,
+        hint: String,
     },
     #[error("eBPF map {name}: {source}")]
     Map {
@@ -48,19 +54,68 @@ pub enum ProbeError {
     Missing(&'static str),
     #[error("the binary has no probe site for {0:?}")]
     NoSite(ProbeKind),
-    #[error("attaching {program} at {symbol}+{offset} failed: {source}")]
+    #[error("attaching {program} at {symbol}+{offset} failed: {source} ({hint})")]
     Attach {
         program: &'static str,
         symbol: String,
         offset: u64,
         #[source]
         source: Box<ProgramError>,
+        hint: String,
     },
+}
+
+/// How the uprobes attach: decides the privilege goscope needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttachPath {
+    /// `uprobe.multi` programs through BPF links (kernel 6.6+, whose pid filter covers the
+    /// whole process): CAP_BPF + CAP_PERFMON.
+    MultiLink,
+    /// One perf event of the uprobe PMU per site: its `perf_event_open` needs CAP_SYS_ADMIN
+    /// (measured on 6.18; CAP_PERFMON is not enough).
+    PerfEvent,
+}
+
+impl AttachPath {
+    /// The multi-link path when the embedded object has a `_multi` twin of every program and the
+    /// kernel filters such links on the whole process.
+    fn choose(ebpf: &Ebpf) -> Self {
+        let twins = PROGRAMS.iter().all(|k| ebpf.program(multi_program_name(*k)).is_some());
+        let kernel =
+            || aya::sys::is_uprobe_multi_supported(aya::sys::UProbeMultiFeature::ProcessScopedPidFilter).unwrap_or(false);
+        if twins && kernel() { Self::MultiLink } else { Self::PerfEvent }
+    }
+
+    fn program_name(self, kind: ProbeKind) -> &'static str {
+        match self {
+            Self::MultiLink => multi_program_name(kind),
+            Self::PerfEvent => kind.program_name(),
+        }
+    }
+
+    fn operation(self) -> Operation {
+        match self {
+            Self::MultiLink => Operation::AttachUprobeLinks,
+            Self::PerfEvent => Operation::AttachPerfUprobes,
+        }
+    }
+}
+
+/// The `uprobe.multi` twin of a probe's program in agent-ebpf.
+fn multi_program_name(kind: ProbeKind) -> &'static str {
+    match kind {
+        ProbeKind::GoroutineCreated => "goroutine_created_multi",
+        ProbeKind::GoroutineParked => "goroutine_parked_multi",
+        ProbeKind::GoroutineReady => "goroutine_ready_multi",
+        ProbeKind::GoroutineExited => "goroutine_exited_multi",
+        ProbeKind::SemaphoreAcquire => "semaphore_acquire_multi",
+    }
 }
 
 /// The loaded programs and maps. Dropping it detaches every probe and frees the maps.
 pub struct Probes {
     ebpf: Ebpf,
+    path: AttachPath,
     targets: HashMap<MapData, u32, TargetConfig>,
     lost: PerCpuArray<MapData, u64>,
     links: StdHashMap<u32, Vec<(&'static str, UProbeLinkId)>>,
@@ -72,10 +127,15 @@ impl Probes {
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(agent_ebpf::EVENTS_MAP, ring_bytes)
             .load(PROBES_OBJECT)
-            .map_err(|e| ProbeError::Load(Box::new(e)))?;
+            .map_err(|e| ProbeError::Load { hint: hint(Operation::LoadEbpf, &e), source: Box::new(e) })?;
+        let path = AttachPath::choose(&ebpf);
         for kind in PROGRAMS {
-            let name = kind.program_name();
-            uprobe(&mut ebpf, name)?.load().map_err(|source| ProbeError::Program { name, source: Box::new(source) })?;
+            let name = path.program_name(kind);
+            uprobe(&mut ebpf, name)?.load().map_err(|e| ProbeError::Program {
+                name,
+                hint: hint(Operation::LoadEbpf, &e),
+                source: Box::new(e),
+            })?;
         }
         let events = take_map(&mut ebpf, agent_ebpf::EVENTS_MAP)?;
         let events = RingBuf::try_from(events).map_err(|source| ProbeError::Map { name: agent_ebpf::EVENTS_MAP, source })?;
@@ -83,7 +143,12 @@ impl Probes {
         let targets = HashMap::try_from(targets).map_err(|source| ProbeError::Map { name: TARGETS_MAP, source })?;
         let lost = take_map(&mut ebpf, LOST_MAP)?;
         let lost = PerCpuArray::try_from(lost).map_err(|source| ProbeError::Map { name: LOST_MAP, source })?;
-        Ok((Self { ebpf, targets, lost, links: StdHashMap::new() }, events))
+        Ok((Self { ebpf, path, targets, lost, links: StdHashMap::new() }, events))
+    }
+
+    /// How the probes attach (and so what privilege they need).
+    pub fn attach_path(&self) -> AttachPath {
+        self.path
     }
 
     /// Attaches every probe to `target` at the sites `binary` chose. On error nothing stays
@@ -101,15 +166,17 @@ impl Probes {
             if sites.is_empty() {
                 return Err(ProbeError::NoSite(kind));
             }
-            let name = kind.program_name();
+            let name = self.path.program_name(kind);
+            let operation = self.path.operation();
             let program = uprobe(&mut self.ebpf, name)?;
             let scope = NonZeroU32::new(pid).map_or(UProbeScope::AllProcesses, UProbeScope::OneProcess);
             let locations = sites.iter().map(|s| UProbeAttachLocation::AbsoluteOffset(s.file_offset));
-            let link = program.attach(locations, &target.exe, scope).map_err(|source| ProbeError::Attach {
+            let link = program.attach(locations, &target.exe, scope).map_err(|e| ProbeError::Attach {
                 program: name,
                 symbol: sites[0].symbol.clone(),
                 offset: sites[0].offset,
-                source: Box::new(source),
+                hint: hint(operation, &e),
+                source: Box::new(e),
             })?;
             self.links.entry(pid).or_default().push((name, link));
             Ok(())
@@ -139,7 +206,7 @@ impl Probes {
 
 fn uprobe<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut UProbe, ProbeError> {
     let program = ebpf.program_mut(name).ok_or(ProbeError::Missing(name))?;
-    program.try_into().map_err(|source| ProbeError::Program { name, source: Box::new(source) })
+    program.try_into().map_err(|e| ProbeError::Program { name, hint: hint(Operation::LoadEbpf, &e), source: Box::new(e) })
 }
 
 fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, ProbeError> {

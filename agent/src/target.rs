@@ -8,14 +8,16 @@ use std::{
 
 use object::{Object as _, ObjectSegment as _};
 
+use crate::privilege::{Operation, hint};
+
 #[derive(Debug, thiserror::Error)]
 pub enum TargetError {
     #[error("no process with PID {0} (check the PID; the process may have exited)")]
     NoSuchProcess(u32),
     #[error("PID {pid} exited while goscope was attaching")]
     Exited { pid: u32 },
-    #[error("cannot read /proc/{pid}/{what}: {source} (goscope needs root or CAP_SYS_PTRACE + CAP_BPF)")]
-    Proc { pid: u32, what: &'static str, source: io::Error },
+    #[error("cannot read /proc/{pid}/{what}: {source} ({hint})")]
+    Proc { pid: u32, what: &'static str, source: io::Error, hint: String },
     #[error("PID {pid}: cannot find where {exe} is mapped in /proc/{pid}/maps")]
     NotMapped { pid: u32, exe: String },
 }
@@ -58,6 +60,7 @@ impl Target {
             pid,
             what: "exe",
             source: io::Error::new(io::ErrorKind::InvalidData, e),
+            hint: "not an ELF file".to_owned(),
         })?;
         if file.kind() != object::ObjectKind::Dynamic {
             return Ok(0);
@@ -87,7 +90,7 @@ impl Target {
 fn proc_error(pid: u32, what: &'static str, source: io::Error) -> TargetError {
     match source.kind() {
         io::ErrorKind::NotFound => TargetError::Exited { pid },
-        _ => TargetError::Proc { pid, what, source },
+        _ => TargetError::Proc { pid, what, hint: hint(Operation::ReadProcess, &source), source },
     }
 }
 

@@ -84,7 +84,21 @@ impl Goscope {
     /// Starts the node agent, `goscope run --format json <extra_args>` (its target pid is 0: it
     /// watches many).
     pub fn run(extra_args: &[&str]) -> Result<Goscope> {
-        let mut cmd = Command::new(goscope_bin()?);
+        Self::run_as(&[], extra_args)
+    }
+
+    /// [`Goscope::attach`] through a command `prefix` that ends by executing its arguments, e.g.
+    /// `setpriv --reuid=65534 ...` to run goscope as another user with other capabilities.
+    pub fn attach_as(prefix: &[&str], pid: u32, extra_args: &[&str]) -> Result<Goscope> {
+        let mut cmd = prefixed(prefix, &goscope_bin()?);
+        cmd.args(["attach", "--pid", &pid.to_string(), "--format", "json"]).args(extra_args);
+        let child = ChildGuard::spawn(format!("goscope attach --pid {pid}"), cmd)?;
+        Ok(Goscope { target_pid: pid, child, events: Vec::new(), attached: None })
+    }
+
+    /// [`Goscope::run`] through a command `prefix` (see [`Goscope::attach_as`]).
+    pub fn run_as(prefix: &[&str], extra_args: &[&str]) -> Result<Goscope> {
+        let mut cmd = prefixed(prefix, &goscope_bin()?);
         cmd.args(["run", "--format", "json"]).args(extra_args);
         let child = ChildGuard::spawn("goscope run".to_string(), cmd)?;
         Ok(Goscope { target_pid: 0, child, events: Vec::new(), attached: None })
@@ -269,11 +283,28 @@ impl fmt::Display for RunOutput {
     }
 }
 
+/// `bin` run through `prefix` (a command that executes its arguments), or `bin` itself.
+fn prefixed(prefix: &[&str], bin: &Path) -> Command {
+    match prefix.split_first() {
+        Some((first, rest)) => {
+            let mut cmd = Command::new(first);
+            cmd.args(rest).arg(bin);
+            cmd
+        }
+        None => Command::new(bin),
+    }
+}
+
 /// Runs `goscope <args>` to completion (SIGKILLed after `timeout`, which is an error).
 /// `RUST_LOG` and `RUST_BACKTRACE` are removed so stderr is what a user sees by default.
 pub fn run_goscope(args: &[&str], timeout: Duration) -> Result<RunOutput> {
+    run_goscope_as(&[], args, timeout)
+}
+
+/// [`run_goscope`] through a command `prefix` (see [`Goscope::attach_as`]).
+pub fn run_goscope_as(prefix: &[&str], args: &[&str], timeout: Duration) -> Result<RunOutput> {
     let bin = goscope_bin()?;
-    let mut cmd = Command::new(&bin);
+    let mut cmd = prefixed(prefix, &bin);
     cmd.args(args).env_remove("RUST_LOG").env_remove("RUST_BACKTRACE");
     let start = Instant::now();
     let mut child = ChildGuard::spawn(format!("goscope {}", args.join(" ")), cmd)?;

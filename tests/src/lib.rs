@@ -47,7 +47,7 @@ macro_rules! go_version_tests {
         }
     };
 }
-pub use goscope::{Goscope, RunOutput, Stopped, goscope_bin, run_goscope};
+pub use goscope::{Goscope, RunOutput, Stopped, goscope_bin, run_goscope, run_goscope_as};
 pub use process::{ChildGuard, Line};
 
 /// The workspace root (the parent of this crate's directory).
