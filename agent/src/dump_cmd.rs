@@ -109,19 +109,6 @@ fn summary(snap: &Snapshot) -> (Counts, Counts) {
     (sorted(states), sorted(reasons))
 }
 
-/// The runtime's rule for showing a frame in a GOTRACEBACK=all traceback (`showfuncinfo`):
-/// qualified names outside package runtime, exported runtime functions, and runtime.gopanic
-/// below the top.
-fn shown(function: &str, first: bool) -> bool {
-    if function == "runtime.gopanic" && !first {
-        return true;
-    }
-    let Some(rest) = function.strip_prefix("runtime.") else {
-        return function.contains('.');
-    };
-    rest.chars().next().is_some_and(char::is_uppercase)
-}
-
 fn offset(pc: u64, loc: &Location) -> String {
     if pc > loc.entry { format!(" +{:#x}", pc - loc.entry) } else { String::new() }
 }
@@ -172,6 +159,12 @@ fn write_text(out: &mut impl Write, snap: &Snapshot, ctx: &Ctx<'_>) -> io::Resul
     Ok(())
 }
 
+/// Where the `go` statement that created `g` is; none for goroutine 1, which the runtime starts
+/// from its own bootstrap code (its `gopc` points there), not from a `go` statement.
+fn created_by(g: &Goroutine) -> Option<&Location> {
+    g.created_by.as_deref().filter(|_| g.goid != 1)
+}
+
 fn write_goroutine(out: &mut impl Write, snap: &Snapshot, g: &Goroutine) -> io::Result<()> {
     let mut header = format!("goroutine {} [{}", g.goid, status_text(g));
     if let Some(ns) = g.waiting_for_ns(snap.read_start_ns) {
@@ -186,16 +179,9 @@ fn write_goroutine(out: &mut impl Write, snap: &Snapshot, g: &Goroutine) -> io::
         StackEnd::Inconsistent => writeln!(out, "\tgoroutine changed while goscope read it, twice; stack left out")?,
         _ => {}
     }
-    // Like the runtime: hide runtime internals, unless nothing else would be left.
-    let visible: Vec<_> = g
-        .stack
-        .iter()
-        .enumerate()
-        .filter(|(i, f)| f.location.as_ref().is_some_and(|l| shown(&l.function, *i == 0)))
-        .map(|(_, f)| f)
-        .collect();
-    let frames: Vec<_> = if visible.is_empty() { g.stack.iter().collect() } else { visible };
-    for f in frames {
+    // Every frame, runtime ones included (runtime.gopark, chanrecv, selectgo): a SIGQUIT dump is
+    // a runtime throw, which the runtime prints at traceback level 2, showing all frames.
+    for f in &g.stack {
         match &f.location {
             // The runtime prints no "+0x.." for a frame the compiler inlined into its caller.
             Some(l) if f.inlined => writeln!(out, "{}(...)\n\t{}:{}", l.function, l.file, l.line)?,
@@ -210,11 +196,9 @@ fn write_goroutine(out: &mut impl Write, snap: &Snapshot, g: &Goroutine) -> io::
         StackEnd::Unreadable => writeln!(out, "\t(stack walk stopped: stack memory unreadable)")?,
         _ => {}
     }
-    // "created by", except for goroutine 1 and goroutines the runtime starts for itself.
-    if let Some(c) = &g.created_by
-        && g.goid != 1
-        && shown(&c.function, false)
-    {
+    // "created by", as at traceback level 2: for every goroutine but 1 (the runtime starts the
+    // main goroutine itself; no `go` statement created it).
+    if let Some(c) = created_by(g) {
         let by = match g.parent_goid {
             Some(p) => format!(" in goroutine {p}"),
             None => String::new(),
@@ -330,7 +314,6 @@ fn write_json(out: &mut impl Write, snap: &Snapshot, ctx: &Ctx<'_>) -> io::Resul
         "allgs_source": snap.location.source,
         "stats": snap.stats,
     });
-    writeln!(out, "{summary}")?;
     for g in &snap.goroutines {
         let rec = GoroutineRecord {
             kind: "goroutine",
@@ -345,7 +328,7 @@ fn write_json(out: &mut impl Write, snap: &Snapshot, ctx: &Ctx<'_>) -> io::Resul
             channel_details: g.channels.iter().filter_map(|c| snap.channels.get(c)).map(ChannelRecord::from).collect(),
             is_select: g.is_select,
             sema_addr: g.sema_addr.map(hex),
-            created_by: g.created_by.as_ref().map(|c| CreatedBy {
+            created_by: created_by(g).map(|c| CreatedBy {
                 function: &c.function,
                 file: &c.file,
                 line: c.line,
@@ -373,23 +356,7 @@ fn write_json(out: &mut impl Write, snap: &Snapshot, ctx: &Ctx<'_>) -> io::Resul
         serde_json::to_writer(&mut *out, &rec).map_err(io::Error::other)?;
         writeln!(out)?;
     }
+    // Last, as the README documents: a reader knows the dump is complete when it arrives.
+    writeln!(out, "{summary}")?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::shown;
-
-    #[test]
-    fn frames_shown_like_the_runtime() {
-        assert!(shown("main.main", true));
-        assert!(shown("sync.runtime_SemacquireMutex", true));
-        assert!(shown("internal/poll.(*FD).Read", true));
-        assert!(!shown("runtime.gopark", true));
-        assert!(!shown("runtime.goexit", false));
-        assert!(shown("runtime.Gosched", true));
-        assert!(shown("runtime.gopanic", false));
-        assert!(!shown("runtime.gopanic", true));
-        assert!(!shown("nodot", false));
-    }
 }
