@@ -178,3 +178,65 @@ fn leaks_are_proven_exactly() {
     }
     assert!(failures.is_empty(), "{} of {} failed:\n{}", failures.len(), specs.len(), failures.join("\n\n"));
 }
+
+/// The `syncleaks` fixture: sync-primitive waits that began before the analysis. Every leaked
+/// one must be proven on every release, which before Go 1.26 needs the semaphore's address from
+/// the runtime's semtable (g.waiting does not name it); the healthy ones never.
+fn check_sync(fixture: &GoFixture) -> Result<String> {
+    const LEAKED: [&str; 4] = ["mutex_orphan", "rw_writer", "wg_waiter", "lock_abba"];
+    let mut child: ChildGuard = fixture.spawn(&[])?;
+    let info = child.expect_json("goids", Duration::from_secs(60))?;
+    let roles: BTreeMap<String, Vec<u64>> = serde_json::from_value(info["goids"].clone()).context("goids")?;
+    let all: BTreeSet<u64> = roles.values().flatten().copied().collect();
+    let expected: BTreeSet<u64> = LEAKED.iter().flat_map(|r| roles.get(*r).cloned().unwrap_or_default()).collect();
+    ensure!(expected.len() == 5 && all.len() == 8, "fixture reported {roles:?}");
+
+    let pid = child.pid();
+    let binary = GoBinary::open(&fixture.path)?;
+    let bias = load_bias(pid, &fixture.path)?;
+    let mem = ProcessMemory::new(pid)?;
+    let mut attempts = 0;
+    let (snap, report) = loop {
+        attempts += 1;
+        let snap = settled_snapshot(&mem, &binary, bias, &all)?;
+        let goroutines: Vec<ReachGoroutine> =
+            snap.goroutines.iter().filter_map(|g| ReachGoroutine::from_goroutine(g, None)).collect();
+        let report = find_leaked(&mem, &binary, bias, &goroutines, &ReachOptions { explain: true, ..ReachOptions::default() })?;
+        if attempts == 3 || report.leaked.len() >= expected.len() {
+            break (snap, report);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let describe = || {
+        let gs: Vec<String> = snap
+            .goroutines
+            .iter()
+            .filter(|g| all.contains(&g.goid))
+            .map(|g| format!("{} [{}] sema {:?}", g.goid, g.wait_reason.as_deref().unwrap_or(g.status.name()), g.sema_addr))
+            .collect();
+        format!("roles {roles:?}\nreport {report:?}\ngoroutines:\n  {}", gs.join("\n  "))
+    };
+    // Every semaphore wait of the fixture is named, the healthy ones too.
+    let unnamed: Vec<u64> = all.iter().copied().filter(|id| snap.goroutine(*id).is_none_or(|g| g.sema_addr.is_none())).collect();
+    ensure!(unnamed.is_empty(), "no semaphore address for {unnamed:?}\n{}", describe());
+    ensure!(report.complete, "incomplete analysis\n{}", describe());
+    let leaked: BTreeSet<u64> = report.leaked.iter().filter(|g| all.contains(g)).copied().collect();
+    ensure!(leaked == expected, "leaked {leaked:?}, expected {expected:?}\n{}", describe());
+    Ok(format!("{}: leaked {:?}, could_wake {:?}", fixture.label(), report.leaked, report.could_wake))
+}
+
+fn sync_matrix(version: Option<&str>) -> Result<()> {
+    if !require_root() {
+        return Ok(());
+    }
+    let fixture = GoFixture::build("syncleaks", version, Variant::Plain)?;
+    eprintln!("{}", check_sync(&fixture)?);
+    Ok(())
+}
+
+#[test]
+fn sync_leaks_before_attach_installed_go() -> Result<()> {
+    sync_matrix(None)
+}
+
+goscope_tests::go_version_tests!(sync_matrix);

@@ -24,6 +24,7 @@ mod allgs;
 mod process;
 mod reach;
 mod refs;
+mod sema;
 mod snapshot;
 mod stack;
 mod types;
@@ -31,10 +32,11 @@ mod types;
 pub use allgs::{ALLGADD, AllgsLocation, AllgsSource, LocateError, find_allgs_in_code, locate_allgs, locate_allgs_from_code};
 pub use process::{Batch, DEFAULT_BUDGET, MAX_REQUEST, MemoryError, ProcessMemory, ReadStats};
 pub use reach::{
-    GoroutineStack, HeapObject, ProcessHeap, ReachError, ReachGoroutine, ReachHolder, ReachLink, ReachMemory, ReachOptions,
-    ReachReport, ReachRole, find_leaked, find_leaked_in,
+    GoroutineStack, HeapObject, Incomplete, ProcessHeap, ReachError, ReachGoroutine, ReachHolder, ReachLink, ReachMemory,
+    ReachOptions, ReachReport, ReachRole, find_leaked, find_leaked_in,
 };
 pub use refs::{referenced_globals, stack_words};
+pub use sema::{is_semaphore_wait, semaphore_waiters};
 pub use snapshot::{
     Channel, GStatus, Goroutine, Location, Snapshot, SnapshotError, SnapshotOptions, SnapshotStats, monotonic_ns,
     read_goroutines, snapshot, snapshot_with,

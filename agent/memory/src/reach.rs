@@ -33,6 +33,9 @@ pub struct ReachGoroutine {
     pub goid: u64,
     pub g_addr: u64,
     pub role: ReachRole,
+    /// Addresses of words in heap objects never followed: the `elem` and `c` words of its
+    /// sudogs (see [`crate::Goroutine::sync_pointer_words`]).
+    pub untraceable: Vec<u64>,
 }
 
 /// How a goroutine takes part in the marking.
@@ -83,7 +86,7 @@ impl ReachGoroutine {
             _ if g.system => return None,
             _ => ReachRole::Root,
         };
-        Some(ReachGoroutine { goid: g.goid, g_addr: g.g_addr, role })
+        Some(ReachGoroutine { goid: g.goid, g_addr: g.g_addr, role, untraceable: g.sync_pointer_words.clone() })
     }
 }
 
@@ -145,10 +148,36 @@ pub struct ReachReport {
     pub why_live: HashMap<u64, Vec<ReachLink>>,
     /// Everything reachable was scanned within budget; false => `leaked` is not proof.
     pub complete: bool,
+    /// Why it is not complete (the first limit met), None when it is.
+    pub incomplete: Option<Incomplete>,
     pub bytes_read: u64,
     /// Heap objects whose contents were scanned.
     pub objects_scanned: u64,
     pub elapsed_ns: u64,
+}
+
+/// What stopped an analysis from scanning everything reachable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Incomplete {
+    /// The read budget ([`ReachOptions::max_bytes`]) would have been exceeded.
+    Budget { limit: u64 },
+    /// Memory that should hold reachable data could not be read (this many ranges): on a running
+    /// process, usually a stack or object freed or moved while it was read.
+    Unreadable { ranges: u64 },
+    /// A goroutine found live had no readable stack or g struct to follow.
+    UnknownStack { goid: u64 },
+}
+
+impl std::fmt::Display for Incomplete {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Incomplete::Budget { limit } => write!(f, "the read budget of {} MiB ran out", limit >> 20),
+            Incomplete::Unreadable { ranges } => {
+                write!(f, "{ranges} reachable memory range(s) could not be read (freed or moved while read)")
+            }
+            Incomplete::UnknownStack { goid } => write!(f, "goroutine {goid}'s stack could not be read"),
+        }
+    }
 }
 
 /// Why the analysis could not run.

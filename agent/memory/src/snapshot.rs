@@ -212,6 +212,13 @@ pub struct Goroutine {
     /// Go 1.26+: the address a semaphore wait (sync.Mutex, RWMutex, WaitGroup: the `sema` field)
     /// or a sync.Cond wait (its notifyList) blocks on, from the sudog in `g.waiting`.
     pub sema_addr: Option<u64>,
+    /// Addresses of the words of its sudogs that point at what it waits on (`sudog.elem` and
+    /// `sudog.c`). The runtime hides them from its leak detection (`setSyncObjectsUntraceable`,
+    /// Go 1.26): a sudog is reachable from the semtable treap or wait queue it sits in, through
+    /// its neighbours, whatever goroutine they belong to, so following these words would make
+    /// one goroutine's wait keep another's object alive.
+    #[serde(skip)]
+    pub sync_pointer_words: Vec<u64>,
     pub stack: Vec<StackFrame>,
     pub stack_end: StackEnd,
     /// Started by the runtime for itself (start function in package runtime, not runtime.main):
@@ -326,6 +333,9 @@ pub fn snapshot_with(
         ctx.process(mem, chunk, false, &mut goroutines, &mut channels, &mut retry, &mut stats)?;
     }
 
+    if opts.channels {
+        fill_semaphores_from_semtable(mem, binary, load_bias, &mut goroutines);
+    }
     goroutines.sort_by_key(|g: &Goroutine| g.goid);
     let n = goroutines.len();
     goroutines.dedup_by_key(|g| g.goid);
@@ -356,7 +366,48 @@ pub fn read_goroutines(
     for chunk in gptrs.chunks(CHUNK) {
         ctx.process(mem, chunk, true, &mut goroutines, &mut channels, &mut retry, &mut stats)?;
     }
+    if opts.channels {
+        fill_semaphores_from_semtable(mem, binary, load_bias, &mut goroutines);
+    }
     Ok((goroutines, channels))
+}
+
+/// Gives goroutines in a semaphore wait whose sudog memory did not name the semaphore (Go
+/// 1.19–1.25 do not link it into `g.waiting`) the address the runtime's `semtable` queues them
+/// under, and those in a `sync.Cond` wait their notify list's. Best effort: when the table cannot be read the address stays unknown, which only ever
+/// keeps a wait from being proven.
+fn fill_semaphores_from_semtable(mem: &ProcessMemory, binary: &GoBinary, load_bias: u64, goroutines: &mut [Goroutine]) {
+    let unknown = |g: &Goroutine| {
+        g.sema_addr.is_none()
+            && matches!(g.status, GStatus::Waiting | GStatus::Leaked)
+            && g.wait_reason.as_deref().is_some_and(crate::sema::is_semaphore_wait)
+    };
+    if goroutines.iter().any(unknown)
+        && let Ok(waiters) = crate::sema::semaphore_waiters(mem, binary, load_bias)
+    {
+        for g in goroutines.iter_mut().filter(|g| unknown(g)) {
+            if let Some(&(addr, sudog)) = waiters.get(&g.g_addr) {
+                g.sema_addr = Some(addr);
+                g.sync_pointer_words = sync_pointer_words(binary, &[sudog]);
+            }
+        }
+    }
+    let cond_waiter = |g: &Goroutine| {
+        g.sema_addr.is_none()
+            && matches!(g.status, GStatus::Waiting | GStatus::Leaked)
+            && g.wait_reason.as_deref().is_some_and(crate::sema::is_notify_list_wait)
+    };
+    let cond_waiters: Vec<u64> = goroutines.iter().filter(|g| cond_waiter(g)).map(|g| g.g_addr).collect();
+    if !cond_waiters.is_empty()
+        && let Ok(lists) = crate::sema::notify_list_waiters(mem, binary, &cond_waiters)
+    {
+        for g in goroutines.iter_mut().filter(|g| cond_waiter(g)) {
+            if let Some(&(list, sudog)) = lists.get(&g.g_addr) {
+                g.sema_addr = Some(list);
+                g.sync_pointer_words = sync_pointer_words(binary, &[sudog]);
+            }
+        }
+    }
 }
 
 fn read_list(mem: &ProcessMemory, loc: &AllgsLocation, max: usize, stats: &mut SnapshotStats) -> Result<Vec<u64>, SnapshotError> {
@@ -644,6 +695,8 @@ struct Pending {
     channels: Vec<u64>,
     is_select: bool,
     sema: Option<u64>,
+    /// Addresses of the sudogs it waits through.
+    sudogs: Vec<u64>,
     /// Failed a check that warrants reading it again.
     suspect: bool,
 }
@@ -759,6 +812,7 @@ impl<'a> Ctx<'a> {
                 channels: Vec::new(),
                 is_select: false,
                 sema: None,
+                sudogs: Vec::new(),
                 suspect: false,
             });
         }
@@ -799,6 +853,7 @@ impl<'a> Ctx<'a> {
                             channels: Vec::new(),
                             is_select: false,
                             sema: None,
+                            sudogs: Vec::new(),
                             suspect: false,
                         }));
                     }
@@ -914,6 +969,7 @@ impl<'a> Ctx<'a> {
                     p.suspect = true;
                     continue;
                 }
+                p.sudogs.push(addr);
                 let c = u64_at(b, l.sudog_c as usize);
                 if c == 0 {
                     // Parked on a channel, every sudog in g.waiting has its channel set (chanrecv,
@@ -1035,6 +1091,12 @@ impl<'a> Ctx<'a> {
         name
     }
 
+    /// The words of `sudogs` that point at what their goroutine waits on (`elem`, `c`; from Go
+    /// 1.26 both words of each `maybeTraceablePtr`).
+    fn sync_pointer_words(&self, sudogs: &[u64]) -> Vec<u64> {
+        sync_pointer_words(self.binary, sudogs)
+    }
+
     fn goroutine(&mut self, p: Pending) -> Goroutine {
         let v = &p.view;
         let waiting = matches!(p.status, GStatus::Waiting | GStatus::Leaked);
@@ -1070,11 +1132,24 @@ impl<'a> Ctx<'a> {
             channels: p.channels,
             is_select: p.is_select,
             sema_addr: p.sema,
+            sync_pointer_words: self.sync_pointer_words(&p.sudogs),
             stack,
             stack_end: p.stack_end,
             system,
         }
     }
+}
+
+/// See [`Goroutine::sync_pointer_words`].
+fn sync_pointer_words(binary: &GoBinary, sudogs: &[u64]) -> Vec<u64> {
+    let l = binary.layout();
+    // Go 1.26+: `elem` and `c` are `{vp unsafe.Pointer; vu uintptr}`; the layout names `vu`.
+    let both_words = binary.build_info().go_version.minor >= 26;
+    let fields: Vec<u64> = [u64::from(l.sudog_elem), u64::from(l.sudog_c)]
+        .into_iter()
+        .flat_map(|f| if both_words { vec![f - 8, f] } else { vec![f] })
+        .collect();
+    sudogs.iter().flat_map(|s| fields.iter().map(move |f| s + f)).collect()
 }
 
 fn parse_hchan(addr: u64, b: &[u8], l: &goscope_inspect::RuntimeLayout) -> Option<Channel> {

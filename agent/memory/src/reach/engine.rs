@@ -8,7 +8,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Instant;
 
-use super::{ReachError, ReachGoroutine, ReachHolder, ReachLink, ReachOptions, ReachReport, ReachRole};
+use super::{Incomplete, ReachError, ReachGoroutine, ReachHolder, ReachLink, ReachOptions, ReachReport, ReachRole};
 
 /// Largest range read at once: big objects are scanned in pieces of this size.
 const READ_CHUNK: u64 = 1 << 20;
@@ -150,11 +150,26 @@ struct Marker<'a, M: ReachMemory> {
     waiters_heap: HashMap<u64, Vec<usize>>,
     waiters_stack: HashMap<usize, Vec<usize>>,
     pending: Vec<(u64, u64, Origin)>,
-    complete: bool,
+    /// goid of each goroutine (index).
+    goids: Vec<u64>,
+    /// Words of heap objects never followed ([`ReachGoroutine::untraceable`]), sorted.
+    untraceable: Vec<u64>,
+    /// Why the marking is not complete (the first reason met), None while it is.
+    incomplete: Option<Incomplete>,
     objects_scanned: u64,
 }
 
 impl<M: ReachMemory> Marker<'_, M> {
+    /// Records that the marking cannot be complete, keeping the first reason; counts unreadable
+    /// ranges.
+    fn give_up(&mut self, why: Incomplete) {
+        match (&mut self.incomplete, why) {
+            (Some(Incomplete::Unreadable { ranges }), Incomplete::Unreadable { ranges: more }) => *ranges += more,
+            (None, why) => self.incomplete = Some(why),
+            _ => {}
+        }
+    }
+
     fn make_live(&mut self, i: usize, cause: LiveCause, stack: Option<GoroutineStack>, g_object: Option<HeapObject>) {
         if self.live[i].is_some() {
             return;
@@ -166,7 +181,7 @@ impl<M: ReachMemory> Marker<'_, M> {
                 self.pending.push((g.base, g.base.saturating_add(g.size), Origin::GStruct(i)));
             }
             // Its references cannot be followed.
-            _ => self.complete = false,
+            _ => self.give_up(Incomplete::UnknownStack { goid: self.goids[i] }),
         }
     }
 
@@ -233,6 +248,22 @@ impl<M: ReachMemory> Marker<'_, M> {
             }
         }
         Ok(())
+    }
+
+    /// Zeroes the words of heap objects that are never followed (sudogs' `elem` and `c`).
+    fn drop_untraceable(&self, round: &[(u64, u64, Origin)], contents: &mut [Option<Vec<u64>>]) {
+        if self.untraceable.is_empty() {
+            return;
+        }
+        for (&(start, end, origin), words) in round.iter().zip(contents.iter_mut()) {
+            let (Origin::Object(_), Some(words)) = (origin, words.as_mut()) else { continue };
+            let from = self.untraceable.partition_point(|&a| a < start);
+            for &addr in self.untraceable[from..].iter().take_while(|&&a| a < end) {
+                if let Some(word) = words.get_mut(((addr - start) / 8) as usize) {
+                    *word = 0;
+                }
+            }
+        }
     }
 
     /// With [`ReachOptions::explain`]: records, for each object of `objs` (what `candidates`
@@ -382,7 +413,14 @@ pub fn find_leaked_in<M: ReachMemory>(
         waiters_heap: HashMap::new(),
         waiters_stack: HashMap::new(),
         pending: globals.iter().map(|&(s, e)| (s, e, Origin::Global)).collect(),
-        complete: true,
+        goids: goroutines.iter().map(|g| g.goid).collect(),
+        untraceable: {
+            let mut words: Vec<u64> = goroutines.iter().flat_map(|g| g.untraceable.iter().copied()).collect();
+            words.sort_unstable();
+            words.dedup();
+            words
+        },
+        incomplete: None,
         objects_scanned: 0,
     };
     for (i, s) in sites.iter().enumerate() {
@@ -410,13 +448,15 @@ pub fn find_leaked_in<M: ReachMemory>(
         }
         let ranges: Vec<(u64, u64)> = round.iter().map(|&(s, e, _)| (s, e)).collect();
         let Some(mut contents) = m.read(&ranges)? else {
-            m.complete = false;
+            m.give_up(Incomplete::Budget { limit: m.max_bytes });
             break;
         };
-        if contents.iter().any(Option::is_none) {
-            m.complete = false;
+        let unreadable = contents.iter().filter(|c| c.is_none()).count() as u64;
+        if unreadable > 0 {
+            m.give_up(Incomplete::Unreadable { ranges: unreadable });
         }
         m.keep_typed_pointers(&round, &mut contents)?;
+        m.drop_untraceable(&round, &mut contents);
         let candidates = m.heap_candidates(contents.iter().flatten().flatten());
         let objs = m.mem.objects(&candidates)?;
         m.record_parents(&round, &contents, &candidates, &objs);
@@ -431,7 +471,7 @@ pub fn find_leaked_in<M: ReachMemory>(
         .filter(|(i, g)| m.live[*i].is_none() && !matches!(g.role, ReachRole::Root))
         .map(|(i, _)| i)
         .collect();
-    let could_wake = if m.complete {
+    let could_wake = if m.incomplete.is_none() {
         could_wake(&mut m, goroutines, &stacks, &sites, &leaked, opts.could_wake_max_objects)?
     } else {
         HashMap::new()
@@ -446,7 +486,8 @@ pub fn find_leaked_in<M: ReachMemory>(
         leaked,
         could_wake,
         why_live,
-        complete: m.complete,
+        complete: m.incomplete.is_none(),
+        incomplete: m.incomplete,
         bytes_read: m.mem.bytes_read(),
         objects_scanned: m.objects_scanned,
         elapsed_ns: u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX),

@@ -90,7 +90,7 @@ impl ReachMemory for FakeMemory {
 const GLOBALS: (u64, u64) = (0x10_0000, 0x10_1000);
 
 fn g(goid: u64, role: ReachRole) -> ReachGoroutine {
-    ReachGoroutine { goid, g_addr: 0x5000_0000 + goid * 0x1000, role }
+    ReachGoroutine { goid, g_addr: 0x5000_0000 + goid * 0x1000, role, untraceable: Vec::new() }
 }
 
 fn stack_of(goid: u64) -> u64 {
@@ -354,4 +354,51 @@ fn gc_programs_expand_to_pointer_masks() {
     assert!(run_gc_program(&prog, 100).is_none());
     assert!(run_gc_program(&[0x85, 0x01, 0x00], 100).is_none());
     assert!(run_gc_program(&[0x08], 100).is_none());
+}
+
+#[test]
+fn a_live_waiters_sudog_neighbours_do_not_keep_other_waits_alive() {
+    // 2 waits on mutex m1, which main holds; its sudog sits in the semtable treap next to 3's
+    // sudog (its `next` child), whose `elem` is 3's mutex m2, which nothing else references.
+    let mut mem = FakeMemory::default();
+    let (m1, m2) = (mem.object(0x2000_0000, 24, &[]), mem.object(0x2000_1000, 24, &[]));
+    let sudog3 = mem.object(0x3000_0100, 96, &[(24, m2 + 8)]);
+    let sudog2 = mem.object(0x3000_0000, 96, &[(8, sudog3), (24, m1 + 8)]);
+    spawn(&mut mem, 1, &[m1]);
+    spawn(&mut mem, 2, &[sudog2]);
+    spawn(&mut mem, 3, &[sudog3]);
+    let blocked = |goid, m: u64, sudog: u64| ReachGoroutine {
+        untraceable: vec![sudog + 24, sudog + 80],
+        ..g(goid, ReachRole::Blocked(vec![m + 8]))
+    };
+    let gs = [g(1, ReachRole::Root), blocked(2, m1, sudog2), blocked(3, m2, sudog3)];
+    let r = run(&mut mem, &gs);
+    assert_eq!(r.leaked, vec![3]);
+    assert!(r.complete);
+    // Followed as ordinary pointers, the neighbour's elem would keep 3 alive.
+    let plain: Vec<ReachGoroutine> = gs.iter().map(|g| ReachGoroutine { untraceable: Vec::new(), ..g.clone() }).collect();
+    assert!(run(&mut mem, &plain).leaked.is_empty());
+}
+
+#[test]
+fn an_incomplete_report_names_what_stopped_it() {
+    let mut mem = FakeMemory::default();
+    let ch = mem.object(0x2000_0000, 96, &[]);
+    let big = mem.object(0x3000_0000, 4 << 20, &[(8, ch)]);
+    spawn(&mut mem, 1, &[big]);
+    spawn(&mut mem, 2, &[]);
+    let gs = [g(1, ReachRole::Root), g(2, ReachRole::Blocked(vec![ch]))];
+    let opts = ReachOptions { max_bytes: 1 << 20, ..ReachOptions::default() };
+    let r = find_leaked_in(&mut mem, &[GLOBALS], &gs, &opts).unwrap();
+    assert_eq!(r.incomplete, Some(Incomplete::Budget { limit: 1 << 20 }));
+    assert_eq!(r.incomplete.map(|i| i.to_string()).as_deref(), Some("the read budget of 1 MiB ran out"));
+    let mut mem2 = FakeMemory::default();
+    let ch = mem2.object(0x2000_0000, 96, &[]);
+    let obj = mem2.object(0x3000_0000, 64, &[(8, ch)]);
+    mem2.unreadable.push((obj, obj + 64));
+    spawn(&mut mem2, 1, &[obj]);
+    spawn(&mut mem2, 2, &[]);
+    let r = find_leaked_in(&mut mem2, &[GLOBALS], &gs, &ReachOptions::default()).unwrap();
+    assert_eq!(r.incomplete, Some(Incomplete::Unreadable { ranges: 1 }));
+    assert!(!r.complete);
 }
