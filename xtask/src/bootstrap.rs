@@ -115,7 +115,7 @@ fn ensure_toolchain(pin: &Pin) -> anyhow::Result<()> {
     eprintln!("xtask: installing Rust toolchain {} (components: {})", pin.channel, pin.components.join(", "));
     check(
         Command::new("rustup")
-            .args(["toolchain", "install", &pin.channel, "--profile", "minimal", "--component"])
+            .args(["toolchain", "install", &pin.channel, "--no-self-update", "--profile", "minimal", "--component"])
             .arg(pin.components.join(",")),
     )
 }
