@@ -2,7 +2,7 @@
 //! and turns complete analyses into the evidence the proven-leak detector judges. Two analyses
 //! must agree before anything counts, so a reference that only a register held for a moment, or
 //! a goroutine caught between two states, cannot make a leak.
-use goscope_memory::{ProcessMemory, ReachError, ReachGoroutine, ReachOptions};
+use goscope_memory::{Incomplete, ProcessMemory, ReachError, ReachGoroutine, ReachOptions};
 
 use crate::{detect::LeakEvidence, output::TargetContext, state::ProcessState};
 
@@ -14,11 +14,15 @@ const REFRESH_EVERY_TICKS: u64 = 20;
 const BACKOFF_TICKS: u64 = 120;
 /// After a read that failed on a moving target (a torn read, a goroutine list being grown).
 const RETRY_TICKS: u64 = 4;
+/// Incomplete analyses in a row before a warning says why leaks stay unproven.
+const WARN_AFTER_INCOMPLETE: u32 = 3;
 
 /// Why an analysis proved nothing, and when trying again makes sense.
 enum NoProof {
     /// The target moved under the read: try again soon, say nothing.
     Transient,
+    /// Reachable memory could not be read: try again soon, say so if it keeps happening.
+    Incomplete(String),
     /// Past the budget: try again after BACKOFF_TICKS.
     TooLarge(String),
     /// This binary cannot be analysed (stripped, unsupported): never again.
@@ -35,6 +39,8 @@ pub struct LeakScanner {
     /// Candidates the newest analysis judged, to notice new ones.
     judged: Vec<u64>,
     next_tick: u64,
+    /// Analyses in a row that could not read everything reachable.
+    incomplete_in_a_row: u32,
     /// Why the last analysis proved nothing, once (for a warning line).
     pub unavailable: Option<String>,
 }
@@ -47,6 +53,7 @@ impl LeakScanner {
             confirmed: None,
             judged: Vec::new(),
             next_tick: 0,
+            incomplete_in_a_row: 0,
             unavailable: None,
         }
     }
@@ -86,6 +93,7 @@ impl LeakScanner {
     fn analyse(&mut self, state: &ProcessState, ctx: &TargetContext, tick: u64) {
         match analysis(state, ctx, &self.options) {
             Ok(newer) => {
+                self.incomplete_in_a_row = 0;
                 self.confirmed = self.newest.as_ref().map(|older| older.confirmed_by(&newer));
                 let awaiting = !newer.leaked.is_empty() && self.confirmed.as_ref().is_none_or(|c| c.leaked != newer.leaked);
                 self.next_tick = tick + if awaiting { CONFIRM_EVERY_TICKS } else { REFRESH_EVERY_TICKS };
@@ -97,6 +105,10 @@ impl LeakScanner {
                 self.confirmed = None;
                 (self.next_tick, self.unavailable) = match no_proof {
                     NoProof::Transient => (tick + RETRY_TICKS, None),
+                    NoProof::Incomplete(why) => {
+                        self.incomplete_in_a_row += 1;
+                        (tick + RETRY_TICKS, (self.incomplete_in_a_row >= WARN_AFTER_INCOMPLETE).then_some(why))
+                    }
                     NoProof::TooLarge(why) => (tick + BACKOFF_TICKS, Some(why)),
                     NoProof::Impossible(why) => (u64::MAX, Some(why)),
                 };
@@ -108,7 +120,11 @@ impl LeakScanner {
 /// One analysis of the process as it is now: every goroutine from memory, each a root or
 /// blocked on the objects the state (probes) or memory (sudogs) name.
 fn analysis(state: &ProcessState, ctx: &TargetContext, options: &ReachOptions) -> Result<LeakEvidence, NoProof> {
-    let mem = ProcessMemory::new(ctx.pid).map_err(|_| NoProof::Transient)?;
+    // The analysis enforces `max_bytes` itself; the reader's own cap only has to leave room for
+    // it on top of the snapshot, or it would be the limit that stops the proof.
+    let mem = ProcessMemory::new(ctx.pid)
+        .map_err(|_| NoProof::Transient)?
+        .with_budget(options.max_bytes.saturating_add(goscope_memory::DEFAULT_BUDGET));
     let opts = goscope_memory::SnapshotOptions { stacks: false, ..goscope_memory::SnapshotOptions::default() };
     let snap = goscope_memory::snapshot_with(&mem, &ctx.binary, ctx.load_bias, &opts).map_err(|_| NoProof::Transient)?;
     let goroutines: Vec<ReachGoroutine> = snap
@@ -127,19 +143,24 @@ fn analysis(state: &ProcessState, ctx: &TargetContext, options: &ReachOptions) -
         .collect();
     let too_large = |read: u64| {
         NoProof::TooLarge(format!(
-            "the heap reachable from the goroutines exceeds the scan budget ({} MiB read, --leak-scan-budget-mib); leaks stay suspects",
+            "the heap reachable from the goroutines exceeds the scan budget of {} MiB (--leak-scan-budget-mib; {} MiB \
+             read); leaks stay suspects",
+            options.max_bytes >> 20,
             read >> 20
         ))
     };
     let report = goscope_memory::find_leaked(&mem, &ctx.binary, ctx.load_bias, &goroutines, options).map_err(|e| match e {
-        e if e.is_budget() => too_large(options.max_bytes),
+        e if e.is_budget() => too_large(mem.stats().bytes),
         ReachError::NeedsSymbols(_) | ReachError::MissingOffset(_) | ReachError::UnsupportedArch(_) => {
             NoProof::Impossible(format!("{e}; leaks and deadlocks stay suspects"))
         }
         _ => NoProof::Transient,
     })?;
-    if !report.complete {
-        return Err(too_large(report.bytes_read));
+    match report.incomplete {
+        None => {}
+        Some(Incomplete::Budget { .. }) => return Err(too_large(report.bytes_read)),
+        // Memory freed or moved under the read: the next analysis may well complete.
+        Some(why) => return Err(NoProof::Incomplete(format!("the leak proof stopped short: {why}; leaks stay suspects"))),
     }
     Ok(LeakEvidence {
         leaked: report.leaked.iter().copied().collect(),

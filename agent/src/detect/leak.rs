@@ -57,10 +57,8 @@ pub fn proven(state: &ProcessState, now_ns: u64, threshold_ns: u64, evidence: &L
     // g waits for h when h could wake g.
     let mut waits_for: BTreeMap<u64, BTreeSet<u64>> = stuck.keys().map(|&g| (g, BTreeSet::new())).collect();
     for (h, wakes) in &evidence.could_wake {
-        if !stuck.contains_key(h) {
-            continue;
-        }
-        for g in wakes.iter().filter(|g| stuck.contains_key(g)) {
+        let Some(&waker) = stuck.get(h) else { continue };
+        for g in wakes.iter().filter(|g| stuck.get(g).is_some_and(|&g| !same_channel_side(g, waker))) {
             waits_for.entry(*g).or_default().insert(*h);
         }
     }
@@ -123,6 +121,20 @@ pub fn proven(state: &ProcessState, now_ns: u64, threshold_ns: u64, evidence: &L
         });
     }
     findings
+}
+
+/// `g` and `h` are blocked on one channel the same way (both sending, or both receiving): h's
+/// reference to that channel is the one it is stuck on, not a way to wake g. N senders whose
+/// reader left, or consumers of a channel nobody closes, are one leak, not a deadlock among
+/// themselves. Locks are not judged so: a goroutine waiting on a Mutex may be the one holding it.
+fn same_channel_side(g: &Goroutine, h: &Goroutine) -> bool {
+    let (Some(gw), Some(hw)) = (&g.wait, &h.wait) else {
+        return false;
+    };
+    g.goid != h.goid
+        && matches!(gw.class, WaitClass::ChanSend | WaitClass::ChanReceive)
+        && gw.class == hw.class
+        && gw.channels.iter().any(|c| hw.channels.contains(c))
 }
 
 /// Every user goroutine is stuck: the process can never make progress again, although timers,
@@ -239,6 +251,21 @@ mod tests {
         assert!(f.iter().all(|f| f.finding_type == FindingType::Leak && f.chain.is_empty()));
         let senders = f.iter().find(|f| f.goroutines.len() == 2).expect("both senders together");
         assert!(senders.summary.contains("2 goroutines blocked in chan send"), "{}", senders.summary);
+    }
+
+    #[test]
+    fn senders_sharing_one_stuck_channel_are_one_leak_not_a_deadlock() {
+        // 3, 4 and 5 send on one channel whose reader left: each stack holds the channel, so
+        // each "could wake" the others, but only through the send it is stuck in.
+        let mut st = ProcessState::new(1, state_with(&[]).reasons().clone(), LOCK);
+        for goid in [3, 4, 5] {
+            st.apply(&GoroutineEvent::test_park(0, goid, CHAN_SEND, 0x7000 + u64::from(LOCK)));
+        }
+        running(&mut st, 9);
+        let f = proven(&st, 100, 50, &evidence(&[3, 4, 5], &[(3, &[4, 5]), (4, &[3, 5]), (5, &[3, 4])]));
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!(f[0].finding_type, FindingType::Leak);
+        assert_eq!(f[0].goroutines.iter().map(|g| g.goid).collect::<Vec<_>>(), vec![3, 4, 5]);
     }
 
     #[test]
