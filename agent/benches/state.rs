@@ -6,7 +6,7 @@ use std::{
     time::Instant,
 };
 
-use goscope::{
+use goscope::model::{
     events::{EventDetail, GoroutineEvent},
     state::{ProcessState, WaitReasons},
 };

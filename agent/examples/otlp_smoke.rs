@@ -12,11 +12,13 @@ use std::time::Duration;
 
 use clap::Parser;
 use goscope::{
-    detect::{Finding, FindingType, Grade, Involved},
-    events::{EventDetail, GoroutineEvent},
-    export::{Health, OtlpArgs, OtlpExporter, ProbeHealth, ProcessInfo},
-    output::TargetContext,
-    state::{ProcessState, WaitReasons},
+    detect::{Finding, FindingKey, FindingType, Grade, Involved},
+    model::{
+        events::{EventDetail, GoroutineEvent},
+        state::{ProcessState, WaitReasons},
+    },
+    sink::otlp::{Health, OtlpArgs, OtlpExporter, ProbeHealth, ProcessInfo},
+    target::TargetContext,
 };
 use goscope_inspect::GoBinary;
 
@@ -123,7 +125,7 @@ fn main() -> anyhow::Result<()> {
             site: None,
         };
         let finding = Finding {
-            id: format!("deadlock:{pid}:{}-{}", base + 4, base + 5),
+            id: FindingKey::Deadlock { pid, goroutines: vec![base + 4, base + 5] },
             finding_type: FindingType::Deadlock,
             grade: Grade::Proven,
             pid,

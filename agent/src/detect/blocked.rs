@@ -3,8 +3,8 @@
 //! Left out, because they are waiting as designed: the runtime's own goroutines (no frame outside
 //! the runtime, e.g. `runtime.ensureSigM.func1`, which every program with `signal.Notify` has),
 //! and waits that include a timer's channel (a `time.Ticker` loop: the timer wakes it).
-use super::{Finding, FindingType, Grade, involved};
-use crate::state::{ProcessState, Wait};
+use super::{Finding, FindingKey, FindingType, Grade, involved};
+use crate::model::state::{ProcessState, Wait};
 
 /// Element type of the channels the runtime makes for `time.Timer`, `time.Ticker` and
 /// `time.After` (`make(chan Time, 1)` in `time.NewTimer`/`NewTicker`, every release).
@@ -33,7 +33,7 @@ pub fn blocked(state: &ProcessState, now_ns: u64, threshold_ns: u64) -> Vec<Find
             (wait.class.is_user_blocking() && waited >= threshold_ns && !waits_by_design(state, wait)).then(|| {
                 let reason = state.reasons().name(wait.reason_code).unwrap_or("unknown").to_owned();
                 Finding {
-                    id: format!("blocked:{}:{}", state.pid, g.goid),
+                    id: FindingKey::Blocked { pid: state.pid, goid: g.goid },
                     finding_type: FindingType::Blocked,
                     grade: Grade::Suspect,
                     pid: state.pid,
@@ -56,7 +56,7 @@ pub fn blocked(state: &ProcessState, now_ns: u64, threshold_ns: u64) -> Vec<Find
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{events::GoroutineEvent, output::SourceSite, state::WaitReasons};
+    use crate::model::{SourceSite, events::GoroutineEvent, state::WaitReasons};
 
     #[test]
     fn only_long_user_level_blocks_are_reported() {

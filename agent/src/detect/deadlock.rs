@@ -9,8 +9,8 @@
 //! prove: locks in package-level variables are reachable by every goroutine.
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use super::{Finding, FindingType, Grade, graph, involved};
-use crate::state::{Goroutine, ProcessState, Wait, WaitClass};
+use super::{Finding, FindingKey, FindingType, Grade, graph, involved};
+use crate::model::state::{Goroutine, ProcessState, Wait, WaitClass};
 
 /// Objects (from [`wait_objects`]) each blocked goroutine refers to: goid → addresses.
 pub type Holdings = HashMap<u64, BTreeSet<u64>>;
@@ -94,7 +94,7 @@ pub fn deadlocks(state: &ProcessState, now_ns: u64, threshold_ns: u64, holdings:
         let goroutines: Vec<_> = group.iter().map(|goid| involved(state, blocked[goid], now_ns)).collect();
         let ids: Vec<String> = group.iter().map(u64::to_string).collect();
         findings.push(Finding {
-            id: format!("deadlock:{}:{}", state.pid, ids.join("-")),
+            id: FindingKey::Deadlock { pid: state.pid, goroutines: group.iter().copied().collect() },
             finding_type: FindingType::Deadlock,
             grade: Grade::Suspect,
             pid: state.pid,
@@ -123,7 +123,7 @@ fn same_side(g: &Goroutine, h: &Goroutine, x: u64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{events::GoroutineEvent, state::WaitReasons};
+    use crate::model::{events::GoroutineEvent, state::WaitReasons};
 
     const LOCK: u32 = 104;
 

@@ -3,8 +3,8 @@
 //! a slow ramp-up of a pool looks the same for a while — so these are `suspect`.
 use std::collections::{HashMap, VecDeque};
 
-use super::{Finding, FindingType, Grade, involved};
-use crate::{output::SourceSite, state::ProcessState};
+use super::{Finding, FindingKey, FindingType, Grade, involved};
+use crate::model::{SourceSite, state::ProcessState};
 
 /// Consecutive samples in which the pile must have grown before it is a suspect.
 const RISES: usize = 3;
@@ -61,7 +61,7 @@ impl LeakGrowth {
                 let reason = state.reasons().name(*reason_code).unwrap_or("unknown");
                 let first = self.history.get(site).and_then(|h| h.front()).copied().unwrap_or(0);
                 Some(Finding {
-                    id: format!("leak:{}:{}:{}:{reason}", state.pid, place.function, place.line),
+                    id: FindingKey::leak(state.pid, Some(place), reason),
                     finding_type: FindingType::Leak,
                     grade: Grade::Suspect,
                     pid: state.pid,
@@ -107,7 +107,7 @@ impl LeakGrowth {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{
+    use crate::model::{
         events::{EventDetail, GoroutineEvent},
         state::WaitReasons,
     };

@@ -4,9 +4,9 @@
 //! other in a cycle are deadlocks; the others are leaks, grouped by where they blocked.
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use super::{Finding, FindingType, Grade, graph, involved};
-use crate::{
-    output::SourceSite,
+use super::{Finding, FindingKey, FindingType, Grade, graph, involved};
+use crate::model::{
+    SourceSite,
     state::{GoState, Goroutine, ProcessState, WaitClass},
 };
 
@@ -98,14 +98,13 @@ pub fn proven(state: &ProcessState, now_ns: u64, threshold_ns: u64, evidence: &L
     let mut findings = Vec::new();
     for (cycle, group) in cycles.iter().zip(&members) {
         let chain = graph::cycle_from(cycle, &waits_for);
-        findings.push(deadlock_finding(state, now_ns, &stuck, group, chain, None));
+        findings.push(deadlock_finding(state, now_ns, &stuck, group, chain, false));
     }
     for ((site, reason), goids) in leaks {
         let reason = state.reasons().name(reason).unwrap_or("unknown");
         let place = site.map_or_else(|| "an unknown site".to_owned(), |s| format!("{} ({}:{})", s.function, s.file, s.line));
-        let key = site.map_or_else(String::new, |s| format!("{}:{}", s.function, s.line));
         findings.push(Finding {
-            id: format!("leak:{}:{key}:{reason}", state.pid),
+            id: FindingKey::leak(state.pid, site, reason),
             finding_type: FindingType::Leak,
             grade: Grade::Proven,
             pid: state.pid,
@@ -156,7 +155,7 @@ fn whole_process(
         .max_by_key(BTreeSet::len)
         .map(|c| graph::cycle_from(&c, waits_for))
         .unwrap_or_default();
-    Some(deadlock_finding(state, now_ns, stuck, &user, chain, Some("process")))
+    Some(deadlock_finding(state, now_ns, stuck, &user, chain, true))
 }
 
 fn deadlock_finding(
@@ -165,21 +164,24 @@ fn deadlock_finding(
     stuck: &BTreeMap<u64, &Goroutine>,
     group: &BTreeSet<u64>,
     chain: Vec<u64>,
-    label: Option<&str>,
+    whole_process: bool,
 ) -> Finding {
     let ids: Vec<String> = group.iter().map(u64::to_string).collect();
     let chain_text = chain.iter().map(|g| format!("g{g}")).collect::<Vec<_>>().join(" -> ");
-    let summary = match label {
-        Some(_) => format!(
+    let summary = match whole_process {
+        true => format!(
             "whole-process deadlock: all {} user goroutines are blocked and none can wake another \
              (the Go runtime does not report it while timers, I/O or cgo keep it alive){}",
             group.len(),
             if chain.is_empty() { String::new() } else { format!("; cycle {chain_text}") }
         ),
-        None => format!("deadlock: goroutines {} wait on each other in a cycle ({chain_text})", ids.join(", ")),
+        false => format!("deadlock: goroutines {} wait on each other in a cycle ({chain_text})", ids.join(", ")),
     };
     Finding {
-        id: format!("deadlock:{}:{}", state.pid, label.map_or_else(|| ids.join("-"), str::to_owned)),
+        id: match whole_process {
+            true => FindingKey::WholeProcess { pid: state.pid },
+            false => FindingKey::Deadlock { pid: state.pid, goroutines: group.iter().copied().collect() },
+        },
         finding_type: FindingType::Deadlock,
         grade: Grade::Proven,
         pid: state.pid,
@@ -192,7 +194,7 @@ fn deadlock_finding(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{
+    use crate::model::{
         events::{EventDetail, GoroutineEvent},
         state::WaitReasons,
     };
@@ -274,7 +276,7 @@ mod tests {
         let st = state_with(&[(1, CHAN_SEND), (3, MUTEX), (7, GC_IDLE)]);
         let f = proven(&st, 100, 50, &evidence(&[1, 3], &[(3, &[3])]));
         assert_eq!(f.len(), 1, "{f:?}");
-        assert_eq!(f[0].id, "deadlock:1:process");
+        assert_eq!(f[0].id.to_string(), "deadlock:1:process");
         assert_eq!(f[0].chain, vec![3], "a goroutine waiting on a lock it holds");
         assert!(f[0].summary.starts_with("whole-process deadlock: all 2 user goroutines"));
     }

@@ -1,22 +1,85 @@
-//! Detectors: plain functions of the goroutine/channel state and the current time that return
-//! findings. They never touch the kernel or the target, so they are tested on hand-built state.
+//! Detectors: judgements of the goroutine/channel state at a point in time that return findings.
+//! They never touch the kernel or the target (what memory showed comes in as [`Inputs`]), so they
+//! are tested on hand-built state. Each is one [`Detector`]; [`all`] lists them.
 mod blocked;
 mod deadlock;
 mod graph;
 mod growth;
+mod key;
 mod leak;
 
 use serde::Serialize;
 
-use crate::{
-    output::{SourceSite, hex},
+use crate::model::{
+    SourceSite, hex,
     state::{Goroutine, ProcessState, Wait},
 };
 
 pub use blocked::blocked;
 pub use deadlock::{Holdings, candidates as deadlock_candidates, deadlocks, wait_objects};
 pub use growth::LeakGrowth;
+pub use key::FindingKey;
 pub use leak::{LeakEvidence, proven};
+
+/// What the detectors judge on one tick.
+pub struct Inputs<'a> {
+    pub state: &'a ProcessState,
+    pub now_ns: u64,
+    /// How long a goroutine must have blocked before it is judged.
+    pub threshold_ns: u64,
+    /// Which blocked-on objects each blocked goroutine refers to (deadlock suspects' evidence).
+    pub holdings: &'a Holdings,
+    /// What two complete reachability analyses agree on, when there is such evidence.
+    pub proof: Option<&'a LeakEvidence>,
+}
+
+/// One kind of judgement, run on every tick. Stateful detectors (growth) keep their history.
+pub trait Detector {
+    fn check(&mut self, inputs: &Inputs<'_>) -> Vec<Finding>;
+}
+
+/// Goroutines blocked past the threshold ([`blocked()`]).
+pub struct Blocked;
+
+impl Detector for Blocked {
+    fn check(&mut self, i: &Inputs<'_>) -> Vec<Finding> {
+        blocked(i.state, i.now_ns, i.threshold_ns)
+    }
+}
+
+impl Detector for LeakGrowth {
+    fn check(&mut self, i: &Inputs<'_>) -> Vec<Finding> {
+        LeakGrowth::check(self, i.state, i.now_ns, i.threshold_ns)
+    }
+}
+
+/// Groups of goroutines that only refer to each other's objects ([`deadlocks()`]).
+pub struct DeadlockSuspects;
+
+impl Detector for DeadlockSuspects {
+    fn check(&mut self, i: &Inputs<'_>) -> Vec<Finding> {
+        deadlocks(i.state, i.now_ns, i.threshold_ns, i.holdings)
+    }
+}
+
+/// Leaks and deadlocks the reachability analysis proves ([`proven()`]).
+pub struct ProvenLeaks;
+
+impl Detector for ProvenLeaks {
+    fn check(&mut self, i: &Inputs<'_>) -> Vec<Finding> {
+        i.proof.map(|evidence| proven(i.state, i.now_ns, i.threshold_ns, evidence)).unwrap_or_default()
+    }
+}
+
+/// Every detector, weakest judgement first. Growth is sampled every threshold (1 s to 60 s).
+pub fn all(threshold_ns: u64) -> Vec<Box<dyn Detector>> {
+    vec![
+        Box::new(Blocked),
+        Box::new(LeakGrowth::new(threshold_ns.clamp(1_000_000_000, 60_000_000_000))),
+        Box::new(DeadlockSuspects),
+        Box::new(ProvenLeaks),
+    ]
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
@@ -71,7 +134,7 @@ pub struct Involved {
     pub waiting_for_is_lower_bound: bool,
     /// Where it blocked, innermost frame first (empty until read from memory).
     pub stack: Vec<SourceSite>,
-    /// The blocking call ([`crate::state::Wait::site`]), for exporters; the JSON has the stack.
+    /// The blocking call ([`crate::model::state::Wait::site`]), for exporters; the JSON has the stack.
     #[serde(skip)]
     pub site: Option<SourceSite>,
 }
@@ -79,7 +142,7 @@ pub struct Involved {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Finding {
     /// Stable across re-checks of the same situation, so a later retraction can name it.
-    pub id: String,
+    pub id: FindingKey,
     #[serde(rename = "type")]
     pub finding_type: FindingType,
     pub grade: Grade,
@@ -127,7 +190,7 @@ mod tests {
 
     fn finding(t: FindingType, grade: Grade, goids: &[u64]) -> Finding {
         Finding {
-            id: format!("{t:?}{goids:?}"),
+            id: FindingKey::Deadlock { pid: 1, goroutines: goids.to_vec() },
             finding_type: t,
             grade,
             pid: 1,

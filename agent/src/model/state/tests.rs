@@ -1,5 +1,5 @@
 use super::*;
-use crate::events::{EventDetail, GoroutineEvent};
+use crate::model::events::{EventDetail, GoroutineEvent};
 
 const LOCK_OFF: u32 = 104;
 const CHAN: u64 = 0xc000_1000;

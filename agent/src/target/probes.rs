@@ -13,9 +13,9 @@ use aya::{
 };
 use goscope_inspect::{GoBinary, ProbeKind, ProbeSite};
 
-use crate::{
+use crate::target::{
+    Target,
     privilege::{Operation, hint},
-    target::Target,
 };
 
 /// The eBPF object built by build.rs from agent-ebpf.

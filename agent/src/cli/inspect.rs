@@ -4,13 +4,13 @@ use std::{io::Write as _, path::PathBuf};
 use goscope_inspect::GoBinary;
 use serde_json::json;
 
-use crate::{attach::AttachError, output::Format, target::Target};
+use crate::{cli::attach::AttachError, sink::Format, target::Target};
 
 pub fn run(path: Option<PathBuf>, pid: Option<u32>, format: Format) -> Result<(), AttachError> {
     let (binary, shown_path) = match (path, pid) {
         (_, Some(pid)) => {
             let target = Target::from_pid(pid)?;
-            let (binary, _) = crate::attach::inspect_target(&target)?;
+            let (binary, _) = target.inspect()?;
             (binary, target.exe_name)
         }
         (Some(path), None) => {

@@ -44,9 +44,9 @@ use self::{
     spans::SpanFactory,
 };
 use crate::{
-    detect::{Finding, Grade},
-    output::TargetContext,
-    state::{GoState, ProcessState, Transition},
+    detect::{Finding, FindingKey, Grade},
+    model::state::{GoState, ProcessState, Transition},
+    target::TargetContext,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -201,7 +201,7 @@ pub struct OtlpExporter {
     /// Wall clock at CLOCK_MONOTONIC zero, to timestamp spans from event times.
     wall_at_mono_zero: SystemTime,
     min_span_ns: u64,
-    raised: Mutex<HashMap<String, Raised>>,
+    raised: Mutex<HashMap<FindingKey, Raised>>,
     config: ResolvedConfig,
 }
 
@@ -211,25 +211,8 @@ impl std::fmt::Debug for OtlpExporter {
     }
 }
 
-pub(crate) fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: clock_gettime only writes the timespec we own. CLOCK_MONOTONIC is the clock of
-    // bpf_ktime_get_ns, which timestamps every event.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
 const HISTOGRAM_BOUNDS_S: [f64; 18] =
     [0.000_01, 0.000_1, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0];
-
-fn go_state_name(s: GoState) -> &'static str {
-    match s {
-        GoState::Runnable => "runnable",
-        GoState::Running => "running",
-        GoState::Waiting => "waiting",
-        GoState::Syscall => "syscall",
-    }
-}
 
 impl OtlpExporter {
     /// Starts exporting for one target. `Ok(None)` when no endpoint is configured (flag or
@@ -323,7 +306,7 @@ impl OtlpExporter {
         };
         drop(_guard);
 
-        let mono = monotonic_ns();
+        let mono = goscope_memory::monotonic_ns();
         let now = SystemTime::now();
         Ok(Self {
             runtime: Some(runtime),
@@ -377,7 +360,7 @@ impl OtlpExporter {
                         let name = reasons.name(code).map_or_else(|| format!("wait reason {code}"), str::to_owned);
                         [
                             KeyValue::new(attrs::WAIT_REASON, name.clone()),
-                            KeyValue::new(attrs::WAIT_CLASS, spans::wait_class_name(crate::state::WaitClass::of(&name))),
+                            KeyValue::new(attrs::WAIT_CLASS, spans::wait_class_name(crate::model::state::WaitClass::of(&name))),
                         ]
                     })
                     .collect()
@@ -531,7 +514,7 @@ impl OtlpExporter {
         let mut total = 0i64;
         for g in state.goroutines() {
             let reason = (g.state == GoState::Waiting).then(|| g.wait.as_ref().map(|w| w.reason_code)).flatten();
-            *counts.entry((go_state_name(g.state), reason)).or_default() += 1;
+            *counts.entry((g.state.name(), reason)).or_default() += 1;
             total += 1;
         }
         m.health.goroutines.store(total, Relaxed);

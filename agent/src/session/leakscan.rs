@@ -4,7 +4,7 @@
 //! a goroutine caught between two states, cannot make a leak.
 use goscope_memory::{Incomplete, ProcessMemory, ReachError, ReachGoroutine, ReachOptions};
 
-use crate::{detect::LeakEvidence, output::TargetContext, state::ProcessState};
+use crate::{detect::LeakEvidence, model::state::ProcessState, target::TargetContext};
 
 /// Analyses while suspects await confirmation: every this many ticks.
 const CONFIRM_EVERY_TICKS: u64 = 2;

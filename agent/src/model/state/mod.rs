@@ -8,9 +8,9 @@ use std::collections::{BTreeSet, HashMap};
 
 pub use wait::{NOTIFY_LIST_LOCK, WaitClass, WaitReasons, is_synchronisation_internal, sync_function_class, sync_primitive};
 
-use crate::{
+use crate::model::{
+    SourceSite,
     events::{EventDetail, GoroutineEvent},
-    output::SourceSite,
 };
 
 /// What a goroutine is doing, as far as goscope knows.
@@ -21,6 +21,18 @@ pub enum GoState {
     Running,
     Waiting,
     Syscall,
+}
+
+impl GoState {
+    /// The state's name in output: `runnable`, `running`, `waiting`, `syscall`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Runnable => "runnable",
+            Self::Running => "running",
+            Self::Waiting => "waiting",
+            Self::Syscall => "syscall",
+        }
+    }
 }
 
 /// Why and on what a goroutine waits.

@@ -6,10 +6,12 @@ use opentelemetry::{InstrumentationScope, Key, Value, trace::Status};
 
 use super::{ids::Ids, spans::*, *};
 use crate::{
-    detect::{FindingType, Involved},
-    events::{EventDetail, GoroutineEvent},
-    output::SourceSite,
-    state::WaitReasons,
+    detect::{FindingKey, FindingType, Involved},
+    model::{
+        SourceSite,
+        events::{EventDetail, GoroutineEvent},
+        state::WaitReasons,
+    },
 };
 
 fn factory() -> SpanFactory {
@@ -32,7 +34,7 @@ fn deadlock() -> Finding {
         site: None,
     };
     Finding {
-        id: "deadlock:1:5-6".into(),
+        id: FindingKey::Deadlock { pid: 1, goroutines: vec![5, 6] },
         finding_type: FindingType::Deadlock,
         grade: Grade::Proven,
         pid: 1,
@@ -113,7 +115,7 @@ fn leak_and_state() -> (Finding, ProcessState) {
         });
     }
     let leak = Finding {
-        id: "leak:1:main.compute:54:chan send".into(),
+        id: FindingKey::Leak { pid: 1, site: Some(("main.compute".into(), 54)), reason: "chan send".into() },
         finding_type: FindingType::Leak,
         grade: Grade::Proven,
         pid: 1,

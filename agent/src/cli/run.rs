@@ -8,16 +8,16 @@ use std::{
     time::{Duration, Instant},
 };
 
-use serde_json::json;
 use tokio::{
     signal::unix::{SignalKind, signal},
     task::JoinSet,
 };
 
 use crate::{
-    attach::{self, AttachError, AttachOptions},
-    output::{Format, write_line},
-    privilege::{self, Operation},
+    cli::attach::{self, AttachError},
+    session::SessionConfig,
+    sink::{Format, warning_line, write_line},
+    target::privilege::{self, Operation},
 };
 
 /// Which processes to watch.
@@ -41,10 +41,9 @@ pub struct RunOptions {
     pub selection: Selection,
     /// How often /proc is scanned for new processes.
     pub scan_every: Duration,
-    /// Stop after this long.
-    pub duration: Option<Duration>,
-    /// Everything a per-process session needs; its `pid` and `duration` are set per process.
-    pub session: AttachOptions,
+    /// Every per-process session's configuration; its `duration` (the run's, when set) is cut
+    /// to what is left of the run when the session starts.
+    pub session: SessionConfig,
 }
 
 /// An executable's identity: (device, inode, modification time). Decides "is it Go" once per
@@ -55,8 +54,8 @@ type ExeId = (u64, u64, i64);
 pub async fn run(opts: RunOptions) -> Result<(), AttachError> {
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
-    let until = opts.duration.map(|d| Instant::now() + d);
-    let deadline = tokio::time::sleep(opts.duration.unwrap_or(Duration::from_secs(u64::MAX / 4)));
+    let until = opts.session.duration.map(|d| Instant::now() + d);
+    let deadline = tokio::time::sleep(opts.session.duration.unwrap_or(Duration::from_secs(u64::MAX / 4)));
     tokio::pin!(deadline);
     let mut scan = tokio::time::interval(opts.scan_every);
     let mut is_go: HashMap<ExeId, bool> = HashMap::new();
@@ -81,8 +80,8 @@ pub async fn run(opts: RunOptions) -> Result<(), AttachError> {
                         watched.insert(pid);
                         // Sessions end with the run: at its deadline, or on the signal they see too.
                         let duration = until.map(|u| u.saturating_duration_since(Instant::now()));
-                        let session = AttachOptions { pid, duration, ..opts.session.clone() };
-                        sessions.spawn(async move { (pid, attach::run(session).await) });
+                        let session = SessionConfig { duration, ..opts.session.clone() };
+                        sessions.spawn(async move { (pid, attach::run(pid, session).await) });
                     }
                 }
             }
@@ -144,10 +143,7 @@ fn candidates(selection: &Selection, own_pid: u32, watched: &HashSet<u32>) -> Ca
 /// One warning per run that some processes cannot be watched for lack of privilege.
 fn warn_unreadable(denied: &str, format: Format) -> Result<(), AttachError> {
     let message = format!("cannot see which program some processes run, so they are not watched: {denied}");
-    let line = match format {
-        Format::Json => json!({"kind": "warning", "message": message}).to_string(),
-        Format::Text => format!("goscope: {message}"),
-    };
+    let line = warning_line(format, None, &message, "")?;
     write_line(&mut std::io::stdout(), &line)?;
     Ok(())
 }
@@ -166,10 +162,7 @@ fn is_go_binary(pid: u32) -> bool {
 /// One line saying a session ended and why, unless it ended the ordinary way.
 fn report_end(pid: u32, result: Result<(), AttachError>, format: Format) -> Result<(), AttachError> {
     let Err(e) = result else { return Ok(()) };
-    let line = match format {
-        Format::Json => json!({"kind": "warning", "pid": pid, "message": e.to_string()}).to_string(),
-        Format::Text => format!("goscope: PID {pid}: {e}"),
-    };
+    let line = warning_line(format, Some(pid), &e.to_string(), &format!("PID {pid}: "))?;
     write_line(&mut std::io::stdout(), &line)?;
     Ok(())
 }

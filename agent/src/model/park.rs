@@ -5,9 +5,12 @@ use std::collections::HashMap;
 use goscope_inspect::Frame;
 
 use crate::{
-    events::{EventDetail, GoroutineEvent, ReturnPcs},
-    output::{SourceSite, TargetContext},
-    state::{NOTIFY_LIST_LOCK, WaitClass, is_synchronisation_internal, sync_function_class, sync_primitive},
+    model::{
+        SourceSite,
+        events::{EventDetail, GoroutineEvent, ReturnPcs},
+        state::{NOTIFY_LIST_LOCK, WaitClass, is_synchronisation_internal, sync_function_class, sync_primitive},
+    },
+    target::TargetContext,
 };
 
 /// What a park event tells once resolved with the binary.

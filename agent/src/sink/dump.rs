@@ -1,70 +1,22 @@
 //! `goscope dump`: every goroutine of a running Go process, read from its memory without
 //! stopping it, printed the way the Go runtime prints its own goroutine dump (text) or as one JSON
 //! object per goroutine (json).
+//! `goscope dump`'s output: a memory snapshot's goroutines as Go's own traceback prints them
+//! (text), or as one `{"kind":"goroutine"}` JSON line each plus a `summary` line.
 use std::collections::BTreeMap;
 use std::io::{self, Write};
 
-use goscope_memory::{Channel, GStatus, Goroutine, Location, ProcessMemory, Snapshot, SnapshotError, StackEnd, snapshot};
+use goscope_memory::{Channel, GStatus, Goroutine, Location, Snapshot, StackEnd};
 use serde::Serialize;
 
-use crate::{
-    attach::{AttachError, inspect_target},
-    output::{Format, hex},
-    target::Target,
-};
+use crate::{model::hex, sink::Format};
 
-#[derive(Debug, thiserror::Error)]
-pub enum DumpError {
-    #[error(transparent)]
-    Attach(#[from] AttachError),
-    #[error("PID {pid} exited while goscope was reading its memory")]
-    Exited { pid: u32 },
-    #[error("PID {pid} ({exe}): {source}")]
-    Snapshot {
-        pid: u32,
-        exe: String,
-        #[source]
-        source: SnapshotError,
-    },
-    #[error("{0}")]
-    Io(#[from] io::Error),
-}
-
-pub fn run(pid: u32, format: Format) -> Result<(), DumpError> {
-    let target = Target::from_pid(pid).map_err(AttachError::from)?;
-    let (binary, load_bias) = inspect_target(&target)?;
-    let gone = |target: &Target| DumpError::Exited { pid: target.pid };
-    let mem = match ProcessMemory::new(pid) {
-        Ok(m) => m,
-        Err(e) if e.is_gone() => return Err(gone(&target)),
-        Err(e) => {
-            return Err(DumpError::Snapshot { pid, exe: target.exe_name.clone(), source: e.into() });
-        }
-    };
-    let snap = snapshot(&mem, &binary, load_bias).map_err(|source| {
-        let exited = match &source {
-            SnapshotError::Memory(e) => e.is_gone(),
-            SnapshotError::Locate(goscope_memory::LocateError::Memory(e)) => e.is_gone(),
-            _ => false,
-        };
-        // A process that exits mid-read can also surface as unmapped memory.
-        if exited || mem.process_gone() {
-            gone(&target)
-        } else {
-            DumpError::Snapshot { pid, exe: target.exe_name.clone(), source }
-        }
-    })?;
-    let ctx = Ctx { exe: &target.exe_name, go_version: &binary.build_info().go_version.raw };
-    let mut out = io::BufWriter::new(io::stdout().lock());
-    let written = match format {
-        Format::Text => write_text(&mut out, &snap, &ctx),
-        Format::Json => write_json(&mut out, &snap, &ctx),
-    }
-    .and_then(|()| out.flush());
-    match written {
-        // `goscope dump | head` is fine.
-        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
-        r => r.map_err(DumpError::from),
+/// Writes `snap` in `format`; `exe` and `go_version` name the process in the summary.
+pub fn write(out: &mut impl Write, snap: &Snapshot, format: Format, exe: &str, go_version: &str) -> io::Result<()> {
+    let ctx = Ctx { exe, go_version };
+    match format {
+        Format::Text => write_text(out, snap, &ctx),
+        Format::Json => write_json(out, snap, &ctx),
     }
 }
 

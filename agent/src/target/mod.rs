@@ -1,14 +1,21 @@
 //! A target process: its PID, the binary it runs (through `/proc/PID/exe`, so the right inode is
-//! found whatever mount namespace the process lives in) and the load bias of that binary.
+//! found whatever mount namespace the process lives in) and the load bias of that binary; the
+//! analysed binary as every later stage sees it ([`TargetContext`]); and the eBPF probes that
+//! watch it ([`probes`]).
+pub mod privilege;
+pub mod probes;
+
 use std::{
     fs,
     io::{self, BufRead as _},
     path::PathBuf,
+    time::Duration,
 };
 
+use goscope_inspect::{Frame, GoBinary};
 use object::{Object as _, ObjectSegment as _};
 
-use crate::privilege::{Operation, hint};
+use crate::target::privilege::{Operation, hint};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TargetError {
@@ -20,6 +27,45 @@ pub enum TargetError {
     Proc { pid: u32, what: &'static str, source: io::Error, hint: String },
     #[error("PID {pid}: cannot find where {exe} is mapped in /proc/{pid}/maps")]
     NotMapped { pid: u32, exe: String },
+    #[error("PID {pid} has no readable executable (a kernel thread or a zombie?)")]
+    NoExecutable { pid: u32 },
+    #[error("reading {path}: {source} ({hint})")]
+    ReadExe { path: String, source: io::Error, hint: String },
+    #[error("PID {pid} ({exe}): {source}")]
+    Inspect {
+        pid: u32,
+        exe: String,
+        #[source]
+        source: goscope_inspect::InspectError,
+    },
+}
+
+/// What every stage after attach needs to know about one target: its analysed binary and where
+/// it is loaded, to symbolize addresses and name wait reasons.
+pub struct TargetContext {
+    pub pid: u32,
+    pub binary: GoBinary,
+    /// Runtime minus link-time address of the executable (PIE).
+    pub load_bias: u64,
+    /// CLOCK_MONOTONIC ns at attach, for relative times in text output.
+    pub attached_at_ns: u64,
+}
+
+impl TargetContext {
+    pub fn symbolize(&self, runtime_pc: u64) -> Option<Frame> {
+        self.binary.symbolize(runtime_pc.wrapping_sub(self.load_bias))
+    }
+
+    pub fn wait_reason(&self, code: u8) -> String {
+        self.binary.wait_reasons().name(code).map_or_else(|| format!("wait reason {code}"), str::to_owned)
+    }
+
+    /// gopark's lock argument is `&hchan.lock` for blocking channel operations only.
+    pub fn channel(&self, reason: &str, lock_addr: u64) -> Option<u64> {
+        let chan_op = (reason.starts_with("chan send") || reason.starts_with("chan receive")) && !reason.contains("nil chan");
+        let lock_off = u64::from(self.binary.layout().hchan_lock);
+        (chan_op && lock_addr > lock_off).then(|| lock_addr - lock_off)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -51,6 +97,41 @@ impl Target {
         // The state letter follows the command name, which is in parentheses and may contain any.
         let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next());
         !matches!(state, None | Some("Z" | "X"))
+    }
+
+    /// Reads and analyses the executable: the binary and its load bias.
+    pub fn inspect(&self) -> Result<(GoBinary, u64), TargetError> {
+        let inspect_err = |source| TargetError::Inspect { pid: self.pid, exe: self.exe_name.clone(), source };
+        let bytes = self.read_exe()?;
+        let binary = GoBinary::from_bytes(&bytes).map_err(inspect_err)?;
+        let bias = self.load_bias(&bytes)?;
+        Ok((binary, bias))
+    }
+
+    /// Reads `/proc/PID/exe`. It is briefly unreadable while a process execs, and for good once
+    /// it exits: retry a few times before deciding which.
+    fn read_exe(&self) -> Result<Vec<u8>, TargetError> {
+        let mut tries = 0;
+        loop {
+            match fs::read(&self.exe) {
+                Ok(bytes) => return Ok(bytes),
+                Err(e) if e.kind() == io::ErrorKind::NotFound && tries < 5 && self.is_alive() => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    return Err(if self.is_alive() {
+                        TargetError::NoExecutable { pid: self.pid }
+                    } else {
+                        TargetError::Exited { pid: self.pid }
+                    });
+                }
+                Err(source) => {
+                    let hint = hint(Operation::ReadProcess, &source);
+                    return Err(TargetError::ReadExe { path: self.exe.display().to_string(), source, hint });
+                }
+            }
+        }
     }
 
     /// Runtime address minus link-time address of the executable's code (non-zero for PIE).
@@ -151,7 +232,7 @@ mod tests {
         let pid = child.id();
         // Exited but not reaped: a zombie is not alive.
         while fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z")) {
-            std::thread::sleep(std::time::Duration::from_millis(5));
+            std::thread::sleep(Duration::from_millis(5));
         }
         let zombie = Target { pid, exe: PathBuf::new(), exe_name: String::new() };
         assert!(!zombie.is_alive());

@@ -3,8 +3,9 @@
 use std::{collections::BTreeMap, fmt::Write as _};
 
 use crate::{
-    output::{SourceSite, TargetContext, hex},
-    state::{GoState, ProcessState},
+    model::{hex, state::ProcessState},
+    sink::OutputLine,
+    target::TargetContext,
 };
 
 /// How many of the longest-blocked goroutines the summary lists.
@@ -15,7 +16,7 @@ pub fn render(state: &ProcessState, ctx: &TargetContext, now_ns: u64) -> String 
     let mut by_reason: BTreeMap<String, usize> = BTreeMap::new();
     let mut blocked = Vec::new();
     for g in state.goroutines() {
-        *by_state.entry(state_name(g.state)).or_default() += 1;
+        *by_state.entry(g.state.name()).or_default() += 1;
         if let Some(wait) = &g.wait {
             *by_reason.entry(ctx.wait_reason(wait.reason_code)).or_default() += 1;
             if wait.class.is_user_blocking() {
@@ -61,7 +62,7 @@ pub fn render(state: &ProcessState, ctx: &TargetContext, now_ns: u64) -> String 
                 .join(", "),
         };
         let runs = g.start_pc.and_then(|pc| ctx.symbolize(pc)).map(|f| f.function).unwrap_or_else(|| "?".into());
-        let parked_at = park_site(&wait.stack).map(|f| format!(" at {}:{}", short_file(&f.file), f.line)).unwrap_or_default();
+        let parked_at = wait.site().map(|f| format!(" at {}:{}", short_file(&f.file), f.line)).unwrap_or_default();
         let created = g
             .creation_pc
             .and_then(|pc| ctx.symbolize(pc.saturating_sub(1)))
@@ -83,12 +84,12 @@ pub fn render(state: &ProcessState, ctx: &TargetContext, now_ns: u64) -> String 
 
 /// The periodic `{"kind":"state"}` JSON line: counts a script can compare with its own view
 /// (`user_goroutines` counts what `runtime.NumGoroutine()` counts).
-pub fn state_json(state: &ProcessState, ctx: &TargetContext, now_ns: u64) -> serde_json::Value {
+pub fn state_line(state: &ProcessState, ctx: &TargetContext, now_ns: u64) -> OutputLine<'static> {
     let mut by_state: BTreeMap<&'static str, usize> = BTreeMap::new();
     let mut by_reason: BTreeMap<String, usize> = BTreeMap::new();
     let mut user = 0;
     for g in state.goroutines() {
-        *by_state.entry(state_name(g.state)).or_default() += 1;
+        *by_state.entry(g.state.name()).or_default() += 1;
         if let Some(wait) = &g.wait {
             *by_reason.entry(ctx.wait_reason(wait.reason_code)).or_default() += 1;
         }
@@ -96,28 +97,13 @@ pub fn state_json(state: &ProcessState, ctx: &TargetContext, now_ns: u64) -> ser
             g.start_pc.and_then(|pc| ctx.symbolize(pc)).is_some_and(|f| goscope_inspect::is_runtime_goroutine(&f.function));
         user += usize::from(!runtime_own);
     }
-    serde_json::json!({
-        "kind": "state",
-        "pid": ctx.pid,
-        "ts_ns": now_ns,
-        "goroutines": by_state.values().sum::<usize>(),
-        "user_goroutines": user,
-        "by_state": by_state,
-        "by_wait_reason": by_reason,
-    })
-}
-
-/// The innermost frame of user code in a park stack (below it: the runtime's and sync's own).
-pub fn park_site(stack: &[SourceSite]) -> Option<&SourceSite> {
-    stack.iter().find(|f| !["runtime.", "sync.", "internal/"].iter().any(|p| f.function.starts_with(p)))
-}
-
-fn state_name(s: GoState) -> &'static str {
-    match s {
-        GoState::Runnable => "runnable",
-        GoState::Running => "running",
-        GoState::Waiting => "waiting",
-        GoState::Syscall => "syscall",
+    OutputLine::State {
+        pid: ctx.pid,
+        ts_ns: now_ns,
+        goroutines: by_state.values().sum::<usize>(),
+        user_goroutines: user,
+        by_state,
+        by_wait_reason: by_reason,
     }
 }
 

@@ -14,8 +14,11 @@ use super::{
 };
 use crate::{
     detect::{Finding, FindingType, Grade, Involved},
-    output::{SourceSite, TargetContext, hex},
-    state::{ProcessState, Wait, WaitClass},
+    model::{
+        SourceSite, hex,
+        state::{ProcessState, Wait, WaitClass},
+    },
+    target::TargetContext,
 };
 
 /// Optional facts about an episode that goscope's state may not hold: where the goroutine parked,
@@ -267,7 +270,7 @@ pub(crate) fn lifetime_span(
 /// Attributes describing a finding, shared by its span and its log records.
 pub(crate) fn finding_attributes(f: &Finding) -> Vec<KeyValue> {
     let mut attrs = vec![
-        KeyValue::new(a::FINDING_ID, f.id.clone()),
+        KeyValue::new(a::FINDING_ID, f.id.to_string()),
         KeyValue::new(a::FINDING_TYPE, finding_type_name(f.finding_type)),
         KeyValue::new(a::FINDING_GRADE, grade_name(f.grade)),
         KeyValue::new(a::FINDING_SUMMARY, f.summary.clone()),
@@ -342,7 +345,7 @@ pub(crate) fn finding_spans(
         if g.waiting_for_is_lower_bound {
             attrs.push(KeyValue::new(a::BLOCKING_SINCE_IS_LOWER_BOUND, true));
         }
-        attrs.push(KeyValue::new(a::FINDING_ID, f.id.clone()));
+        attrs.push(KeyValue::new(a::FINDING_ID, f.id.to_string()));
         let sc = context(ids.goroutine_trace(g.goid), ids.ongoing_span(g.goid, seq));
         let mut link_attrs =
             vec![KeyValue::new(a::GOROUTINE_ID, int(g.goid)), KeyValue::new(a::WAIT_REASON, g.wait_reason.clone())];
@@ -367,7 +370,7 @@ pub(crate) fn finding_spans(
     }
     let longest = f.goroutines.iter().map(|g| g.waiting_for_ns).max().unwrap_or(0);
     let start = now.checked_sub(std::time::Duration::from_nanos(longest)).unwrap_or(now);
-    let (trace, span_id) = ids.finding(&f.id, seq);
+    let (trace, span_id) = ids.finding(&f.id.to_string(), seq);
     let status = match f.grade {
         Grade::Proven => Status::error(f.summary.clone()),
         Grade::Suspect => Status::Unset,

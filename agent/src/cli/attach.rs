@@ -1,0 +1,171 @@
+//! `goscope attach`: inspect the target, attach the probes, run one session until stopped.
+use std::{
+    io::{self, Write as _},
+    sync::Arc,
+};
+
+use agent_ebpf::{ReturnAddress, TargetConfig};
+use goscope_inspect::{GoBinary, ProbeKind, ReturnAddressAt};
+use tokio::sync::{Notify, mpsc};
+
+use crate::{
+    detect::FindingType,
+    model::state::WaitReasons,
+    session::{
+        SessionConfig,
+        processor::{ProcessStats, process},
+        reader::{ReadStats, read_events},
+    },
+    sink::{Format, OutputLine, json::AttachedProbe, otlp::ProcessInfo, write_line},
+    target::{
+        Target, TargetContext, TargetError,
+        probes::{ProbeError, Probes},
+    },
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AttachError {
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    #[error("{path}: {source}")]
+    Binary {
+        path: String,
+        #[source]
+        source: goscope_inspect::InspectError,
+    },
+    #[error("PID {pid} ({exe}) runs {version}, which goscope cannot watch: {reasons}")]
+    Unsupported { pid: u32, exe: String, version: String, reasons: String },
+    #[error(transparent)]
+    Probe(#[from] ProbeError),
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    #[error("a {} finding was made (--fail-on {})", .0.as_str(), .0.as_str())]
+    FailOn(FindingType),
+}
+
+/// What the probes need to know about the target's runtime.
+fn target_config(binary: &GoBinary) -> TargetConfig {
+    let l = binary.layout();
+    let park_site = binary.probe_sites().iter().find(|s| s.probe == ProbeKind::GoroutineParked);
+    let park_return_address = match park_site.map(|s| s.return_address) {
+        Some(ReturnAddressAt::StackPointer) => ReturnAddress::AtStackPointer,
+        Some(ReturnAddressAt::FramePointer) => ReturnAddress::AboveFramePointer,
+        Some(ReturnAddressAt::Unknown) | None => ReturnAddress::Unknown,
+    };
+    TargetConfig {
+        g_goid: l.g_goid,
+        g_parent_goid: l.g_parent_goid.unwrap_or(0),
+        g_m: l.g_m,
+        g_gopc: l.g_gopc,
+        g_startpc: l.g_startpc,
+        m_curg: l.m_curg,
+        park_return_address: park_return_address as u32,
+        _pad: 0,
+        sema_wait_reasons: WaitReasons::new(binary.wait_reasons().names().to_vec()).semaphore_codes(),
+    }
+}
+
+/// Watches `pid` until a signal, `--duration`, a `--fail-on` finding, or the target's exit.
+pub async fn run(pid: u32, cfg: SessionConfig) -> Result<(), AttachError> {
+    let target = Target::from_pid(pid)?;
+    let (binary, load_bias) = target.inspect()?;
+    let support = binary.support();
+    if !support.supported {
+        return Err(AttachError::Unsupported {
+            pid: target.pid,
+            exe: target.exe_name.clone(),
+            version: binary.build_info().go_version.raw.clone(),
+            reasons: support.reasons.join("; "),
+        });
+    }
+    let (mut probes, ring) = Probes::load(cfg.ring_bytes)?;
+    probes.attach(&target, &binary, target_config(&binary)).map_err(|e| {
+        if target.is_alive() { AttachError::Probe(e) } else { AttachError::Target(TargetError::Exited { pid: target.pid }) }
+    })?;
+    if !target.is_alive() {
+        return Err(AttachError::Target(TargetError::Exited { pid: target.pid }));
+    }
+    announce(&target, &binary, cfg.format)?;
+
+    let process_info = ProcessInfo::from_pid(target.pid, &target.exe_name, &binary);
+    let ctx = TargetContext { pid: target.pid, binary, load_bias, attached_at_ns: goscope_memory::monotonic_ns() };
+    let (tx, rx) = mpsc::channel(cfg.queue_len);
+    let stop = Arc::new(Notify::new());
+    let processor_stop = Arc::clone(&stop);
+    let processor_cfg = cfg.clone();
+    let processor = tokio::task::spawn_blocking(move || process(rx, &ctx, &processor_cfg, &process_info, processor_stop));
+    let stats = read_events(ring, &probes, &target, tx, cfg.duration, &stop).await?;
+    let processed = processor.await.map_err(|e| io::Error::other(e.to_string()))??;
+    probes.detach(target.pid);
+
+    summarise(target.pid, &stats, &processed, cfg.format)?;
+    match processed.failed_on {
+        Some(finding) => Err(AttachError::FailOn(finding)),
+        None => Ok(()),
+    }
+}
+
+/// The `attached` line (JSON, on stdout) or a one-line notice (text, on stderr).
+fn announce(target: &Target, binary: &GoBinary, format: Format) -> io::Result<()> {
+    let go_version = &binary.build_info().go_version.raw;
+    let probes: Vec<AttachedProbe> = binary
+        .probe_sites()
+        .iter()
+        .map(|s| AttachedProbe { name: s.probe.program_name(), symbol: &s.symbol, offset: s.offset })
+        .collect();
+    let mut stdout = io::stdout();
+    match format {
+        Format::Json => {
+            let line = OutputLine::Attached { pid: target.pid, go_version, probes }.to_json()?;
+            write_line(&mut stdout, &line)?;
+        }
+        Format::Text => eprintln!(
+            "goscope: attached to PID {} ({}, {go_version}) with {} probes; Ctrl-C to stop",
+            target.pid,
+            target.exe_name,
+            probes.len()
+        ),
+    }
+    stdout.flush()
+}
+
+/// The session's last line (JSON, on stdout) or its text summary (on stderr).
+fn summarise(pid: u32, stats: &ReadStats, processed: &ProcessStats, format: Format) -> io::Result<()> {
+    let mut stdout = io::stdout();
+    match format {
+        Format::Json => {
+            let line = OutputLine::Summary {
+                pid,
+                events: processed.events,
+                findings: processed.findings,
+                lost: stats.lost_kernel,
+                dropped: stats.dropped,
+                undecodable: stats.undecodable,
+                target_exited: stats.target_exited,
+                otlp: processed.otlp.as_ref(),
+            }
+            .to_json()?;
+            write_line(&mut stdout, &line)?;
+        }
+        Format::Text => {
+            eprintln!(
+                "goscope: {} events, {} findings; {} lost in the kernel ring buffer, {} dropped in userspace{}",
+                processed.events,
+                processed.findings,
+                stats.lost_kernel,
+                stats.dropped,
+                if stats.target_exited { "; the target exited" } else { "" }
+            );
+            if let Some(o) = &processed.otlp {
+                eprintln!(
+                    "goscope: OTLP: {} spans, {} log records exported; {} lost{}",
+                    o.traces.exported,
+                    o.logs.exported,
+                    o.lost(),
+                    if o.flushed { "" } else { " (not all flushed before the shutdown deadline)" }
+                );
+            }
+        }
+    }
+    stdout.flush()
+}

@@ -1,0 +1,132 @@
+//! Finding identity over time: a finding is raised once seen on consecutive ticks, upgraded
+//! when a stronger grade judges the same situation, and retracted when it goes away.
+use std::{collections::BTreeMap, io};
+
+use crate::{
+    detect::{self, Finding, FindingKey},
+    sink::{Format, OutputLine},
+};
+
+/// A finding is reported once it has been seen on this many consecutive ticks.
+const CONFIRMATIONS: u32 = 2;
+
+/// A finding appearing (after confirmation) or going away.
+pub enum Change {
+    Raised(Finding),
+    Retracted(Finding),
+}
+
+impl Change {
+    /// The change as one output line.
+    pub fn render(&self, format: Format) -> io::Result<String> {
+        Ok(match format {
+            Format::Json => match self {
+                Self::Raised(f) => OutputLine::Finding(f).to_json()?,
+                Self::Retracted(f) => OutputLine::Retraction(f).to_json()?,
+            },
+            Format::Text => match self {
+                Self::Raised(f) => format!("FINDING [{}/{}] {}", f.finding_type.as_str(), f.grade.as_str(), f.summary),
+                Self::Retracted(f) => format!("retracted: {}", f.summary),
+            },
+        })
+    }
+}
+
+/// Confirms findings over consecutive ticks and notices when they go away.
+#[derive(Default)]
+pub struct FindingTracker {
+    /// id → (finding, consecutive sightings)
+    seen: BTreeMap<FindingKey, (Finding, u32)>,
+}
+
+impl FindingTracker {
+    /// Detectors may judge one situation twice (a growing pile at a site, then proof that it
+    /// leaks): the strongest grade per id wins, and an upgrade of a reported finding is raised anew.
+    pub fn update(&mut self, current: Vec<Finding>) -> Vec<Change> {
+        let mut strongest: BTreeMap<FindingKey, Finding> = BTreeMap::new();
+        for f in current {
+            match strongest.get(&f.id) {
+                Some(kept) if kept.grade >= f.grade => {}
+                _ => {
+                    strongest.insert(f.id.clone(), f);
+                }
+            }
+        }
+        let mut changes = Vec::new();
+        let mut next = BTreeMap::new();
+        for (id, f) in strongest {
+            let (count, upgraded) = match self.seen.remove(&id) {
+                Some((old, n)) => (n.saturating_add(1), n >= CONFIRMATIONS && f.grade > old.grade),
+                None => (1, false),
+            };
+            if count == CONFIRMATIONS || upgraded {
+                changes.push(Change::Raised(f.clone()));
+            }
+            next.insert(id, (f, count));
+        }
+        // Gone because a proof now covers it is not a retraction: the proof was just raised.
+        for (_, (f, count)) in std::mem::take(&mut self.seen) {
+            if count >= CONFIRMATIONS && !next.values().any(|(p, _)| detect::supersedes(p, &f)) {
+                changes.push(Change::Retracted(f));
+            }
+        }
+        self.seen = next;
+        changes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::{FindingType, Grade};
+
+    /// A blocked finding about goroutine `goid`.
+    fn finding(goid: u64) -> Finding {
+        Finding {
+            id: FindingKey::Blocked { pid: 1, goid },
+            finding_type: FindingType::Blocked,
+            grade: Grade::Suspect,
+            pid: 1,
+            goroutines: vec![],
+            chain: vec![],
+            summary: format!("g{goid}"),
+        }
+    }
+
+    #[test]
+    fn findings_are_confirmed_before_reporting_and_retracted_when_gone() {
+        let mut t = FindingTracker::default();
+        assert!(t.update(vec![finding(1)]).is_empty(), "first sighting is not reported");
+        let raised = t.update(vec![finding(1)]);
+        assert!(matches!(raised.as_slice(), [Change::Raised(f)] if f.id == finding(1).id));
+        assert!(t.update(vec![finding(1)]).is_empty(), "reported once");
+        let gone = t.update(vec![]);
+        assert!(matches!(gone.as_slice(), [Change::Retracted(f)] if f.id == finding(1).id));
+        // A one-tick blip is never reported, so it is never retracted either.
+        assert!(t.update(vec![finding(2)]).is_empty());
+        assert!(t.update(vec![]).is_empty());
+    }
+
+    #[test]
+    fn a_suspect_proven_later_is_raised_again_once() {
+        let mut t = FindingTracker::default();
+        let proven = Finding { grade: Grade::Proven, ..finding(1) };
+        t.update(vec![finding(1)]);
+        assert_eq!(t.update(vec![finding(1)]).len(), 1);
+        let up = t.update(vec![finding(1), proven.clone()]);
+        assert!(matches!(up.as_slice(), [Change::Raised(f)] if f.grade == Grade::Proven), "upgrade raised");
+        assert!(t.update(vec![proven, finding(1)]).is_empty(), "and only once");
+    }
+
+    #[test]
+    fn a_suspect_a_proof_covers_under_another_id_is_not_retracted() {
+        let mut t = FindingTracker::default();
+        let pair = FindingKey::Deadlock { pid: 1, goroutines: vec![1, 2] };
+        let suspect = Finding { id: pair, finding_type: FindingType::Deadlock, ..finding(1) };
+        let whole = Finding { grade: Grade::Proven, ..Finding { id: FindingKey::WholeProcess { pid: 1 }, ..suspect.clone() } };
+        t.update(vec![suspect.clone()]);
+        t.update(vec![suspect]);
+        assert!(t.update(vec![whole.clone()]).is_empty(), "first sighting of the proof: nothing yet, no retraction");
+        assert!(matches!(t.update(vec![whole]).as_slice(), [Change::Raised(f)] if f.id == FindingKey::WholeProcess { pid: 1 }));
+    }
+}

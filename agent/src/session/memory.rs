@@ -1,0 +1,193 @@
+//! What the processor reads from the target's memory on its own schedule (never on the event
+//! path): the goroutines at attach, the park stacks of long waits, and who holds which channel or
+//! lock (the deadlock detector's evidence).
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use goscope_memory::{GStatus, ProcessMemory, ReachMemory as _};
+
+use crate::{
+    detect,
+    model::{
+        SourceSite,
+        state::{GoState, ProcessState, SnapshotGoroutine, Wait, WaitClass, sync_primitive},
+    },
+    target::TargetContext,
+};
+
+pub struct Seed {
+    pub goroutines: usize,
+    pub read_ns: u64,
+    pub bytes_read: u64,
+}
+
+/// Reads every goroutine from the target's memory into the state (without stopping it).
+pub fn seed_from_memory(state: &mut ProcessState, ctx: &TargetContext) -> Result<Seed, Box<dyn std::error::Error>> {
+    let mem = ProcessMemory::new(ctx.pid)?;
+    let snap = goscope_memory::snapshot(&mem, &ctx.binary, ctx.load_bias)?;
+    let goroutines: Vec<SnapshotGoroutine> = snap
+        .goroutines
+        .iter()
+        .filter_map(|g| {
+            let state = match g.status {
+                GStatus::Runnable | GStatus::Preempted | GStatus::Copystack => GoState::Runnable,
+                GStatus::Running => GoState::Running,
+                GStatus::Syscall => GoState::Syscall,
+                GStatus::Waiting | GStatus::Leaked => GoState::Waiting,
+                GStatus::Idle | GStatus::Dead | GStatus::DeadExtra => return None,
+            };
+            let wait = (state == GoState::Waiting).then(|| {
+                let code = g.wait_reason_code.unwrap_or(0);
+                let class = WaitClass::of(g.wait_reason.as_deref().unwrap_or(""));
+                Wait {
+                    reason_code: code,
+                    class,
+                    channels: g.channels.clone(),
+                    lock: sync_primitive(class, g.sema_addr),
+                    stack: sites(&g.stack),
+                    park_site: None,
+                }
+            });
+            Some(SnapshotGoroutine {
+                goid: g.goid,
+                state,
+                wait,
+                // g.waitsince is only a GC's timestamp and may predate the wait: the wait is known
+                // to have lasted at least since the read.
+                wait_since_ns: 0,
+                parent_goid: g.parent_goid,
+                creation_pc: Some(g.gopc),
+                start_pc: Some(g.startpc),
+                g_addr: g.g_addr,
+            })
+        })
+        .collect();
+    state.reconcile(&goroutines, snap.read_start_ns);
+    for ch in snap.channels.values() {
+        state.set_channel_info(ch.addr, ch.capacity, ch.closed, ch.element_type.clone());
+    }
+    Ok(Seed {
+        goroutines: goroutines.len(),
+        read_ns: snap.read_end_ns.saturating_sub(snap.read_start_ns),
+        bytes_read: snap.stats.bytes_read,
+    })
+}
+
+fn sites(stack: &[goscope_memory::StackFrame]) -> Vec<SourceSite> {
+    stack
+        .iter()
+        .filter_map(|f| f.location.as_ref())
+        .map(|l| SourceSite { function: l.function.clone(), file: l.file.clone(), line: l.line })
+        .collect()
+}
+
+/// Waits shorter than this are not worth a memory read for their stack.
+const STACK_AFTER_NS: u64 = 1_000_000_000;
+/// Most park stacks read per tick, to bound the work a burst of blocking causes.
+const STACKS_PER_TICK: usize = 512;
+
+/// Reads the park stacks (and a select's channels, a lock's address) of goroutines blocked for
+/// longer than STACK_AFTER_NS. Reading later instead of capturing at every park costs nothing on
+/// the hot path: most parks end within microseconds.
+pub fn read_park_stacks(state: &mut ProcessState, ctx: &TargetContext, now_ns: u64) {
+    let wanted = state.needing_stacks(now_ns.saturating_sub(STACK_AFTER_NS), STACKS_PER_TICK);
+    if wanted.is_empty() {
+        return;
+    }
+    // A fresh reader per round: its byte budget bounds one round, not the whole session.
+    let Ok(mem) = ProcessMemory::new(ctx.pid) else {
+        return;
+    };
+    let mem = &mem;
+    let gptrs: Vec<u64> = wanted.iter().map(|&(_, g)| g).collect();
+    let opts = goscope_memory::SnapshotOptions::default();
+    let Ok((read, channels)) = goscope_memory::read_goroutines(mem, &ctx.binary, ctx.load_bias, &gptrs, &opts) else {
+        return;
+    };
+    for ch in channels.values() {
+        state.set_channel_info(ch.addr, ch.capacity, ch.closed, ch.element_type.clone());
+    }
+    for g in read {
+        // The g struct may have been reused by another goroutine since it parked.
+        if !wanted.iter().any(|&(goid, addr)| goid == g.goid && addr == g.g_addr) || g.status != GStatus::Waiting {
+            continue;
+        }
+        let class = WaitClass::of(g.wait_reason.as_deref().unwrap_or(""));
+        state.enrich_wait(g.goid, &g.channels, sync_primitive(class, g.sema_addr), sites(&g.stack));
+    }
+}
+
+/// Stacks of goroutines blocked on channels are re-read this often (in ticks of 500 ms).
+pub const HOLDINGS_EVERY_TICKS: u64 = 10;
+/// Most stacks read per round.
+const HOLDINGS_MAX: usize = 1024;
+/// Lock-holding objects starting at or below a word that are checked for containing it.
+const LOCK_SPANS_CHECKED: usize = 16;
+
+/// For each goroutine blocked on channels past the threshold, which of those channels it holds:
+/// in a variable on its stack, or in a package-level variable that a function on its stack uses.
+/// The deadlock detector's evidence of who could serve whom.
+pub fn read_holdings(
+    state: &ProcessState,
+    ctx: &TargetContext,
+    now_ns: u64,
+    threshold_ns: u64,
+    globals_of: &mut HashMap<String, Vec<u64>>,
+) -> detect::Holdings {
+    let candidates = detect::deadlock_candidates(state, now_ns, threshold_ns);
+    if candidates.len() < 2 {
+        return detect::Holdings::new();
+    }
+    let Ok(mem) = ProcessMemory::new(ctx.pid) else {
+        return detect::Holdings::new();
+    };
+    let waits = candidates.iter().filter_map(|g| g.wait.as_ref());
+    let channels: HashSet<u64> = waits.clone().flat_map(|w| w.channels.iter().copied()).collect();
+    let mut locks: Vec<u64> = waits.filter(|w| w.channels.is_empty()).flat_map(detect::wait_objects).collect();
+    locks.sort_unstable();
+    locks.dedup();
+    // A channel is referred to by its address. A lock is a field: referred to by any pointer into
+    // the heap object that holds it, or (a package-level or stack variable) by its own address.
+    let objects = goscope_memory::ProcessHeap::new(&mem, &ctx.binary, ctx.load_bias)
+        .and_then(|mut heap| heap.objects(&locks))
+        .unwrap_or_else(|_| vec![None; locks.len()]);
+    let mut lock_spans: Vec<(u64, u64, u64)> = locks
+        .iter()
+        .zip(objects)
+        .map(|(&l, o)| o.map_or((l, l + 1, l), |o| (o.base, o.base.saturating_add(o.size), l)))
+        .collect();
+    lock_spans.sort_unstable();
+    let refer = |w: u64, held: &mut BTreeSet<u64>| {
+        if channels.contains(&w) {
+            held.insert(w);
+        }
+        let after = lock_spans.partition_point(|&(lo, _, _)| lo <= w);
+        held.extend(lock_spans[..after].iter().rev().take(LOCK_SPANS_CHECKED).filter(|&&(_, hi, _)| w < hi).map(|&(_, _, l)| l));
+    };
+    candidates
+        .iter()
+        .take(HOLDINGS_MAX)
+        .filter_map(|g| {
+            let mut held = BTreeSet::new();
+            for w in goscope_memory::stack_words(&mem, &ctx.binary, g.g_addr?).ok()? {
+                refer(w, &mut held);
+            }
+            for frame in g.wait.iter().flat_map(|w| &w.stack).filter(|f| !f.function.starts_with("runtime.")) {
+                let globals = globals_of.entry(frame.function.clone()).or_insert_with(|| {
+                    ctx.binary
+                        .function(&frame.function)
+                        .and_then(|f| {
+                            goscope_memory::referenced_globals(&mem, f.entry + ctx.load_bias, f.end + ctx.load_bias).ok()
+                        })
+                        .unwrap_or_default()
+                });
+                for &addr in globals.iter() {
+                    refer(addr, &mut held);
+                    if let Ok(value) = mem.read_u64(addr) {
+                        refer(value, &mut held);
+                    }
+                }
+            }
+            Some((g.goid, held))
+        })
+        .collect()
+}

@@ -1,0 +1,68 @@
+//! One watching session of one process: the [`reader`] drains the ring buffer into a bounded
+//! queue; the [`processor`] owns the state, applies events in order, runs the detectors on a
+//! clock tick and writes to the sinks; [`findings`] confirms findings over ticks.
+pub mod findings;
+pub mod leakscan;
+pub mod memory;
+pub mod probe_hits;
+pub mod processor;
+pub mod reader;
+
+use std::time::Duration;
+
+use crate::{
+    detect::FindingType,
+    sink::{Format, otlp::OtlpArgs},
+};
+
+/// Everything a watching session is configured with, from the command line: `attach` builds one,
+/// `run` one for all its processes. The flags every session takes are parsed here; the rest
+/// (`#[arg(skip)]`) the subcommand sets from its own flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SessionConfig {
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// Stop after this long (e.g. 30s, 5m, 1h30m).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub duration: Option<Duration>,
+    /// Report goroutines blocked on a channel, select or lock for longer than this.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub block_threshold: Duration,
+    /// With --format json: print a {"kind":"state"} line (goroutine counts by state and wait
+    /// reason) this often, e.g. 5s.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub state_every: Option<Duration>,
+    /// Most memory (MiB) one leak proof may read: it follows every pointer the goroutines and
+    /// globals reach. Past it, leaks and deadlocks are only reported as suspects.
+    #[arg(long, default_value_t = 256)]
+    pub leak_scan_budget_mib: u64,
+    #[command(flatten)]
+    pub otlp: OtlpArgs,
+    /// Size of the kernel ring buffer in bytes.
+    #[arg(skip = agent_ebpf::DEFAULT_RING_BYTES)]
+    pub ring_bytes: u32,
+    /// Capacity of the queue from the reader to the processor, in events.
+    #[arg(skip = 65_536_usize)]
+    pub queue_len: usize,
+    /// Print every goroutine event (otherwise only findings and summaries).
+    #[arg(skip)]
+    pub show_events: bool,
+    /// Redraw the live summary on every tick instead of printing events.
+    #[arg(skip)]
+    pub top: bool,
+    /// Stop (and make goscope exit non-zero) at the first finding of one of these types.
+    #[arg(skip)]
+    pub fail_on: Vec<FindingType>,
+}
+
+impl SessionConfig {
+    /// Bytes one leak proof may read.
+    pub fn leak_scan_budget(&self) -> u64 {
+        self.leak_scan_budget_mib << 20
+    }
+
+    /// Whether events are printed: not while `--top` owns the screen.
+    pub fn prints_events(&self) -> bool {
+        self.show_events && !self.top
+    }
+}

@@ -1,0 +1,290 @@
+//! The processor: one thread owns the goroutine state, applies events in order, runs the
+//! detectors on each clock tick and writes every line the session prints. It also feeds the OTLP
+//! exporter (created here: its blocking HTTP client must live off the async runtime).
+use std::{
+    collections::HashMap,
+    io::{self, BufWriter, Stdout, Write},
+    sync::Arc,
+};
+
+use tokio::sync::{Notify, mpsc};
+
+use crate::{
+    detect::{self, Detector, Finding, FindingType, Inputs},
+    model::{
+        events::GoroutineEvent,
+        park::ParkResolver,
+        state::{ProcessState, Transition, WaitReasons},
+    },
+    session::{
+        SessionConfig,
+        findings::{Change, FindingTracker},
+        leakscan::LeakScanner,
+        memory::{HOLDINGS_EVERY_TICKS, read_holdings, read_park_stacks, seed_from_memory},
+        probe_hits::ProbeHits,
+        reader::{Item, ReadStats},
+    },
+    sink::{
+        Format, OutputLine,
+        event::EventRecord,
+        otlp::{ExportStats, Health, OtlpExporter, ProcessInfo},
+        top, warning_line, write_line,
+    },
+    target::TargetContext,
+};
+
+#[derive(Debug, Default)]
+pub struct ProcessStats {
+    pub events: u64,
+    pub findings: u64,
+    /// OTLP items exported / lost (dropped or failed), when OTLP is on.
+    pub otlp: Option<ExportStats>,
+    /// The `--fail-on` finding type that ended the session.
+    pub failed_on: Option<FindingType>,
+}
+
+/// Runs the processor until the reader closes the queue. `stop` tells the reader to stop (at a
+/// `--fail-on` finding).
+pub fn process(
+    mut rx: mpsc::Receiver<Item>,
+    ctx: &TargetContext,
+    cfg: &SessionConfig,
+    process_info: &ProcessInfo,
+    stop: Arc<Notify>,
+) -> io::Result<ProcessStats> {
+    let otlp = OtlpExporter::start(&cfg.otlp, process_info).map_err(io::Error::other)?;
+    let mut p = Processor::new(ctx, cfg, otlp, stop);
+    p.seed()?;
+    while let Some(item) = rx.blocking_recv() {
+        match item {
+            Item::Event(ev) => p.event(&ev)?,
+            Item::Lost(n) => p.lost(n)?,
+            Item::Tick { now_ns, reader } => p.tick(now_ns, &reader)?,
+        }
+        if rx.is_empty() {
+            p.out.flush()?;
+        }
+    }
+    p.finish()
+}
+
+/// The processor's state between queue items.
+struct Processor<'a> {
+    ctx: &'a TargetContext,
+    cfg: &'a SessionConfig,
+    stop: Arc<Notify>,
+    otlp: Option<OtlpExporter>,
+    /// Not locked for the session: `goscope run` has one session per process writing to it.
+    out: BufWriter<Stdout>,
+    state: ProcessState,
+    parks: ParkResolver,
+    hits: ProbeHits,
+    detectors: Vec<Box<dyn Detector>>,
+    /// Who refers to which blocked-on object, re-read periodically (see [`read_holdings`]).
+    holdings: detect::Holdings,
+    /// Package-level variables each function uses, by function name.
+    globals_of: HashMap<String, Vec<u64>>,
+    scanner: LeakScanner,
+    findings: FindingTracker,
+    stats: ProcessStats,
+    ticks: u64,
+    next_state_line_ns: u64,
+}
+
+impl<'a> Processor<'a> {
+    fn new(ctx: &'a TargetContext, cfg: &'a SessionConfig, otlp: Option<OtlpExporter>, stop: Arc<Notify>) -> Self {
+        let reasons = WaitReasons::new(ctx.binary.wait_reasons().names().to_vec());
+        let threshold_ns = cfg.block_threshold.as_nanos() as u64;
+        Self {
+            ctx,
+            cfg,
+            stop,
+            otlp,
+            out: BufWriter::new(io::stdout()),
+            state: ProcessState::new(ctx.pid, reasons, ctx.binary.layout().hchan_lock),
+            parks: ParkResolver::default(),
+            hits: ProbeHits::new(&ctx.binary),
+            detectors: detect::all(threshold_ns),
+            holdings: detect::Holdings::new(),
+            globals_of: HashMap::new(),
+            scanner: LeakScanner::new(cfg.leak_scan_budget()),
+            findings: FindingTracker::default(),
+            stats: ProcessStats::default(),
+            ticks: 0,
+            next_state_line_ns: 0,
+        }
+    }
+
+    fn threshold_ns(&self) -> u64 {
+        self.cfg.block_threshold.as_nanos() as u64
+    }
+
+    fn write(&mut self, line: &str) -> io::Result<()> {
+        write_line(&mut self.out, line)
+    }
+
+    fn warn(&mut self, message: &str) -> io::Result<()> {
+        let line = warning_line(self.cfg.format, Some(self.ctx.pid), message, "")?;
+        self.write(&line)
+    }
+
+    /// The probes are attached: events since then are queued. Seeds the state with every
+    /// goroutine that exists now; the queued events then apply on top (they are a complete log
+    /// since attach, so replaying them over a later snapshot ends in the present).
+    fn seed(&mut self) -> io::Result<()> {
+        let seed = match seed_from_memory(&mut self.state, self.ctx) {
+            Ok(seed) => seed,
+            Err(e) => {
+                return self.warn(&format!("memory snapshot failed ({e}): only goroutines active from now on are known"));
+            }
+        };
+        let line = match self.cfg.format {
+            Format::Json => OutputLine::Snapshot {
+                pid: self.ctx.pid,
+                goroutines: seed.goroutines,
+                read_ns: seed.read_ns,
+                bytes_read: seed.bytes_read,
+            }
+            .to_json()?,
+            Format::Text => format!(
+                "goscope: {} goroutines found in memory ({} KiB read in {:.1} ms, process not stopped)",
+                seed.goroutines,
+                seed.bytes_read / 1024,
+                seed.read_ns as f64 / 1e6
+            ),
+        };
+        if self.cfg.top { Ok(()) } else { self.write(&line) }
+    }
+
+    fn event(&mut self, ev: &GoroutineEvent) -> io::Result<()> {
+        self.stats.events += 1;
+        self.hits.count(ev);
+        let park = self.parks.resolve(self.ctx, ev);
+        let transition = self.state.apply(ev);
+        if let Some(p) = &park {
+            self.state.set_park_details(ev.goid, p.site.clone(), p.lock);
+        }
+        if let (Some(x), Some(t)) = (&self.otlp, &transition) {
+            match t {
+                Transition::Unblocked { .. } => x.blocking_episode(t, &self.state, self.ctx),
+                Transition::Exited { .. } => x.goroutine_exited(t, self.ctx),
+            }
+        }
+        if !self.cfg.prints_events() {
+            return Ok(());
+        }
+        let rec = EventRecord::new(ev, self.ctx).with_park(park.as_ref());
+        let line = match self.cfg.format {
+            Format::Json => OutputLine::Event(&rec).to_json()?,
+            Format::Text => rec.to_text(self.ctx.attached_at_ns),
+        };
+        self.write(&line)
+    }
+
+    fn lost(&mut self, count: u64) -> io::Result<()> {
+        let line = match self.cfg.format {
+            Format::Json => OutputLine::Lost { pid: self.ctx.pid, count }.to_json()?,
+            Format::Text => format!("goscope: {count} events lost: the ring buffer was full (raise --ring-buffer-size)"),
+        };
+        self.write(&line)
+    }
+
+    /// Reads what memory tells about long waits, judges, and reports what changed.
+    fn tick(&mut self, now_ns: u64, reader: &ReadStats) -> io::Result<()> {
+        read_park_stacks(&mut self.state, self.ctx, now_ns);
+        if self.ticks.is_multiple_of(HOLDINGS_EVERY_TICKS) {
+            self.state.prune_channels(now_ns);
+        }
+        let was_unavailable = self.scanner.unavailable.is_some();
+        let current = self.judge(now_ns);
+        if let (false, Some(why)) = (was_unavailable, self.scanner.unavailable.clone()) {
+            self.warn(&format!("no leak proof: {why}"))?;
+        }
+        self.ticks += 1;
+        let changes = self.findings.update(current);
+        self.export(&changes, reader);
+        self.count(&changes);
+        self.draw(now_ns, changes)
+    }
+
+    /// Every detector's findings at `now_ns`, a proof replacing the suspects it covers.
+    fn judge(&mut self, now_ns: u64) -> Vec<Finding> {
+        let threshold_ns = self.threshold_ns();
+        // Suspect chains from what blocked goroutines refer to: the only judgement for locks in
+        // package-level variables (always reachable), and a first word before proof. Re-read
+        // periodically, and at once when a goroutine becomes a candidate.
+        let new_candidate =
+            detect::deadlock_candidates(&self.state, now_ns, threshold_ns).iter().any(|g| !self.holdings.contains_key(&g.goid));
+        if new_candidate || self.ticks.is_multiple_of(HOLDINGS_EVERY_TICKS) {
+            self.holdings = read_holdings(&self.state, self.ctx, now_ns, threshold_ns, &mut self.globals_of);
+        }
+        let proof = self.scanner.update(&self.state, self.ctx, self.ticks, now_ns, threshold_ns);
+        let inputs = Inputs { state: &self.state, now_ns, threshold_ns, holdings: &self.holdings, proof };
+        let mut current: Vec<Finding> = self.detectors.iter_mut().flat_map(|d| d.check(&inputs)).collect();
+        detect::drop_superseded(&mut current);
+        current
+    }
+
+    /// Feeds the OTLP exporter the state, health and finding changes of this tick.
+    fn export(&self, changes: &[Change], reader: &ReadStats) {
+        let Some(x) = &self.otlp else { return };
+        x.observe_state(&self.state);
+        x.health(&Health {
+            events: self.stats.events,
+            lost: reader.lost_kernel,
+            dropped: reader.dropped,
+            undecodable: reader.undecodable,
+            attach_failures: 0,
+            probes: self.hits.health(),
+        });
+        for change in changes {
+            match change {
+                Change::Raised(f) => x.finding(f, &self.state),
+                Change::Retracted(f) => x.finding_retracted(f),
+            }
+        }
+    }
+
+    /// Counts raised findings, and stops the session at the first `--fail-on` one.
+    fn count(&mut self, changes: &[Change]) {
+        self.stats.findings += changes.iter().filter(|c| matches!(c, Change::Raised(_))).count() as u64;
+        if self.stats.failed_on.is_some() {
+            return;
+        }
+        let failing = changes.iter().find_map(|c| match c {
+            Change::Raised(f) if self.cfg.fail_on.contains(&f.finding_type) => Some(f.finding_type),
+            _ => None,
+        });
+        if let Some(finding_type) = failing {
+            self.stats.failed_on = Some(finding_type);
+            self.stop.notify_one();
+        }
+    }
+
+    /// Writes this tick's lines: the periodic state line, and the finding changes or the
+    /// redrawn `--top` screen.
+    fn draw(&mut self, now_ns: u64, changes: Vec<Change>) -> io::Result<()> {
+        if let (Some(every), Format::Json) = (self.cfg.state_every, self.cfg.format)
+            && now_ns >= self.next_state_line_ns
+        {
+            let line = top::state_line(&self.state, self.ctx, now_ns).to_json()?;
+            self.write(&line)?;
+            self.next_state_line_ns = now_ns + every.as_nanos() as u64;
+        }
+        if self.cfg.top {
+            // Clear the screen and redraw from the top-left corner.
+            return write!(self.out, "\x1b[H\x1b[2J{}", top::render(&self.state, self.ctx, now_ns));
+        }
+        for change in changes {
+            let line = change.render(self.cfg.format)?;
+            self.write(&line)?;
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> io::Result<ProcessStats> {
+        self.out.flush()?;
+        self.stats.otlp = self.otlp.map(OtlpExporter::shutdown);
+        Ok(self.stats)
+    }
+}
