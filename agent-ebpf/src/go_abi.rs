@@ -20,6 +20,30 @@ pub fn arg(ctx: &ProbeContext, n: u8) -> u64 {
     }
 }
 
+/// Integer register `n` of the ABI (0 = RAX, 1 = RBX, ... 8 = R11) for an `n` known only at run
+/// time (an attach cookie); 0 past R11.
+#[inline(always)]
+pub fn arg_register(ctx: &ProbeContext, n: u64) -> u64 {
+    // SAFETY: as in `arg`. Each register is loaded at its own fixed offset (volatile, so the
+    // compiler cannot merge the loads into one at a computed offset, which the verifier refuses
+    // for the context) before one value is picked.
+    let values = unsafe {
+        let regs = &*ctx.regs;
+        [
+            core::ptr::read_volatile(&regs.rax),
+            core::ptr::read_volatile(&regs.rbx),
+            core::ptr::read_volatile(&regs.rcx),
+            core::ptr::read_volatile(&regs.rdi),
+            core::ptr::read_volatile(&regs.rsi),
+            core::ptr::read_volatile(&regs.r8),
+            core::ptr::read_volatile(&regs.r9),
+            core::ptr::read_volatile(&regs.r10),
+            core::ptr::read_volatile(&regs.r11),
+        ]
+    };
+    values.get(n as usize).copied().unwrap_or(0)
+}
+
 /// The running goroutine's `g` pointer (R14 in every ABIInternal Go function).
 #[inline(always)]
 pub fn current_g(ctx: &ProbeContext) -> u64 {

@@ -10,6 +10,8 @@ pub const EVENTS_MAP: &str = "EVENTS";
 pub const LOST_MAP: &str = "LOST";
 /// Name of the hash map `pid (tgid) -> TargetConfig`; probes ignore processes not in it.
 pub const TARGETS_MAP: &str = "TARGETS";
+/// Name of the BPF global (u64) holding the unread bytes at which probes wake the reader.
+pub const WAKEUP_BYTES_GLOBAL: &str = "WAKEUP_BYTES";
 /// Default ring buffer size in bytes (a power of two multiple of the page size).
 pub const DEFAULT_RING_BYTES: u32 = 1 << 22;
 /// Most processes one agent watches at once.
@@ -107,6 +109,25 @@ pub struct TargetConfig {
     /// Bit `n` set: wait reason code `n` parks in `runtime.semacquire1` (Mutex, RWMutex,
     /// WaitGroup, semacquire), so the gopark probe takes that goroutine's semaphore address.
     pub sema_wait_reasons: [u64; 4],
+    /// Probe hits in this process, indexed by [`ProbeHit`]: counted by the probes (every CPU adds
+    /// to the same slot, not atomically: a slight underestimate), read by the agent to know what
+    /// watching costs the target.
+    /// The agent writes zeros when it attaches.
+    pub hits: [u64; PROBE_HIT_SLOTS],
+}
+
+/// Slots of [`TargetConfig::hits`].
+pub const PROBE_HIT_SLOTS: usize = 5;
+
+/// Which probe a [`TargetConfig::hits`] slot counts.
+#[repr(usize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProbeHit {
+    Created = 0,
+    Parked = 1,
+    Ready = 2,
+    Exited = 3,
+    SemaphoreAcquire = 4,
 }
 
 #[cfg(feature = "user")]
@@ -120,5 +141,5 @@ mod pod {
 /// Compile-time check that the layout has no implicit padding (both sides read the same bytes).
 const _: () = {
     assert!(size_of::<RawEvent>() == 64 + 8 * PARK_FRAMES);
-    assert!(size_of::<TargetConfig>() == 64);
+    assert!(size_of::<TargetConfig>() == 64 + 8 * PROBE_HIT_SLOTS);
 };

@@ -5,9 +5,10 @@
 
 mod go_abi;
 
-use agent_ebpf::{DEFAULT_RING_BYTES, EventKind, MAX_TARGETS, PARK_FRAMES, RawEvent, ReturnAddress, TargetConfig};
+use agent_ebpf::{DEFAULT_RING_BYTES, EventKind, MAX_TARGETS, PARK_FRAMES, ProbeHit, RawEvent, ReturnAddress, TargetConfig};
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user},
+    EbpfContext as _,
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user, generated::bpf_get_attach_cookie},
     macros::{map, uprobe},
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
     programs::ProbeContext,
@@ -59,19 +60,52 @@ fn curg_goid(cfg: &TargetConfig, g: u64) -> u64 {
     }
 }
 
-/// Looks up this process's config; None for processes goscope does not watch.
+/// Looks up this process's config and counts the hit; None for processes goscope does not watch.
 #[inline(always)]
-fn target() -> Option<(u32, u32, &'static TargetConfig)> {
+fn target(hit: ProbeHit) -> Option<(u32, u32, &'static TargetConfig)> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let pid = (pid_tgid >> 32) as u32;
-    // SAFETY: the value is only read, and entries are only replaced by userspace while attached.
-    let cfg = unsafe { TARGETS.get(&pid) }?;
-    Some((pid, pid_tgid as u32, cfg))
+    let cfg = TARGETS.get_ptr_mut(&pid)?;
+    // SAFETY: the pointer is the map's value slot, valid while the program runs; the other
+    // fields are only read (userspace replaces an entry only when it attaches). The increment is
+    // not atomic (the BPF target has no 64-bit fetch_add in core): two CPUs hitting one probe
+    // of one process at the same instant may count once, so the count is a slight underestimate.
+    unsafe {
+        let slot = core::ptr::addr_of_mut!((*cfg).hits[hit as usize]);
+        slot.write_volatile(slot.read_volatile() + 1);
+        Some((pid, pid_tgid as u32, &*cfg))
+    }
+}
+
+/// Unread bytes in [`EVENTS`] at which a probe wakes the reader (a quarter of the ring, set by
+/// the loader). Below it no probe sends a wakeup: the reader polls the ring on a short timer,
+/// so a busy target pays no wakeup per event. 0 (never set) wakes the reader for every event.
+#[unsafe(no_mangle)]
+static WAKEUP_BYTES: u64 = 0;
+
+/// bpf_ringbuf_query's flag for the bytes not yet consumed; bpf_ringbuf_output's flags.
+const BPF_RB_AVAIL_DATA: u64 = 0;
+const BPF_RB_NO_WAKEUP: u64 = 1;
+const BPF_RB_FORCE_WAKEUP: u64 = 2;
+/// One ring record: the kernel's 8-byte header and the event.
+const RECORD_BYTES: u64 = 8 + size_of::<RawEvent>() as u64;
+
+/// Wake the reader once, as the unread data crosses the threshold (not for every event above
+/// it: the reader is already on its way).
+#[inline(always)]
+fn wakeup_flags() -> u64 {
+    // SAFETY: a read of a constant the loader patched before the program was loaded.
+    let threshold = unsafe { core::ptr::read_volatile(&WAKEUP_BYTES) };
+    if threshold == 0 {
+        return 0;
+    }
+    let pending = EVENTS.query(BPF_RB_AVAIL_DATA);
+    if pending >= threshold && pending < threshold + RECORD_BYTES { BPF_RB_FORCE_WAKEUP } else { BPF_RB_NO_WAKEUP }
 }
 
 #[inline(always)]
 fn emit(event: RawEvent) {
-    if EVENTS.output(&event, 0).is_err()
+    if EVENTS.output(&event, wakeup_flags()).is_err()
         && let Some(lost) = LOST.get_ptr_mut(0)
     {
         // SAFETY: per-CPU slot: no other program writes it concurrently on this CPU.
@@ -92,7 +126,9 @@ fn event(kind: EventKind, pid: u32, tid: u32, goid: u64) -> RawEvent {
     }
 }
 
-/// At every RET of `runtime.newproc1`: RAX holds the new `*g`; R14 is g0, whose M runs the creator.
+/// Right after `runtime.newproc1` returns (at the first kernel-emulated instruction of its
+/// caller, or at its RETs on binaries where none fits): the attach cookie names the ABI register
+/// that holds the new `*g` there (0 = RAX); R14 is g0, whose M runs the creator.
 #[uprobe]
 pub fn goroutine_created(ctx: ProbeContext) -> u32 {
     let _ = try_goroutine_created(&ctx);
@@ -100,8 +136,10 @@ pub fn goroutine_created(ctx: ProbeContext) -> u32 {
 }
 
 fn try_goroutine_created(ctx: &ProbeContext) -> Result<(), i64> {
-    let Some((pid, tid, cfg)) = target() else { return Ok(()) };
-    let newg = go_abi::arg(ctx, 0);
+    let Some((pid, tid, cfg)) = target(ProbeHit::Created) else { return Ok(()) };
+    // SAFETY: reads the cookie of the attach point that fired (0 when it has none).
+    let register = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
+    let newg = go_abi::arg_register(ctx, register);
     let mut ev = event(EventKind::Created, pid, tid, read_u64(newg, cfg.g_goid)?);
     ev.peer_goid =
         if cfg.g_parent_goid != 0 { read_u64(newg, cfg.g_parent_goid)? } else { curg_goid(cfg, go_abi::current_g(ctx)) };
@@ -119,7 +157,7 @@ pub fn goroutine_parked(ctx: ProbeContext) -> u32 {
 }
 
 fn try_goroutine_parked(ctx: &ProbeContext) -> Result<(), i64> {
-    let Some((pid, tid, cfg)) = target() else { return Ok(()) };
+    let Some((pid, tid, cfg)) = target(ProbeHit::Parked) else { return Ok(()) };
     let g = go_abi::current_g(ctx);
     let mut ev = event(EventKind::Parked, pid, tid, read_u64(g, cfg.g_goid)?);
     ev.addr = go_abi::arg(ctx, 1);
@@ -194,7 +232,7 @@ pub fn semaphore_acquire(ctx: ProbeContext) -> u32 {
 }
 
 fn try_semaphore_acquire(ctx: &ProbeContext) -> Result<(), i64> {
-    let Some((pid, _, _)) = target() else { return Ok(()) };
+    let Some((pid, _, _)) = target(ProbeHit::SemaphoreAcquire) else { return Ok(()) };
     let key = SemaWaitKey { g: go_abi::current_g(ctx), pid, _pad: 0 };
     SEMA_WAITS.insert(&key, &go_abi::arg(ctx, 0), 0).map_err(i64::from)
 }
@@ -207,7 +245,7 @@ pub fn goroutine_ready(ctx: ProbeContext) -> u32 {
 }
 
 fn try_goroutine_ready(ctx: &ProbeContext) -> Result<(), i64> {
-    let Some((pid, tid, cfg)) = target() else { return Ok(()) };
+    let Some((pid, tid, cfg)) = target(ProbeHit::Ready) else { return Ok(()) };
     let gp = go_abi::arg(ctx, 0);
     let mut ev = event(EventKind::Ready, pid, tid, read_u64(gp, cfg.g_goid)?);
     ev.peer_goid = curg_goid(cfg, go_abi::current_g(ctx));
@@ -223,7 +261,7 @@ pub fn goroutine_exited(ctx: ProbeContext) -> u32 {
 }
 
 fn try_goroutine_exited(ctx: &ProbeContext) -> Result<(), i64> {
-    let Some((pid, tid, cfg)) = target() else { return Ok(()) };
+    let Some((pid, tid, cfg)) = target(ProbeHit::Exited) else { return Ok(()) };
     let g = go_abi::current_g(ctx);
     emit(event(EventKind::Exited, pid, tid, read_u64(g, cfg.g_goid)?));
     Ok(())

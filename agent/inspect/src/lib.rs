@@ -32,7 +32,7 @@ use serde::Serialize;
 pub use buildinfo::{BuildInfo, GoVersion};
 pub use error::InspectError;
 pub use layout::{NEWEST_MINOR, OLDEST_MINOR, OffsetsSource, RuntimeLayout, render_table};
-pub use probes::{ProbeKind, ProbeSite, ReturnAddressAt};
+pub use probes::{CREATION_CALLERS, ProbeKind, ProbeSite, ReturnAddressAt};
 pub use waitreason::WaitReasonTable;
 
 use elf::Elf;
@@ -522,9 +522,17 @@ fn analyse(elf: &Elf<'_>) -> Result<GoBinary, InspectError> {
                     instruction,
                     why,
                     return_address,
+                    value_register: None,
                 })
             };
             if kind == ProbeKind::GoroutineCreated {
+                match creation_sites(&body, entry, elf) {
+                    Ok(sites) => {
+                        probe_sites.extend(sites);
+                        continue;
+                    }
+                    Err(why) => notes.push(format!("goroutine creation probed at the RETs of {name} (single-stepped): {why}")),
+                }
                 let rets = probes::find_rets(code, entry);
                 if rets.is_empty() {
                     reasons.push(format!("no RET instruction found in {name}"));
@@ -536,7 +544,7 @@ fn analyse(elf: &Elf<'_>) -> Result<GoBinary, InspectError> {
                          uretprobes crash Go programs"
                     );
                     match mk(off, text, why, ReturnAddressAt::Unknown) {
-                        Some(s) => probe_sites.push(s),
+                        Some(s) => probe_sites.push(ProbeSite { value_register: Some(0), ..s }),
                         None => reasons.push(format!("{name}+{off} is not file-backed")),
                     }
                 }
@@ -564,6 +572,7 @@ fn analyse(elf: &Elf<'_>) -> Result<GoBinary, InspectError> {
                     instruction: site.instruction,
                     why: format!("coroutine exit (iter.Pull): {}", site.why),
                     return_address: site.return_address,
+                    value_register: None,
                 }),
                 None => reasons.push(format!("{}+{} is not file-backed", probes::COROUTINE_EXIT, site.offset)),
             }
@@ -591,6 +600,38 @@ fn analyse(elf: &Elf<'_>) -> Result<GoBinary, InspectError> {
         reasons,
         notes,
     })
+}
+
+/// The goroutine creation probe at a kernel-emulated instruction after `runtime.newproc1`
+/// returns, in each of [`CREATION_CALLERS`] the binary has (`newproc`'s closure is
+/// required). Err: why not, and the caller falls back to newproc1's RETs.
+fn creation_sites(body: &BodyFn<'_, '_>, newproc1: u64, elf: &Elf<'_>) -> Result<Vec<ProbeSite>, String> {
+    let mut sites = Vec::new();
+    for (n, caller) in CREATION_CALLERS.iter().enumerate() {
+        let Some((entry, code)) = body(caller) else {
+            if n == 0 {
+                return Err(format!("no {caller}"));
+            }
+            continue;
+        };
+        for found in probes::place_after_calls(caller, code, entry, newproc1)? {
+            let address = entry + found.site.offset;
+            let file_offset =
+                elf.file_offset(address).ok_or_else(|| format!("{caller}+{} is not file-backed", found.site.offset))?;
+            sites.push(ProbeSite {
+                probe: ProbeKind::GoroutineCreated,
+                symbol: caller.to_string(),
+                offset: found.site.offset,
+                address,
+                file_offset,
+                instruction: found.site.instruction,
+                why: found.site.why,
+                return_address: found.site.return_address,
+                value_register: Some(found.register),
+            });
+        }
+    }
+    Ok(sites)
 }
 
 /// Looks up a function's (entry, code bytes) by name.

@@ -124,6 +124,11 @@ pub struct ProbeSite {
     pub why: String,
     /// Where the function's return address is when the probe fires.
     pub return_address: ReturnAddressAt,
+    /// The ABIInternal integer register (0 = RAX, 1 = RBX, ... 8 = R11) that holds the value the
+    /// probe reports at this site: the new `*g` for [`ProbeKind::GoroutineCreated`]; None for
+    /// entry probes, which read the function's arguments.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value_register: Option<u8>,
 }
 
 /// Where a probed function's return address is at the probe site, so a probe can walk the
@@ -355,6 +360,124 @@ pub(crate) fn place_entry(func: &str, code: &[u8], entry: u64, nargs: Option<usi
     }
 }
 
+/// The closures that call `runtime.newproc1` on the system stack and hand its result (the new
+/// `*g`, in RAX) on: `newproc`'s (every `go` statement) and `newcoro`'s (`iter.Pull`, Go >= 1.23).
+/// The runtime's other callers (a debugger's injected call, a `testing/synctest` bubble's first
+/// goroutine) are rare; goroutines created there are learned at their first event.
+pub const CREATION_CALLERS: [&str; 2] = ["runtime.newproc.func1", "runtime.newcoro.func1"];
+
+/// Most instructions scanned after a call for an emulated one.
+const MAX_AFTER_CALL_INSNS: usize = 32;
+
+/// A site right after a call where an integer argument register still holds the call's result.
+#[derive(Debug, Clone)]
+pub(crate) struct ResultSite {
+    pub site: Site,
+    /// ABIInternal integer register index (0 = RAX, 1 = RBX, ... 8 = R11) holding the result.
+    pub register: u8,
+}
+
+fn is_call_rel32(raw: &[u8]) -> bool {
+    matches!(raw, [0xe8, _, _, _, _])
+}
+
+/// For every `CALL callee` in `code`: the first instruction after it that the kernel emulates
+/// (PUSH, relative JMP/Jcc/CALL, NOP), provided it is reached only by falling through from the
+/// call (no branch of the function lands between them) and the call's result (RAX) is still in
+/// an argument register there, followed through register-to-register MOVs. Errors name the first
+/// call without such a site.
+pub(crate) fn place_after_calls(func: &str, code: &[u8], entry: u64, callee: u64) -> Result<Vec<ResultSite>, String> {
+    let mut decoder = Decoder::with_ip(64, code, entry, DecoderOptions::NONE);
+    let instrs: Vec<Instruction> = decoder.iter().take_while(|i| !i.is_invalid()).collect();
+    let branch_targets: std::collections::HashSet<u64> = instrs
+        .iter()
+        .filter(|i| matches!(i.op0_kind(), OpKind::NearBranch16 | OpKind::NearBranch32 | OpKind::NearBranch64))
+        .map(Instruction::near_branch_target)
+        .collect();
+    let raw = |i: &Instruction| {
+        let off = i.ip().wrapping_sub(entry) as usize;
+        code.get(off..off.saturating_add(i.len())).unwrap_or_default()
+    };
+    let mut sites = Vec::new();
+    for (n, call) in instrs.iter().enumerate() {
+        if !(is_call_rel32(raw(call)) && call.near_branch_target() == callee) {
+            continue;
+        }
+        let call_off = call.ip() - entry;
+        let after = &instrs[n + 1..instrs.len().min(n + 1 + MAX_AFTER_CALL_INSNS)];
+        sites.push(site_after_call(func, call_off, after, &branch_targets, entry, &raw)?);
+    }
+    if sites.is_empty() {
+        return Err(format!("{func} has no CALL to the function"));
+    }
+    Ok(sites)
+}
+
+fn site_after_call<'c>(
+    func: &str,
+    call_off: u64,
+    after: &[Instruction],
+    branch_targets: &std::collections::HashSet<u64>,
+    entry: u64,
+    raw: &dyn Fn(&Instruction) -> &'c [u8],
+) -> Result<ResultSite, String> {
+    let mut factory = InstructionInfoFactory::new();
+    let mut holders = vec![Register::RAX];
+    for instr in after {
+        let off = instr.ip() - entry;
+        if branch_targets.contains(&instr.ip()) {
+            return Err(format!("{func}+{off}: a branch lands after the call at +{call_off}"));
+        }
+        let bytes = raw(instr);
+        if is_emulated(bytes) || is_call_rel32(bytes) {
+            let register = holders.iter().find_map(|h| ARG_REGS.iter().position(|r| r == h));
+            let register = register
+                .ok_or_else(|| format!("{func}+{off}: the result of the call at +{call_off} is in no argument register"))?;
+            return Ok(ResultSite {
+                site: Site {
+                    offset: off,
+                    instruction: format(instr),
+                    why: format!(
+                        "first kernel-emulated instruction after the call at {func}+{call_off} (~1 us per hit instead of \
+                         ~5 us at a single-stepped RET), reached only from that call; the new *g is in {:?}",
+                        ARG_REGS[register]
+                    ),
+                    return_address: ReturnAddressAt::Unknown,
+                },
+                register: register as u8,
+            });
+        }
+        if instr.flow_control() != FlowControl::Next {
+            return Err(format!("{func}+{off}: control flow leaves the straight line after the call at +{call_off}"));
+        }
+        track_copies(&mut holders, instr, &mut factory);
+        if holders.is_empty() {
+            return Err(format!("{func}+{off}: the result of the call at +{call_off} is overwritten"));
+        }
+    }
+    Err(format!("no emulated instruction within {MAX_AFTER_CALL_INSNS} instructions after {func}+{call_off}"))
+}
+
+/// Updates the registers holding a value across one instruction: `MOV r64, r64` from a holder
+/// adds the destination; any other write to a holder removes it.
+fn track_copies(holders: &mut Vec<Register>, instr: &Instruction, factory: &mut InstructionInfoFactory) {
+    let copy_from_holder = matches!(instr.code(), Code::Mov_r64_rm64 | Code::Mov_rm64_r64)
+        && instr.op0_kind() == OpKind::Register
+        && instr.op1_kind() == OpKind::Register
+        && holders.contains(&instr.op1_register());
+    let info = factory.info(instr);
+    let written: Vec<Register> = info
+        .used_registers()
+        .iter()
+        .filter(|u| matches!(u.access(), OpAccess::Write | OpAccess::CondWrite | OpAccess::ReadWrite | OpAccess::ReadCondWrite))
+        .map(|u| u.register().full_register())
+        .collect();
+    holders.retain(|h| !written.contains(h));
+    if copy_from_holder {
+        holders.push(instr.op0_register());
+    }
+}
+
 /// Every one-byte `RET` (0xC3) in `code` (decoded linearly from `entry`): (offset, text).
 pub(crate) fn find_rets(code: &[u8], entry: u64) -> Vec<(u64, String)> {
     let mut decoder = Decoder::with_ip(64, code, entry, DecoderOptions::NONE);
@@ -453,6 +576,47 @@ mod tests {
         let s = place_entry("f", &[0x48, 0x89, 0xd8, 0xc3], 0x1000, None);
         assert_eq!(s.offset, 0);
         assert!(s.why.contains("fallback"));
+    }
+
+    // go1.26 runtime.newproc.func1 at 0x1000, newproc1 at 0x1060: ... CALL newproc1;
+    // MOV RDX,[R14+0x30]; MOV RDX,[RDX+0xd0]; MOV RBX,RAX; MOV ECX,1; MOV RAX,RDX; NOPL; CALL runqput
+    const NEWPROC_FUNC1_126: &[u8] = &[
+        0x31, 0xff, 0x31, 0xf6, 0x66, 0x90, 0xe8, 0x5b, 0x00, 0x00, 0x00, 0x49, 0x8b, 0x56, 0x30, 0x48, 0x8b, 0x92, 0xd0, 0x00,
+        0x00, 0x00, 0x48, 0x89, 0xc3, 0xb9, 0x01, 0x00, 0x00, 0x00, 0x48, 0x89, 0xd0, 0x0f, 0x1f, 0x44, 0x00, 0x00, 0xe8, 0x9b,
+        0x50, 0x00, 0x00, 0xc3,
+    ];
+
+    #[test]
+    fn result_followed_into_rbx_to_the_next_call() {
+        let sites = place_after_calls("runtime.newproc.func1", NEWPROC_FUNC1_126, 0x1000, 0x1066).unwrap();
+        assert_eq!(sites.len(), 1);
+        assert_eq!(sites[0].site.offset, 38, "{:?}", sites[0]);
+        assert!(sites[0].site.instruction.starts_with("call"), "{:?}", sites[0]);
+        assert_eq!(sites[0].register, 1, "RBX");
+    }
+
+    #[test]
+    fn result_overwritten_before_any_emulated_instruction() {
+        // CALL f; MOV RAX, RDX; NOPL; CALL g: RAX was the only holder.
+        let code = [0xe8, 0x00, 0x01, 0x00, 0x00, 0x48, 0x89, 0xd0, 0x0f, 0x1f, 0x44, 0x00, 0x00, 0xe8, 0x00, 0x00, 0x00, 0x00];
+        let err = place_after_calls("f", &code, 0x1000, 0x1105).unwrap_err();
+        assert!(err.contains("overwritten") || err.contains("no argument register"), "{err}");
+    }
+
+    #[test]
+    fn a_branch_into_the_block_refuses_the_site() {
+        // JMP +5 (lands on the instruction after the call); CALL f; MOV RBX, RAX; JMP back.
+        let code = [0xeb, 0x05, 0xe8, 0x00, 0x01, 0x00, 0x00, 0x48, 0x89, 0xc3, 0xeb, 0xf4];
+        let err = place_after_calls("f", &code, 0x1000, 0x1107).unwrap_err();
+        assert!(err.contains("branch lands"), "{err}");
+    }
+
+    #[test]
+    fn jcc_right_after_the_call_keeps_rax() {
+        // CALL f; CMP dword [rip+0], 0; JNE +7
+        let code = [0xe8, 0x00, 0x01, 0x00, 0x00, 0x83, 0x3d, 0x00, 0x00, 0x00, 0x00, 0x00, 0x75, 0x07, 0x90, 0xc3];
+        let sites = place_after_calls("f", &code, 0x1000, 0x1105).unwrap();
+        assert_eq!((sites[0].site.offset, sites[0].register), (12, 0));
     }
 
     #[test]

@@ -62,6 +62,7 @@ fn target_config(binary: &GoBinary) -> TargetConfig {
         park_return_address: park_return_address as u32,
         _pad: 0,
         sema_wait_reasons: WaitReasons::new(binary.wait_reasons().names().to_vec()).semaphore_codes(),
+        hits: [0; agent_ebpf::PROBE_HIT_SLOTS],
     }
 }
 

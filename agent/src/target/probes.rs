@@ -8,7 +8,7 @@ use aya::{
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
     programs::{
         ProgramError, UProbe,
-        uprobe::{UProbeAttachLocation, UProbeLinkId, UProbeScope},
+        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope},
     },
 };
 use goscope_inspect::{GoBinary, ProbeKind, ProbeSite};
@@ -126,6 +126,8 @@ impl Probes {
     pub fn load(ring_bytes: u32) -> Result<(Self, RingBuf<MapData>), ProbeError> {
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(agent_ebpf::EVENTS_MAP, ring_bytes)
+            // Probes wake the reader only past a quarter of the ring (see session::reader::RING_POLL_PERIOD).
+            .override_global(agent_ebpf::WAKEUP_BYTES_GLOBAL, &(u64::from(ring_bytes) / 4), true)
             .load(PROBES_OBJECT)
             .map_err(|e| ProbeError::Load { hint: hint(Operation::LoadEbpf, &e), source: Box::new(e) })?;
         let path = AttachPath::choose(&ebpf);
@@ -170,7 +172,12 @@ impl Probes {
             let operation = self.path.operation();
             let program = uprobe(&mut self.ebpf, name)?;
             let scope = NonZeroU32::new(pid).map_or(UProbeScope::AllProcesses, UProbeScope::OneProcess);
-            let locations = sites.iter().map(|s| UProbeAttachLocation::AbsoluteOffset(s.file_offset));
+            // The cookie tells a probe which register holds its value at that site (creation
+            // sites differ: RAX after newproc1 returns, RBX at newproc's call to runqput).
+            let locations = sites.iter().map(|s| UProbeAttachPoint {
+                location: UProbeAttachLocation::AbsoluteOffset(s.file_offset),
+                cookie: s.value_register.map(u64::from),
+            });
             let link = program.attach(locations, &target.exe, scope).map_err(|e| ProbeError::Attach {
                 program: name,
                 symbol: sites[0].symbol.clone(),
@@ -196,6 +203,12 @@ impl Probes {
             }
         }
         let _ = self.targets.remove(&pid);
+    }
+
+    /// Probe hits in `pid` since it was attached, indexed by [`agent_ebpf::ProbeHit`]; None when
+    /// `pid` is not attached.
+    pub fn hits(&self, pid: u32) -> Option<[u64; agent_ebpf::PROBE_HIT_SLOTS]> {
+        self.targets.get(&pid, 0).ok().map(|config| config.hits)
     }
 
     /// Events the probes could not deliver because the ring buffer was full, summed over CPUs.
