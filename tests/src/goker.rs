@@ -26,9 +26,33 @@ use crate::process::{ChildGuard, Line};
 /// What the driver prints after each leak profile (keep in sync with its `marker`).
 const PROFILE_MARKER: &str = "goscope-goker: profile written";
 
-/// `$GOROOT` of the installed Go.
+/// Environment variable naming the Go release to take the kernels from and build them with
+/// (`1.27.4`); the installed Go without it.
+pub const GO_ENV: &str = "GOSCOPE_GOKER_GO";
+
+/// The Go release [`GO_ENV`] names, if any.
+fn chosen_release() -> Option<String> {
+    std::env::var(GO_ENV).ok().map(|v| v.trim().trim_start_matches("go").to_string()).filter(|v| !v.is_empty())
+}
+
+/// `go` of the release the kernels come from: [`GO_ENV`]'s, or the installed one.
+fn kernel_go() -> Command {
+    let mut go = go_command();
+    go.env("GOTOOLCHAIN", chosen_release().map_or_else(|| "local".to_string(), |v| format!("go{v}")));
+    go
+}
+
+/// That release's version (`go1.27.4`).
+pub fn kernel_go_version() -> Result<String> {
+    match chosen_release() {
+        Some(v) => Ok(format!("go{v}")),
+        None => installed_go_version(),
+    }
+}
+
+/// `$GOROOT` of that Go.
 fn goroot() -> Result<PathBuf> {
-    let out = go_command().args(["env", "GOROOT"]).env("GOTOOLCHAIN", "local").stdin(Stdio::null()).output()?;
+    let out = kernel_go().args(["env", "GOROOT"]).stdin(Stdio::null()).output()?;
     if !out.status.success() {
         bail!("`go env GOROOT` failed: {}", String::from_utf8_lossy(&out.stderr));
     }
@@ -245,7 +269,8 @@ fn kernel_sources() -> Result<BTreeMap<String, String>> {
 /// time: one `go build`, ~15 s, mostly cached by Go).
 pub fn build() -> Result<PathBuf> {
     let kernels = kernels_dir()?;
-    let dir = crate::target_dir().join("goker").join(installed_go_version()?);
+    let version = kernel_go_version()?;
+    let dir = crate::target_dir().join("goker").join(&version);
     let src = dir.join("src");
     let _ = fs::remove_dir_all(&src);
     fs::create_dir_all(&src)?;
@@ -259,13 +284,18 @@ pub fn build() -> Result<PathBuf> {
     fs::copy(crate::workspace_root().join("tests/fixtures/goker/main.go"), src.join("main.go"))?;
     fs::write(src.join("go.mod"), "module goker\n\ngo 1.26\n")?;
     let exe = dir.join("goker");
-    let out = go_command()
+    let mut go = kernel_go();
+    // The leak profile is an experiment in Go 1.26 and generally available from 1.27, where the
+    // experiment's name is no longer accepted.
+    let minor: u32 = version.trim_start_matches("go1.").split('.').next().and_then(|m| m.parse().ok()).unwrap_or(0);
+    if minor < 27 {
+        go.env("GOEXPERIMENT", "goroutineleakprofile");
+    }
+    let out = go
         .args(["build", "-o"])
         .arg(&exe)
         .arg(".")
         .current_dir(&src)
-        .env("GOTOOLCHAIN", "local")
-        .env("GOEXPERIMENT", "goroutineleakprofile")
         .env("GOFLAGS", "-mod=mod -buildvcs=false")
         .env("GOWORK", "off")
         .env("CGO_ENABLED", "0")

@@ -42,8 +42,9 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         goker::kernels()?.into_iter().filter(|k| opts.kernel.as_ref().is_none_or(|re| re.is_match(&k.name))).collect();
     let binary = goker::build()?;
     eprintln!(
-        "goker: {} kernels x {} runs, {} at a time, watching up to {:?} each",
+        "goker: {} kernels of {} x {} runs, {} at a time, watching up to {:?} each",
         kernels.len(),
+        goker::kernel_go_version()?,
         opts.runs,
         opts.jobs,
         opts.duration

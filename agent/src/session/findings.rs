@@ -1,9 +1,13 @@
 //! Finding identity over time: a finding is raised once seen on consecutive ticks, upgraded
 //! when a stronger grade judges the same situation, and retracted when it goes away.
-use std::{collections::BTreeMap, io};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    io,
+};
 
 use crate::{
-    detect::{self, Finding, FindingKey},
+    detect::{self, Finding, FindingKey, FindingType},
+    model::SourceSite,
     sink::{Format, OutputLine},
 };
 
@@ -32,11 +36,26 @@ impl Change {
     }
 }
 
+/// Most retracted blocked findings remembered (then forgotten all at once: at worst one more
+/// flip each).
+const MAX_FLAPPED: usize = 16_384;
+
 /// Confirms findings over consecutive ticks and notices when they go away.
+///
+/// Hysteresis for `blocked`: once a goroutine's blocked finding at a park site was retracted, a
+/// later one for the same goroutine at the same site is not reported (nor, then, retracted): a
+/// periodic loop that blocks there on every round would otherwise flip between the two forever.
 #[derive(Default)]
 pub struct FindingTracker {
     /// id → (finding, consecutive sightings)
     seen: BTreeMap<FindingKey, (Finding, u32)>,
+    /// Blocked findings retracted once: (id, park site).
+    flapped: BTreeSet<(FindingKey, Option<SourceSite>)>,
+}
+
+/// The key [`FindingTracker::flapped`] knows a blocked finding by.
+fn flap_key(f: &Finding) -> Option<(FindingKey, Option<SourceSite>)> {
+    (f.finding_type == FindingType::Blocked).then(|| (f.id.clone(), f.goroutines.first().and_then(|g| g.site.clone())))
 }
 
 impl FindingTracker {
@@ -59,14 +78,25 @@ impl FindingTracker {
                 Some((old, n)) => (n.saturating_add(1), n >= CONFIRMATIONS && f.grade > old.grade),
                 None => (1, false),
             };
-            if count == CONFIRMATIONS || upgraded {
+            let flapping = flap_key(&f).is_some_and(|k| self.flapped.contains(&k));
+            if (count == CONFIRMATIONS || upgraded) && !flapping {
                 changes.push(Change::Raised(f.clone()));
             }
             next.insert(id, (f, count));
         }
         // Gone because a proof now covers it is not a retraction: the proof was just raised.
         for (_, (f, count)) in std::mem::take(&mut self.seen) {
+            let key = flap_key(&f);
+            if key.as_ref().is_some_and(|k| self.flapped.contains(k)) {
+                continue;
+            }
             if count >= CONFIRMATIONS && !next.values().any(|(p, _)| detect::supersedes(p, &f)) {
+                if let Some(k) = key {
+                    if self.flapped.len() >= MAX_FLAPPED {
+                        self.flapped.clear();
+                    }
+                    self.flapped.insert(k);
+                }
                 changes.push(Change::Retracted(f));
             }
         }
@@ -105,6 +135,38 @@ mod tests {
         // A one-tick blip is never reported, so it is never retracted either.
         assert!(t.update(vec![finding(2)]).is_empty());
         assert!(t.update(vec![]).is_empty());
+    }
+
+    #[test]
+    fn a_periodic_blocked_finding_is_reported_and_retracted_once() {
+        let mut t = FindingTracker::default();
+        let mut changes = Vec::new();
+        // A ticker loop: blocked past the threshold for 3 ticks, then woken, 10 times over.
+        for _ in 0..10 {
+            for _ in 0..3 {
+                changes.extend(t.update(vec![finding(7)]));
+            }
+            changes.extend(t.update(vec![]));
+        }
+        let kinds: Vec<&str> =
+            changes.iter().map(|c| if matches!(c, Change::Raised(_)) { "raised" } else { "retracted" }).collect();
+        assert_eq!(kinds, ["raised", "retracted"]);
+        // Blocked somewhere else, it is news again.
+        let elsewhere = Finding {
+            goroutines: vec![detect::Involved {
+                goid: 7,
+                wait_reason: String::new(),
+                channel: None,
+                lock: None,
+                waiting_for_ns: 0,
+                waiting_for_is_lower_bound: false,
+                stack: Vec::new(),
+                site: Some(SourceSite { function: "main.other".into(), file: "m.go".into(), line: 9 }),
+            }],
+            ..finding(7)
+        };
+        t.update(vec![elsewhere.clone()]);
+        assert_eq!(t.update(vec![elsewhere]).len(), 1);
     }
 
     #[test]
