@@ -20,6 +20,8 @@
 //! * [`snapshot`]: the goroutines, validated against torn reads (see the module docs of
 //!   `snapshot.rs` for how).
 
+#![deny(unsafe_code)]
+
 mod allgs;
 mod process;
 mod reach;
@@ -27,6 +29,8 @@ mod refs;
 mod sema;
 mod snapshot;
 mod stack;
+#[allow(unsafe_code, reason = "the fence: every unsafe call of the crate, each with its SAFETY argument")]
+mod sys;
 mod types;
 
 pub use allgs::{ALLGADD, AllgsLocation, AllgsSource, LocateError, find_allgs_in_code, locate_allgs, locate_allgs_from_code};
@@ -38,8 +42,9 @@ pub use reach::{
 pub use refs::{referenced_globals, stack_words};
 pub use sema::{is_semaphore_wait, semaphore_waiters};
 pub use snapshot::{
-    Channel, GStatus, Goroutine, Location, Snapshot, SnapshotError, SnapshotOptions, SnapshotStats, monotonic_ns,
-    read_goroutines, snapshot, snapshot_with,
+    Channel, GStatus, Goroutine, Location, Snapshot, SnapshotError, SnapshotOptions, SnapshotStats, read_goroutines, snapshot,
+    snapshot_with,
 };
 pub use stack::{StackEnd, StackFrame};
+pub use sys::monotonic_ns;
 pub use types::type_names;

@@ -10,9 +10,10 @@
 use std::cell::{Cell, RefCell};
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt as _;
 
 use serde::Serialize;
+
+use crate::sys;
 
 /// Largest single range one request may ask for.
 pub const MAX_REQUEST: usize = 64 << 20;
@@ -288,7 +289,7 @@ impl ProcessMemory {
     fn fill(&self, reqs: &[(u64, usize)], batch: &mut Batch) -> Result<(), MemoryError> {
         let mut i = 0;
         let mut idx: Vec<usize> = Vec::with_capacity(IOV_MAX.min(reqs.len()));
-        let mut remote: Vec<libc::iovec> = Vec::with_capacity(IOV_MAX.min(reqs.len()));
+        let mut remote: Vec<(u64, usize)> = Vec::with_capacity(IOV_MAX.min(reqs.len()));
         while i < reqs.len() {
             if self.mem_file.borrow().is_some() {
                 self.pread_one(reqs[i], &mut batch.data, &mut batch.spans[i])?;
@@ -305,7 +306,7 @@ impl ProcessMemory {
                     batch.spans[j].2 = true;
                 } else {
                     idx.push(j);
-                    remote.push(libc::iovec { iov_base: addr as usize as *mut libc::c_void, iov_len: len });
+                    remote.push((addr, len));
                 }
                 j += 1;
             }
@@ -316,31 +317,26 @@ impl ProcessMemory {
             let first = batch.spans[idx[0]].0;
             let last = idx[idx.len() - 1];
             let end = batch.spans[last].0 + batch.spans[last].1;
-            let local =
-                libc::iovec { iov_base: batch.data[first..end].as_mut_ptr().cast::<libc::c_void>(), iov_len: end - first };
-            // SAFETY: `local` describes `end - first` writable bytes of `batch.data`, which lives
-            // across the call; `remote` holds `remote.len()` iovecs that the kernel only reads
-            // through (remote addresses are checked by the kernel, not dereferenced here).
-            let n = unsafe {
-                libc::process_vm_readv(self.pid as libc::pid_t, &local, 1, remote.as_ptr(), remote.len() as libc::c_ulong, 0)
-            };
+            let read = sys::read_process(self.pid, &mut batch.data[first..end], &remote);
             self.bump(|s| s.syscalls += 1);
-            if n < 0 {
-                let err = io::Error::last_os_error();
-                match err.raw_os_error().unwrap_or(0) {
-                    libc::EINTR => continue,
-                    // Nothing copied: the first range is unreadable.
-                    libc::EFAULT => {
-                        self.bump(|s| s.failed_ranges += 1);
-                        i = idx[0] + 1;
+            let n = match read {
+                Ok(n) => n,
+                Err(err) => {
+                    match err.raw_os_error().unwrap_or(0) {
+                        libc::EINTR => {}
+                        // Nothing copied: the first range is unreadable.
+                        libc::EFAULT => {
+                            self.bump(|s| s.failed_ranges += 1);
+                            i = idx[0] + 1;
+                        }
+                        libc::ESRCH => return Err(MemoryError::Exited { pid: self.pid }),
+                        libc::EPERM | libc::ENOSYS => self.fall_back(err)?,
+                        _ => return Err(MemoryError::Io { pid: self.pid, op: "process_vm_readv", source: err }),
                     }
-                    libc::ESRCH => return Err(MemoryError::Exited { pid: self.pid }),
-                    libc::EPERM | libc::ENOSYS => self.fall_back(err)?,
-                    _ => return Err(MemoryError::Io { pid: self.pid, op: "process_vm_readv", source: err }),
+                    continue;
                 }
-                continue;
-            }
-            let mut got = n as usize;
+            };
+            let mut got = n;
             self.bump(|s| s.bytes += got as u64);
             let mut k = 0;
             while k < idx.len() && got >= reqs[idx[k]].1 {
@@ -387,7 +383,7 @@ impl ProcessMemory {
         let buf = &mut data[span.0..span.0 + len];
         let mut done = 0;
         while done < len {
-            let r = file.read_at(&mut buf[done..], addr.wrapping_add(done as u64));
+            let r = sys::read_at(file, &mut buf[done..], addr.wrapping_add(done as u64));
             self.bump(|s| s.syscalls += 1);
             match r {
                 Ok(0) => {
@@ -432,6 +428,7 @@ impl ProcessMemory {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sys::fake::{self, TestPages};
 
     fn own() -> ProcessMemory {
         ProcessMemory::new(std::process::id()).unwrap()
@@ -462,29 +459,55 @@ mod tests {
     #[test]
     fn merged_range_with_a_hole_is_read_piece_by_piece() {
         // Two pages with the second unmapped: a merged read fails, the parts are retried.
-        // SAFETY: anonymous private mapping of two pages, unmapped again below.
-        let base = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                8192,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        assert_ne!(base, libc::MAP_FAILED);
-        let a = base as u64;
-        // SAFETY: the first page is ours and mapped writable.
-        unsafe { *(base as *mut u64).add(510) = 42 };
-        // SAFETY: unmapping the second page of our own mapping.
-        assert_eq!(unsafe { libc::munmap((a + 4096) as *mut libc::c_void, 4096) }, 0);
+        let mut pages = TestPages::map(2);
+        pages.write_u64(4080, 42);
+        pages.unmap_page(1);
+        let a = pages.addr();
         let mem = own();
         let b = mem.read_batch(&[(a + 4080, 8), (a + 4100, 8)]).unwrap();
         assert_eq!(b.get(0), Some(&42u64.to_le_bytes()[..]));
         assert_eq!(b.get(1), None);
-        // SAFETY: unmapping the first page of our own mapping.
-        unsafe { libc::munmap(base, 4096) };
+    }
+
+    /// Fake `process_vm_readv` answers for ranges at 0x1000, 0x2000, ... (1 KiB apart, never merged).
+    fn ranges(n: u64) -> Vec<(u64, usize)> {
+        (1..=n).map(|i| (i << 12, 8)).collect()
+    }
+
+    #[test]
+    fn a_short_copy_completes_the_ranges_before_it_and_retries_after() {
+        let calls = std::rc::Rc::new(Cell::new(0));
+        let seen = calls.clone();
+        let b = fake::with_readv(
+            move |_, local, remote| {
+                seen.set(seen.get() + 1);
+                for (chunk, &(addr, _)) in local.chunks_mut(8).zip(remote) {
+                    chunk.copy_from_slice(&addr.to_le_bytes());
+                }
+                // The first call stops inside the second range (as the kernel does at a hole).
+                Ok(if seen.get() == 1 { 12 } else { local.len() })
+            },
+            || own().read_batch(&ranges(3)).unwrap(),
+        );
+        assert_eq!(b.get(0), Some(&0x1000u64.to_le_bytes()[..]));
+        assert_eq!(b.get(1), None, "the range the copy stopped in is unreadable");
+        assert_eq!(b.get(2), Some(&0x3000u64.to_le_bytes()[..]), "read again by a second call");
+        assert_eq!(calls.get(), 2);
+    }
+
+    #[test]
+    fn a_process_gone_mid_read_is_exited_and_a_refusal_falls_back_to_proc_mem() {
+        let exited = fake::with_readv(|_, _, _| Err(io::Error::from_raw_os_error(libc::ESRCH)), || own().read_batch(&ranges(2)));
+        assert!(matches!(exited, Err(MemoryError::Exited { .. })), "{exited:?}");
+        let x = 0x5555u64;
+        let mem = own();
+        let via_proc_mem =
+            fake::with_readv(|_, _, _| Err(io::Error::from_raw_os_error(libc::EPERM)), || mem.read_u64(&x as *const u64 as u64));
+        assert_eq!(via_proc_mem.unwrap(), x);
+        assert!(mem.stats().proc_mem_fallback);
+        let refused =
+            fake::with_pread(|_, _| Err(io::Error::from_raw_os_error(libc::EACCES)), || mem.read_u64(&x as *const u64 as u64));
+        assert!(matches!(refused, Err(MemoryError::Permission { .. })), "{refused:?}");
     }
 
     #[test]

@@ -24,6 +24,7 @@ use serde::Serialize;
 use crate::allgs::{AllgsLocation, LocateError, locate_allgs};
 use crate::process::{MemoryError, ProcessMemory};
 use crate::stack::{Frames, StackEnd, StackFrame, Symbols, Walk, WalkStart};
+use crate::sys::monotonic_ns;
 
 /// `_Gscan`: set while the GC scans a goroutine's stack.
 const GSCAN: u32 = 0x1000;
@@ -1169,14 +1170,6 @@ fn parse_hchan(addr: u64, b: &[u8], l: &goscope_inspect::RuntimeLayout) -> Optio
         elem_type,
         element_type: None,
     })
-}
-
-/// CLOCK_MONOTONIC in ns: the clock of the Go runtime's nanotime() on Linux.
-pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: clock_gettime only writes the timespec we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 #[cfg(test)]

@@ -1,4 +1,7 @@
-//! Ring-buffer bytes → typed goroutine events. The only place raw event bytes are interpreted.
+//! Ring-buffer bytes → typed goroutine events. The only place raw event bytes are interpreted,
+//! without `unsafe`: each field is read at its offset in the ABI struct.
+use std::mem::offset_of;
+
 use agent_ebpf::{EventKind, PARK_FRAMES, RawEvent};
 
 /// Return addresses captured at a park, from gopark's caller outwards; 0 after the last.
@@ -56,22 +59,56 @@ impl GoroutineEvent {
         if bytes.len() != size_of::<RawEvent>() {
             return Err(DecodeError::Size(bytes.len()));
         }
-        // SAFETY: the length matches and RawEvent is plain integers (any bit pattern is valid);
-        // read_unaligned because ring-buffer records are only 8-byte aligned by convention.
-        let raw: RawEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
-        let detail = match EventKind::from_u8(raw.kind).ok_or(DecodeError::Kind(raw.kind))? {
-            EventKind::Created => EventDetail::Created { parent_goid: raw.peer_goid, creation_pc: raw.addr, start_pc: raw.aux },
-            EventKind::Parked => EventDetail::Parked {
-                wait_reason: raw.wait_reason,
-                lock_addr: raw.addr,
-                g_addr: raw.aux,
-                sema_addr: raw.sema_addr,
-                return_pcs: raw.return_pcs,
+        let raw = Record(bytes);
+        let kind = raw.u8_at(offset_of!(RawEvent, kind));
+        let detail = match EventKind::from_u8(kind).ok_or(DecodeError::Kind(kind))? {
+            EventKind::Created => EventDetail::Created {
+                parent_goid: raw.u64_at(offset_of!(RawEvent, peer_goid)),
+                creation_pc: raw.u64_at(offset_of!(RawEvent, addr)),
+                start_pc: raw.u64_at(offset_of!(RawEvent, aux)),
             },
-            EventKind::Ready => EventDetail::Ready { waker_goid: raw.peer_goid },
+            EventKind::Parked => EventDetail::Parked {
+                wait_reason: raw.u8_at(offset_of!(RawEvent, wait_reason)),
+                lock_addr: raw.u64_at(offset_of!(RawEvent, addr)),
+                g_addr: raw.u64_at(offset_of!(RawEvent, aux)),
+                sema_addr: raw.u64_at(offset_of!(RawEvent, sema_addr)),
+                return_pcs: std::array::from_fn(|i| raw.u64_at(offset_of!(RawEvent, return_pcs) + 8 * i)),
+            },
+            EventKind::Ready => EventDetail::Ready { waker_goid: raw.u64_at(offset_of!(RawEvent, peer_goid)) },
             EventKind::Exited => EventDetail::Exited,
         };
-        Ok(Self { ts_ns: raw.ts_ns, pid: raw.pid, tid: raw.tid, goid: raw.goid, detail })
+        Ok(Self {
+            ts_ns: raw.u64_at(offset_of!(RawEvent, ts_ns)),
+            pid: raw.u32_at(offset_of!(RawEvent, pid)),
+            tid: raw.u32_at(offset_of!(RawEvent, tid)),
+            goid: raw.u64_at(offset_of!(RawEvent, goid)),
+            detail,
+        })
+    }
+}
+
+/// A ring-buffer record of `size_of::<RawEvent>()` bytes, read field by field at the offsets of
+/// `RawEvent`'s `repr(C)` layout, in native byte order (the kernel wrote it on this machine).
+/// Records are only 8-byte aligned by convention, so nothing here assumes alignment.
+struct Record<'a>(&'a [u8]);
+
+impl Record<'_> {
+    fn bytes<const N: usize>(&self, offset: usize) -> [u8; N] {
+        let mut out = [0; N];
+        out.copy_from_slice(&self.0[offset..offset + N]);
+        out
+    }
+
+    fn u64_at(&self, offset: usize) -> u64 {
+        u64::from_ne_bytes(self.bytes(offset))
+    }
+
+    fn u32_at(&self, offset: usize) -> u32 {
+        u32::from_ne_bytes(self.bytes(offset))
+    }
+
+    fn u8_at(&self, offset: usize) -> u8 {
+        self.0[offset]
     }
 }
 
@@ -112,7 +149,7 @@ mod tests {
             ..Default::default()
         };
         let ev = GoroutineEvent::decode(&bytes_of(&raw)).unwrap();
-        assert_eq!(ev.goid, 7);
+        assert_eq!((ev.ts_ns, ev.pid, ev.tid, ev.goid), (5, 42, 43, 7));
         assert_eq!(ev.detail, EventDetail::Created { parent_goid: 1, creation_pc: 0x4000, start_pc: 0x5000 });
         let mut return_pcs = [0; PARK_FRAMES];
         return_pcs[..3].copy_from_slice(&[0x40_1000, 0x40_2000, 0x40_3000]);
