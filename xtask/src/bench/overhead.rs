@@ -17,6 +17,9 @@ use super::{
 };
 use crate::{ChildGuard, check};
 
+/// Load on a fresh server before it is measured.
+const WARM_UP: Duration = Duration::from_secs(1);
+
 /// How a measurement watches the workload.
 #[derive(Clone, Copy)]
 pub enum Watch {
@@ -120,6 +123,9 @@ impl WorkloadBench<'_> {
 
     fn measure_server(&self, mode: &Mode, trace: bool, fixed_rate: Option<f64>) -> anyhow::Result<Sample> {
         let server = workloads::start_server(self.workload, self.programs, trace)?;
+        // A fresh server is slow for its first second (connections, caches, heap growth): warm it
+        // up before anything is measured or attached, in every mode alike.
+        workloads::wrk(&server.url, WARM_UP)?;
         let agent = self.start_agent(mode, server.pid)?;
         let windows = if fixed_rate.is_some() { 2 } else { 1 };
         let tracer = server.trace_url.clone().map(|url| workloads::stream_trace(url, windows * self.window.as_secs() + 2));
