@@ -53,7 +53,7 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let binary = GoBinary::open(&args.binary)?;
     let pid = args.pid.unwrap_or_else(std::process::id);
-    let info = ProcessInfo::from_pid(pid, &args.binary.to_string_lossy(), &binary);
+    let info = ProcessInfo::from_pid(pid, &args.binary.to_string_lossy(), &binary, args.otlp.otlp_command_args);
     let Some(exporter) = OtlpExporter::start(&args.otlp, &info)? else {
         anyhow::bail!("no OTLP endpoint configured (--otlp-endpoint or OTEL_EXPORTER_OTLP_ENDPOINT)");
     };

@@ -88,7 +88,7 @@ pub async fn run(pid: u32, cfg: SessionConfig) -> Result<(), AttachError> {
     }
     announce(&target, &binary, cfg.format)?;
 
-    let process_info = ProcessInfo::from_pid(target.pid, &target.exe_name, &binary);
+    let process_info = ProcessInfo::from_pid(target.pid, &target.exe_name, &binary, cfg.otlp.otlp_command_args);
     let ctx = TargetContext { pid: target.pid, binary, load_bias, attached_at_ns: goscope_memory::monotonic_ns() };
     let (tx, rx) = mpsc::channel(cfg.queue_len);
     let stop = Arc::new(Notify::new());
@@ -159,10 +159,11 @@ fn summarise(pid: u32, stats: &ReadStats, processed: &ProcessStats, format: Form
             );
             if let Some(o) = &processed.otlp {
                 eprintln!(
-                    "goscope: OTLP: {} spans, {} log records exported; {} lost{}",
+                    "goscope: OTLP: {} spans, {} log records exported; {} lost; {} spans over the rate limit{}",
                     o.traces.exported,
                     o.logs.exported,
                     o.lost(),
+                    o.traces.rate_limited,
                     if o.flushed { "" } else { " (not all flushed before the shutdown deadline)" }
                 );
             }

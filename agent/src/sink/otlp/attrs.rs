@@ -62,8 +62,9 @@ pub const PROBE_NAME: &str = "goscope.probe.name";
 pub const PROBE_MODE: &str = "goscope.probe.mode";
 pub const OTLP_SIGNAL: &str = "goscope.otlp.signal";
 
-/// Resource attributes from the k8s downward API, when the target runs in Kubernetes
-/// (`KUBERNETES_SERVICE_HOST` set): (env var, semantic-convention key).
+/// Resource attributes from the k8s downward API, when the target runs in Kubernetes: (variable
+/// in the target's environment, semantic-convention key). These are the only variables goscope
+/// looks up; nothing else of the environment is kept or exported.
 const K8S_ENV: &[(&str, &str)] = &[
     ("POD_NAME", sc::K8S_POD_NAME),
     ("POD_NAMESPACE", sc::K8S_NAMESPACE_NAME),
@@ -72,6 +73,11 @@ const K8S_ENV: &[(&str, &str)] = &[
     ("CONTAINER_NAME", sc::K8S_CONTAINER_NAME),
 ];
 
+/// goscope's own variable naming its node (the DaemonSet sets it from `spec.nodeName`): the node
+/// of every pod it watches. goscope's own pod is not the target's, so nothing else is taken from
+/// goscope's environment.
+const OWN_NODE_NAME_ENV: &str = "K8S_NODE_NAME";
+
 /// The target process, as the exported resource describes it.
 #[derive(Debug, Clone, Default)]
 pub struct ProcessInfo {
@@ -79,6 +85,7 @@ pub struct ProcessInfo {
     pub parent_pid: Option<u32>,
     /// What `/proc/PID/exe` points to.
     pub executable_path: String,
+    /// `/proc/PID/cmdline`, only with `--otlp-command-args`: command lines often carry secrets.
     pub command_args: Vec<String>,
     /// `go1.22.3` as stored in the binary.
     pub go_version: String,
@@ -86,42 +93,34 @@ pub struct ProcessInfo {
     pub go_build_id: Option<String>,
     /// Main module path (`mod` line of the build info).
     pub go_module: Option<String>,
-    /// Environment of the target (read from `/proc/PID/environ`), only the variables goscope uses.
+    /// k8s.* attributes: the target's downward-API variables, its pod UID from its cgroup.
     pub k8s: Vec<(&'static str, String)>,
     pub container_id: Option<String>,
 }
 
 impl ProcessInfo {
-    /// Gathers what `/proc/PID` tells (best effort: unreadable files leave fields empty).
-    pub fn from_pid(pid: u32, executable_path: &str, binary: &goscope_inspect::GoBinary) -> Self {
+    /// Gathers what `/proc/PID` tells (best effort: unreadable files leave fields empty). The
+    /// command line is read only when `with_command_args`.
+    pub fn from_pid(pid: u32, executable_path: &str, binary: &goscope_inspect::GoBinary, with_command_args: bool) -> Self {
         let proc_dir = format!("/proc/{pid}");
-        let command_args = fs::read(format!("{proc_dir}/cmdline"))
-            .map(|b| b.split(|&c| c == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect())
-            .unwrap_or_default();
+        let command_args = if with_command_args {
+            fs::read(format!("{proc_dir}/cmdline"))
+                .map(|b| {
+                    b.split(|&c| c == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect()
+                })
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
         let parent_pid = fs::read_to_string(format!("{proc_dir}/stat")).ok().and_then(|s| {
             // pid (comm) state ppid ...; comm may contain spaces and parentheses.
             let after = &s[s.rfind(')')? + 1..];
             after.split_whitespace().nth(1)?.parse().ok()
         });
-        let environ = fs::read(format!("{proc_dir}/environ")).ok();
-        let target_env = |name: &str| -> Option<String> {
-            match &environ {
-                Some(env) => env.split(|&c| c == 0).find_map(|kv| {
-                    let kv = std::str::from_utf8(kv).ok()?;
-                    let (k, v) = kv.split_once('=')?;
-                    (k == name && !v.is_empty()).then(|| v.to_owned())
-                }),
-                // Unreadable: goscope most likely runs beside the target (a sidecar); its own
-                // environment describes the same pod.
-                None => std::env::var(name).ok().filter(|v| !v.is_empty()),
-            }
-        };
-        let k8s = if target_env("KUBERNETES_SERVICE_HOST").is_some() {
-            K8S_ENV.iter().filter_map(|(var, key)| Some((*key, target_env(var)?))).collect()
-        } else {
-            Vec::new()
-        };
-        let container_id = fs::read_to_string(format!("{proc_dir}/cgroup")).ok().and_then(|c| container_id_from_cgroup(&c));
+        let cgroup = fs::read_to_string(format!("{proc_dir}/cgroup")).unwrap_or_default();
+        let environ = fs::read(format!("{proc_dir}/environ")).unwrap_or_default();
+        let own_node = std::env::var(OWN_NODE_NAME_ENV).ok().filter(|v| !v.is_empty());
+        let k8s = k8s_attributes(&environ, &cgroup, own_node);
         let info = binary.build_info();
         Self {
             pid,
@@ -132,7 +131,7 @@ impl ProcessInfo {
             go_build_id: info.build_id.clone(),
             go_module: (!info.module.is_empty()).then(|| info.module.clone()),
             k8s,
-            container_id,
+            container_id: container_id_from_cgroup(&cgroup),
         }
     }
 
@@ -208,6 +207,54 @@ fn hostname() -> Option<String> {
     (!h.is_empty()).then(|| h.to_owned())
 }
 
+/// The value of `name` in a `/proc/PID/environ` image (NUL-separated `KEY=VALUE`), if not empty.
+fn environ_var(environ: &[u8], name: &str) -> Option<String> {
+    environ.split(|&c| c == 0).find_map(|kv| {
+        let value = kv.strip_prefix(name.as_bytes())?.strip_prefix(b"=")?;
+        let value = std::str::from_utf8(value).ok()?;
+        (!value.is_empty()).then(|| value.to_owned())
+    })
+}
+
+/// The k8s.* attributes of a target whose environment is `environ` and cgroup file `cgroup`:
+/// none unless it runs in a pod (its cgroup names one, or its environment has
+/// `KUBERNETES_SERVICE_HOST`).
+fn k8s_attributes(environ: &[u8], cgroup: &str, own_node: Option<String>) -> Vec<(&'static str, String)> {
+    let pod_uid = pod_uid_from_cgroup(cgroup);
+    if pod_uid.is_none() && environ_var(environ, "KUBERNETES_SERVICE_HOST").is_none() {
+        return Vec::new();
+    }
+    let mut attrs: Vec<(&'static str, String)> =
+        K8S_ENV.iter().filter_map(|(var, key)| Some((*key, environ_var(environ, var)?))).collect();
+    let mut add_missing = |key: &'static str, value: Option<String>| {
+        if let Some(value) = value
+            && !attrs.iter().any(|(k, _)| *k == key)
+        {
+            attrs.push((key, value));
+        }
+    };
+    add_missing(sc::K8S_POD_UID, pod_uid);
+    add_missing(sc::K8S_NODE_NAME, own_node);
+    attrs
+}
+
+/// The pod UID in a kubelet-made cgroup path: `…/kubepods/burstable/pod<uid>/<container>` with
+/// the cgroupfs driver, `…/kubepods-burstable-pod<uid with _ for ->.slice/…` with systemd's.
+fn pod_uid_from_cgroup(cgroup: &str) -> Option<String> {
+    cgroup.lines().find_map(|line| {
+        let path = line.splitn(3, ':').nth(2)?;
+        if !path.contains("kubepods") {
+            return None;
+        }
+        path.split('/').find_map(|seg| {
+            let seg = seg.trim_end_matches(".slice");
+            let uid = seg.strip_prefix("pod").or_else(|| seg.rsplit_once("-pod").map(|(_, uid)| uid))?.replace('_', "-");
+            let is_uuid = uid.len() == 36 && uid.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-');
+            is_uuid.then_some(uid)
+        })
+    })
+}
+
 /// The 64-hex-digit container ID in a cgroup path (docker, containerd, cri-o, podman layouts).
 fn container_id_from_cgroup(cgroup: &str) -> Option<String> {
     cgroup.lines().find_map(|line| {
@@ -230,6 +277,47 @@ mod tests {
         assert_eq!(container_id_from_cgroup(&format!("0::/system.slice/docker-{id}.scope\n")), Some(id.clone()));
         assert_eq!(container_id_from_cgroup(&format!("0::/kubepods/besteffort/pod1234/cri-containerd:{id}\n")), Some(id.clone()));
         assert_eq!(container_id_from_cgroup("0::/user.slice/user-0.slice/session-1.scope\n"), None);
+    }
+
+    #[test]
+    fn pod_uids_from_kubelet_cgroup_paths() {
+        let uid = "1a2b3c4d-0000-4e5f-8a9b-0123456789ab";
+        let id = "b".repeat(64);
+        let cgroupfs = format!("0::/kubepods/burstable/pod{uid}/{id}\n");
+        assert_eq!(pod_uid_from_cgroup(&cgroupfs).as_deref(), Some(uid));
+        let systemd = format!(
+            "0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{}.slice/cri-containerd-{id}.scope\n",
+            uid.replace('-', "_")
+        );
+        assert_eq!(pod_uid_from_cgroup(&systemd).as_deref(), Some(uid));
+        let guaranteed = format!("0::/kubepods.slice/kubepods-pod{}.slice/crio-{id}.scope\n", uid.replace('-', "_"));
+        assert_eq!(pod_uid_from_cgroup(&guaranteed).as_deref(), Some(uid));
+        assert_eq!(pod_uid_from_cgroup("0::/system.slice/docker-abc.scope\n"), None);
+    }
+
+    #[test]
+    fn k8s_attributes_come_only_from_the_named_variables() {
+        let environ =
+            b"PATH=/bin\0DB_PASSWORD=hunter2\0KUBERNETES_SERVICE_HOST=10.0.0.1\0POD_NAME=shop-7d9\0POD_NAMESPACE=prod\0";
+        let attrs = k8s_attributes(environ, "0::/\n", Some("node-a".into()));
+        assert_eq!(
+            attrs,
+            [
+                (sc::K8S_POD_NAME, "shop-7d9".to_owned()),
+                (sc::K8S_NAMESPACE_NAME, "prod".to_owned()),
+                (sc::K8S_NODE_NAME, "node-a".to_owned())
+            ]
+        );
+        assert!(!format!("{attrs:?}").contains("hunter2"));
+        // Not in a pod: nothing, not even goscope's own node.
+        assert!(k8s_attributes(b"PATH=/bin\0POD_NAME=x\0", "0::/user.slice\n", Some("node-a".into())).is_empty());
+        // A pod's cgroup is enough; its environment's POD_UID wins over the cgroup's.
+        let uid = "1a2b3c4d-0000-4e5f-8a9b-0123456789ab";
+        let cgroup = format!("0::/kubepods/besteffort/pod{uid}/{}\n", "c".repeat(64));
+        assert_eq!(k8s_attributes(b"", &cgroup, None), [(sc::K8S_POD_UID, uid.to_owned())]);
+        assert_eq!(k8s_attributes(b"POD_UID=other\0", &cgroup, None), [(sc::K8S_POD_UID, "other".to_owned())]);
+        // A prefix of a name is not the name.
+        assert_eq!(environ_var(b"POD_NAMESPACE=prod\0", "POD_NAME"), None);
     }
 
     #[test]

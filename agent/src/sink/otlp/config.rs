@@ -63,6 +63,32 @@ impl OtlpCompression {
     }
 }
 
+/// Which blocking episodes become spans (`--otlp-span-waits`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]
+pub enum SpanWaits {
+    /// Synchronisation: channel send/receive, select, Mutex, RWMutex, WaitGroup, Cond, semaphores.
+    Sync,
+    /// time.Sleep.
+    Sleep,
+    /// Network and file IO waits (the netpoller).
+    Io,
+    /// The runtime's own idle waits (GC workers, finalizers, timers, ...).
+    Runtime,
+}
+
+impl SpanWaits {
+    /// Which of these a wait of class `class` is.
+    pub fn of(class: crate::model::state::WaitClass) -> Self {
+        use crate::model::state::WaitClass as C;
+        match class {
+            C::Sleep => Self::Sleep,
+            C::IoWait => Self::Io,
+            C::Runtime | C::Other => Self::Runtime,
+            _ => Self::Sync,
+        }
+    }
+}
+
 /// OTLP export of spans, logs and metrics. Off unless `--otlp-endpoint` or an
 /// `OTEL_EXPORTER_OTLP_*ENDPOINT` variable is set.
 #[derive(clap::Args, Debug, Clone)]
@@ -101,6 +127,18 @@ pub struct OtlpArgs {
     /// executable name].
     #[arg(long = "otlp-service-name", value_name = "NAME")]
     pub otlp_service_name: Option<String>,
+    /// Blocking episodes that become spans, comma-separated: sync (channels, select, locks), sleep,
+    /// io, runtime. Every episode still counts in the blocking-duration histogram.
+    #[arg(long = "otlp-span-waits", value_enum, value_name = "WAITS", value_delimiter = ',', default_value = "sync")]
+    pub otlp_span_waits: Vec<SpanWaits>,
+    /// Most blocking-episode and lifetime spans exported per second for one watched process (0: no
+    /// limit); the rest are counted as rate_limited. Finding spans are never limited.
+    #[arg(long = "otlp-max-spans-per-second", value_name = "N", default_value_t = 200)]
+    pub otlp_max_spans_per_second: u32,
+    /// Also export the target's command line (process.command_args). Off by default: command
+    /// lines often carry secrets; the executable's name and path are always exported.
+    #[arg(long = "otlp-command-args")]
+    pub otlp_command_args: bool,
 }
 
 impl Default for OtlpArgs {
@@ -115,6 +153,9 @@ impl Default for OtlpArgs {
             otlp_export_interval: Duration::from_secs(2),
             otlp_queue_size: 4096,
             otlp_service_name: None,
+            otlp_span_waits: vec![SpanWaits::Sync],
+            otlp_max_spans_per_second: 200,
+            otlp_command_args: false,
         }
     }
 }
@@ -177,6 +218,10 @@ pub struct SignalConfig {
 pub struct ResolvedConfig {
     pub signals: Vec<SignalConfig>,
     pub min_span_duration: Duration,
+    /// Blocking episodes that become spans.
+    pub span_waits: Vec<SpanWaits>,
+    /// Rate limit of episode and lifetime spans (0: none).
+    pub max_spans_per_second: u32,
     pub export_interval: Duration,
     pub queue_size: usize,
     pub service_name: Option<String>,
@@ -289,6 +334,8 @@ impl OtlpArgs {
         Ok(Some(ResolvedConfig {
             signals,
             min_span_duration: self.otlp_min_span_duration,
+            span_waits: self.otlp_span_waits.clone(),
+            max_spans_per_second: self.otlp_max_spans_per_second,
             export_interval: self.otlp_export_interval,
             queue_size: self.otlp_queue_size,
             service_name: self.otlp_service_name.clone().or_else(|| var("OTEL_SERVICE_NAME").map(|(_, v)| v.trim().to_owned())),

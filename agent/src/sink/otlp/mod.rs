@@ -8,6 +8,7 @@
 mod attrs;
 mod config;
 mod ids;
+mod limit;
 mod sdk;
 mod spans;
 
@@ -25,7 +26,7 @@ use opentelemetry::{
     InstrumentationScope, KeyValue,
     logs::{AnyValue, LogRecord as _, Logger as _, LoggerProvider as _, Severity},
     metrics::{Counter, Gauge, Histogram, MeterProvider as _, UpDownCounter},
-    trace::{SpanId, TraceFlags, TraceId},
+    trace::{SpanContext, SpanId, TraceFlags, TraceId},
 };
 use opentelemetry_sdk::{
     logs::{BatchLogProcessor, SdkLogger, SdkLoggerProvider},
@@ -34,7 +35,7 @@ use opentelemetry_sdk::{
 };
 
 pub use attrs::ProcessInfo;
-pub use config::{OtlpArgs, OtlpCompression, OtlpProtocol, ResolvedConfig, Signal, SignalConfig};
+pub use config::{OtlpArgs, OtlpCompression, OtlpProtocol, ResolvedConfig, Signal, SignalConfig, SpanWaits};
 pub use sdk::SignalStats;
 pub use spans::EpisodeExtra;
 
@@ -137,6 +138,10 @@ struct Traces {
     rooted: Mutex<HashSet<u64>>,
     /// Findings raised so far (to number their traces).
     seq: AtomicU64,
+    /// Ongoing episodes already exported as a span by a finding: goroutine → (start of its wait,
+    /// that span), so a goroutine in two findings (blocked, then deadlock) has one ongoing span,
+    /// which both findings link to. Forgotten when the wait ends.
+    ongoing: Mutex<HashMap<u64, (u64, SpanContext)>>,
 }
 
 /// Most goroutines remembered as having exported spans (exits lost in the kernel would otherwise
@@ -201,6 +206,8 @@ pub struct OtlpExporter {
     /// Wall clock at CLOCK_MONOTONIC zero, to timestamp spans from event times.
     wall_at_mono_zero: SystemTime,
     min_span_ns: u64,
+    /// Wait classes whose episodes become spans.
+    span_waits: HashSet<SpanWaits>,
     raised: Mutex<HashMap<FindingKey, Raised>>,
     config: ResolvedConfig,
 }
@@ -249,7 +256,7 @@ impl OtlpExporter {
 
         let traces = match config.signal(Signal::Traces) {
             Some(c) => {
-                let gate = Gate::new(queue);
+                let gate = Gate::with_rate(queue, config.max_spans_per_second);
                 let exporter = Counted::new(sdk::span_exporter(c)?, Arc::clone(&gate));
                 let batch = opentelemetry_sdk::trace::BatchConfigBuilder::default()
                     .with_max_queue_size(queue)
@@ -264,6 +271,7 @@ impl OtlpExporter {
                     factory: SpanFactory { ids: Ids::new(Ids::random_salt(target.pid)), scope: scope.clone() },
                     rooted: Mutex::new(HashSet::new()),
                     seq: AtomicU64::new(0),
+                    ongoing: Mutex::new(HashMap::new()),
                 })
             }
             None => None,
@@ -315,6 +323,7 @@ impl OtlpExporter {
             metrics,
             wall_at_mono_zero: now.checked_sub(Duration::from_nanos(mono)).unwrap_or(now),
             min_span_ns: u64::try_from(config.min_span_duration.as_nanos()).unwrap_or(u64::MAX),
+            span_waits: config.span_waits.iter().copied().collect(),
             raised: Mutex::new(HashMap::new()),
             config,
         })
@@ -331,6 +340,17 @@ impl OtlpExporter {
 
     fn submit_span(&self, t: &Traces, span: SpanData) -> bool {
         if t.gate.admit() {
+            t.processor.on_end(span);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// [`Self::submit_span`] under the per-target rate limit (episodes and lifetimes, which a
+    /// busy process makes by the thousand; findings are few and never limited).
+    fn submit_limited_span(&self, t: &Traces, span: SpanData) -> bool {
+        if t.gate.admit_limited() {
             t.processor.on_end(span);
             true
         } else {
@@ -368,7 +388,10 @@ impl OtlpExporter {
             m.blocking.record(duration_ns as f64 / 1e9, &attrs[usize::from(wait.reason_code)]);
         }
         let Some(tr) = &self.traces else { return };
-        if duration_ns < self.min_span_ns {
+        if let Ok(mut ongoing) = tr.ongoing.lock() {
+            ongoing.remove(goid);
+        }
+        if !self.wants_episode_span(wait.class, duration_ns) {
             return;
         }
         let span = spans::episode_span(
@@ -384,9 +407,15 @@ impl OtlpExporter {
             ctx,
             extra,
         );
-        if self.submit_span(tr, span) {
+        if self.submit_limited_span(tr, span) {
             tr.mark_rooted(*goid);
         }
+    }
+
+    /// Whether a finished episode of this class and length becomes a span: long enough, and of a
+    /// class `--otlp-span-waits` selects.
+    fn wants_episode_span(&self, class: crate::model::state::WaitClass, duration_ns: u64) -> bool {
+        duration_ns >= self.min_span_ns && self.span_waits.contains(&SpanWaits::of(class))
     }
 
     /// A goroutine exited (`Transition::Exited`; other transitions are ignored). Its lifetime
@@ -400,12 +429,20 @@ impl OtlpExporter {
         let now_ns = *exited_ns;
         let start_ns = created_ns.unwrap_or(ctx.attached_at_ns);
         let had_span = tr.rooted.lock().map(|mut r| r.remove(goid)).unwrap_or(false);
+        if let Ok(mut ongoing) = tr.ongoing.lock() {
+            ongoing.remove(goid);
+        }
         if !had_span && now_ns.saturating_sub(start_ns) < self.min_span_ns {
             return;
         }
         let span =
             spans::lifetime_span(&tr.factory, *goid, *parent_goid, created_ns.is_none(), self.wall(start_ns), self.wall(now_ns));
-        self.submit_span(tr, span);
+        // The root of spans already exported is never shed: they would be orphans.
+        if had_span {
+            self.submit_span(tr, span);
+        } else {
+            self.submit_limited_span(tr, span);
+        }
     }
 
     /// A finding was raised: a log record (WARN for suspect, ERROR for proven), a count, each
@@ -417,10 +454,16 @@ impl OtlpExporter {
         let mut trace = None;
         if let Some(tr) = &self.traces {
             let seq = tr.seq.fetch_add(1, Relaxed);
-            let (root, ongoing) = spans::finding_spans(&tr.factory, f, seq, now, Some(state));
+            let (mut root, ongoing) = spans::finding_spans(&tr.factory, f, seq, now, Some(state));
+            let ongoing = self.new_ongoing_spans(tr, ongoing, root.as_mut(), state);
             // The log record points at the finding's span, or (a `blocked` finding) at the one
             // goroutine's ongoing episode.
-            let lead = root.as_ref().or(ongoing.first()).map(|s| (s.span_context.trace_id(), s.span_context.span_id()));
+            let lead = root
+                .as_ref()
+                .map(|s| s.span_context.clone())
+                .or_else(|| ongoing.first().map(|s| s.span_context.clone()))
+                .or_else(|| self.known_ongoing(tr, f, state))
+                .map(|c| (c.trace_id(), c.span_id()));
             let mut all_in = true;
             for s in ongoing {
                 tr.mark_rooted(spans_goid(&s));
@@ -447,6 +490,48 @@ impl OtlpExporter {
                 m.open_findings.add(1, &attrs[..1]);
             }
         }
+    }
+
+    /// The ongoing-episode spans of `spans` not yet exported for the same wait; the finding's
+    /// `root` links to the earlier span in place of a new one.
+    fn new_ongoing_spans(
+        &self,
+        tr: &Traces,
+        spans: Vec<SpanData>,
+        mut root: Option<&mut SpanData>,
+        state: &ProcessState,
+    ) -> Vec<SpanData> {
+        let Ok(mut known) = tr.ongoing.lock() else { return spans };
+        let mut fresh = Vec::with_capacity(spans.len());
+        for s in spans {
+            let goid = spans_goid(&s);
+            let Some(since) = state.goroutine(goid).map(|g| g.since_ns) else {
+                fresh.push(s);
+                continue;
+            };
+            match known.get(&goid) {
+                Some((known_since, earlier)) if *known_since == since => {
+                    if let Some(root) = root.as_deref_mut() {
+                        for link in root.links.links.iter_mut().filter(|l| l.span_context == s.span_context) {
+                            link.span_context = earlier.clone();
+                        }
+                    }
+                }
+                _ => {
+                    known.insert(goid, (since, s.span_context.clone()));
+                    fresh.push(s);
+                }
+            }
+        }
+        fresh
+    }
+
+    /// For a `blocked` finding whose goroutine's ongoing span was exported before: that span.
+    fn known_ongoing(&self, tr: &Traces, f: &Finding, state: &ProcessState) -> Option<SpanContext> {
+        let g = f.goroutines.first()?;
+        let since = state.goroutine(g.goid)?.since_ns;
+        let known = tr.ongoing.lock().ok()?;
+        known.get(&g.goid).filter(|(s, _)| *s == since).map(|(_, c)| c.clone())
     }
 
     /// A finding went away (its id is no longer reported): an INFO log record with the same
@@ -788,6 +873,9 @@ impl Metrics {
         otlp("goscope.otlp.exported", "Spans, log records or metric collections the backend accepted", |s| s.exported);
         otlp("goscope.otlp.failed", "Items in exports that failed after retries", |s| s.failed);
         otlp("goscope.otlp.dropped", "Items dropped because the export queue was full", |s| s.dropped);
+        otlp("goscope.otlp.rate_limited", "Spans refused by the per-target rate limit (--otlp-max-spans-per-second)", |s| {
+            s.rate_limited
+        });
 
         Self {
             provider,

@@ -29,6 +29,7 @@ use opentelemetry_sdk::{
 use super::{
     ExportError,
     config::{OtlpCompression, OtlpProtocol, Signal, SignalConfig},
+    limit::TokenBucket,
 };
 
 /// Counts for one signal. `submitted = exported + failed + dropped-at-shutdown + in flight`;
@@ -44,6 +45,9 @@ pub(crate) struct Gate {
     failed: AtomicU64,
     export_errors: AtomicU64,
     last_error: Mutex<Option<String>>,
+    /// The rate limit of [`Gate::admit_limited`], if any.
+    limit: Option<Mutex<TokenBucket>>,
+    rate_limited: AtomicU64,
 }
 
 /// What happened to one signal's items.
@@ -59,6 +63,8 @@ pub struct SignalStats {
     pub dropped: u64,
     /// Export requests that failed (each may carry many items).
     pub export_errors: u64,
+    /// Refused by the rate limit (`--otlp-max-spans-per-second`); never queued.
+    pub rate_limited: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
 }
@@ -73,6 +79,26 @@ impl SignalStats {
 impl Gate {
     pub(crate) fn new(capacity: usize) -> Arc<Self> {
         Arc::new(Self { capacity: capacity as u64, ..Self::default() })
+    }
+
+    /// A gate whose [`Gate::admit_limited`] lets at most `per_second` items a second through
+    /// (0: no limit).
+    pub(crate) fn with_rate(capacity: usize, per_second: u32) -> Arc<Self> {
+        let limit = (per_second > 0).then(|| Mutex::new(TokenBucket::new(per_second, std::time::Instant::now())));
+        Arc::new(Self { capacity: capacity as u64, limit, ..Self::default() })
+    }
+
+    /// [`Gate::admit`] for items that may be shed under load: first the rate limit (a refusal
+    /// counts in `rate_limited`), then the queue.
+    pub(crate) fn admit_limited(&self) -> bool {
+        if let Some(limit) = &self.limit {
+            let allowed = limit.lock().map(|mut b| b.take(std::time::Instant::now())).unwrap_or(true);
+            if !allowed {
+                self.rate_limited.fetch_add(1, Relaxed);
+                return false;
+            }
+        }
+        self.admit()
     }
 
     /// Whether one more item may enter the SDK's queue. The count of items in the SDK between
@@ -111,6 +137,7 @@ impl Gate {
             failed: self.failed.load(Relaxed),
             dropped: self.dropped.load(Relaxed),
             export_errors: self.export_errors.load(Relaxed),
+            rate_limited: self.rate_limited.load(Relaxed),
             last_error: self.last_error.lock().ok().and_then(|l| l.clone()),
         }
     }

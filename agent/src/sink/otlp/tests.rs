@@ -242,3 +242,68 @@ fn a_dead_endpoint_never_blocks_and_everything_is_accounted_for() {
         assert!(stats.lost() >= 5000 - 32, "{protocol}: {stats:?}");
     }
 }
+
+/// An exporter whose backend is away (nothing listens on loopback port 9): what it submitted is
+/// what its calls decided to export.
+fn exporter_to_nowhere(args: OtlpArgs) -> OtlpExporter {
+    let args = OtlpArgs {
+        otlp_endpoint: Some("http://127.0.0.1:9".into()),
+        otlp_protocol: Some(OtlpProtocol::HttpProtobuf),
+        otlp_timeout: Some(Duration::from_millis(200)),
+        ..args
+    };
+    OtlpExporter::start(&args, &ProcessInfo { pid: 1, ..ProcessInfo::default() }).unwrap().unwrap()
+}
+
+#[test]
+fn a_goroutine_in_two_findings_has_one_ongoing_span() {
+    let (leak, state) = leak_and_state();
+    let exporter = exporter_to_nowhere(OtlpArgs::default());
+    let mut blocked = leak.clone();
+    blocked.id = crate::detect::FindingKey::Blocked { pid: 1, goid: 5 };
+    blocked.finding_type = FindingType::Blocked;
+    blocked.grade = Grade::Suspect;
+    blocked.goroutines.truncate(1);
+    exporter.finding(&blocked, &state);
+    assert_eq!(exporter.stats().traces.submitted, 1, "the blocked goroutine's ongoing span");
+    // The leak names g5 again and g6: its own span and g6's ongoing span, not g5's a second time.
+    exporter.finding(&leak, &state);
+    assert_eq!(exporter.stats().traces.submitted, 3);
+    // Raised again (a re-check): nothing new but the finding's span.
+    exporter.finding(&leak, &state);
+    assert_eq!(exporter.stats().traces.submitted, 4);
+    exporter.shutdown_within(Duration::from_millis(500));
+}
+
+#[test]
+fn sleeps_io_and_runtime_waits_become_spans_only_when_asked_for() {
+    use crate::model::state::WaitClass;
+    let default = exporter_to_nowhere(OtlpArgs::default());
+    let second = 1_000_000_000;
+    for reason in ["sleep", "IO wait", "GC worker (idle)", "timer goroutine (idle)", ""] {
+        assert!(!default.wants_episode_span(WaitClass::of(reason), second), "{reason:?}");
+    }
+    for reason in ["chan receive", "chan send", "select", "sync.Mutex.Lock", "sync.WaitGroup.Wait", "sync.Cond.Wait"] {
+        assert!(default.wants_episode_span(WaitClass::of(reason), second), "{reason:?}");
+        assert!(!default.wants_episode_span(WaitClass::of(reason), 1_000_000), "{reason:?}: shorter than the minimum");
+    }
+    default.shutdown_within(Duration::from_millis(500));
+
+    let sleeps = exporter_to_nowhere(OtlpArgs { otlp_span_waits: vec![SpanWaits::Sleep], ..OtlpArgs::default() });
+    assert!(sleeps.wants_episode_span(WaitClass::Sleep, second));
+    assert!(!sleeps.wants_episode_span(WaitClass::ChanReceive, second));
+    sleeps.shutdown_within(Duration::from_millis(500));
+}
+
+#[test]
+fn spans_over_the_rate_limit_are_counted_not_queued() {
+    let gate = sdk::Gate::with_rate(1000, 10);
+    let admitted = (0..50).filter(|_| gate.admit_limited()).count() as u64;
+    let stats = gate.stats();
+    // One second's worth at once (the calls take microseconds: hardly any refill).
+    assert!((10..=11).contains(&admitted), "{stats:?}");
+    assert_eq!((stats.submitted, stats.rate_limited), (admitted, 50 - admitted));
+    // Findings go through the unlimited door.
+    assert!(gate.admit());
+    assert!(sdk::Gate::new(1000).admit_limited(), "no rate, no limit");
+}
