@@ -297,7 +297,7 @@ fn sleeps_io_and_runtime_waits_become_spans_only_when_asked_for() {
 
 #[test]
 fn spans_over_the_rate_limit_are_counted_not_queued() {
-    let gate = sdk::Gate::with_rate(1000, 10);
+    let gate = Gate::with_rate(1000, 10);
     let admitted = (0..50).filter(|_| gate.admit_limited()).count() as u64;
     let stats = gate.stats();
     // One second's worth at once (the calls take microseconds: hardly any refill).
@@ -305,5 +305,5 @@ fn spans_over_the_rate_limit_are_counted_not_queued() {
     assert_eq!((stats.submitted, stats.rate_limited), (admitted, 50 - admitted));
     // Findings go through the unlimited door.
     assert!(gate.admit());
-    assert!(sdk::Gate::new(1000).admit_limited(), "no rate, no limit");
+    assert!(Gate::new(1000).admit_limited(), "no rate, no limit");
 }
