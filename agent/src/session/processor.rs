@@ -89,6 +89,7 @@ struct Processor<'a> {
     stats: ProcessStats,
     ticks: u64,
     next_state_line_ns: u64,
+    top_rate: top::EventRate,
 }
 
 impl<'a> Processor<'a> {
@@ -112,6 +113,7 @@ impl<'a> Processor<'a> {
             stats: ProcessStats::default(),
             ticks: 0,
             next_state_line_ns: 0,
+            top_rate: top::EventRate::default(),
         }
     }
 
@@ -204,7 +206,7 @@ impl<'a> Processor<'a> {
         let changes = self.findings.update(current);
         self.export(&changes, reader);
         self.count(&changes);
-        self.draw(now_ns, changes)
+        self.draw(now_ns, changes, reader)
     }
 
     /// Every detector's findings at `now_ns`, a proof replacing the suspects it covers.
@@ -263,7 +265,7 @@ impl<'a> Processor<'a> {
 
     /// Writes this tick's lines: the periodic state line, and the finding changes or the
     /// redrawn `--top` screen.
-    fn draw(&mut self, now_ns: u64, changes: Vec<Change>) -> io::Result<()> {
+    fn draw(&mut self, now_ns: u64, changes: Vec<Change>, reader: &ReadStats) -> io::Result<()> {
         if let (Some(every), Format::Json) = (self.cfg.state_every, self.cfg.format)
             && now_ns >= self.next_state_line_ns
         {
@@ -273,7 +275,8 @@ impl<'a> Processor<'a> {
         }
         if self.cfg.top {
             // Clear the screen and redraw from the top-left corner.
-            return write!(self.out, "\x1b[H\x1b[2J{}", top::render(&self.state, self.ctx, now_ns));
+            let status = self.top_rate.status(now_ns, self.stats.events, reader.lost_kernel, reader.dropped, self.hits.health());
+            return write!(self.out, "\x1b[H\x1b[2J{}", top::render(&self.state, self.ctx, now_ns, &status));
         }
         for change in changes {
             let line = change.render(self.cfg.format)?;

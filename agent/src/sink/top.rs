@@ -3,15 +3,70 @@
 use std::{collections::BTreeMap, fmt::Write as _};
 
 use crate::{
-    model::{hex, state::ProcessState},
-    sink::OutputLine,
+    model::{
+        hex,
+        state::{Goroutine, ProcessState},
+    },
+    sink::{OutputLine, otlp::ProbeHealth},
     target::TargetContext,
 };
 
 /// How many of the longest-blocked goroutines the summary lists.
 const LONGEST: usize = 15;
+/// The screen width the summary fits in.
+pub const WIDTH: usize = 120;
 
-pub fn render(state: &ProcessState, ctx: &TargetContext, now_ns: u64) -> String {
+/// What `--top` shows about goscope itself: how much it sees, what it misses, what it costs.
+#[derive(Debug, Clone, Default)]
+pub struct TopStatus {
+    /// Events processed since attach.
+    pub events: u64,
+    /// Events a second over the last refresh interval.
+    pub events_per_s: f64,
+    /// Lost in the kernel ring buffer.
+    pub lost: u64,
+    /// Dropped in userspace (queue full).
+    pub dropped: u64,
+    /// Hits per probe, and whether the kernel emulates its instruction.
+    pub probes: Vec<ProbeHealth>,
+}
+
+/// The event rate `--top` shows: events between two refreshes over the time between them.
+#[derive(Debug, Default)]
+pub struct EventRate {
+    last: Option<(u64, u64)>,
+}
+
+impl EventRate {
+    /// What `--top` shows now, given the counts so far.
+    pub fn status(&mut self, now_ns: u64, events: u64, lost: u64, dropped: u64, probes: Vec<ProbeHealth>) -> TopStatus {
+        let events_per_s = match self.last {
+            Some((t, n)) if now_ns > t => events.saturating_sub(n) as f64 * 1e9 / (now_ns - t) as f64,
+            _ => 0.0,
+        };
+        self.last = Some((now_ns, events));
+        TopStatus { events, events_per_s, lost, dropped, probes }
+    }
+}
+
+impl TopStatus {
+    /// `events 12345 (812/s)  lost 0  dropped 0`.
+    fn events_line(&self) -> String {
+        format!("events {} ({:.0}/s)  lost {}  dropped {}", self.events, self.events_per_s, self.lost, self.dropped)
+    }
+
+    /// `probes: 3 emulated (~1 us/hit), 1 single-stepped (~5 us/hit); est. target CPU 0.012 s`.
+    fn probes_line(&self) -> String {
+        let emulated = self.probes.iter().filter(|p| p.emulated).count();
+        let stepped = self.probes.len() - emulated;
+        let cost: f64 = self.probes.iter().map(ProbeHealth::estimated_cost_s).sum();
+        format!(
+            "probes: {emulated} emulated (~1 us/hit), {stepped} single-stepped (~5 us/hit); target CPU in probes ~{cost:.3} s"
+        )
+    }
+}
+
+pub fn render(state: &ProcessState, ctx: &TargetContext, now_ns: u64, status: &TopStatus) -> String {
     let mut by_state: BTreeMap<&'static str, usize> = BTreeMap::new();
     let mut by_reason: BTreeMap<String, usize> = BTreeMap::new();
     let mut blocked = Vec::new();
@@ -26,60 +81,80 @@ pub fn render(state: &ProcessState, ctx: &TargetContext, now_ns: u64) -> String 
     }
     blocked.sort_by_key(|g| (g.since_ns, g.goid));
     let total: usize = by_state.values().sum();
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "goscope: PID {} — {} goroutines known — +{} since attach",
-        ctx.pid,
-        total,
-        duration(now_ns.saturating_sub(ctx.attached_at_ns))
-    );
-    let _ = writeln!(s, "\n  {:<10} {:>7}", "STATE", "COUNT");
-    for (name, n) in &by_state {
-        let _ = writeln!(s, "  {name:<10} {n:>7}");
-    }
+    let mut lines = vec![
+        format!(
+            "goscope: PID {} - {} goroutines known - +{} since attach",
+            ctx.pid,
+            total,
+            duration(now_ns.saturating_sub(ctx.attached_at_ns))
+        ),
+        status.events_line(),
+        status.probes_line(),
+        String::new(),
+        format!("  {:<10} {:>7}", "STATE", "COUNT"),
+    ];
+    lines.extend(by_state.iter().map(|(name, n)| format!("  {name:<10} {n:>7}")));
     let mut reasons: Vec<_> = by_reason.into_iter().collect();
     reasons.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    let _ = writeln!(s, "\n  {:<28} {:>7}", "WAIT REASON", "COUNT");
-    for (name, n) in &reasons {
-        let _ = writeln!(s, "  {name:<28} {n:>7}");
-    }
-    let _ = writeln!(s, "\n  LONGEST BLOCKED (on channels, selects and locks)");
+    lines.push(String::new());
+    lines.push(format!("  {:<28} {:>7}", "WAIT REASON", "COUNT"));
+    lines.extend(reasons.iter().map(|(name, n)| format!("  {:<28} {n:>7}", clip(name, 28))));
+    lines.push(String::new());
+    lines.push("  LONGEST BLOCKED (on channels, selects and locks)".to_string());
+    lines.push(blocked_row("GOROUTINE", "WAIT REASON", "  BLOCKED", "ON", "START FUNCTION", "PARKED AT"));
     for g in blocked.iter().take(LONGEST) {
-        let Some(wait) = &g.wait else { continue };
-        let since = now_ns.saturating_sub(g.since_ns);
-        let at_least = if g.since_is_lower_bound { ">" } else { " " };
-        let on = match (wait.channels.as_slice(), wait.lock) {
-            ([], Some(lock)) => format!("lock {}", hex(lock)),
-            ([], None) => String::new(),
-            (chans, _) => chans
-                .iter()
-                .map(|&c| match state.channel(c).and_then(|ch| ch.capacity) {
-                    Some(cap) => format!("chan {} (cap {cap})", hex(c)),
-                    None => format!("chan {}", hex(c)),
-                })
-                .collect::<Vec<_>>()
-                .join(", "),
-        };
-        let runs = g.start_pc.and_then(|pc| ctx.symbolize(pc)).map(|f| f.function).unwrap_or_else(|| "?".into());
-        let parked_at = wait.site().map(|f| format!(" at {}:{}", short_file(&f.file), f.line)).unwrap_or_default();
-        let created = g
-            .creation_pc
-            .and_then(|pc| ctx.symbolize(pc.saturating_sub(1)))
-            .map(|f| format!(" created at {}:{}", short_file(&f.file), f.line))
-            .unwrap_or_default();
-        let _ = writeln!(
-            s,
-            "  g{:<7} {:<18} {at_least}{:>8}  {on:<28} {runs}{parked_at}{created}",
-            g.goid,
-            ctx.wait_reason(wait.reason_code),
-            duration(since)
-        );
+        lines.push(blocked_line(g, state, ctx, now_ns));
     }
     if blocked.len() > LONGEST {
-        let _ = writeln!(s, "  ... and {} more", blocked.len() - LONGEST);
+        lines.push(format!("  ... and {} more", blocked.len() - LONGEST));
+    }
+    let mut s = String::new();
+    for line in lines {
+        let _ = writeln!(s, "{}", clip(&line, WIDTH));
     }
     s
+}
+
+/// One row of the longest-blocked table: fixed columns, each clipped to its width, so a row
+/// never passes [`WIDTH`].
+fn blocked_row(goid: &str, reason: &str, since: &str, on: &str, start: &str, parked_at: &str) -> String {
+    format!(
+        "  {:<10} {:<16} {:>9}  {:<26} {:<28} {}",
+        clip(goid, 10),
+        clip(reason, 16),
+        clip(since, 9),
+        clip(on, 26),
+        clip(start, 28),
+        clip(parked_at, 22)
+    )
+}
+
+fn blocked_line(g: &Goroutine, state: &ProcessState, ctx: &TargetContext, now_ns: u64) -> String {
+    let Some(wait) = &g.wait else { return String::new() };
+    let at_least = if g.since_is_lower_bound { ">" } else { "" };
+    let since = format!("{at_least}{}", duration(now_ns.saturating_sub(g.since_ns)));
+    let on = match (wait.channels.as_slice(), wait.lock) {
+        ([], Some(lock)) => format!("lock {}", hex(lock)),
+        ([], None) => String::new(),
+        ([c], _) => match state.channel(*c).and_then(|ch| ch.capacity) {
+            Some(cap) => format!("chan {} cap {cap}", hex(*c)),
+            None => format!("chan {}", hex(*c)),
+        },
+        (chans, _) => format!("{} chans from {}", chans.len(), hex(chans[0])),
+    };
+    let start = g.start_pc.and_then(|pc| ctx.symbolize(pc)).map(|f| f.function).unwrap_or_else(|| "?".into());
+    let parked_at = wait.site().map(|f| format!("{}:{}", short_file(&f.file), f.line)).unwrap_or_default();
+    blocked_row(&format!("g{}", g.goid), &ctx.wait_reason(wait.reason_code), &since, &on, &start, &parked_at)
+}
+
+/// `text` cut to at most `width` characters, the cut marked with `~`.
+fn clip(text: &str, width: usize) -> String {
+    if text.chars().count() <= width {
+        return text.to_string();
+    }
+    let mut out: String = text.chars().take(width.saturating_sub(1)).collect();
+    out.push('~');
+    out
 }
 
 /// The periodic `{"kind":"state"}` JSON line: counts a script can compare with its own view
@@ -124,7 +199,16 @@ fn duration(ns: u64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::duration;
+    use super::{WIDTH, blocked_row, clip, duration};
+
+    #[test]
+    fn rows_fit_the_screen_whatever_their_contents() {
+        let long = "x".repeat(300);
+        let row = blocked_row(&long, &long, &long, &long, &long, &long);
+        assert!(row.chars().count() <= WIDTH, "{} columns: {row}", row.chars().count());
+        assert_eq!(clip("main.worker", 28), "main.worker");
+        assert_eq!(clip("github.com/org/repo/pkg.(*Server).handle", 12), "github.com/~");
+    }
 
     #[test]
     fn durations_read_naturally() {
