@@ -759,7 +759,14 @@ fn attach_exports_leaks_and_deadlocks_of_the_leaky_fixture() -> Result<()> {
     for s in &episodes {
         ensure!(op(s) == "block: chan send" && tag(s, "goscope.blocking.ongoing") == Some(&Value::Bool(true)), "{s}");
         ensure!(tag_i64(s, "goscope.goroutine.id").is_some_and(|g| leaked.contains(&g)), "{s}");
-        ensure!(tag_str(s, "goscope.finding.id") == tag_str(leak, "goscope.finding.id"), "{s}");
+        // One ongoing span per wait: the first finding that named the goroutine (its `blocked`
+        // finding, or the leak) exported it, and the leak links to that one.
+        let goid = tag_i64(s, "goscope.goroutine.id").unwrap_or(0);
+        let by = tag_str(s, "goscope.finding.id").unwrap_or("");
+        ensure!(
+            Some(by) == tag_str(leak, "goscope.finding.id") || (by.starts_with("blocked:") && by.ends_with(&format!(":{goid}"))),
+            "{s}"
+        );
         ensure!(
             tag_str(s, "goscope.channel.element_type") == Some("int") && tag_i64(s, "goscope.channel.capacity") == Some(0),
             "{s}"
@@ -819,4 +826,58 @@ fn finding_record<'a>(logs: &'a [LogRecord], span: &Value) -> Option<&'a LogReco
             && Some(r.trace_id.as_str()) == span["traceID"].as_str()
             && Some(r.span_id.as_str()) == span["spanID"].as_str()
     })
+}
+
+/// `goscope attach` on the sleepers fixture for a few seconds with `extra` flags; the span
+/// names Jaeger received for the service, and goscope's summary line.
+fn sleepers_spans(jaeger: &Jaeger, service: &str, extra: &[&str]) -> Result<(Vec<String>, Value)> {
+    let fixture = GoFixture::build("sleepers", None, Variant::Plain)?;
+    let mut target = fixture.spawn(&[])?;
+    target.expect_json("fixture", Duration::from_secs(30))?;
+    let endpoint = jaeger.otlp_grpc_endpoint();
+    let mut args = vec![
+        "--no-events",
+        "--otlp-endpoint",
+        &endpoint,
+        "--otlp-protocol",
+        "grpc",
+        "--otlp-service-name",
+        service,
+        "--otlp-export-interval",
+        "500ms",
+    ];
+    args.extend_from_slice(extra);
+    let mut goscope = Goscope::attach(target.pid(), &args)?;
+    goscope.wait_attached(Duration::from_secs(60))?;
+    // ~20 episodes of each kind, 150 ms each.
+    thread::sleep(Duration::from_secs(3));
+    let stopped = goscope.stop(Duration::from_secs(30))?;
+    ensure!(stopped.status.success(), "goscope: {}", stopped.stderr);
+    let summary = goscope.events().iter().rev().find(|v| v["kind"] == "summary").cloned().context("no summary line")?;
+    let spans = jaeger.wait_spans(service, Duration::from_secs(30), |s| s.iter().any(|s| op(s) == "block: chan receive"))?;
+    Ok((spans.iter().map(|s| op(s).to_string()).collect(), summary))
+}
+
+/// OTLP volume: by default only synchronisation waits become spans (the receiver's 150 ms channel
+/// waits do, the sleeper's 150 ms sleeps do not); `--otlp-span-waits sync,sleep` brings sleeps
+/// back; and `--otlp-max-spans-per-second` sheds episode spans, counting them.
+#[test]
+fn attach_exports_sleeps_only_when_asked_and_within_the_rate_limit() -> Result<()> {
+    if !require_bpf()? {
+        return Ok(());
+    }
+    let jaeger = Jaeger::start()?;
+    let (names, _) = sleepers_spans(&jaeger, "sleepers-default", &[])?;
+    ensure!(!names.iter().any(|n| n == "block: sleep"), "sleep spans exported by default: {names:?}");
+
+    let (names, _) = sleepers_spans(&jaeger, "sleepers-sleep", &["--otlp-span-waits", "sync,sleep"])?;
+    ensure!(names.iter().any(|n| n == "block: sleep"), "no sleep span with --otlp-span-waits sync,sleep: {names:?}");
+
+    let (names, summary) = sleepers_spans(&jaeger, "sleepers-limited", &["--otlp-max-spans-per-second", "1"])?;
+    let traces = &summary["otlp"]["traces"];
+    ensure!(traces["rate_limited"].as_u64() > Some(0), "nothing rate-limited at 1 span/s: {summary}");
+    let episodes = names.iter().filter(|n| n.starts_with("block: ")).count() as u64;
+    // One second's worth at once, then one a second, over ~3-4 s of attach.
+    ensure!(episodes <= 6, "{episodes} episode spans at 1 span/s: {names:?}");
+    Ok(())
 }
