@@ -38,6 +38,10 @@ pub struct SessionConfig {
     pub leak_scan_budget_mib: u64,
     #[command(flatten)]
     pub otlp: OtlpArgs,
+    /// Write each deadlock and leak finding's wait-for graph as Graphviz DOT into this directory,
+    /// one `<finding id>.dot` file per finding (`dot -Tsvg FILE` draws it).
+    #[arg(long, value_name = "DIR")]
+    pub dot_dir: Option<std::path::PathBuf>,
     /// Size of the kernel ring buffer in bytes.
     #[arg(skip = agent_ebpf::DEFAULT_RING_BYTES)]
     pub ring_bytes: u32,

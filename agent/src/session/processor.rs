@@ -25,7 +25,7 @@ use crate::{
         reader::{Item, ReadStats},
     },
     sink::{
-        Format, OutputLine,
+        Format, OutputLine, dot,
         event::EventRecord,
         otlp::{ExportStats, Health, OtlpExporter, ProcessInfo},
         top, warning_line, write_line,
@@ -205,6 +205,7 @@ impl<'a> Processor<'a> {
         self.ticks += 1;
         let changes = self.findings.update(current);
         self.export(&changes, reader);
+        self.write_graphs(&changes)?;
         self.count(&changes);
         self.draw(now_ns, changes, reader)
     }
@@ -225,6 +226,23 @@ impl<'a> Processor<'a> {
         let mut current: Vec<Finding> = self.detectors.iter_mut().flat_map(|d| d.check(&inputs)).collect();
         detect::drop_superseded(&mut current);
         current
+    }
+
+    /// With `--dot-dir`: each raised deadlock or leak finding's wait-for graph, as a DOT file. A
+    /// file that cannot be written is a warning, not the end of the session.
+    fn write_graphs(&mut self, changes: &[Change]) -> io::Result<()> {
+        let Some(dir) = self.cfg.dot_dir.clone() else { return Ok(()) };
+        for change in changes {
+            let Change::Raised(f) = change else { continue };
+            if f.finding_type == FindingType::Blocked {
+                continue;
+            }
+            let path = dir.join(dot::file_name(f));
+            if let Err(e) = std::fs::write(&path, dot::finding_graph(f)) {
+                self.warn(&format!("cannot write {}: {e}", path.display()))?;
+            }
+        }
+        Ok(())
     }
 
     /// Feeds the OTLP exporter the state, health and finding changes of this tick.

@@ -2,6 +2,7 @@
 //! readable text, the live `--top` screen, and OTLP.
 //!
 //! Reads the model and the detectors' findings; never feeds back into them.
+pub mod dot;
 pub mod dump;
 pub mod event;
 pub mod json;
