@@ -85,6 +85,8 @@ struct RtFrame {
 struct RtGoroutine {
     /// What the header shows in brackets, without ", N minutes" and " (scan)".
     status: String,
+    /// The header says ", locked to thread".
+    locked: bool,
     frames: Vec<RtFrame>,
     created_by: Option<(String, Option<u64>)>,
 }
@@ -103,11 +105,12 @@ fn parse_traceback(text: &str) -> Result<BTreeMap<u64, RtGoroutine>> {
             .with_context(|| format!("header {header:?}"))?;
         let (i, j) = (header.find('[').unwrap_or(0), header.rfind(']').unwrap_or(0));
         let mut status = header.get(i + 1..j).unwrap_or("").to_string();
+        let locked = status.contains(", locked to thread");
         if let Some(k) = status.find(", ") {
             status.truncate(k);
         }
         let status = status.replace(" (scan)", "");
-        let mut g = RtGoroutine { status, ..Default::default() };
+        let mut g = RtGoroutine { status, locked, ..Default::default() };
         let lines: Vec<&str> = lines.collect();
         let mut k = 0;
         while k < lines.len() {
@@ -256,6 +259,9 @@ fn check(fixture: &GoFixture, herd: usize) -> Result<String> {
         // The fixture ran a GC after they parked, which set g.waitsince.
         if !g["waiting_for_ns"].as_u64().is_some_and(|ns| ns < 600_000_000_000) {
             problems.push(format!("{name}: waiting_for_ns {}", g["waiting_for_ns"]));
+        }
+        if g["locked_to_thread"] != (name == "pinned") {
+            problems.push(format!("{name}: locked_to_thread {}", g["locked_to_thread"]));
         }
         if g["stack_end"] != "goexit" {
             problems.push(format!("{name}: stack_end {}", g["stack_end"]));
@@ -525,9 +531,15 @@ fn text_matches_the_runtime(version: Option<&str>) -> Result<()> {
             problems.push(format!("{name} (goroutine {goid}) missing from a dump"));
             continue;
         };
-        if a.status != b.status || a.frames != b.frames || a.created_by != b.created_by {
+        if a.status != b.status || a.locked != b.locked || a.frames != b.frames || a.created_by != b.created_by {
             problems.push(format!("{name} (goroutine {goid}):\n    goscope: {a:?}\n    runtime: {b:?}"));
         }
+    }
+    let pinned = run.info["goroutines"]["pinned"]["goid"].as_u64().context("fixture: no pinned goroutine")?;
+    if !rt.get(&pinned).is_some_and(|g| g.locked) {
+        problems.push(format!(
+            "the runtime's dump does not say goroutine {pinned} is locked to thread; the fixture no longer tests it"
+        ));
     }
     for (dump, gs) in [("goscope's", &ours), ("the runtime's", &rt)] {
         if let Some(g) = gs.get(&main_goid).filter(|g| g.created_by.is_some()) {

@@ -73,6 +73,8 @@ layout! {
     g_waiting: req = "runtime.g.waiting";
     /// `g.parentGoid` (absent before Go 1.21).
     g_parent_goid: opt = "runtime.g.parentGoid";
+    /// `g.lockedm`: the M a goroutine is locked to (runtime.LockOSThread), 0 when none.
+    g_lockedm: opt = "runtime.g.lockedm";
     /// `g.gopc`: PC of the `go` statement.
     g_gopc: req = "runtime.g.gopc";
     /// `g.startpc`: PC of the goroutine function.

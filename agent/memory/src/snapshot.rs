@@ -193,6 +193,9 @@ pub struct Goroutine {
     pub wait_since_ns: Option<u64>,
     /// `g.parentGoid` (Go 1.21+; None when 0 or absent).
     pub parent_goid: Option<u64>,
+    /// `g.lockedm` is set: the goroutine called runtime.LockOSThread (false when the binary's
+    /// layout does not name the field).
+    pub locked_to_thread: bool,
     /// `g.gopc`: return address of the `go` statement's call to newproc.
     pub gopc: u64,
     /// Where `gopc - 1` is: the `go` statement, as the runtime's "created by" line shows it: the
@@ -471,6 +474,7 @@ struct GOffsets {
     waitreason: usize,
     waiting: usize,
     parent: Option<usize>,
+    lockedm: Option<usize>,
     gopc: usize,
     startpc: usize,
     sched_sp: usize,
@@ -499,6 +503,7 @@ impl GOffsets {
             waitreason: u(l.g_waitreason),
             waiting: u(l.g_waiting),
             parent: l.g_parent_goid.map(u),
+            lockedm: l.g_lockedm.map(u),
             gopc: u(l.g_gopc),
             startpc: u(l.g_startpc),
             sched_sp: u(l.g_sched_sp),
@@ -517,6 +522,7 @@ impl GOffsets {
             o.waitreason + 1,
             o.waiting + 8,
             o.parent.map_or(0, |p| p + 8),
+            o.lockedm.map_or(0, |m| m + 8),
             o.gopc + 8,
             o.startpc + 8,
             o.sched_sp + 8,
@@ -545,6 +551,7 @@ struct GView {
     waitreason: u8,
     waiting: u64,
     parent: u64,
+    lockedm: u64,
     gopc: u64,
     startpc: u64,
     sched_sp: u64,
@@ -571,6 +578,7 @@ impl GView {
             waitreason: b[o.waitreason],
             waiting: u64_at(b, o.waiting),
             parent: o.parent.map_or(0, |p| u64_at(b, p)),
+            lockedm: o.lockedm.map_or(0, |m| u64_at(b, m)),
             gopc: u64_at(b, o.gopc),
             startpc: u64_at(b, o.startpc),
             sched_sp: u64_at(b, o.sched_sp),
@@ -1125,6 +1133,7 @@ impl<'a> Ctx<'a> {
             wait_reason,
             wait_since_ns,
             parent_goid: (v.parent != 0).then_some(v.parent),
+            locked_to_thread: v.lockedm != 0,
             gopc: v.gopc,
             created_by,
             created_at,

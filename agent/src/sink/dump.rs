@@ -125,6 +125,9 @@ fn write_goroutine(out: &mut impl Write, snap: &Snapshot, g: &Goroutine) -> io::
             header.push_str(&format!(", {minutes} minutes"));
         }
     }
+    if g.locked_to_thread {
+        header.push_str(", locked to thread");
+    }
     writeln!(out, "{header}]:")?;
     match g.stack_end {
         StackEnd::Running => writeln!(out, "\tgoroutine running on other thread; stack unavailable")?,
@@ -243,6 +246,8 @@ struct GoroutineRecord<'a> {
     sema_addr: Option<String>,
     created_by: Option<CreatedBy<'a>>,
     parent_goid: Option<u64>,
+    /// runtime.LockOSThread: the runtime's dump says "locked to thread".
+    locked_to_thread: bool,
     start_function: Option<&'a str>,
     stack: Vec<FrameRecord<'a>>,
     /// Why the stack ends: goexit (complete), running, truncated, ...
@@ -288,6 +293,7 @@ fn write_json(out: &mut impl Write, snap: &Snapshot, ctx: &Ctx<'_>) -> io::Resul
                 pc: hex(g.gopc),
             }),
             parent_goid: g.parent_goid,
+            locked_to_thread: g.locked_to_thread,
             start_function: g.start_function.as_deref(),
             stack: g
                 .stack
