@@ -421,6 +421,20 @@ impl KernelRun {
         self.findings.iter().flat_map(named_goids).collect()
     }
 
+    /// Goroutines proven leaked (by a proven leak or deadlock finding).
+    fn proven(&self) -> BTreeSet<u64> {
+        self.findings.iter().filter(|f| f["grade"] == "proven").flat_map(named_goids).collect()
+    }
+
+    /// The differential against the runtime's profile: (goroutines the profile lists that goscope
+    /// did not prove, goroutines goscope proved that the profile does not list).
+    pub fn proof_disagreements(&self) -> (Vec<u64>, Vec<u64>) {
+        let proven = self.proven();
+        let unproven = self.leaked.keys().copied().filter(|g| !proven.contains(g)).collect();
+        let extra = proven.into_iter().filter(|g| !self.leaked.contains_key(g)).collect();
+        (unproven, extra)
+    }
+
     /// The leaked goroutines some leak/deadlock finding names.
     pub fn named_leaked(&self) -> usize {
         self.named().iter().filter(|g| self.leaked.contains_key(g)).count()
@@ -442,7 +456,8 @@ impl KernelRun {
 }
 
 /// Runs `kernel`, attaches `goscope` (`--block-threshold threshold`) once its profile is written,
-/// and watches until every leaked goroutine is named by a leak/deadlock finding or `watch` passes.
+/// and watches until every leaked goroutine is named by a proven leak/deadlock finding or `watch`
+/// passes (a suspect naming them does not end it: the proven set is compared with the profile).
 pub fn run_kernel(goker: &Path, goscope: &Path, kernel: &Kernel, watch: Duration, threshold: Duration) -> Result<KernelRun> {
     let mut process = KernelProcess::start(goker, kernel, Duration::from_secs(60))?;
     let threshold = format!("{}ms", threshold.as_millis());
@@ -452,15 +467,17 @@ pub fn run_kernel(goker: &Path, goscope: &Path, kernel: &Kernel, watch: Duration
     let attached = Instant::now();
     // (since attached, goids) of every leak/deadlock finding: scored once the last profile is in.
     let mut sightings: Vec<(Duration, BTreeSet<u64>)> = Vec::new();
-    let mut named: BTreeSet<u64> = BTreeSet::new();
+    let mut proven: BTreeSet<u64> = BTreeSet::new();
     let leaked_at_start = process.leaked.clone();
     agent.watch_until(attached + watch, |line| {
         if is_leak_or_deadlock(line) {
             let goids = named_goids(line);
-            named.extend(goids.iter().filter(|g| leaked_at_start.contains_key(g)));
+            if line["grade"] == "proven" {
+                proven.extend(goids.iter().filter(|g| leaked_at_start.contains_key(g)));
+            }
             sightings.push((attached.elapsed(), goids));
         }
-        !leaked_at_start.is_empty() && named.len() == leaked_at_start.len()
+        !leaked_at_start.is_empty() && proven.len() == leaked_at_start.len()
     })?;
     agent.stop(Duration::from_secs(30))?;
     process.profile_again(Duration::from_secs(30))?;

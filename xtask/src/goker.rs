@@ -319,6 +319,33 @@ fn run_json(run: &anyhow::Result<KernelRun>) -> Value {
 
 /// The issue's targets: recall >= 95% on channel kernels, >= 90% overall, no leak/deadlock finding
 /// on a healthy program.
+/// goscope's proven set against the runtime's leak profile, run by manifested run: how many runs
+/// agree exactly, and the goroutines on either side only, with the kernels where they differ.
+fn print_differential(kernels: &[Kernel], runs: &[Vec<anyhow::Result<KernelRun>>]) {
+    let (mut manifested, mut exact, mut unproven, mut extra) = (0, 0, 0, 0);
+    let mut differing = Vec::new();
+    for (kernel, runs) in kernels.iter().zip(runs) {
+        for run in runs.iter().flatten().filter(|r| r.manifested()) {
+            manifested += 1;
+            let (missing, more) = run.proof_disagreements();
+            if missing.is_empty() && more.is_empty() {
+                exact += 1;
+            } else {
+                differing.push(format!("{} (-{} +{})", kernel.name, missing.len(), more.len()));
+            }
+            unproven += missing.len();
+            extra += more.len();
+        }
+    }
+    println!(
+        "  proven == profile {exact} of {manifested} manifested runs; {unproven} leaked goroutines not proven, \
+         {extra} proven that the profile does not list"
+    );
+    if !differing.is_empty() {
+        println!("    differ: {}", differing.join(", "));
+    }
+}
+
 fn print_targets(kernels: &[Kernel], runs: &[Vec<anyhow::Result<KernelRun>>], healthy: &[anyhow::Result<healthy::HealthyRun>]) {
     let verdict = |met: bool| if met { "met" } else { "NOT MET" };
     let channel = Score::of(kernels.iter().zip(runs).filter(|(k, _)| k.class() == BugClass::Channel).map(|(_, r)| r)).recall();
@@ -331,6 +358,7 @@ targets:"
         let shown = recall.map_or("-".to_string(), |r| format!("{:.0}%", r * 100.0));
         println!("  {label:<16} {shown:>5} (>= {:.0}%): {}", target * 100.0, verdict(recall.is_some_and(|r| r >= target)));
     }
+    print_differential(kernels, runs);
     if !healthy.is_empty() {
         let false_findings: usize = healthy.iter().flatten().map(|r| r.false_findings.len()).sum();
         let errors = healthy.iter().filter(|r| r.is_err()).count();
