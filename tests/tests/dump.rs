@@ -267,15 +267,11 @@ fn check(fixture: &GoFixture, herd: usize) -> Result<String> {
             problems.push(format!("{name}: stack_end {}", g["stack_end"]));
         }
         // The semaphore: from g.waiting (Go 1.26+ links the sudog there), else from the runtime's
-        // semtable, found by its symbol (so not in stripped binaries). sync.Mutex.sema is at +4,
-        // WaitGroup.sema at +8 (go-runtime-facts.md §2).
+        // semtable (by its symbol, or decoded from the code in a stripped binary).
+        // sync.Mutex.sema is at +4, WaitGroup.sema at +8 (go-runtime-facts.md §2).
         if let Some(sync) = want["sync_addr"].as_str() {
             let field = if name == "locker" || name == "inllock" { 4 } else { 8 };
-            let expect = if minor >= 26 || fixture.variant != Variant::Stripped {
-                Value::from(format!("{:#x}", parse_hex(sync)? + field))
-            } else {
-                Value::Null
-            };
+            let expect = Value::from(format!("{:#x}", parse_hex(sync)? + field));
             if g["sema_addr"] != expect {
                 problems.push(format!("{name}: sema_addr {}, expected {expect} ({sync} + sema field)", g["sema_addr"]));
             }

@@ -58,13 +58,13 @@ impl SudogFields {
 }
 
 /// g address → (the semaphore address it waits on, its sudog), for every sudog queued in
-/// `runtime.semtable` that two reads agree on. Empty when the binary has no `runtime.semtable` symbol (stripped).
+/// `runtime.semtable` that two reads agree on. Empty when `runtime.semtable` cannot be found.
 pub fn semaphore_waiters(
     mem: &ProcessMemory,
     binary: &GoBinary,
     load_bias: u64,
 ) -> Result<HashMap<u64, (u64, u64)>, MemoryError> {
-    let Some(table) = binary.data_symbol("runtime.semtable").map(|a| a.wrapping_add(load_bias)) else {
+    let Some(table) = locate_semtable(mem, binary, load_bias) else {
         return Ok(HashMap::new());
     };
     let fields = SudogFields::of(binary);
@@ -74,6 +74,46 @@ pub fn semaphore_waiters(
     }
     let second = read_table(mem, table, &fields)?;
     Ok(first.into_iter().filter(|(g, addr)| second.get(g) == Some(addr)).collect())
+}
+
+/// Runtime address of `runtime.semtable`: its symbol, or in a stripped binary the one address
+/// that both `runtime.semacquire1` and `runtime.semrelease1` take with a RIP-relative LEA (their
+/// inlined `semroot`) and whose memory looks like the table: 251 cache lines, each a word-aligned
+/// treap pointer after the lock and nothing but zeros after `nwait`.
+fn locate_semtable(mem: &ProcessMemory, binary: &GoBinary, load_bias: u64) -> Option<u64> {
+    if let Some(a) = binary.data_symbol("runtime.semtable") {
+        return Some(a.wrapping_add(load_bias));
+    }
+    if binary.arch() != goscope_inspect::Arch::Amd64 {
+        return None;
+    }
+    let lea_targets = |name: &str| -> Option<Vec<u64>> {
+        let f = binary.function(name)?;
+        let ip = f.entry.wrapping_add(load_bias);
+        let code = mem.read_vec(ip, f.end.saturating_sub(f.entry).clamp(1, 8192) as usize).ok()?;
+        let decoder = iced_x86::Decoder::with_ip(64, &code, ip, iced_x86::DecoderOptions::NONE);
+        let mut targets: Vec<u64> = decoder
+            .into_iter()
+            .take_while(|i| !i.is_invalid())
+            .filter(|i| i.mnemonic() == iced_x86::Mnemonic::Lea && i.is_ip_rel_memory_operand())
+            .map(|i| i.ip_rel_memory_address())
+            .collect();
+        targets.sort_unstable();
+        targets.dedup();
+        Some(targets)
+    };
+    let acquire = lea_targets("runtime.semacquire1")?;
+    let release = lea_targets("runtime.semrelease1")?;
+    acquire.into_iter().filter(|a| release.binary_search(a).is_ok()).find(|&a| looks_like_semtable(mem, a))
+}
+
+/// The memory at `addr` has the shape of `runtime.semtable` (see [`locate_semtable`]).
+fn looks_like_semtable(mem: &ProcessMemory, addr: u64) -> bool {
+    let Ok(bytes) = mem.read_vec(addr, (SEMTABLE_ENTRIES * SEMTABLE_STRIDE) as usize) else { return false };
+    bytes.as_chunks::<{ SEMTABLE_STRIDE as usize }>().0.iter().all(|entry| {
+        let treap = u64::from_le_bytes(entry[8..16].try_into().expect("8 bytes"));
+        (treap == 0 || plausible(treap)) && entry[20..].iter().all(|&b| b == 0)
+    })
 }
 
 /// One read of every treap: g → (semaphore address, sudog) (a g seen twice is left out: the read
