@@ -22,6 +22,19 @@ pub struct Seed {
 
 /// Reads every goroutine from the target's memory into the state (without stopping it).
 pub fn seed_from_memory(state: &mut ProcessState, ctx: &TargetContext) -> Result<Seed, Box<dyn std::error::Error>> {
+    read_into_state(state, ctx, ProcessState::reconcile)
+}
+
+/// Re-reads every goroutine after events were lost or dropped (see [`ProcessState::resync`]).
+pub fn resync_from_memory(state: &mut ProcessState, ctx: &TargetContext) -> Result<Seed, Box<dyn std::error::Error>> {
+    read_into_state(state, ctx, ProcessState::resync)
+}
+
+fn read_into_state(
+    state: &mut ProcessState,
+    ctx: &TargetContext,
+    merge: fn(&mut ProcessState, &[SnapshotGoroutine], u64),
+) -> Result<Seed, Box<dyn std::error::Error>> {
     let mem = ProcessMemory::new(ctx.pid)?;
     let snap = goscope_memory::snapshot(&mem, &ctx.binary, ctx.load_bias)?;
     let goroutines: Vec<SnapshotGoroutine> = snap
@@ -61,7 +74,7 @@ pub fn seed_from_memory(state: &mut ProcessState, ctx: &TargetContext) -> Result
             })
         })
         .collect();
-    state.reconcile(&goroutines, snap.read_start_ns);
+    merge(state, &goroutines, snap.read_start_ns);
     for ch in snap.channels.values() {
         state.set_channel_info(ch.addr, ch.capacity, ch.closed, ch.element_type.clone());
     }

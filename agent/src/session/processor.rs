@@ -20,7 +20,7 @@ use crate::{
         SessionConfig,
         findings::{Change, FindingTracker},
         leakscan::LeakScanner,
-        memory::{HOLDINGS_EVERY_TICKS, read_holdings, read_park_stacks, seed_from_memory},
+        memory::{HOLDINGS_EVERY_TICKS, read_holdings, read_park_stacks, resync_from_memory, seed_from_memory},
         probe_hits::ProbeHits,
         reader::{Item, ReadStats},
     },
@@ -90,6 +90,13 @@ struct Processor<'a> {
     ticks: u64,
     next_state_line_ns: u64,
     top_rate: top::EventRate,
+    /// Events were lost (ring buffer full) or dropped (queue full) since the last tick: the
+    /// state is re-read from memory before anything is judged.
+    resync_pending: bool,
+    /// Events dropped in userspace as of the last tick.
+    dropped_seen: u64,
+    /// Resyncs so far (the first one is announced).
+    resyncs: u64,
 }
 
 impl<'a> Processor<'a> {
@@ -114,6 +121,9 @@ impl<'a> Processor<'a> {
             ticks: 0,
             next_state_line_ns: 0,
             top_rate: top::EventRate::default(),
+            resync_pending: false,
+            dropped_seen: 0,
+            resyncs: 0,
         }
     }
 
@@ -158,6 +168,27 @@ impl<'a> Processor<'a> {
         if self.cfg.top { Ok(()) } else { self.write(&line) }
     }
 
+    /// After lost or dropped events: the state takes memory's view, so that no finding rests on
+    /// a wake-up or an exit that never arrived.
+    /// Whether the state could be re-read.
+    fn resync(&mut self) -> io::Result<bool> {
+        self.resyncs += 1;
+        let first = self.resyncs == 1;
+        match resync_from_memory(&mut self.state, self.ctx) {
+            Ok(_) if first => self
+                .warn(
+                    "events were lost or dropped: goscope re-reads the goroutines from memory after each loss \
+                     (their waits then count from the re-read)",
+                )
+                .map(|()| true),
+            Ok(_) => Ok(true),
+            Err(e) if first => self
+                .warn(&format!("re-reading the goroutines after lost events failed ({e}): retrying every tick"))
+                .map(|()| false),
+            Err(_) => Ok(false),
+        }
+    }
+
     fn event(&mut self, ev: &GoroutineEvent) -> io::Result<()> {
         self.stats.events += 1;
         self.hits.count(ev);
@@ -184,6 +215,7 @@ impl<'a> Processor<'a> {
     }
 
     fn lost(&mut self, count: u64) -> io::Result<()> {
+        self.resync_pending = true;
         let line = match self.cfg.format {
             Format::Json => OutputLine::Lost { pid: self.ctx.pid, count }.to_json()?,
             Format::Text => format!("goscope: {count} events lost: the ring buffer was full (raise --ring-buffer-size)"),
@@ -193,6 +225,15 @@ impl<'a> Processor<'a> {
 
     /// Reads what memory tells about long waits, judges, and reports what changed.
     fn tick(&mut self, now_ns: u64, reader: &ReadStats) -> io::Result<()> {
+        if reader.dropped > self.dropped_seen {
+            self.dropped_seen = reader.dropped;
+            self.resync_pending = true;
+        }
+        if std::mem::take(&mut self.resync_pending) && !self.resync()? {
+            // Nothing is judged on a state that may miss a wake-up or an exit.
+            self.resync_pending = true;
+            return Ok(());
+        }
         read_park_stacks(&mut self.state, self.ctx, now_ns);
         if self.ticks.is_multiple_of(HOLDINGS_EVERY_TICKS) {
             self.state.prune_channels(now_ns);

@@ -4,7 +4,7 @@
 //! Goroutines are keyed by goid, never by `*g`: the runtime reuses g structs for new goroutines.
 mod wait;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 pub use wait::{NOTIFY_LIST_LOCK, WaitClass, WaitReasons, is_synchronisation_internal, sync_function_class, sync_primitive};
 
@@ -306,6 +306,31 @@ impl ProcessState {
         }
         self.exited.clear();
         self.reconciled = true;
+    }
+
+    /// Repairs what lost events may have left wrong, from a memory snapshot read after the loss
+    /// (`read_start_ns` is when the read began). A goroutine with an event newer than the read
+    /// keeps the events' view. Any other: gone from memory means it exited (its exit event was
+    /// lost); listed means memory's view, with a wait counted from the read, a lower bound, even
+    /// if the state saw it park earlier (a lost wake-up and park in between would otherwise make
+    /// one wait of two and a blocked finding out of a goroutine that made progress).
+    pub fn resync(&mut self, snapshot: &[SnapshotGoroutine], read_start_ns: u64) {
+        let listed: HashSet<u64> = snapshot.iter().map(|s| s.goid).collect();
+        let stale: Vec<u64> = self.goroutines.values().filter(|g| g.last_event_ns < read_start_ns).map(|g| g.goid).collect();
+        for goid in stale {
+            self.leave_channels(goid);
+            self.goroutines.remove(&goid);
+            if !listed.contains(&goid) {
+                self.created_ns.remove(&goid);
+            }
+        }
+        // The runtime's wait start is only a GC's timestamp: counted from the read instead.
+        let fresh: Vec<SnapshotGoroutine> = snapshot
+            .iter()
+            .filter(|s| !self.goroutines.contains_key(&s.goid))
+            .map(|s| SnapshotGoroutine { wait_since_ns: 0, ..s.clone() })
+            .collect();
+        self.reconcile(&fresh, read_start_ns);
     }
 
     /// Records what memory showed about a blocked goroutine later: a select's channels, the sync

@@ -113,6 +113,26 @@ fn events_newer_than_the_snapshot_win_and_exits_stay_exited() {
 }
 
 #[test]
+fn resync_after_lost_events_trusts_memory_and_never_lengthens_a_wait() {
+    let mut st = ProcessState::new(1, reasons(), LOCK_OFF);
+    st.reconcile(&[], 100);
+    // g9 parked at 200; its wake-up and second park were lost. g11 parked; its exit was lost.
+    // g12 parked after the memory read began (3000): its event wins.
+    st.apply(&park(200, 9, 19, CHAN));
+    st.apply(&park(300, 11, 19, CHAN));
+    st.apply(&park(3500, 12, 19, CHAN));
+    let mut runnable = snap(13, WaitClass::Sleep, 0, 0);
+    (runnable.state, runnable.wait) = (GoState::Runnable, None);
+    st.resync(&[snap(9, WaitClass::ChanReceive, CHAN, 150), runnable, snap(12, WaitClass::ChanReceive, CHAN, 0)], 3000);
+    let g9 = st.goroutine(9).unwrap();
+    assert_eq!((g9.since_ns, g9.since_is_lower_bound), (3000, true), "counted from the read, not from the first park");
+    assert!(st.goroutine(11).is_none(), "not in memory: exited");
+    assert_eq!(st.goroutine(12).unwrap().since_ns, 3500);
+    assert_eq!(st.goroutine(13).unwrap().state, GoState::Runnable);
+    assert_eq!(st.channel(CHAN).unwrap().blocked_receivers, BTreeSet::from([9, 12]));
+}
+
+#[test]
 fn exits_after_the_snapshot_are_not_remembered() {
     let mut st = ProcessState::new(1, reasons(), LOCK_OFF);
     st.reconcile(&[], 1000);
