@@ -8,21 +8,19 @@
 //!   127.0.0.1 with a free port) and waits until it is healthy.
 //! - [`Jaeger::traces`] and friends read what arrived; [`Proxy`] sits between goscope and Jaeger
 //!   to make the backend slow or unresponsive.
-use std::fmt::Write as _;
 use std::io::{BufRead as _, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
-use std::{env, fs, thread};
+use std::{fs, thread};
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use serde_json::Value;
 
-use crate::fixture::go_command;
+use crate::goprogram::{GoProgram, Replaces};
 use crate::process::ChildGuard;
 
 /// The Go module and version built. Jaeger publishes its v2 binary (`cmd/jaeger`) from the module
@@ -36,101 +34,22 @@ pub fn jaeger_dir() -> PathBuf {
     crate::target_dir().join("otlp-backend").join(format!("jaeger-{JAEGER_VERSION}"))
 }
 
-/// The Jaeger binary: `$GOSCOPE_JAEGER_BIN` if set, else the cached build, built first if missing.
-///
-/// The build is a throwaway module requiring Jaeger at [`JAEGER_VERSION`] (with Jaeger's own
-/// `replace` directives and `go.sum`, so every dependency resolves to what Jaeger pins and is
-/// checked against Jaeger's checksums), built with `go build -trimpath` under `GOFLAGS=-mod=mod`.
-/// Takes several minutes on two cores the first time; afterwards it is a file check. A file lock
-/// keeps parallel test processes from building it twice.
+/// Jaeger's build: a throwaway module requiring Jaeger at [`JAEGER_VERSION`] with Jaeger's own
+/// `replace` directives and `go.sum` (see [`crate::goprogram`]).
+pub const JAEGER: GoProgram = GoProgram {
+    name: "jaeger",
+    module: JAEGER_MODULE,
+    version: JAEGER_VERSION,
+    package: "github.com/jaegertracing/jaeger/cmd/jaeger",
+    replaces: Replaces::Upstream,
+    prebuilt_env: "GOSCOPE_JAEGER_BIN",
+};
+
+/// The Jaeger binary: `$GOSCOPE_JAEGER_BIN` if set, else the cached build in [`jaeger_dir`],
+/// built first if missing (several minutes on two cores the first time).
 pub fn jaeger_binary() -> Result<PathBuf> {
     static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    BIN.get_or_init(|| build_jaeger().map_err(|e| format!("{e:#}"))).clone().map_err(anyhow::Error::msg)
-}
-
-fn build_jaeger() -> Result<PathBuf> {
-    if let Some(bin) = env::var_os("GOSCOPE_JAEGER_BIN").filter(|b| !b.is_empty()) {
-        let bin = PathBuf::from(bin);
-        if !bin.is_file() {
-            bail!("GOSCOPE_JAEGER_BIN={} is not a file", bin.display());
-        }
-        return Ok(bin);
-    }
-    let dir = jaeger_dir();
-    let bin = dir.join("bin").join("jaeger");
-    if bin.is_file() {
-        return Ok(bin);
-    }
-    fs::create_dir_all(dir.join("bin")).with_context(|| format!("creating {}", dir.display()))?;
-    let lock = fs::File::create(dir.join("build.lock"))?;
-    // SAFETY: flock on a descriptor we own; released when `lock` closes.
-    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
-        return Err(std::io::Error::last_os_error()).context("locking the Jaeger build");
-    }
-    if bin.is_file() {
-        return Ok(bin); // another process built it while we waited
-    }
-    let start = Instant::now();
-    eprintln!("goscope-tests: building Jaeger {JAEGER_VERSION} from source (several minutes the first time)");
-    let src = dir.join("src");
-    fs::create_dir_all(&src)?;
-
-    // Where the proxy put Jaeger's module: its go.mod (for the replace directives and go
-    // version) and go.sum (checksums of every dependency).
-    let out = go_command()
-        .args(["mod", "download", "-json", &format!("{JAEGER_MODULE}@{JAEGER_VERSION}")])
-        .current_dir(&src)
-        .env("GOFLAGS", "-mod=mod")
-        .env("GO111MODULE", "on")
-        .env("GOWORK", "off")
-        .env("GOSUMDB", "off")
-        .stdin(Stdio::null())
-        .output()
-        .context("running go mod download (is Go installed?)")?;
-    if !out.status.success() {
-        bail!(
-            "go mod download {JAEGER_MODULE}@{JAEGER_VERSION} failed ({}): {}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let info: Value = serde_json::from_slice(&out.stdout).context("parsing go mod download -json")?;
-    let module_dir = PathBuf::from(info["Dir"].as_str().ok_or_else(|| anyhow!("go mod download gave no Dir: {info}"))?);
-    let upstream_mod = fs::read_to_string(module_dir.join("go.mod"))?;
-    let mut go_mod = format!("module goscope.test/jaeger-build\n\nrequire {JAEGER_MODULE} {JAEGER_VERSION}\n\n");
-    for line in upstream_mod.lines() {
-        if line.starts_with("go ") || line.starts_with("replace ") {
-            writeln!(go_mod, "{line}")?;
-        }
-    }
-    fs::write(src.join("go.mod"), go_mod)?;
-    fs::copy(module_dir.join("go.sum"), src.join("go.sum")).context("copying Jaeger's go.sum")?;
-    let tmp = dir.join("bin").join(format!("jaeger.tmp-{}", std::process::id()));
-    let out = go_command()
-        .args(["build", "-trimpath", "-o"])
-        .arg(&tmp)
-        .arg(format!("{JAEGER_MODULE}/cmd/jaeger"))
-        .current_dir(&src)
-        .env("GOFLAGS", "-mod=mod -buildvcs=false")
-        .env("GO111MODULE", "on")
-        .env("GOWORK", "off")
-        .env("CGO_ENABLED", "0")
-        // The checksum database is not reachable from every sandbox; the go.sum above, Jaeger's
-        // own, pins the dependencies, and a mismatch with it still fails the build.
-        .env("GOSUMDB", "off")
-        .stdin(Stdio::null())
-        .output()
-        .context("running go build for Jaeger")?;
-    if !out.status.success() {
-        let _ = fs::remove_file(&tmp);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let tail: Vec<&str> = stderr.lines().filter(|l| !l.starts_with("go: downloading")).collect();
-        bail!("building Jaeger failed ({}):\n{}", out.status, tail[tail.len().saturating_sub(40)..].join("\n"));
-    }
-    fs::rename(&tmp, &bin)?;
-    eprintln!("goscope-tests: built Jaeger in {:.0}s: {}", start.elapsed().as_secs_f64(), bin.display());
-    Ok(bin)
+    BIN.get_or_init(|| JAEGER.binary_in(&jaeger_dir()).map_err(|e| format!("{e:#}"))).clone().map_err(anyhow::Error::msg)
 }
 
 /// A throwaway certificate authority and a server certificate for 127.0.0.1 signed by it, made

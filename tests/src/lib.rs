@@ -13,6 +13,7 @@
 pub mod backend;
 pub mod fixture;
 pub mod goker;
+pub mod goprogram;
 pub mod goscope;
 pub mod healthy;
 pub mod process;
