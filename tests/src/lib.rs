@@ -16,6 +16,7 @@ pub mod goker;
 pub mod goprogram;
 pub mod goscope;
 pub mod healthy;
+pub mod kube;
 pub mod process;
 pub mod scenario;
 
