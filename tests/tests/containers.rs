@@ -199,8 +199,9 @@ fn check_dump(fixture: &GoFixture, c: &Contained) -> Result<()> {
     ensure!(out.status.success(), "goscope dump --pid {pid} failed:\n{out}");
     let lines: Vec<Value> =
         out.stdout.iter().map(|l| serde_json::from_str(l).with_context(|| format!("not JSON: {l}"))).collect::<Result<_>>()?;
-    let summary = lines.first().ok_or_else(|| anyhow!("no output:\n{out}"))?;
-    ensure!(summary["kind"] == "summary", "first line is not the summary: {summary}");
+    // The summary is the last line, as the README says (goroutines first, as Go's own dump).
+    let summary = lines.last().ok_or_else(|| anyhow!("no output:\n{out}"))?;
+    ensure!(summary["kind"] == "summary", "last line is not the summary: {summary}");
     ensure!(summary["pid"] == c.host_pid, "summary pid: {summary}");
     ensure!(summary["go_version"] == fixture.go_version.as_str(), "summary go_version: {summary}");
     ensure!(summary["exe"].as_str().is_some_and(|e| e.starts_with(&c.exe_in_ns.display().to_string())), "summary exe: {summary}");
