@@ -98,12 +98,9 @@ fn top_fits_120_columns_and_labels_start_function_and_park_site() -> Result<()> 
         ensure!(screen.contains(label), "{label:?} missing from the --top screen:\n{screen}");
     }
     let row = screen.lines().find(|l| l.trim_start().starts_with(&row_start)).context("row")?;
-    // The goroutine's function: main.deadlockA, or (Go 1.22+, `go f(args)`) the wrapper the
-    // compiler made for the go statement in main.main.
-    let start = row
-        .find("main.deadlockA")
-        .or_else(|| row.find("main.main.gowrap"))
-        .with_context(|| format!("start function missing from {row:?}"))?;
+    // The goroutine's function, main.deadlockA, also where (Go 1.22+) `go deadlockA(a, b)` starts
+    // the goroutine in a wrapper the compiler made (main.main.gowrap1).
+    let start = row.find("main.deadlockA").with_context(|| format!("start function missing from {row:?}"))?;
     let site = row.find(&format!("main.go:{line}")).with_context(|| format!("park site main.go:{line} missing from {row:?}"))?;
     ensure!(start < site, "start function and park site out of order: {row:?}");
     ensure!(!row.contains(" at main.go"), "start function and park site joined: {row:?}");

@@ -4,7 +4,7 @@ use std::{collections::BTreeMap, fmt::Write as _};
 
 use crate::{
     model::{
-        hex,
+        SourceSite, hex,
         state::{Goroutine, ProcessState},
     },
     sink::{OutputLine, otlp::ProbeHealth},
@@ -143,8 +143,20 @@ fn blocked_line(g: &Goroutine, state: &ProcessState, ctx: &TargetContext, now_ns
         (chans, _) => format!("{} chans from {}", chans.len(), hex(chans[0])),
     };
     let start = g.start_pc.and_then(|pc| ctx.symbolize(pc)).map(|f| f.function).unwrap_or_else(|| "?".into());
+    let start = called_by_go_wrapper(&start, &wait.stack).unwrap_or(start);
     let parked_at = wait.site().map(|f| format!("{}:{}", short_file(&f.file), f.line)).unwrap_or_default();
     blocked_row(&format!("g{}", g.goid), &ctx.wait_reason(wait.reason_code), &since, &on, &start, &parked_at)
+}
+
+/// For a goroutine started through the wrapper the compiler makes for `go f(args)` (Go 1.22+:
+/// `main.main.gowrap1`), the function the wrapper called, from the stack read from memory.
+fn called_by_go_wrapper(start: &str, stack: &[SourceSite]) -> Option<String> {
+    let is_wrapper = start.rsplit('.').next().is_some_and(|last| last.starts_with("gowrap"));
+    if !is_wrapper {
+        return None;
+    }
+    let at = stack.iter().position(|f| f.function == start)?;
+    Some(stack.get(at.checked_sub(1)?)?.function.clone())
 }
 
 /// `text` cut to at most `width` characters, the cut marked with `~`.
@@ -199,7 +211,16 @@ fn duration(ns: u64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{WIDTH, blocked_row, clip, duration};
+    use super::{SourceSite, WIDTH, blocked_row, called_by_go_wrapper, clip, duration};
+
+    #[test]
+    fn a_go_wrapper_shows_the_function_it_calls() {
+        let frame = |f: &str| SourceSite { function: f.into(), file: "main.go".into(), line: 1 };
+        let stack = [frame("runtime.gopark"), frame("main.deadlockA"), frame("main.main.gowrap1"), frame("runtime.goexit")];
+        assert_eq!(called_by_go_wrapper("main.main.gowrap1", &stack).as_deref(), Some("main.deadlockA"));
+        assert_eq!(called_by_go_wrapper("main.worker", &stack), None);
+        assert_eq!(called_by_go_wrapper("main.main.gowrap2", &stack), None, "not on the stack: unknown");
+    }
 
     #[test]
     fn rows_fit_the_screen_whatever_their_contents() {
