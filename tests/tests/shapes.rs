@@ -53,10 +53,17 @@ fn expected_stuck(roles: &Roles) -> Vec<u64> {
     stuck
 }
 
+/// The shapes every release must get right: (shape, the type of its proven finding).
+const SHAPES: [(&str, &str); 4] = [("senders", "leak"), ("consumers", "leak"), ("ring", "deadlock"), ("fanout", "deadlock")];
+
 fn check(version: Option<&str>) -> Result<()> {
+    check_shapes(version, &SHAPES)
+}
+
+fn check_shapes(version: Option<&str>, shapes: &[(&str, &str)]) -> Result<()> {
     let fixture = GoFixture::build("shapes", version, Variant::Plain)?;
     let mut problems = Vec::new();
-    for (shape, want_type) in [("senders", "leak"), ("consumers", "leak"), ("ring", "deadlock"), ("fanout", "deadlock")] {
+    for &(shape, want_type) in shapes {
         let (findings, roles) = run(&fixture, shape)?;
         let stuck = expected_stuck(&roles);
         // Never a goroutine that is not stuck, and never the other type.
@@ -69,7 +76,7 @@ fn check(version: Option<&str>) -> Result<()> {
         if !proven.iter().any(|f| goids(f) == stuck) {
             problems.push(format!("{shape}: no proven {want_type} naming {stuck:?}: {findings:?}"));
         }
-        if shape == "ring" {
+        if shape.starts_with("ring") {
             let chain_ok = proven.iter().any(|f| {
                 let mut chain: Vec<u64> = f["chain"].as_array().into_iter().flatten().filter_map(Value::as_u64).collect();
                 chain.sort_unstable();
@@ -99,4 +106,15 @@ fn shared_stuck_channels_are_leaks_and_rings_are_deadlocks_go1_22() -> Result<()
         return Ok(());
     }
     check(Some("1.22.12"))
+}
+
+/// Known gap: main's frame keeps the ring's channels in dead locals; the runtime's stack maps say
+/// those slots are dead, goscope scans stacks conservatively, so it only suspects this deadlock.
+#[test]
+#[ignore = "needs precise stack roots (stack maps) for frames of goroutines that can run"]
+fn a_ring_made_in_mains_frame_is_a_proven_deadlock() -> Result<()> {
+    if !require_bpf()? {
+        return Ok(());
+    }
+    check_shapes(None, &[("ringmain", "deadlock")])
 }
