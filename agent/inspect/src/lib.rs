@@ -60,9 +60,13 @@ pub enum Arch {
     Arm64,
 }
 
-/// A source position for a PC.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Frame {
+/// A source position for a PC: the one type for a place in the target's code, from symbolizing
+/// a PC here, from a stack walk (goscope-memory) or as a park site or stack frame in goscope's
+/// output. Serialized as `{"function","file","line"}`: `entry` is an address of one run of the
+/// binary, not part of a source position, and so not compared either: two locations are equal
+/// (and hash and order) by function, file and line.
+#[derive(Debug, Clone, Serialize)]
+pub struct Location {
     /// Function name ("runtime.gopark"). From [`GoBinary::symbolize`], the outermost (physical)
     /// function even for inlined code; from [`GoBinary::symbolize_frames`], each logical one.
     pub function: String,
@@ -71,9 +75,53 @@ pub struct Frame {
     /// Line (0 when unknown).
     pub line: u32,
     /// Entry address of the physical function (for an inlined frame: of the function it was
-    /// inlined into, as `runtime.Frame.Entry`).
+    /// inlined into, as `runtime.Frame.Entry`): link-time from [`GoBinary::symbolize`], the
+    /// running process's address from goscope-memory's stack walks (load bias added).
+    #[serde(skip)]
     pub entry: u64,
 }
+
+impl Location {
+    /// A location with no known entry address (0), as tests and hand-built sites have.
+    pub fn new(function: impl Into<String>, file: impl Into<String>, line: u32) -> Self {
+        Self { function: function.into(), file: file.into(), line, entry: 0 }
+    }
+}
+
+impl Location {
+    fn position(&self) -> (&str, &str, u32) {
+        (&self.function, &self.file, self.line)
+    }
+}
+
+impl PartialEq for Location {
+    fn eq(&self, other: &Self) -> bool {
+        self.position() == other.position()
+    }
+}
+
+impl Eq for Location {}
+
+impl std::hash::Hash for Location {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.position().hash(state);
+    }
+}
+
+impl PartialOrd for Location {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Location {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.position().cmp(&other.position())
+    }
+}
+
+/// The former name of [`Location`].
+pub type Frame = Location;
 
 /// A function's address range.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -195,14 +243,14 @@ impl GoBinary {
 
     /// Function, file and line for a link-time virtual address: the physical function, with the
     /// file:line of the innermost inlined call at `pc` (see [`GoBinary::symbolize_frames`]).
-    pub fn symbolize(&self, pc: u64) -> Option<Frame> {
+    pub fn symbolize(&self, pc: u64) -> Option<Location> {
         if let Some((function, file, line, entry)) = self.pcln.lookup(pc) {
-            return Some(Frame { function, file, line, entry });
+            return Some(Location { function, file, line, entry });
         }
         let i = self.symtab_sorted.partition_point(|(e, _, _)| *e <= pc).checked_sub(1)?;
         let (entry, end, name) = &self.symtab_sorted[i];
         if pc < *end {
-            return Some(Frame { function: name.clone(), file: "?".into(), line: 0, entry: *entry });
+            return Some(Location { function: name.clone(), file: "?".into(), line: 0, entry: *entry });
         }
         None
     }
@@ -217,9 +265,9 @@ impl GoBinary {
     /// `pc` is looked up as given: for a return address pass `pc - 1` (the call instruction), as
     /// the runtime does. [`GoBinary::symbolize`] gives the physical function with the innermost
     /// file:line instead (what the runtime prints for "created by").
-    pub fn symbolize_frames(&self, pc: u64) -> Vec<Frame> {
+    pub fn symbolize_frames(&self, pc: u64) -> Vec<Location> {
         if let Some((frames, entry)) = self.pcln.lookup_frames(pc) {
-            return frames.into_iter().map(|f| Frame { function: f.name, file: f.file, line: f.line, entry }).collect();
+            return frames.into_iter().map(|f| Location { function: f.name, file: f.file, line: f.line, entry }).collect();
         }
         self.symbolize(pc).into_iter().collect()
     }

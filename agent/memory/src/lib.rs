@@ -34,6 +34,7 @@ mod sys;
 mod types;
 
 pub use allgs::{ALLGADD, AllgsLocation, AllgsSource, LocateError, find_allgs_in_code, locate_allgs, locate_allgs_from_code};
+pub use goscope_inspect::Location;
 pub use process::{Batch, DEFAULT_BUDGET, MAX_REQUEST, MemoryError, ProcessMemory, ReadStats};
 pub use reach::{
     GoroutineStack, HeapObject, Incomplete, ProcessHeap, ReachError, ReachGoroutine, ReachHolder, ReachLink, ReachMemory,
@@ -42,7 +43,7 @@ pub use reach::{
 pub use refs::{referenced_globals, stack_words};
 pub use sema::{is_semaphore_wait, semaphore_waiters};
 pub use snapshot::{
-    Channel, GStatus, Goroutine, Location, Snapshot, SnapshotError, SnapshotOptions, SnapshotStats, read_goroutines, snapshot,
+    Channel, GStatus, Goroutine, Snapshot, SnapshotError, SnapshotOptions, SnapshotStats, read_goroutines, snapshot,
     snapshot_with,
 };
 pub use stack::{StackEnd, StackFrame};

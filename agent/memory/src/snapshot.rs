@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
-use goscope_inspect::GoBinary;
+use goscope_inspect::{GoBinary, Location};
 use serde::Serialize;
 
 use crate::allgs::{AllgsLocation, LocateError, locate_allgs};
@@ -146,16 +146,6 @@ impl GStatus {
             GStatus::Runnable | GStatus::Syscall | GStatus::Waiting | GStatus::Copystack | GStatus::Preempted | GStatus::Leaked
         )
     }
-}
-
-/// A source location of a runtime PC.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Location {
-    pub function: String,
-    pub file: String,
-    pub line: u32,
-    /// Runtime address of the function's entry.
-    pub entry: u64,
 }
 
 /// A channel a goroutine waits on: its `hchan` header at the time of reading.

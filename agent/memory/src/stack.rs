@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::snapshot::Location;
+use goscope_inspect::Location;
 
 /// One logical frame of a goroutine's stack. A physical frame (one function activation on the
 /// stack) whose code has calls inlined into it at `pc` is several logical frames, innermost

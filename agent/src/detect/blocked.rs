@@ -56,7 +56,7 @@ pub fn blocked(state: &ProcessState, now_ns: u64, threshold_ns: u64) -> Vec<Find
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{SourceSite, events::GoroutineEvent, state::WaitReasons};
+    use crate::model::{Location, events::GoroutineEvent, state::WaitReasons};
 
     #[test]
     fn only_long_user_level_blocks_are_reported() {
@@ -81,7 +81,7 @@ mod tests {
         names[18] = "select".into();
         names[19] = "chan receive".into();
         let mut st = ProcessState::new(1, WaitReasons::new(names), 104);
-        let site = |function: &str| SourceSite { function: function.into(), file: "x.go".into(), line: 1 };
+        let site = |function: &str| Location::new(function, "x.go", 1);
         // 5: runtime.ensureSigM.func1, all runtime frames; 6: a ticker loop; 7: a user receive.
         for (goid, chan) in [(5, 0x1000), (6, 0x2000), (7, 0x3000)] {
             st.apply(&GoroutineEvent::test_park(0, goid, 19, chan + 104));

@@ -4,7 +4,7 @@
 use std::collections::{HashMap, VecDeque};
 
 use super::{Finding, FindingKey, FindingType, Grade, involved};
-use crate::model::{SourceSite, state::ProcessState};
+use crate::model::{Location, state::ProcessState};
 
 /// Consecutive samples in which the pile must have grown before it is a suspect.
 const RISES: usize = 3;
@@ -12,9 +12,9 @@ const RISES: usize = 3;
 const MAX_LISTED: usize = 100;
 
 /// A park site and wait reason code.
-type Site = (SourceSite, u8);
+type Site = (Location, u8);
 /// Goroutines blocked past the threshold, by site (borrowed from the state for one check).
-type Piles<'a> = HashMap<(&'a SourceSite, u8), Vec<u64>>;
+type Piles<'a> = HashMap<(&'a Location, u8), Vec<u64>>;
 
 /// Counts of goroutines blocked past the threshold per site, sampled every `interval_ns`.
 #[derive(Debug)]
@@ -115,15 +115,15 @@ mod tests {
     const CHAN_SEND: u8 = 20;
     const SEC: u64 = 1_000_000_000;
 
-    fn site(line: u32) -> SourceSite {
-        SourceSite { function: "main.worker".into(), file: "/src/main.go".into(), line }
+    fn site(line: u32) -> Location {
+        Location::new("main.worker", "/src/main.go", line)
     }
 
     /// Parks `n` more goroutines sending at `line`, with their park stacks known.
     fn park(st: &mut ProcessState, first_goid: u64, n: u64, line: u32, ts_ns: u64) {
         for goid in first_goid..first_goid + n {
             st.apply(&GoroutineEvent::test_park(ts_ns, goid, CHAN_SEND, 0x1068));
-            let runtime = SourceSite { function: "runtime.chansend1".into(), file: "chan.go".into(), line: 1 };
+            let runtime = Location::new("runtime.chansend1", "chan.go", 1);
             st.enrich_wait(goid, &[], None, vec![runtime, site(line)]);
         }
     }

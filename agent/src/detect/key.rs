@@ -5,7 +5,7 @@ use std::{cmp::Ordering, fmt};
 
 use serde::{Serialize, Serializer};
 
-use crate::model::SourceSite;
+use crate::model::Location;
 
 /// What a finding is about, stable across re-checks. Its text is the JSON `id`
 /// (`blocked:PID:GOID`, `leak:PID:FUNCTION:LINE:REASON`, `deadlock:PID:G1-G2-…`,
@@ -24,7 +24,7 @@ pub enum FindingKey {
 
 impl FindingKey {
     /// The key of a leak at `site` (function and line; the file adds nothing) for `reason`.
-    pub fn leak(pid: u32, site: Option<&SourceSite>, reason: &str) -> Self {
+    pub fn leak(pid: u32, site: Option<&Location>, reason: &str) -> Self {
         Self::Leak { pid, site: site.map(|s| (s.function.clone(), s.line)), reason: reason.to_owned() }
     }
 }
@@ -73,7 +73,7 @@ mod tests {
     #[test]
     fn keys_read_as_the_json_ids() {
         assert_eq!(FindingKey::Blocked { pid: 1, goid: 9 }.to_string(), "blocked:1:9");
-        let site = SourceSite { function: "main.compute".into(), file: "/src/main.go".into(), line: 54 };
+        let site = Location::new("main.compute", "/src/main.go", 54);
         assert_eq!(FindingKey::leak(1, Some(&site), "chan send").to_string(), "leak:1:main.compute:54:chan send");
         assert_eq!(FindingKey::leak(1, None, "select").to_string(), "leak:1::select");
         assert_eq!(FindingKey::Deadlock { pid: 1, goroutines: vec![5, 6] }.to_string(), "deadlock:1:5-6");

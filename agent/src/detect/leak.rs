@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::{Finding, FindingKey, FindingType, Grade, graph, involved};
 use crate::model::{
-    SourceSite,
+    Location,
     state::{GoState, Goroutine, ProcessState, WaitClass},
 };
 
@@ -82,7 +82,7 @@ pub fn proven(state: &ProcessState, now_ns: u64, threshold_ns: u64, evidence: &L
     // Each stuck goroutine outside the cycles joins the first cycle it waits on, however
     // indirectly; the rest are leaks.
     let mut members: Vec<BTreeSet<u64>> = cycles.clone();
-    let mut leaks: BTreeMap<(Option<&SourceSite>, u8), Vec<u64>> = BTreeMap::new();
+    let mut leaks: BTreeMap<(Option<&Location>, u8), Vec<u64>> = BTreeMap::new();
     for &g in stuck.keys().filter(|g| !cycles.iter().any(|c| c.contains(g))) {
         let behind = graph::reachable(g, &waits_for);
         match cycles.iter().position(|c| !c.is_disjoint(&behind)) {

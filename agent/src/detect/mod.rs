@@ -11,7 +11,7 @@ mod leak;
 use serde::Serialize;
 
 use crate::model::{
-    SourceSite, hex,
+    Location, hex,
     state::{Goroutine, ProcessState, Wait},
 };
 
@@ -133,10 +133,10 @@ pub struct Involved {
     /// True when the wait began before goscope attached and the runtime did not record when.
     pub waiting_for_is_lower_bound: bool,
     /// Where it blocked, innermost frame first (empty until read from memory).
-    pub stack: Vec<SourceSite>,
+    pub stack: Vec<Location>,
     /// The blocking call ([`crate::model::state::Wait::site`]), for exporters; the JSON has the stack.
     #[serde(skip)]
-    pub site: Option<SourceSite>,
+    pub site: Option<Location>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -7,4 +7,4 @@ pub mod park;
 pub mod site;
 pub mod state;
 
-pub use site::{SourceSite, hex};
+pub use site::{Location, hex};

@@ -2,11 +2,9 @@
 //! return addresses (symbolized with the target binary, cached by PC) and the semaphore address.
 use std::collections::HashMap;
 
-use goscope_inspect::Frame;
-
 use crate::{
     model::{
-        SourceSite,
+        Location,
         events::{EventDetail, GoroutineEvent, ReturnPcs},
         state::{NOTIFY_LIST_LOCK, WaitClass, is_synchronisation_internal, sync_function_class, sync_primitive},
     },
@@ -17,7 +15,7 @@ use crate::{
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ParkDetails {
     /// The innermost frame outside the runtime and the sync packages: the user's call site.
-    pub site: Option<SourceSite>,
+    pub site: Option<Location>,
     /// The sync primitive waited on (Mutex, RWMutex, WaitGroup, Cond).
     pub lock: Option<u64>,
 }
@@ -27,17 +25,17 @@ pub struct ParkDetails {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct PcFacts {
     /// The first frame outside the synchronisation packages.
-    site: Option<SourceSite>,
+    site: Option<Location>,
     /// The class of the innermost sync function before `site`.
     sync_class: Option<WaitClass>,
 }
 
 impl PcFacts {
-    fn of(frames: Vec<Frame>) -> Self {
+    fn of(frames: Vec<Location>) -> Self {
         let mut facts = Self::default();
         for f in frames {
             if !is_synchronisation_internal(&f.function) {
-                facts.site = Some(f.into());
+                facts.site = Some(f);
                 break;
             }
             facts.sync_class = facts.sync_class.or_else(|| sync_function_class(&f.function));
@@ -81,7 +79,7 @@ impl ParkResolver {
 
     /// The park site along `pcs` and the class of the innermost sync function met before it.
     /// `frames` gives a return address's logical frames, innermost first.
-    fn search(&mut self, pcs: &ReturnPcs, frames: impl Fn(u64) -> Vec<Frame>) -> (Option<SourceSite>, Option<WaitClass>) {
+    fn search(&mut self, pcs: &ReturnPcs, frames: impl Fn(u64) -> Vec<Location>) -> (Option<Location>, Option<WaitClass>) {
         let mut sync_class = None;
         for &pc in pcs.iter().take_while(|&&pc| pc != 0) {
             let facts = match self.by_pc.get(&pc) {
@@ -109,8 +107,8 @@ mod tests {
 
     use super::*;
 
-    fn frame(function: &str, line: u32) -> Frame {
-        Frame { function: function.into(), file: "/src/x.go".into(), line, entry: 0 }
+    fn frame(function: &str, line: u32) -> Location {
+        Location::new(function, "/src/x.go", line)
     }
 
     fn pcs(list: &[u64]) -> ReturnPcs {
@@ -121,7 +119,7 @@ mod tests {
 
     /// Go 1.19 Mutex contention: gopark <- semacquire1 <- sync.runtime_SemacquireMutex <-
     /// sync.(*Mutex).lockSlow <- main.lockIt, with sync.(*Mutex).Lock inlined into main.lockIt.
-    fn symbolizer(pc: u64) -> Vec<Frame> {
+    fn symbolizer(pc: u64) -> Vec<Location> {
         match pc {
             0x10 => vec![frame("runtime.semacquire1", 1)],
             0x20 => vec![frame("sync.runtime_SemacquireMutex", 2)],

@@ -7,7 +7,7 @@ use std::{
 
 use crate::{
     detect::{self, Finding, FindingKey, FindingType},
-    model::SourceSite,
+    model::Location,
     sink::{Format, OutputLine},
 };
 
@@ -50,11 +50,11 @@ pub struct FindingTracker {
     /// id → (finding, consecutive sightings)
     seen: BTreeMap<FindingKey, (Finding, u32)>,
     /// Blocked findings retracted once: (id, park site).
-    flapped: BTreeSet<(FindingKey, Option<SourceSite>)>,
+    flapped: BTreeSet<(FindingKey, Option<Location>)>,
 }
 
 /// The key [`FindingTracker::flapped`] knows a blocked finding by.
-fn flap_key(f: &Finding) -> Option<(FindingKey, Option<SourceSite>)> {
+fn flap_key(f: &Finding) -> Option<(FindingKey, Option<Location>)> {
     (f.finding_type == FindingType::Blocked).then(|| (f.id.clone(), f.goroutines.first().and_then(|g| g.site.clone())))
 }
 
@@ -161,7 +161,7 @@ mod tests {
                 waiting_for_ns: 0,
                 waiting_for_is_lower_bound: false,
                 stack: Vec::new(),
-                site: Some(SourceSite { function: "main.other".into(), file: "m.go".into(), line: 9 }),
+                site: Some(Location::new("main.other", "m.go", 9)),
             }],
             ..finding(7)
         };

@@ -8,7 +8,7 @@ use goscope_memory::{GStatus, ProcessMemory, ReachMemory as _};
 use crate::{
     detect,
     model::{
-        SourceSite,
+        Location,
         state::{GoState, ProcessState, SnapshotGoroutine, Wait, WaitClass, sync_primitive},
     },
     target::TargetContext,
@@ -85,12 +85,8 @@ fn read_into_state(
     })
 }
 
-fn sites(stack: &[goscope_memory::StackFrame]) -> Vec<SourceSite> {
-    stack
-        .iter()
-        .filter_map(|f| f.location.as_ref())
-        .map(|l| SourceSite { function: l.function.clone(), file: l.file.clone(), line: l.line })
-        .collect()
+fn sites(stack: &[goscope_memory::StackFrame]) -> Vec<Location> {
+    stack.iter().filter_map(|f| f.location.as_ref()).map(|l| Location::clone(l)).collect()
 }
 
 /// Waits shorter than this are not worth a memory read for their stack.

@@ -4,7 +4,7 @@ use serde::Serialize;
 
 use crate::{
     model::{
-        SourceSite,
+        Location,
         events::{EventDetail, GoroutineEvent},
         hex,
         park::ParkDetails,
@@ -35,7 +35,7 @@ pub struct EventRecord {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub creation_pc: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub creation_site: Option<SourceSite>,
+    pub creation_site: Option<Location>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub start_function: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -49,7 +49,7 @@ pub struct EventRecord {
     pub lock: Option<String>,
     /// Where a parked goroutine blocked: the innermost frame outside the runtime and sync.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub park_site: Option<SourceSite>,
+    pub park_site: Option<Location>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub waker_goid: Option<u64>,
 }
@@ -85,7 +85,7 @@ impl EventRecord {
                 rec.creation_pc = Some(hex(creation_pc));
                 // gopc is the return address of the call to newproc; like the runtime's own
                 // "created by" line, symbolize the call instruction before it.
-                rec.creation_site = ctx.symbolize(creation_pc.saturating_sub(1)).map(SourceSite::from);
+                rec.creation_site = ctx.symbolize(creation_pc.saturating_sub(1));
                 rec.start_function = ctx.symbolize(start_pc).map(|f| f.function);
             }
             EventDetail::Parked { wait_reason, lock_addr, .. } => {

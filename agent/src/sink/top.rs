@@ -4,7 +4,7 @@ use std::{collections::BTreeMap, fmt::Write as _};
 
 use crate::{
     model::{
-        SourceSite, hex,
+        Location, hex,
         state::{Goroutine, ProcessState},
     },
     sink::{OutputLine, otlp::ProbeHealth},
@@ -150,7 +150,7 @@ fn blocked_line(g: &Goroutine, state: &ProcessState, ctx: &TargetContext, now_ns
 
 /// For a goroutine started through the wrapper the compiler makes for `go f(args)` (Go 1.22+:
 /// `main.main.gowrap1`), the function the wrapper called, from the stack read from memory.
-fn called_by_go_wrapper(start: &str, stack: &[SourceSite]) -> Option<String> {
+fn called_by_go_wrapper(start: &str, stack: &[Location]) -> Option<String> {
     let is_wrapper = start.rsplit('.').next().is_some_and(|last| last.starts_with("gowrap"));
     if !is_wrapper {
         return None;
@@ -211,11 +211,11 @@ fn duration(ns: u64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{SourceSite, WIDTH, blocked_row, called_by_go_wrapper, clip, duration};
+    use super::{Location, WIDTH, blocked_row, called_by_go_wrapper, clip, duration};
 
     #[test]
     fn a_go_wrapper_shows_the_function_it_calls() {
-        let frame = |f: &str| SourceSite { function: f.into(), file: "main.go".into(), line: 1 };
+        let frame = |f: &str| Location::new(f, "main.go", 1);
         let stack = [frame("runtime.gopark"), frame("main.deadlockA"), frame("main.main.gowrap1"), frame("runtime.goexit")];
         assert_eq!(called_by_go_wrapper("main.main.gowrap1", &stack).as_deref(), Some("main.deadlockA"));
         assert_eq!(called_by_go_wrapper("main.worker", &stack), None);

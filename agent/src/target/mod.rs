@@ -12,7 +12,7 @@ use std::{
     time::Duration,
 };
 
-use goscope_inspect::{Frame, GoBinary};
+use goscope_inspect::{GoBinary, Location};
 use object::{Object as _, ObjectSegment as _};
 
 use crate::target::privilege::{Operation, hint};
@@ -52,7 +52,7 @@ pub struct TargetContext {
 }
 
 impl TargetContext {
-    pub fn symbolize(&self, runtime_pc: u64) -> Option<Frame> {
+    pub fn symbolize(&self, runtime_pc: u64) -> Option<Location> {
         self.binary.symbolize(runtime_pc.wrapping_sub(self.load_bias))
     }
 

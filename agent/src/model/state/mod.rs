@@ -9,7 +9,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 pub use wait::{NOTIFY_LIST_LOCK, WaitClass, WaitReasons, is_synchronisation_internal, sync_function_class, sync_primitive};
 
 use crate::model::{
-    SourceSite,
+    Location,
     events::{EventDetail, GoroutineEvent},
 };
 
@@ -47,16 +47,16 @@ pub struct Wait {
     pub lock: Option<u64>,
     /// Where it blocked, innermost frame first, once read from memory (the wait lasted long
     /// enough to matter). Empty until then.
-    pub stack: Vec<SourceSite>,
+    pub stack: Vec<Location>,
     /// Where the code blocked, from the return addresses the park probe captured.
-    pub park_site: Option<SourceSite>,
+    pub park_site: Option<Location>,
 }
 
 impl Wait {
     /// Where the code blocked: the innermost frame outside the runtime and the sync packages
     /// (the line that sends, receives, selects or locks), as captured at park, else from the
     /// stack read later. None when neither is known.
-    pub fn site(&self) -> Option<&SourceSite> {
+    pub fn site(&self) -> Option<&Location> {
         self.park_site.as_ref().or_else(|| self.stack.iter().find(|f| !is_synchronisation_internal(&f.function)))
     }
 }
@@ -335,7 +335,7 @@ impl ProcessState {
 
     /// Records what memory showed about a blocked goroutine later: a select's channels, the sync
     /// primitive, where it blocked.
-    pub fn enrich_wait(&mut self, goid: u64, channels: &[u64], lock: Option<u64>, stack: Vec<SourceSite>) {
+    pub fn enrich_wait(&mut self, goid: u64, channels: &[u64], lock: Option<u64>, stack: Vec<Location>) {
         let Some(g) = self.goroutines.get_mut(&goid) else {
             return;
         };
@@ -355,7 +355,7 @@ impl ProcessState {
 
     /// Records what the park event told beyond the state's own view, once the caller resolved it
     /// with the binary: where the goroutine blocked, and the sync primitive.
-    pub fn set_park_details(&mut self, goid: u64, park_site: Option<SourceSite>, lock: Option<u64>) {
+    pub fn set_park_details(&mut self, goid: u64, park_site: Option<Location>, lock: Option<u64>) {
         if let Some(wait) = self.goroutines.get_mut(&goid).and_then(|g| g.wait.as_mut()) {
             wait.park_site = park_site;
             wait.lock = lock;

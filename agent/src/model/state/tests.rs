@@ -154,7 +154,7 @@ fn select_channels_come_from_memory_later() {
     ));
     assert!(st.goroutine(3).unwrap().wait.as_ref().unwrap().channels.is_empty());
     assert_eq!(st.needing_stacks(10, 10), vec![(3, 0x3000)]);
-    let frame = SourceSite { function: "main.f".into(), file: "m.go".into(), line: 3 };
+    let frame = Location::new("main.f", "m.go", 3);
     st.enrich_wait(3, &[0xa, 0xb], None, vec![frame]);
     assert_eq!(st.goroutine(3).unwrap().wait.as_ref().unwrap().channels, vec![0xa, 0xb]);
     assert!(st.needing_stacks(10, 10).is_empty(), "read once");

@@ -15,7 +15,7 @@ use super::{
 use crate::{
     detect::{Finding, FindingType, Grade, Involved},
     model::{
-        SourceSite, hex,
+        Location, hex,
         state::{ProcessState, Wait, WaitClass},
     },
     target::TargetContext,
@@ -175,14 +175,14 @@ fn goroutine_attributes(out: &mut Vec<KeyValue>, goid: u64, state: Option<&Proce
 /// `code.*` (current and pre-1.30 names) for the park site: the wait's own (captured at park, or
 /// read from its stack), else the caller's `park_pc`.
 fn code_attributes(out: &mut Vec<KeyValue>, wait: &Wait, extra: &EpisodeExtra, ctx: &TargetContext) {
-    let from_pc = || extra.park_pc.and_then(|pc| ctx.binary.symbolize(pc.wrapping_sub(ctx.load_bias))).map(SourceSite::from);
+    let from_pc = || extra.park_pc.and_then(|pc| ctx.binary.symbolize(pc.wrapping_sub(ctx.load_bias)));
     if let Some(site) = wait.site().cloned().or_else(from_pc) {
         site_attributes(out, site);
     }
 }
 
 /// `code.*` (current and pre-1.30 names) for one source site.
-fn site_attributes(out: &mut Vec<KeyValue>, site: SourceSite) {
+fn site_attributes(out: &mut Vec<KeyValue>, site: Location) {
     out.push(KeyValue::new(a::CODE_FUNCTION_NAME, site.function.clone()));
     out.push(KeyValue::new(a::CODE_FUNCTION_LEGACY, site.function));
     if site.file != "?" {

@@ -8,7 +8,7 @@ use super::{ids::Ids, spans::*, *};
 use crate::{
     detect::{FindingKey, FindingType, Involved},
     model::{
-        SourceSite,
+        Location,
         events::{EventDetail, GoroutineEvent},
         state::WaitReasons,
     },
@@ -89,7 +89,7 @@ fn a_blocked_finding_is_its_goroutines_ongoing_episode() {
 fn leak_and_state() -> (Finding, ProcessState) {
     const CHAN_SEND: u8 = 1;
     const HCHAN_LOCK: u32 = 104;
-    let site = SourceSite { function: "main.compute".into(), file: "/src/main.go".into(), line: 54 };
+    let site = Location::new("main.compute", "/src/main.go", 54);
     let mut state = ProcessState::new(1, WaitReasons::new(vec![String::new(), "chan send".into()]), HCHAN_LOCK);
     let mut goroutines = Vec::new();
     for (goid, chan) in [(5, 0xc000_1000_u64), (6, 0xc000_2000)] {
@@ -156,7 +156,7 @@ fn a_deadlock_over_locks_lists_them_and_names_no_common_site() {
     for (g, (lock, line)) in f.goroutines.iter_mut().zip([("0xc000030000", 70), ("0xc000030008", 71)]) {
         g.channel = None;
         g.lock = Some(lock.into());
-        g.site = Some(SourceSite { function: "main.transfer".into(), file: "/src/main.go".into(), line });
+        g.site = Some(Location::new("main.transfer", "/src/main.go", line));
     }
     let attrs = finding_attributes(&f);
     let get = |k: &str| attrs.iter().find(|kv| kv.key.as_str() == k).map(|kv| kv.value.to_string());
