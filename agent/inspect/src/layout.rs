@@ -242,11 +242,6 @@ const TABLE_SOURCES: &[(u32, &str)] = &[
     (27, include_str!("../offsets/go1.27.txt")),
 ];
 
-/// Oldest and newest Go 1.x minor versions covered by tables.
-pub const OLDEST_MINOR: u32 = 19;
-/// Newest Go minor version with a measured table.
-pub const NEWEST_MINOR: u32 = 27;
-
 /// The table for Go 1.`minor`.
 pub(crate) fn table(minor: u32) -> Option<Table> {
     let (_, text) = TABLE_SOURCES.iter().find(|(m, _)| *m == minor)?;

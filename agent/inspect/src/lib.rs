@@ -22,6 +22,7 @@ pub mod fuzzing;
 mod layout;
 mod pclntab;
 mod probes;
+pub mod runtime;
 mod waitreason;
 
 use std::collections::{BTreeMap, HashMap};
@@ -31,8 +32,9 @@ use serde::Serialize;
 
 pub use buildinfo::{BuildInfo, GoVersion};
 pub use error::InspectError;
-pub use layout::{NEWEST_MINOR, OLDEST_MINOR, OffsetsSource, RuntimeLayout, render_table};
+pub use layout::{OffsetsSource, RuntimeLayout, render_table};
 pub use probes::{CREATION_CALLERS, ProbeKind, ProbeSite, ReturnAddressAt};
+pub use runtime::{NEWEST_MINOR, OLDEST_MINOR};
 pub use waitreason::WaitReasonTable;
 
 use elf::Elf;
@@ -764,24 +766,15 @@ fn find_moduledata(elf: &Elf<'_>, pclntab_vaddr: u64) -> Option<(u64, u64)> {
     relocs.into_iter().find_map(check)
 }
 
-/// Offset of `gofunc` in `runtime.moduledata` (`runtime/symtab.go`): 1.19 304; 1.20-1.26 320
-/// (`covctrs, ecovctrs` added in 1.20); 1.27 344 (`typedesclen`, `itaboffset`, `itabsize` added).
-/// Newer versions are tried with 1.27's offset and kept only if the inline trees check out.
+/// Offset of `gofunc` in `runtime.moduledata` ([`runtime::MODULEDATA_GOFUNC`]). Newer versions
+/// are tried with the newest offset and kept only if the inline trees check out.
 fn moduledata_gofunc_offset(minor: u32) -> u64 {
-    match minor {
-        ..=19 => 304,
-        20..=26 => 320,
-        _ => 344,
-    }
+    runtime::at(runtime::MODULEDATA_GOFUNC, minor.max(OLDEST_MINOR)).unwrap_or(0)
 }
 
-/// Offset of `types` in `runtime.moduledata` (DWARF of 1.19: 280; 1.20-1.27: 296, after
-/// `covctrs, ecovctrs`).
+/// Offset of `types` in `runtime.moduledata` ([`runtime::MODULEDATA_TYPES`]).
 fn moduledata_types_offset(minor: u32) -> u64 {
-    match minor {
-        ..=19 => 280,
-        _ => 296,
-    }
+    runtime::at(runtime::MODULEDATA_TYPES, minor.max(OLDEST_MINOR)).unwrap_or(0)
 }
 
 /// Gives `pcln` the base of FUNCDATA offsets (`moduledata.gofunc`, needed for the inline trees):

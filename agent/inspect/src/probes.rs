@@ -23,6 +23,8 @@ use iced_x86::{
 };
 use serde::Serialize;
 
+use crate::runtime;
+
 /// Which goroutine lifecycle event a probe reports.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Hash, PartialOrd, Ord)]
 #[serde(rename_all = "snake_case")]
@@ -79,29 +81,17 @@ impl ProbeKind {
     /// Number of integer register arguments at entry (ABIInternal: RAX, RBX, RCX, RDI, RSI, R8-R11)
     /// in the measured versions (1.19-1.27); None = unknown, assume all nine.
     pub(crate) fn arg_count(self, minor: u32) -> Option<usize> {
-        if minor > crate::layout::NEWEST_MINOR {
+        if !runtime::is_measured(minor) {
             return None;
         }
-        Some(match self {
-            ProbeKind::GoroutineCreated => {
-                if minor >= 23 {
-                    5
-                } else {
-                    3
-                }
-            }
-            ProbeKind::GoroutineParked => 5,
-            ProbeKind::GoroutineReady => 3,
-            ProbeKind::GoroutineExited => 0,
-            // addr, lifo, profile, skipframes; `reason` since 1.20.
-            ProbeKind::SemaphoreAcquire => {
-                if minor >= 20 {
-                    5
-                } else {
-                    4
-                }
-            }
-        })
+        let facts = match self {
+            ProbeKind::GoroutineCreated => runtime::NEWPROC1_ARGS,
+            ProbeKind::GoroutineParked => runtime::GOPARK_ARGS,
+            ProbeKind::GoroutineReady => runtime::READY_ARGS,
+            ProbeKind::GoroutineExited => runtime::GOEXIT1_ARGS,
+            ProbeKind::SemaphoreAcquire => runtime::SEMACQUIRE1_ARGS,
+        };
+        runtime::at(facts, minor)
     }
 }
 

@@ -18,7 +18,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
-use goscope_inspect::{GoBinary, Location};
+use goscope_inspect::{
+    GoBinary, Location,
+    runtime::{self, GSCAN},
+};
 use serde::Serialize;
 
 use crate::allgs::{AllgsLocation, LocateError, locate_allgs};
@@ -26,8 +29,6 @@ use crate::process::{MemoryError, ProcessMemory};
 use crate::stack::{Frames, StackEnd, StackFrame, Symbols, Walk, WalkStart};
 use crate::sys::monotonic_ns;
 
-/// `_Gscan`: set while the GC scans a goroutine's stack.
-const GSCAN: u32 = 0x1000;
 /// Largest goid accepted as plausible (the runtime hands them out sequentially).
 const MAX_GOID: u64 = 1 << 48;
 /// Largest goroutine stack accepted (the runtime's default limit is 1 GB on 64-bit).
@@ -91,10 +92,11 @@ pub enum GStatus {
 impl GStatus {
     /// Decodes `g.atomicstatus`; None for values the runtime never stores (torn or garbage).
     pub fn from_raw(raw: u32, go_minor: u32) -> Option<(GStatus, bool)> {
-        if raw & !(GSCAN | 0xf) != 0 {
+        let code = raw & !GSCAN;
+        if code > 0xf || !runtime::gstatus_exists(code, go_minor) {
             return None;
         }
-        let st = match raw & !GSCAN {
+        let st = match code {
             0 => GStatus::Idle,
             1 => GStatus::Runnable,
             2 => GStatus::Running,
@@ -103,8 +105,8 @@ impl GStatus {
             6 => GStatus::Dead,
             8 => GStatus::Copystack,
             9 => GStatus::Preempted,
-            10 if go_minor >= 26 => GStatus::Leaked,
-            11 if go_minor >= 26 => GStatus::DeadExtra,
+            10 => GStatus::Leaked,
+            11 => GStatus::DeadExtra,
             _ => return None,
         };
         Some((st, raw & GSCAN != 0))
@@ -485,7 +487,7 @@ impl GOffsets {
         // `bp` is the gobuf's last field (1.19-1.24 at 104, 1.25+ at 96): syscallsp = sched.bp+8.
         // `syscallbp` exists from Go 1.23. (runtime2.go of each version; go-runtime-facts.md §1.)
         let syscallsp = u(l.g_sched_bp) + 8;
-        let syscallbp = (binary.build_info().go_version.minor >= 23).then_some(syscallsp + 16);
+        let syscallbp = (binary.build_info().go_version.minor >= runtime::G_SYSCALLBP_SINCE).then_some(syscallsp + 16);
         let mut o = GOffsets {
             goid: u(l.g_goid),
             status: u(l.g_atomicstatus),
@@ -1144,7 +1146,7 @@ impl<'a> Ctx<'a> {
 fn sync_pointer_words(binary: &GoBinary, sudogs: &[u64]) -> Vec<u64> {
     let l = binary.layout();
     // Go 1.26+: `elem` and `c` are `{vp unsafe.Pointer; vu uintptr}`; the layout names `vu`.
-    let both_words = binary.build_info().go_version.minor >= 26;
+    let both_words = binary.build_info().go_version.minor >= runtime::SUDOG_TRACEABLE_PTR_SINCE;
     let fields: Vec<u64> = [u64::from(l.sudog_elem), u64::from(l.sudog_c)]
         .into_iter()
         .flat_map(|f| if both_words { vec![f - 8, f] } else { vec![f] })

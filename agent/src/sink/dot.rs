@@ -78,7 +78,7 @@ mod tests {
     use super::*;
     use crate::{
         detect::{FindingType, Grade},
-        model::SourceSite,
+        model::Location,
     };
 
     fn involved(goid: u64, channel: &str, line: u32) -> Involved {
@@ -90,7 +90,7 @@ mod tests {
             waiting_for_ns: 12_500_000_000,
             waiting_for_is_lower_bound: false,
             stack: Vec::new(),
-            site: Some(SourceSite { function: format!("main.worker{goid}"), file: "/src/main.go".into(), line }),
+            site: Some(Location::new(format!("main.worker{goid}"), "/src/main.go", line)),
         }
     }
 
@@ -125,11 +125,7 @@ mod tests {
     #[test]
     fn file_names_are_safe() {
         let mut f = deadlock();
-        f.id = crate::detect::FindingKey::leak(
-            1,
-            Some(&SourceSite { function: "main.(*T).run".into(), file: "/a/b.go".into(), line: 9 }),
-            "chan send",
-        );
+        f.id = crate::detect::FindingKey::leak(1, Some(&Location::new("main.(*T).run", "/a/b.go", 9)), "chan send");
         assert_eq!(file_name(&f), "leak_1_main.__T_.run_9_chan_send.dot");
     }
 

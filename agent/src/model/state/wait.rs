@@ -88,19 +88,19 @@ impl WaitReasons {
     }
 }
 
-/// Offset of `lock` in `runtime.notifyList` (after the `wait` and `notify` uint32s; 1.19-1.27):
-/// what gopark gets as its lock for a `sync.Cond` wait.
-pub const NOTIFY_LIST_LOCK: u64 = 8;
+pub use goscope_inspect::runtime::NOTIFY_LIST_LOCK;
 
 /// The sync primitive behind the runtime object a goroutine waits on, which sits at a fixed
-/// offset inside it: a semaphore field (Mutex.sema +4, RWMutex writerSem +8 / readerSem +12,
-/// WaitGroup sema +8) or, for a Cond, its notifyList (+16, after the `L Locker` interface).
+/// offset inside it ([`goscope_inspect::runtime::sync_fields`]): a semaphore field or, for a
+/// Cond, its notifyList.
 pub fn sync_primitive(class: WaitClass, addr: Option<u64>) -> Option<u64> {
+    use goscope_inspect::runtime::sync_fields as f;
     let field = match class {
-        WaitClass::Mutex => 4,
-        WaitClass::RWMutexWrite | WaitClass::WaitGroup => 8,
-        WaitClass::RWMutexRead => 12,
-        WaitClass::Cond => 16,
+        WaitClass::Mutex => f::MUTEX_SEMA,
+        WaitClass::RWMutexWrite => f::RWMUTEX_WRITER_SEM,
+        WaitClass::WaitGroup => f::WAITGROUP_SEMA,
+        WaitClass::RWMutexRead => f::RWMUTEX_READER_SEM,
+        WaitClass::Cond => f::COND_NOTIFY,
         _ => return None,
     };
     addr.filter(|&a| a != 0).and_then(|a| a.checked_sub(field))
