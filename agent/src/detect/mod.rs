@@ -154,6 +154,23 @@ pub struct Finding {
     pub summary: String,
 }
 
+/// Involved goroutines as tests of findings build them: nothing known but the goid.
+#[cfg(test)]
+impl Involved {
+    pub(crate) fn test(goid: u64) -> Self {
+        Self {
+            goid,
+            wait_reason: String::new(),
+            channel: None,
+            lock: None,
+            waiting_for_ns: 0,
+            waiting_for_is_lower_bound: false,
+            stack: Vec::new(),
+            site: None,
+        }
+    }
+}
+
 /// How a finding presents goroutine `g` at `now_ns`.
 fn involved(state: &ProcessState, g: &Goroutine, now_ns: u64) -> Involved {
     let wait = g.wait.as_ref();
@@ -194,19 +211,7 @@ mod tests {
             finding_type: t,
             grade,
             pid: 1,
-            goroutines: goids
-                .iter()
-                .map(|&goid| Involved {
-                    goid,
-                    wait_reason: String::new(),
-                    channel: None,
-                    lock: None,
-                    waiting_for_ns: 0,
-                    waiting_for_is_lower_bound: false,
-                    stack: Vec::new(),
-                    site: None,
-                })
-                .collect(),
+            goroutines: goids.iter().map(|&goid| Involved::test(goid)).collect(),
             chain: Vec::new(),
             summary: String::new(),
         }

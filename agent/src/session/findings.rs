@@ -154,14 +154,8 @@ mod tests {
         // Blocked somewhere else, it is news again.
         let elsewhere = Finding {
             goroutines: vec![detect::Involved {
-                goid: 7,
-                wait_reason: String::new(),
-                channel: None,
-                lock: None,
-                waiting_for_ns: 0,
-                waiting_for_is_lower_bound: false,
-                stack: Vec::new(),
                 site: Some(Location::new("main.other", "m.go", 9)),
+                ..detect::Involved::test(7)
             }],
             ..finding(7)
         };

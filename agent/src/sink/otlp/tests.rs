@@ -24,14 +24,10 @@ fn attr<'a>(s: &'a SpanData, k: &str) -> Option<&'a Value> {
 
 fn deadlock() -> Finding {
     let involved = |goid, ch: &str| Involved {
-        goid,
         wait_reason: "chan send".into(),
         channel: Some(ch.into()),
-        lock: None,
         waiting_for_ns: 2_000_000_000,
-        waiting_for_is_lower_bound: false,
-        stack: Vec::new(),
-        site: None,
+        ..Involved::test(goid)
     };
     Finding {
         id: FindingKey::Deadlock { pid: 1, goroutines: vec![5, 6] },
@@ -104,14 +100,11 @@ fn leak_and_state() -> (Finding, ProcessState) {
         state.set_park_details(goid, Some(site.clone()), None);
         state.set_channel_info(chan, 0, false, Some("int".into()));
         goroutines.push(Involved {
-            goid,
             wait_reason: "chan send".into(),
             channel: Some(format!("{chan:#x}")),
-            lock: None,
             waiting_for_ns: 2_000_000_000,
-            waiting_for_is_lower_bound: false,
-            stack: Vec::new(),
             site: Some(site.clone()),
+            ..Involved::test(goid)
         });
     }
     let leak = Finding {
