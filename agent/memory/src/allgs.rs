@@ -37,14 +37,17 @@ pub struct AllgsLocation {
     pub allgs: u64,
     /// `runtime.allglen`; None if it could not be identified (then `len(allgs)` is used).
     pub allglen: Option<u64>,
+    /// How the addresses were found.
     pub source: AllgsSource,
 }
 
 /// Why the goroutine list could not be located.
 #[derive(Debug, thiserror::Error)]
 pub enum LocateError {
+    /// Reading the code or the variables failed.
     #[error("{0}")]
     Memory(#[from] MemoryError),
+    /// No symbol, and the code of `runtime.allgadd` did not say where (the reason).
     #[error("cannot locate runtime.allgs: the binary has no symbol table and {0}")]
     NotFound(String),
 }

@@ -21,9 +21,11 @@
 //!   `snapshot.rs` for how).
 
 #![deny(unsafe_code)]
+#![warn(missing_docs)]
 
 mod allgs;
 mod process;
+#[allow(missing_docs, reason = "its public items still need rustdoc (left to the reach work under way)")]
 mod reach;
 mod refs;
 mod sema;

@@ -29,26 +29,61 @@ const IOV_MAX: usize = 1024;
 /// Why a read failed as a whole.
 #[derive(Debug, thiserror::Error)]
 pub enum MemoryError {
+    /// There is no process `pid` (never was, or it exited before the first read).
     #[error("no process with PID {pid}")]
-    NoSuchProcess { pid: u32 },
+    NoSuchProcess {
+        /// The process.
+        pid: u32,
+    },
+    /// The process exited while being read.
     #[error("PID {pid} exited")]
-    Exited { pid: u32 },
+    Exited {
+        /// The process.
+        pid: u32,
+    },
+    /// The kernel refused both `process_vm_readv` and `/proc/PID/mem`.
     #[error("cannot read the memory of PID {pid}: {source} (reading another process's memory needs root or CAP_SYS_PTRACE)")]
     Permission {
+        /// The process.
         pid: u32,
+        /// The refusal of the first read method.
         #[source]
         source: io::Error,
     },
+    /// A range that had to be read whole is not (completely) mapped.
     #[error("PID {pid}: {len} bytes at {addr:#x} are not mapped")]
-    Unmapped { pid: u32, addr: u64, len: usize },
+    Unmapped {
+        /// The process.
+        pid: u32,
+        /// Start of the range.
+        addr: u64,
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// One range asked for more than [`MAX_REQUEST`] bytes.
     #[error("PID {pid}: refusing to read {len} bytes at once (limit {MAX_REQUEST})")]
-    TooLarge { pid: u32, len: usize },
+    TooLarge {
+        /// The process.
+        pid: u32,
+        /// The range's length in bytes.
+        len: usize,
+    },
+    /// The reader's byte budget ([`ProcessMemory::with_budget`]) is spent.
     #[error("PID {pid}: the read budget of {limit} bytes is used up")]
-    BudgetExceeded { pid: u32, limit: u64 },
+    BudgetExceeded {
+        /// The process.
+        pid: u32,
+        /// The budget in bytes.
+        limit: u64,
+    },
+    /// Any other failure of the read calls.
     #[error("PID {pid}: {op}: {source}")]
     Io {
+        /// The process.
         pid: u32,
+        /// What was being done.
         op: &'static str,
+        /// The kernel's error.
         #[source]
         source: io::Error,
     },

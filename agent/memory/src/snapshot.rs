@@ -75,13 +75,21 @@ impl Default for SnapshotOptions {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum GStatus {
+    /// `_Gidle`: just allocated, not yet initialised.
     Idle,
+    /// `_Grunnable`: on a run queue, not running.
     Runnable,
+    /// `_Grunning`: running on a thread.
     Running,
+    /// `_Gsyscall`: in a system call.
     Syscall,
+    /// `_Gwaiting`: parked (the wait reason says on what).
     Waiting,
+    /// `_Gdead`: exited, or not yet used; the g struct is kept for reuse.
     Dead,
+    /// `_Gcopystack`: its stack is being moved.
     Copystack,
+    /// `_Gpreempted`: stopped for a suspension.
     Preempted,
     /// Go 1.26+: a goroutine the GC's leak detection found blocked forever.
     Leaked,
@@ -153,12 +161,15 @@ impl GStatus {
 /// A channel a goroutine waits on: its `hchan` header at the time of reading.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Channel {
+    /// Address of the `hchan`.
     pub addr: u64,
     /// Elements buffered (`qcount`).
     pub len: u64,
     /// Buffer size (`dataqsiz`); 0 for an unbuffered channel.
     pub capacity: u64,
+    /// Size of one element in bytes (`elemsize`).
     pub elem_size: u16,
+    /// Whether the channel was closed.
     pub closed: bool,
     /// Runtime address of the element type's descriptor (`hchan.elemtype`).
     pub elem_type: u64,
@@ -169,9 +180,11 @@ pub struct Channel {
 /// One goroutine.
 #[derive(Debug, Clone, Serialize)]
 pub struct Goroutine {
+    /// The goroutine id.
     pub goid: u64,
     /// Address of the `runtime.g`.
     pub g_addr: u64,
+    /// Its status.
     pub status: GStatus,
     /// The GC was scanning its stack (`_Gscan` bit).
     pub scan: bool,
@@ -200,6 +213,7 @@ pub struct Goroutine {
     pub created_at: Vec<Arc<Location>>,
     /// `g.startpc`: entry of the goroutine's function.
     pub startpc: u64,
+    /// Name of the function at `startpc`, when known.
     pub start_function: Option<String>,
     /// Channels from the `g.waiting` sudog chain (addresses of `runtime.hchan`), in chain order.
     pub channels: Vec<u64>,
@@ -215,7 +229,9 @@ pub struct Goroutine {
     /// one goroutine's wait keep another's object alive.
     #[serde(skip)]
     pub sync_pointer_words: Vec<u64>,
+    /// Its stack, innermost frame first (empty when not read).
     pub stack: Vec<StackFrame>,
+    /// Why the stack walk ended.
     pub stack_end: StackEnd,
     /// Started by the runtime for itself (start function in package runtime, not runtime.main):
     /// the runtime's own tracebacks hide these unless GOTRACEBACK=system.
@@ -253,7 +269,9 @@ pub struct SnapshotStats {
     pub duplicate_goids: u64,
     /// Channels whose header failed validation twice (reported without details).
     pub invalid_channels: u64,
+    /// Bytes copied from the process.
     pub bytes_read: u64,
+    /// Read syscalls made.
     pub syscalls: u64,
     /// Reads went through /proc/PID/mem.
     pub proc_mem_fallback: bool,
@@ -264,15 +282,19 @@ pub struct SnapshotStats {
 /// Every goroutine of a process at (about) one moment.
 #[derive(Debug, Clone, Serialize)]
 pub struct Snapshot {
+    /// The process.
     pub pid: u32,
-    /// CLOCK_MONOTONIC ns when reading started / ended (same clock as `wait_since_ns`).
+    /// CLOCK_MONOTONIC ns when reading started (same clock as `wait_since_ns`).
     pub read_start_ns: u64,
+    /// CLOCK_MONOTONIC ns when reading ended.
     pub read_end_ns: u64,
+    /// Where the goroutine list was found.
     pub location: AllgsLocation,
     /// Sorted by goid.
     pub goroutines: Vec<Goroutine>,
     /// Channels some goroutine waits on, by address.
     pub channels: BTreeMap<u64, Channel>,
+    /// What reading cost and what it left out.
     pub stats: SnapshotStats,
 }
 
@@ -286,12 +308,20 @@ impl Snapshot {
 /// Why a snapshot failed as a whole.
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
+    /// Reading the process failed.
     #[error(transparent)]
     Memory(#[from] MemoryError),
+    /// The goroutine list could not be found.
     #[error(transparent)]
     Locate(#[from] LocateError),
+    /// What was found is not a plausible goroutine list.
     #[error("runtime.allgs at {addr:#x} does not look like the goroutine list ({why}); is this the binary the process runs?")]
-    BadList { addr: u64, why: String },
+    BadList {
+        /// Address of `runtime.allgs`.
+        addr: u64,
+        /// What did not fit.
+        why: String,
+    },
 }
 
 /// [`snapshot_with`] with default options.
