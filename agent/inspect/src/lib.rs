@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod analyse;
 mod buildinfo;
 mod dwarf;
 mod elf;
@@ -346,83 +347,18 @@ pub fn is_go_binary(data: &[u8]) -> bool {
 }
 
 fn analyse(elf: &Elf<'_>) -> Result<GoBinary, InspectError> {
-    // --- Go detection and build info.
-    let blob = buildinfo::find_buildinfo(elf);
-    let build_id = buildinfo::go_build_id(elf);
-    let Some(blob) = blob else {
-        if build_id.is_some() {
-            return Err(InspectError::malformed(
-                "Go build id note present but no .go.buildinfo: cannot determine the Go version (pre-1.13 or damaged binary)",
-            ));
-        }
-        return Err(InspectError::NotGo);
-    };
-    let (version_raw, modinfo) = buildinfo::parse_buildinfo_blob(blob)?;
-    let go_version = GoVersion::parse(&version_raw).ok_or_else(|| InspectError::UnsupportedGoVersion {
-        version: version_raw.clone(),
-        reason: "cannot parse the toolchain version string".into(),
-    })?;
-    if go_version.major != 1 || go_version.minor < OLDEST_MINOR {
-        return Err(InspectError::UnsupportedGoVersion {
-            version: version_raw,
-            reason: "goscope supports Go 1.19 and newer; rebuild the program with a newer toolchain".into(),
-        });
-    }
-    let mi = buildinfo::parse_modinfo(&modinfo);
+    let analyse::buildinfo::Identity { go_version, modinfo: mi, arch, build_id } = analyse::buildinfo::identify(elf)?;
 
-    let arch = match elf.machine {
-        object::elf::EM_X86_64 => Arch::Amd64,
-        object::elf::EM_AARCH64 => Arch::Arm64,
-        m => {
-            return Err(InspectError::UnsupportedArch {
-                arch: format!("ELF machine {m}"),
-                reason: "goscope supports amd64 and arm64 Go binaries".into(),
-            });
-        }
-    };
-
-    // --- Function table.
-    let mut pcln = find_pclntab(elf)?;
-    let moduledata = find_moduledata(elf, pcln.vaddr);
-    if pcln.header_text_start == 0 {
-        pcln.text_start = moduledata.map(|(_, text)| text).ok_or_else(|| {
-            InspectError::malformed(
-                "pclntab has no textStart (Go 1.26+) and runtime.firstmoduledata was not found in .go.module or writable data",
-            )
-        })?;
-    }
-    let moduledata_gofunc = moduledata
-        .and_then(|(md, _)| md.checked_add(moduledata_gofunc_offset(go_version.minor)))
-        .and_then(|a| elf.read_ptr(a))
-        .filter(|v| *v != 0);
-    let gofunc_note = set_gofunc(elf, &mut pcln, moduledata_gofunc);
-    let types_base = elf.symbol("runtime.types").map(|s| s.value).filter(|v| *v != 0).or_else(|| {
-        moduledata
-            .and_then(|(md, _)| md.checked_add(moduledata_types_offset(go_version.minor)))
-            .and_then(|a| elf.read_ptr(a))
-            .filter(|v| *v != 0)
-    });
-    let mut pcln_funcs: HashMap<String, (u64, u64)> = HashMap::with_capacity(pcln.nfunc);
-    for (name, entry, end) in pcln.functions() {
-        // Assembly functions appear twice (ABI0 body + ABIInternal wrapper); keep the first.
-        pcln_funcs.entry(name.to_string()).or_insert((entry, end));
-    }
-    let mut symtab_funcs = HashMap::new();
-    let mut symtab_sorted = Vec::new();
-    for s in &elf.symbols {
-        if s.kind == object::elf::STT_FUNC && s.value != 0 {
-            let end = s.value.saturating_add(s.size.max(1));
-            symtab_funcs.entry(s.name.clone()).or_insert((s.value, end));
-            symtab_sorted.push((s.value, end, s.name.clone()));
-        }
-    }
-    symtab_sorted.sort();
-    let symtab_objects: HashMap<String, u64> = elf
-        .symbols
-        .iter()
-        .filter(|s| s.kind == object::elf::STT_OBJECT && s.value != 0)
-        .map(|s| (s.name.clone(), s.value))
-        .collect();
+    let analyse::symbols::Tables {
+        pcln,
+        moduledata_gofunc,
+        gofunc_note,
+        types_base,
+        pcln_funcs,
+        symtab_funcs,
+        symtab_sorted,
+        symtab_objects,
+    } = analyse::symbols::read_tables(elf, go_version.minor)?;
 
     let has_symtab = elf.section(".symtab").is_some();
     let has_dwarf = elf.section(".debug_info").is_some() || elf.section(".zdebug_info").is_some();
@@ -444,7 +380,6 @@ fn analyse(elf: &Elf<'_>) -> Result<GoBinary, InspectError> {
     let mut reasons = Vec::new();
     let mut notes: Vec<String> = gofunc_note.into_iter().collect();
     let minor = go_version.minor;
-    let known = minor <= NEWEST_MINOR;
     if arch != Arch::Amd64 {
         reasons.push(format!("architecture {arch:?}: probe placement is implemented for amd64 only"));
     }
@@ -457,100 +392,8 @@ fn analyse(elf: &Elf<'_>) -> Result<GoBinary, InspectError> {
         Some((entry, elf.read(entry, len)?))
     };
 
-    // --- Wait reasons (read before the layout: used to validate an unknown version's layout).
-    let table = layout::table(minor.min(NEWEST_MINOR));
-    let from_binary = elf
-        .symbol("runtime.waitReasonStrings")
-        .and_then(|s| waitreason::read_at(elf, s.value, (s.size / 16) as usize))
-        .or_else(|| {
-            if arch != Arch::Amd64 {
-                return None;
-            }
-            let (entry, code) = body("runtime.waitReason.String")?;
-            waitreason::from_string_method(elf, entry, code)
-        })
-        .or_else(|| {
-            // Last resort: the data scan cannot see where the array ends and may run into a
-            // following string variable; cut it to the version's table when it extends it.
-            let (_, mut names) = waitreason::scan(elf)?;
-            if let Some(t) = table.as_ref().filter(|_| known)
-                && names.len() > t.wait_reasons.len()
-                && names[..t.wait_reasons.len()] == t.wait_reasons[..]
-            {
-                notes.push(format!(
-                    "wait reason scan found {} entries; cut to the {} of the go1.{} table",
-                    names.len(),
-                    t.wait_reasons.len(),
-                    t.minor
-                ));
-                names.truncate(t.wait_reasons.len());
-            }
-            Some(names)
-        });
-    let wait_reasons = match from_binary {
-        Some(names) => WaitReasonTable::new(names, "binary"),
-        None => match table.as_ref().filter(|_| known) {
-            Some(t) => {
-                notes.push(format!("wait reasons not found in the binary; using the go1.{} table", t.minor));
-                WaitReasonTable::new(t.wait_reasons.clone(), "table")
-            }
-            None => {
-                reasons.push("wait reason table not found in the binary and no table for this version".into());
-                WaitReasonTable::new(Vec::new(), "table")
-            }
-        },
-    };
-
-    // --- Layout.
-    let dwarf_entries = match dwarf::read_structs(elf) {
-        Ok(Some(structs)) => Some(layout::entries_from_dwarf(&structs)),
-        Ok(None) => None,
-        Err(e) => {
-            notes.push(format!("DWARF unusable ({e}); using offsets table"));
-            None
-        }
-    };
-    let (layout, offsets_source) = match dwarf_entries.map(|e| RuntimeLayout::from_entries(&e)) {
-        Some(Ok(l)) => (l, OffsetsSource::Dwarf),
-        other => {
-            if let Some(Err(k)) = other {
-                notes.push(format!("DWARF lacks {k}; using offsets table"));
-            }
-            let t = table.as_ref().ok_or_else(|| InspectError::UnsupportedGoVersion {
-                version: go_version.raw.clone(),
-                reason: "no offsets table for this version and no DWARF".into(),
-            })?;
-            let l = RuntimeLayout::from_entries(&t.entries)
-                .map_err(|k| InspectError::malformed(format!("built-in go1.{} table lacks {k}", t.minor)))?;
-            if !known {
-                // Newer than any table: accept the newest layout only if the binary agrees.
-                let check = validate_newer(arch, &l, t, &wait_reasons, &body);
-                if let Err(why) = check {
-                    return Err(InspectError::UnsupportedGoVersion {
-                        version: go_version.raw.clone(),
-                        reason: format!(
-                            "no DWARF and no offsets table for go1.{minor}; the newest known layout (go1.{}) does not match this binary: {why}; rebuild without -w or update goscope",
-                            t.minor
-                        ),
-                    });
-                }
-                notes.push(format!(
-                    "go1.{minor} is newer than the newest table; using the go1.{} layout, validated against the binary",
-                    t.minor
-                ));
-            }
-            (l, OffsetsSource::Table)
-        }
-    };
-    if arch == Arch::Amd64
-        && let Err(why) = validate_code(&layout, &body)
-    {
-        if offsets_source == OffsetsSource::Table || !known {
-            reasons.push(format!("layout does not match the runtime code: {why}"));
-        } else {
-            notes.push(format!("layout cross-check: {why}"));
-        }
-    }
+    let analyse::layout::Runtime { wait_reasons, layout, offsets_source } =
+        analyse::layout::read_runtime(elf, arch, &go_version, &body, &mut notes, &mut reasons)?;
 
     // --- Probe sites.
     let mut probe_sites = Vec::new();
