@@ -1,7 +1,9 @@
 //! What the runtime looks like inside: the wait-reason names (from the binary, else the release's
 //! table) and the struct layout goscope reads (from DWARF, else the release's table, checked
 //! against the runtime's code).
-use crate::{Arch, BodyFn, GoVersion, InspectError, NEWEST_MINOR, OffsetsSource, RuntimeLayout, WaitReasonTable, elf::Elf};
+use crate::{
+    Arch, BodyFn, GoVersion, InspectError, NEWEST_MINOR, OffsetsSource, RuntimeLayout, WaitReasonTable, elf::Elf, layout::Table,
+};
 
 /// The runtime's wait reasons and layout.
 pub(crate) struct Runtime {
@@ -20,10 +22,33 @@ pub(crate) fn read_runtime(
     notes: &mut Vec<String>,
     reasons: &mut Vec<String>,
 ) -> Result<Runtime, InspectError> {
-    let minor = go_version.minor;
-    let known = minor <= NEWEST_MINOR;
-    // --- Wait reasons (read before the layout: used to validate an unknown version's layout).
-    let table = crate::layout::table(minor.min(NEWEST_MINOR));
+    let known = go_version.minor <= NEWEST_MINOR;
+    let table = crate::layout::table(go_version.minor.min(NEWEST_MINOR));
+    let measured = table.as_ref().filter(|_| known);
+    let wait_reasons = wait_reasons(elf, arch, measured, body, notes, reasons);
+    let (layout, offsets_source) = layout(elf, arch, go_version, table.as_ref(), &wait_reasons, body, notes)?;
+    if arch == Arch::Amd64
+        && let Err(why) = crate::validate_code(&layout, body)
+    {
+        if offsets_source == OffsetsSource::Table || !known {
+            reasons.push(format!("layout does not match the runtime code: {why}"));
+        } else {
+            notes.push(format!("layout cross-check: {why}"));
+        }
+    }
+    Ok(Runtime { wait_reasons, layout, offsets_source })
+}
+
+/// The wait-reason names: the binary's own array (by symbol, from `waitReason.String`'s code, or
+/// by a data scan), else `measured`, the table of the binary's release when there is one.
+fn wait_reasons(
+    elf: &Elf<'_>,
+    arch: Arch,
+    measured: Option<&Table>,
+    body: &BodyFn<'_, '_>,
+    notes: &mut Vec<String>,
+    reasons: &mut Vec<String>,
+) -> WaitReasonTable {
     let from_binary = elf
         .symbol("runtime.waitReasonStrings")
         .and_then(|s| crate::waitreason::read_at(elf, s.value, (s.size / 16) as usize))
@@ -38,7 +63,7 @@ pub(crate) fn read_runtime(
             // Last resort: the data scan cannot see where the array ends and may run into a
             // following string variable; cut it to the version's table when it extends it.
             let (_, mut names) = crate::waitreason::scan(elf)?;
-            if let Some(t) = table.as_ref().filter(|_| known)
+            if let Some(t) = measured
                 && names.len() > t.wait_reasons.len()
                 && names[..t.wait_reasons.len()] == t.wait_reasons[..]
             {
@@ -52,9 +77,9 @@ pub(crate) fn read_runtime(
             }
             Some(names)
         });
-    let wait_reasons = match from_binary {
+    match from_binary {
         Some(names) => WaitReasonTable::new(names, "binary"),
-        None => match table.as_ref().filter(|_| known) {
+        None => match measured {
             Some(t) => {
                 notes.push(format!("wait reasons not found in the binary; using the go1.{} table", t.minor));
                 WaitReasonTable::new(t.wait_reasons.clone(), "table")
@@ -64,9 +89,21 @@ pub(crate) fn read_runtime(
                 WaitReasonTable::new(Vec::new(), "table")
             }
         },
-    };
+    }
+}
 
-    // --- Layout.
+/// The struct layout: from DWARF, else from `table` (the newest one for a release past the
+/// tables, accepted only if the binary's code agrees with it).
+fn layout(
+    elf: &Elf<'_>,
+    arch: Arch,
+    go_version: &GoVersion,
+    table: Option<&Table>,
+    wait_reasons: &WaitReasonTable,
+    body: &BodyFn<'_, '_>,
+    notes: &mut Vec<String>,
+) -> Result<(RuntimeLayout, OffsetsSource), InspectError> {
+    let minor = go_version.minor;
     let dwarf_entries = match crate::dwarf::read_structs(elf) {
         Ok(Some(structs)) => Some(crate::layout::entries_from_dwarf(&structs)),
         Ok(None) => None,
@@ -75,46 +112,32 @@ pub(crate) fn read_runtime(
             None
         }
     };
-    let (layout, offsets_source) = match dwarf_entries.map(|e| RuntimeLayout::from_entries(&e)) {
-        Some(Ok(l)) => (l, OffsetsSource::Dwarf),
-        other => {
-            if let Some(Err(k)) = other {
-                notes.push(format!("DWARF lacks {k}; using offsets table"));
-            }
-            let t = table.as_ref().ok_or_else(|| InspectError::UnsupportedGoVersion {
-                version: go_version.raw.clone(),
-                reason: "no offsets table for this version and no DWARF".into(),
-            })?;
-            let l = RuntimeLayout::from_entries(&t.entries)
-                .map_err(|k| InspectError::malformed(format!("built-in go1.{} table lacks {k}", t.minor)))?;
-            if !known {
-                // Newer than any table: accept the newest layout only if the binary agrees.
-                let check = crate::validate_newer(arch, &l, t, &wait_reasons, body);
-                if let Err(why) = check {
-                    return Err(InspectError::UnsupportedGoVersion {
-                        version: go_version.raw.clone(),
-                        reason: format!(
-                            "no DWARF and no offsets table for go1.{minor}; the newest known layout (go1.{}) does not match this binary: {why}; rebuild without -w or update goscope",
-                            t.minor
-                        ),
-                    });
-                }
-                notes.push(format!(
-                    "go1.{minor} is newer than the newest table; using the go1.{} layout, validated against the binary",
-                    t.minor
-                ));
-            }
-            (l, OffsetsSource::Table)
-        }
-    };
-    if arch == Arch::Amd64
-        && let Err(why) = crate::validate_code(&layout, body)
-    {
-        if offsets_source == OffsetsSource::Table || !known {
-            reasons.push(format!("layout does not match the runtime code: {why}"));
-        } else {
-            notes.push(format!("layout cross-check: {why}"));
-        }
+    match dwarf_entries.map(|e| RuntimeLayout::from_entries(&e)) {
+        Some(Ok(l)) => return Ok((l, OffsetsSource::Dwarf)),
+        Some(Err(k)) => notes.push(format!("DWARF lacks {k}; using offsets table")),
+        None => {}
     }
-    Ok(Runtime { wait_reasons, layout, offsets_source })
+    let t = table.ok_or_else(|| InspectError::UnsupportedGoVersion {
+        version: go_version.raw.clone(),
+        reason: "no offsets table for this version and no DWARF".into(),
+    })?;
+    let l = RuntimeLayout::from_entries(&t.entries)
+        .map_err(|k| InspectError::malformed(format!("built-in go1.{} table lacks {k}", t.minor)))?;
+    if minor > NEWEST_MINOR {
+        // Newer than any table: accept the newest layout only if the binary agrees.
+        if let Err(why) = crate::validate_newer(arch, &l, t, wait_reasons, body) {
+            return Err(InspectError::UnsupportedGoVersion {
+                version: go_version.raw.clone(),
+                reason: format!(
+                    "no DWARF and no offsets table for go1.{minor}; the newest known layout (go1.{}) does not match this binary: {why}; rebuild without -w or update goscope",
+                    t.minor
+                ),
+            });
+        }
+        notes.push(format!(
+            "go1.{minor} is newer than the newest table; using the go1.{} layout, validated against the binary",
+            t.minor
+        ));
+    }
+    Ok((l, OffsetsSource::Table))
 }
