@@ -119,6 +119,17 @@ pub struct Batch {
 }
 
 impl Batch {
+    /// An unread batch for `reqs`: room for each range's bytes, back to back; an empty range
+    /// counts as read.
+    fn sized_for(reqs: &[(u64, usize)]) -> Batch {
+        let mut spans = Vec::with_capacity(reqs.len());
+        let mut off = 0usize;
+        for &(_, len) in reqs {
+            spans.push((off, len, len == 0));
+            off += len;
+        }
+        Batch { data: vec![0; off], spans }
+    }
     /// The bytes of request `i`, if it was read completely.
     pub fn get(&self, i: usize) -> Option<&[u8]> {
         let (off, len, ok) = *self.spans.get(i)?;
@@ -237,13 +248,7 @@ impl ProcessMemory {
                 return Err(MemoryError::TooLarge { pid: self.pid, len });
             }
         }
-        let mut spans = Vec::with_capacity(reqs.len());
-        let mut off = 0usize;
-        for &(_, len) in reqs {
-            spans.push((off, len, len == 0));
-            off += len;
-        }
-        let mut batch = Batch { data: vec![0; off], spans };
+        let mut batch = Batch::sized_for(reqs);
 
         // Group ranges by address.
         let mut order: Vec<usize> = (0..reqs.len()).filter(|&i| reqs[i].1 > 0).collect();
@@ -273,13 +278,7 @@ impl ProcessMemory {
             return Ok(batch);
         }
         let greqs: Vec<(u64, usize)> = groups.iter().map(|(s, e, _)| (*s, (e - s) as usize)).collect();
-        let mut gbatch = Batch::default();
-        let mut off = 0;
-        for &(_, len) in &greqs {
-            gbatch.spans.push((off, len, false));
-            off += len;
-        }
-        gbatch.data = vec![0; off];
+        let mut gbatch = Batch::sized_for(&greqs);
         self.fill(&greqs, &mut gbatch)?;
         let mut again = Vec::new();
         for (k, (start, _, members)) in groups.iter().enumerate() {
@@ -302,13 +301,7 @@ impl ProcessMemory {
             let sub: Vec<(u64, usize)> = again.iter().map(|&i| reqs[i]).collect();
             let extra: u64 = sub.iter().map(|r| r.1 as u64).sum();
             self.requested.set(self.requested.get() + extra);
-            let mut sb = Batch::default();
-            let mut off = 0;
-            for &(_, len) in &sub {
-                sb.spans.push((off, len, false));
-                off += len;
-            }
-            sb.data = vec![0; off];
+            let mut sb = Batch::sized_for(&sub);
             self.fill(&sub, &mut sb)?;
             for (k, &i) in again.iter().enumerate() {
                 if let Some(bytes) = sb.get(k) {
