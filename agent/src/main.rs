@@ -21,9 +21,10 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             session.fail_on = fail_on;
             runtime()?.block_on(attach::run(pid, session)).map_err(anyhow::Error::from)
         }
-        Command::Run { include, exclude, scan_every, ring_buffer_size, events, mut session } => {
+        Command::Run { include, exclude, scan_every, ring_buffer_size, events, k8s, mut session } => {
             session.ring_bytes = ring_buffer_size;
             session.show_events = events;
+            session.k8s = run::k8s_lookup(&k8s, session.format)?;
             let options = run::RunOptions { selection: run::Selection { include, exclude }, scan_every, session };
             runtime()?.block_on(run::run(options)).map_err(anyhow::Error::from)
         }

@@ -86,9 +86,9 @@ pub async fn run(pid: u32, cfg: SessionConfig) -> Result<(), AttachError> {
     if !target.is_alive() {
         return Err(AttachError::Target(TargetError::Exited { pid: target.pid }));
     }
-    announce(&target, &binary, cfg.format)?;
-
-    let process_info = ProcessInfo::from_pid(target.pid, &target.exe_name, &binary, cfg.otlp.otlp_command_args);
+    let mut process_info = ProcessInfo::from_pid(target.pid, &target.exe_name, &binary, cfg.otlp.otlp_command_args);
+    process_info.k8s = cfg.k8s.attributes(target.pid, &process_info.k8s).into_iter().collect();
+    announce(&target, &binary, &process_info, cfg.format)?;
     let ctx = TargetContext { pid: target.pid, binary, load_bias, attached_at_ns: goscope_memory::monotonic_ns() };
     let (tx, rx) = mpsc::channel(cfg.queue_len);
     let stop = Arc::new(Notify::new());
@@ -107,7 +107,7 @@ pub async fn run(pid: u32, cfg: SessionConfig) -> Result<(), AttachError> {
 }
 
 /// The `attached` line (JSON, on stdout) or a one-line notice (text, on stderr).
-fn announce(target: &Target, binary: &GoBinary, format: Format) -> io::Result<()> {
+fn announce(target: &Target, binary: &GoBinary, info: &ProcessInfo, format: Format) -> io::Result<()> {
     let go_version = &binary.build_info().go_version.raw;
     let probes: Vec<AttachedProbe> = binary
         .probe_sites()
@@ -117,7 +117,8 @@ fn announce(target: &Target, binary: &GoBinary, format: Format) -> io::Result<()
     let mut stdout = io::stdout();
     match format {
         Format::Json => {
-            let line = OutputLine::Attached { pid: target.pid, go_version, probes }.to_json()?;
+            let k8s = info.k8s.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let line = OutputLine::Attached { pid: target.pid, go_version, probes, k8s }.to_json()?;
             write_line(&mut stdout, &line)?;
         }
         Format::Text => eprintln!(

@@ -62,6 +62,8 @@ pub enum Command {
         #[arg(long)]
         events: bool,
         #[command(flatten)]
+        k8s: K8sArgs,
+        #[command(flatten)]
         session: SessionConfig,
     },
     /// Analyse a Go binary (or a running process's binary): version, offsets, probe sites, support.
@@ -84,6 +86,27 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
+}
+
+/// Where `run` finds the Kubernetes API server that names each process's pod and workload. In a
+/// pod (`KUBERNETES_SERVICE_HOST` set) the in-cluster address and service account are used.
+#[derive(Debug, Clone, clap::Args)]
+pub struct K8sArgs {
+    /// API server URL (default: in-cluster, from KUBERNETES_SERVICE_HOST/PORT).
+    #[arg(long, value_name = "URL")]
+    pub k8s_api_server: Option<String>,
+    /// File holding the bearer token (default: the pod's service-account token).
+    #[arg(long, value_name = "PATH", requires = "k8s_api_server")]
+    pub k8s_token_file: Option<PathBuf>,
+    /// CA certificate (PEM) of the API server (default: the pod's service-account CA).
+    #[arg(long, value_name = "PATH", requires = "k8s_api_server")]
+    pub k8s_ca_file: Option<PathBuf>,
+    /// This node's name: only its pods are listed and watched (set it from the downward API).
+    #[arg(long, value_name = "NAME", env = "K8S_NODE_NAME")]
+    pub k8s_node_name: Option<String>,
+    /// Never ask the API server (identity from cgroups and the environment only).
+    #[arg(long, conflicts_with = "k8s_api_server")]
+    pub no_k8s_api: bool,
 }
 
 fn parse_ring_bytes(s: &str) -> Result<u32, String> {

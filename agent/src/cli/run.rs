@@ -14,9 +14,13 @@ use tokio::{
 };
 
 use crate::{
-    cli::attach::{self, AttachError},
+    cli::{
+        K8sArgs,
+        attach::{self, AttachError},
+    },
     session::SessionConfig,
     sink::{Format, warning_line, write_line},
+    target::k8s::{ApiConfig, K8sError, K8sLookup, PodCache},
     target::privilege::{self, Operation},
 };
 
@@ -138,6 +142,44 @@ fn candidates(selection: &Selection, own_pid: u32, watched: &HashSet<u32>) -> Ca
         }
     }
     found
+}
+
+/// The pod cache `run` names each process's pod and workload through, or none: outside a cluster
+/// without `--k8s-api-server`, or with one warning when the API cannot be used (identity then
+/// comes from cgroups and the target's environment only).
+pub fn k8s_lookup(args: &K8sArgs, format: Format) -> Result<K8sLookup, AttachError> {
+    let node_name = args.k8s_node_name.clone().filter(|n| !n.is_empty());
+    let mut lookup = K8sLookup { pods: None, node_name: node_name.clone() };
+    if args.no_k8s_api {
+        return Ok(lookup);
+    }
+    let config = match &args.k8s_api_server {
+        Some(server) => explicit_api_config(server, args, node_name).map(Some),
+        None => ApiConfig::in_cluster(node_name),
+    };
+    match config.and_then(|c| c.map(PodCache::start).transpose()) {
+        Ok(pods) => lookup.pods = pods,
+        Err(e) => {
+            let message = format!(
+                "Kubernetes pod, container and workload names are not available ({e}); findings carry only the pod UID and \
+                 container ID from cgroups and the target's downward-API variables"
+            );
+            write_line(&mut std::io::stdout(), &warning_line(format, None, &message, "")?)?;
+        }
+    }
+    Ok(lookup)
+}
+
+fn explicit_api_config(server: &str, args: &K8sArgs, node_name: Option<String>) -> Result<ApiConfig, K8sError> {
+    let read = |path: &std::path::Path| {
+        fs::read(path).map_err(|source| K8sError::Credentials { path: path.display().to_string(), source })
+    };
+    Ok(ApiConfig {
+        server: server.trim_end_matches('/').to_owned(),
+        token: args.k8s_token_file.as_deref().map(read).transpose()?.map(|t| String::from_utf8_lossy(&t).trim().to_owned()),
+        ca_pem: args.k8s_ca_file.as_deref().map(read).transpose()?,
+        node_name,
+    })
 }
 
 /// One warning per run that some processes cannot be watched for lack of privilege.

@@ -21,12 +21,12 @@ pub enum Change {
 }
 
 impl Change {
-    /// The change as one output line.
-    pub fn render(&self, format: Format) -> io::Result<String> {
+    /// The change as one output line; JSON lines carry the process's `k8s.*` attributes.
+    pub fn render(&self, format: Format, k8s: &BTreeMap<&'static str, String>) -> io::Result<String> {
         Ok(match format {
             Format::Json => match self {
-                Self::Raised(f) => OutputLine::Finding(f).to_json()?,
-                Self::Retracted(f) => OutputLine::Retraction(f).to_json()?,
+                Self::Raised(finding) => OutputLine::Finding { finding, k8s }.to_json()?,
+                Self::Retracted(finding) => OutputLine::Retraction { finding, k8s }.to_json()?,
             },
             Format::Text => match self {
                 Self::Raised(f) => format!("FINDING [{}/{}] {}", f.finding_type.as_str(), f.grade.as_str(), f.summary),

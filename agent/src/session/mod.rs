@@ -13,6 +13,7 @@ use std::time::Duration;
 use crate::{
     detect::FindingType,
     sink::{Format, otlp::OtlpArgs},
+    target::k8s::K8sLookup,
 };
 
 /// Everything a watching session is configured with, from the command line: `attach` builds one,
@@ -57,6 +58,9 @@ pub struct SessionConfig {
     /// Stop (and make goscope exit non-zero) at the first finding of one of these types.
     #[arg(skip)]
     pub fail_on: Vec<FindingType>,
+    /// Where `goscope run` looks up the Kubernetes pod of each process.
+    #[arg(skip)]
+    pub k8s: K8sLookup,
 }
 
 impl SessionConfig {

@@ -2,7 +2,7 @@
 //! detectors on each clock tick and writes every line the session prints. It also feeds the OTLP
 //! exporter (created here: its blocking HTTP client must live off the async runtime).
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     io::{self, BufWriter, Stdout, Write},
     sync::Arc,
 };
@@ -54,6 +54,7 @@ pub fn process(
 ) -> io::Result<ProcessStats> {
     let otlp = OtlpExporter::start(&cfg.otlp, process_info).map_err(io::Error::other)?;
     let mut p = Processor::new(ctx, cfg, otlp, stop);
+    p.k8s = process_info.k8s.iter().map(|(k, v)| (*k, v.clone())).collect();
     p.seed()?;
     while let Some(item) = rx.blocking_recv() {
         match item {
@@ -97,6 +98,8 @@ struct Processor<'a> {
     dropped_seen: u64,
     /// Resyncs so far (the first one is announced).
     resyncs: u64,
+    /// The process's `k8s.*` attributes, on every finding line.
+    k8s: BTreeMap<&'static str, String>,
 }
 
 impl<'a> Processor<'a> {
@@ -124,6 +127,7 @@ impl<'a> Processor<'a> {
             resync_pending: false,
             dropped_seen: 0,
             resyncs: 0,
+            k8s: BTreeMap::new(),
         }
     }
 
@@ -338,7 +342,7 @@ impl<'a> Processor<'a> {
             return write!(self.out, "\x1b[H\x1b[2J{}", top::render(&self.state, self.ctx, now_ns, &status));
         }
         for change in changes {
-            let line = change.render(self.cfg.format)?;
+            let line = change.render(self.cfg.format, &self.k8s)?;
             self.write(&line)?;
         }
         Ok(())

@@ -15,19 +15,14 @@ pub enum OutputLine<'a> {
         pid: u32,
         go_version: &'a str,
         probes: Vec<AttachedProbe<'a>>,
+        /// The process's `k8s.*` resource attributes, when it runs in a Kubernetes pod.
+        #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+        k8s: BTreeMap<&'static str, &'a str>,
     },
     /// The goroutines read from memory at attach.
-    Snapshot {
-        pid: u32,
-        goroutines: usize,
-        read_ns: u64,
-        bytes_read: u64,
-    },
+    Snapshot { pid: u32, goroutines: usize, read_ns: u64, bytes_read: u64 },
     /// Events the kernel ring buffer had no room for.
-    Lost {
-        pid: u32,
-        count: u64,
-    },
+    Lost { pid: u32, count: u64 },
     /// Something goscope could not do, for one process or (`goscope run`) for the host.
     Warning {
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -44,9 +39,20 @@ pub enum OutputLine<'a> {
         by_state: BTreeMap<&'static str, usize>,
         by_wait_reason: BTreeMap<String, usize>,
     },
-    Finding(&'a Finding),
+    Finding {
+        #[serde(flatten)]
+        finding: &'a Finding,
+        /// The process's `k8s.*` resource attributes (`goscope run` in Kubernetes).
+        #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+        k8s: &'a BTreeMap<&'static str, String>,
+    },
     /// A reported finding that no longer holds.
-    Retraction(&'a Finding),
+    Retraction {
+        #[serde(flatten)]
+        finding: &'a Finding,
+        #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+        k8s: &'a BTreeMap<&'static str, String>,
+    },
     /// The session's last line.
     Summary {
         pid: u32,
@@ -78,7 +84,7 @@ impl OutputLine<'_> {
     /// byte (serde_json's map is sorted without its `preserve_order` feature; a test guards it).
     pub fn to_json(&self) -> io::Result<String> {
         let text = match self {
-            Self::Event(_) | Self::Finding(_) | Self::Retraction(_) => serde_json::to_string(self),
+            Self::Event(_) | Self::Finding { .. } | Self::Retraction { .. } => serde_json::to_string(self),
             _ => serde_json::to_value(self).map(|v| v.to_string()),
         };
         text.map_err(io::Error::other)
@@ -93,7 +99,7 @@ mod tests {
     #[test]
     fn sorted_lines_keep_their_byte_order() {
         let probes = vec![AttachedProbe { name: "goroutine_parked", symbol: "runtime.gopark", offset: 4 }];
-        let attached = OutputLine::Attached { pid: 7, go_version: "go1.26.0", probes };
+        let attached = OutputLine::Attached { pid: 7, go_version: "go1.26.0", probes, k8s: BTreeMap::new() };
         assert_eq!(
             attached.to_json().unwrap(),
             r#"{"go_version":"go1.26.0","kind":"attached","pid":7,"probes":[{"name":"goroutine_parked","offset":4,"symbol":"runtime.gopark"}]}"#
@@ -130,8 +136,13 @@ mod tests {
             summary: "s".into(),
         };
         assert_eq!(
-            OutputLine::Retraction(&f).to_json().unwrap(),
+            OutputLine::Retraction { finding: &f, k8s: &BTreeMap::new() }.to_json().unwrap(),
             r#"{"kind":"retraction","id":"blocked:7:9","type":"blocked","grade":"suspect","pid":7,"goroutines":[],"summary":"s"}"#
+        );
+        let k8s = BTreeMap::from([("k8s.pod.name", "api-1".to_owned()), ("k8s.namespace.name", "shop".to_owned())]);
+        assert_eq!(
+            OutputLine::Finding { finding: &f, k8s: &k8s }.to_json().unwrap(),
+            r#"{"kind":"finding","id":"blocked:7:9","type":"blocked","grade":"suspect","pid":7,"goroutines":[],"summary":"s","k8s":{"k8s.namespace.name":"shop","k8s.pod.name":"api-1"}}"#
         );
     }
 }

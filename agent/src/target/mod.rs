@@ -1,7 +1,8 @@
 //! A target process: its PID, the binary it runs (through `/proc/PID/exe`, so the right inode is
 //! found whatever mount namespace the process lives in) and the load bias of that binary; the
 //! analysed binary as every later stage sees it ([`TargetContext`]); and the eBPF probes that
-//! watch it ([`probes`]).
+//! watch it ([`probes`]); and where it runs in Kubernetes ([`k8s`]).
+pub mod k8s;
 pub mod privilege;
 pub mod probes;
 
