@@ -41,12 +41,12 @@ impl CgroupIdentity {
     }
 }
 
-/// `pod<uid>` (cgroupfs) or `kubepods[-<qos>]-pod<uid_with_underscores>.slice` (systemd).
+/// `pod<uid>` (cgroupfs) or `[kubelet-]kubepods[-<qos>]-pod<uid_with_underscores>.slice` (systemd).
 fn pod_uid_of(segment: &str) -> Option<String> {
     let rest = segment.strip_suffix(".slice").unwrap_or(segment);
     let uid = if let Some(uid) = rest.strip_prefix("pod") {
         uid
-    } else if rest.starts_with("kubepods") {
+    } else if rest.contains("kubepods") {
         &rest[rest.rfind("-pod")? + "-pod".len()..]
     } else {
         return None;
