@@ -1,53 +1,50 @@
-//! Kubernetes identity without an API server: a fixture process put in a cgroup named the way the
-//! kubelet names one (`kubepods/besteffort/pod<UID>/<container ID>`, cgroupfs driver) and given
-//! the downward-API variables, watched by `goscope attach` exporting to a real Jaeger. Its spans'
-//! resource carries `k8s.pod.uid` and `container.id` from the cgroup and `k8s.pod.name` /
-//! `k8s.namespace.name` from the variables; nothing else of its environment or command line.
-use std::{fs, path::PathBuf, time::Duration};
+//! Kubernetes identity on every finding of `goscope run`, against a real kube-apiserver (and
+//! etcd) built from their module sources: a Deployment → ReplicaSet → Pod made through the API
+//! as the controllers and a kubelet would, the fixture process put in a cgroup named as the
+//! kubelet names a container's, and goscope given only the ClusterRole that
+//! deploy/kubernetes/rbac.yaml ships. Without API access it falls back to the cgroup with one
+//! warning.
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context as _, Result, ensure};
-use goscope_tests::backend::{Jaeger, process_tag};
-use goscope_tests::{ChildGuard, GoFixture, Goscope, Variant, require_bpf};
-use serde_json::Value;
+use goscope_tests::kube::{AGENT_TOKEN, KubeCluster};
+use goscope_tests::{GoFixture, Goscope, Variant, require_bpf};
+use serde_json::{Value, json};
 
-const POD_UID: &str = "3f2b7c1e-5d4a-4e8f-9b0c-1a2b3c4d5e6f";
+const NODE: &str = "node-a";
+const CONTAINER_ID: &str = "4f9c2a7e1b3d5f60718293a4b5c6d7e8f90123456789abcdef0123456789abcd";
 
-/// A cgroup under the v1 `pids` hierarchy (or the v2 root), removed on drop once empty.
+/// A cgroup named as the kubelet (cgroupfs driver) names a Burstable pod's container, in the
+/// `pids` hierarchy on cgroup v1 or the unified one on v2; removed on drop once emptied.
 struct KubeletCgroup {
-    dirs: Vec<PathBuf>,
+    leaf: PathBuf,
 }
 
 impl KubeletCgroup {
-    fn create(container_id: &str) -> Result<KubeletCgroup> {
-        let root = ["/sys/fs/cgroup/pids", "/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
-            .into_iter()
-            .map(PathBuf::from)
-            .find(|p| p.join("cgroup.procs").exists())
-            .context("no writable cgroup hierarchy")?;
-        let mut dirs = Vec::new();
-        let mut dir = root;
-        for part in ["kubepods", "besteffort", &format!("pod{POD_UID}"), container_id] {
-            dir = dir.join(part);
-            if !dir.exists() {
-                fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
-                dirs.push(dir.clone());
-            }
-        }
-        Ok(KubeletCgroup { dirs })
+    fn create(pod_uid: &str) -> Result<Self> {
+        let root = if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+            PathBuf::from("/sys/fs/cgroup")
+        } else {
+            PathBuf::from("/sys/fs/cgroup/pids")
+        };
+        let leaf = root.join("kubepods").join("burstable").join(format!("pod{pod_uid}")).join(CONTAINER_ID);
+        fs::create_dir_all(&leaf).with_context(|| format!("creating {}", leaf.display()))?;
+        Ok(Self { leaf })
     }
 
-    fn add(&self, pid: u32) -> Result<()> {
-        let leaf = self.dirs.last().context("no cgroup created")?;
-        fs::write(leaf.join("cgroup.procs"), pid.to_string()).with_context(|| format!("moving {pid} into {}", leaf.display()))
+    fn enter(&self, pid: u32) -> Result<()> {
+        fs::write(self.leaf.join("cgroup.procs"), pid.to_string()).context("moving the fixture into the pod's cgroup")
     }
 }
 
 impl Drop for KubeletCgroup {
     fn drop(&mut self) {
-        for dir in self.dirs.iter().rev() {
-            // Empty once the fixture is gone; retry briefly while its exit is reaped.
+        // Leaf first; a cgroup is removed only once its processes are gone.
+        for dir in self.leaf.ancestors().take(4) {
             for _ in 0..50 {
-                if fs::remove_dir(dir).is_ok() {
+                if fs::remove_dir(dir).is_ok() || !dir.exists() {
                     break;
                 }
                 std::thread::sleep(Duration::from_millis(100));
@@ -56,45 +53,120 @@ impl Drop for KubeletCgroup {
     }
 }
 
+/// The objects a Deployment's controllers and the kubelet would have made; the pod's UID.
+fn make_workload(cluster: &KubeCluster) -> Result<String> {
+    let labels = json!({"app": "shop-api"});
+    let template = json!({"metadata": {"labels": labels}, "spec": {"containers": [{"name": "api", "image": "example/api:1"}]}});
+    let deployment = cluster.create(
+        "/apis/apps/v1/namespaces/default/deployments",
+        &json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "shop-api"},
+            "spec": {"selector": {"matchLabels": labels}, "template": template}}),
+    )?;
+    let owner = |kind: &str, obj: &Value| json!([{"apiVersion": "apps/v1", "kind": kind, "name": obj["metadata"]["name"], "uid": obj["metadata"]["uid"], "controller": true}]);
+    let replicaset = cluster.create(
+        "/apis/apps/v1/namespaces/default/replicasets",
+        &json!({"apiVersion": "apps/v1", "kind": "ReplicaSet",
+            "metadata": {"name": "shop-api-7d9f", "ownerReferences": owner("Deployment", &deployment)},
+            "spec": {"selector": {"matchLabels": labels}, "template": template}}),
+    )?;
+    let pod = cluster.create(
+        "/api/v1/namespaces/default/pods",
+        &json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "shop-api-7d9f-x2k4p", "labels": labels, "ownerReferences": owner("ReplicaSet", &replicaset)},
+            "spec": {"nodeName": NODE, "containers": [{"name": "api", "image": "example/api:1"}]}}),
+    )?;
+    let status = json!({"status": {"phase": "Running", "containerStatuses": [{
+        "name": "api", "containerID": format!("containerd://{CONTAINER_ID}"), "image": "example/api:1",
+        "imageID": "example/api@sha256:0", "ready": true, "restartCount": 0, "state": {"running": {}}}]}});
+    cluster.call(
+        "PATCH",
+        "/api/v1/namespaces/default/pods/shop-api-7d9f-x2k4p/status",
+        goscope_tests::kube::ADMIN_TOKEN,
+        Some(("application/merge-patch+json", &status.to_string())),
+    )?;
+    Ok(pod["metadata"]["uid"].as_str().context("the pod has no uid")?.to_owned())
+}
+
+/// The ClusterRole of deploy/kubernetes/rbac.yaml, created as shipped and bound to the agent user.
+fn grant_shipped_role(cluster: &KubeCluster) -> Result<()> {
+    let manifest = fs::read_to_string(goscope_tests::workspace_root().join("deploy/kubernetes/rbac.yaml"))?;
+    let role =
+        manifest.split("\n---\n").find(|doc| doc.contains("kind: ClusterRole\n")).context("no ClusterRole in rbac.yaml")?;
+    let created = cluster.create_yaml("/apis/rbac.authorization.k8s.io/v1/clusterroles", role)?;
+    cluster.bind_agent(created["metadata"]["name"].as_str().context("unnamed ClusterRole")?)
+}
+
+fn goscope_run(cluster: &KubeCluster, token: &str) -> Result<Goscope> {
+    let token_file = cluster.token_file(token)?;
+    let (server, ca) = (cluster.server.clone(), cluster.ca_file.to_string_lossy().into_owned());
+    let token_file = token_file.to_string_lossy().into_owned();
+    Goscope::run(&[
+        "--match",
+        "deadlocked",
+        "--scan-every",
+        "500ms",
+        "--block-threshold",
+        "1s",
+        "--k8s-api-server",
+        &server,
+        "--k8s-token-file",
+        &token_file,
+        "--k8s-ca-file",
+        &ca,
+        "--k8s-node-name",
+        NODE,
+    ])
+}
+
 #[test]
-fn pod_identity_from_cgroup_and_downward_api_and_nothing_else() -> Result<()> {
+fn findings_name_the_pod_container_node_and_workload() -> Result<()> {
     if !require_bpf()? {
         return Ok(());
     }
-    let container_id = "c0ffee".repeat(10) + "abcd";
-    let jaeger = Jaeger::start()?;
+    let dir = goscope_tests::target_dir().join("k8s-identity").join(std::process::id().to_string());
+    let cluster = KubeCluster::start(&dir)?;
+    grant_shipped_role(&cluster)?;
+    let pod_uid = make_workload(&cluster)?;
+    let cgroup = KubeletCgroup::create(&pod_uid)?;
     let fixture = GoFixture::build("deadlocked", None, Variant::Plain)?;
-    let mut cmd = fixture.command(&["--db-password=s3cret-arg"]);
-    cmd.env("KUBERNETES_SERVICE_HOST", "10.0.0.1")
-        .env("POD_NAME", "shop-7d9f")
-        .env("POD_NAMESPACE", "prod")
-        .env("DB_PASSWORD", "s3cret-env");
-    let mut target = ChildGuard::spawn(fixture.label(), cmd)?;
+    let mut target = fixture.spawn(&[])?;
+    cgroup.enter(target.pid())?;
     target.expect_json("deadlocked", Duration::from_secs(30))?;
-    let cgroup = KubeletCgroup::create(&container_id)?;
-    cgroup.add(target.pid())?;
 
-    let service = "k8s-identity";
-    let endpoint = jaeger.otlp_grpc_endpoint();
-    let args = ["--no-events", "--block-threshold", "1s", "--otlp-endpoint", &endpoint, "--otlp-protocol", "grpc"];
-    let mut goscope = Goscope::attach(
-        target.pid(),
-        &[&args[..], &["--otlp-service-name", service, "--otlp-export-interval", "500ms"]].concat(),
-    )?;
-    goscope.wait_attached(Duration::from_secs(60))?;
-    let spans = jaeger.wait_spans(service, Duration::from_secs(60), |s| !s.is_empty())?;
+    let mut goscope = goscope_run(&cluster, AGENT_TOKEN)?;
+    let finding = goscope.events_until(|v| v["kind"] == "finding", Duration::from_secs(60))?.pop().context("no finding")?;
+    let expected = json!({
+        "k8s.namespace.name": "default", "k8s.pod.name": "shop-api-7d9f-x2k4p", "k8s.pod.uid": pod_uid,
+        "k8s.container.name": "api", "k8s.node.name": NODE,
+        "k8s.replicaset.name": "shop-api-7d9f", "k8s.deployment.name": "shop-api",
+    });
+    ensure!(finding["k8s"] == expected, "finding k8s = {}, expected {expected}", finding["k8s"]);
+    let attached = goscope.events().iter().find(|v| v["kind"] == "attached").context("no attached line")?;
+    ensure!(attached["k8s"] == expected, "attached k8s = {}", attached["k8s"]);
+    ensure!(
+        !goscope
+            .events()
+            .iter()
+            .any(|v| v["kind"] == "warning" && v["message"].as_str().is_some_and(|m| m.contains("Kubernetes"))),
+        "a Kubernetes warning with a working API: {:?}",
+        goscope.events()
+    );
     goscope.stop(Duration::from_secs(30))?;
-    target.kill();
-    drop(cgroup);
 
-    let span = &spans[0];
-    let tag = |k: &str| process_tag(span, k).and_then(Value::as_str).map(str::to_owned);
-    ensure!(tag("k8s.pod.uid").as_deref() == Some(POD_UID), "k8s.pod.uid: {span}");
-    ensure!(tag("container.id").as_deref() == Some(container_id.as_str()), "container.id: {span}");
-    ensure!(tag("k8s.pod.name").as_deref() == Some("shop-7d9f"), "k8s.pod.name: {span}");
-    ensure!(tag("k8s.namespace.name").as_deref() == Some("prod"), "k8s.namespace.name: {span}");
-    let process = span["process"].to_string();
-    ensure!(!process.contains("s3cret"), "a secret of the target's environment or command line exported: {process}");
-    ensure!(process_tag(span, "process.command_args").is_none(), "command line exported by default: {process}");
+    // A user with no role: the pod UID from the cgroup, and one warning.
+    let mut goscope = goscope_run(&cluster, "no-such-token-anyone-has")?;
+    let finding = goscope.events_until(|v| v["kind"] == "finding", Duration::from_secs(60))?.pop().context("no finding")?;
+    let expected = json!({"k8s.pod.uid": pod_uid, "k8s.node.name": NODE});
+    ensure!(finding["k8s"] == expected, "without API access: finding k8s = {}, expected {expected}", finding["k8s"]);
+    goscope.stop(Duration::from_secs(30))?;
+    let warnings: Vec<&Value> = goscope
+        .events()
+        .iter()
+        .filter(|v| v["kind"] == "warning" && v["message"].as_str().is_some_and(|m| m.contains("Kubernetes")))
+        .collect();
+    ensure!(warnings.len() == 1, "expected one Kubernetes warning, got {warnings:?}");
+    ensure!(warnings[0]["message"].as_str().is_some_and(|m| m.contains("401")), "the warning should say why: {warnings:?}");
+    drop(target);
+    drop(cgroup);
     Ok(())
 }
