@@ -10,6 +10,8 @@ use opentelemetry_sdk::{
 };
 use opentelemetry_semantic_conventions::{SCHEMA_URL, attribute as sc};
 
+use crate::target::k8s::CgroupIdentity;
+
 pub use sc::{CODE_FILE_PATH, CODE_FUNCTION_NAME, CODE_LINE_NUMBER};
 /// The same facts under their semantic-convention names before 1.30 (deprecated; the crate only
 /// has them as experimental): backends and dashboards built on those still query them.
@@ -238,33 +240,12 @@ fn k8s_attributes(environ: &[u8], cgroup: &str, own_node: Option<String>) -> Vec
     attrs
 }
 
-/// The pod UID in a kubelet-made cgroup path: `…/kubepods/burstable/pod<uid>/<container>` with
-/// the cgroupfs driver, `…/kubepods-burstable-pod<uid with _ for ->.slice/…` with systemd's.
 fn pod_uid_from_cgroup(cgroup: &str) -> Option<String> {
-    cgroup.lines().find_map(|line| {
-        let path = line.splitn(3, ':').nth(2)?;
-        if !path.contains("kubepods") {
-            return None;
-        }
-        path.split('/').find_map(|seg| {
-            let seg = seg.trim_end_matches(".slice");
-            let uid = seg.strip_prefix("pod").or_else(|| seg.rsplit_once("-pod").map(|(_, uid)| uid))?.replace('_', "-");
-            let is_uuid = uid.len() == 36 && uid.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-');
-            is_uuid.then_some(uid)
-        })
-    })
+    CgroupIdentity::from_proc_cgroup(cgroup).pod_uid
 }
 
-/// The 64-hex-digit container ID in a cgroup path (docker, containerd, cri-o, podman layouts).
 fn container_id_from_cgroup(cgroup: &str) -> Option<String> {
-    cgroup.lines().find_map(|line| {
-        let path = line.splitn(3, ':').nth(2)?;
-        path.rsplit('/').find_map(|seg| {
-            let seg = seg.trim_end_matches(".scope");
-            let id = seg.rsplit(['-', ':']).next()?;
-            (id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit())).then(|| id.to_owned())
-        })
-    })
+    CgroupIdentity::from_proc_cgroup(cgroup).container_id
 }
 
 #[cfg(test)]
