@@ -148,6 +148,7 @@ impl GoProgram {
                         writeln!(go_mod, "{line}")?;
                     } else if let Some((from, to)) = line.split_once("=>")
                         && to.trim().starts_with('.')
+                        && version_fits(from.trim(), published)
                     {
                         let from = from.trim();
                         writeln!(go_mod, "replace {from} => {from} {published}")?;
@@ -157,5 +158,29 @@ impl GoProgram {
         }
         fs::write(src.join("go.mod"), go_mod)?;
         Ok(())
+    }
+}
+
+/// Whether `version` can be a version of `module` (Go's major-version suffix rule): `…/vN` takes
+/// vN.x.y, any other path v0 or v1. A replace that fails it guards against a module rather than
+/// locating one (etcd's `go.etcd.io/etcd => ./FORBIDDEN_DEPENDENCY`) and is left out.
+fn version_fits(module: &str, version: &str) -> bool {
+    let major = version.trim_start_matches('v').split('.').next().unwrap_or("");
+    match module.rsplit_once("/v").map(|(_, n)| n).filter(|n| n.parse::<u32>().is_ok_and(|n| n >= 2)) {
+        Some(suffix) => suffix == major,
+        None => major == "0" || major == "1",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::version_fits;
+
+    #[test]
+    fn major_version_suffixes() {
+        assert!(version_fits("go.etcd.io/etcd/api/v3", "v3.6.4"));
+        assert!(!version_fits("go.etcd.io/etcd", "v3.6.4"));
+        assert!(version_fits("k8s.io/api", "v0.34.2"));
+        assert!(!version_fits("k8s.io/api/v2", "v0.34.2"));
     }
 }

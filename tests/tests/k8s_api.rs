@@ -128,6 +128,12 @@ fn findings_name_the_pod_container_node_and_workload() -> Result<()> {
     grant_shipped_role(&cluster)?;
     let pod_uid = make_workload(&cluster)?;
     let cgroup = KubeletCgroup::create(&pod_uid)?;
+    // The fixture inherits this process's environment: none of the downward-API variables that
+    // goscope reads from a target may come from the machine running the test.
+    for var in ["POD_NAME", "POD_NAMESPACE", "POD_UID", "NODE_NAME", "CONTAINER_NAME"] {
+        // SAFETY: this test binary runs this one test; no other thread reads the environment now.
+        unsafe { std::env::remove_var(var) };
+    }
     let fixture = GoFixture::build("deadlocked", None, Variant::Plain)?;
     let mut target = fixture.spawn(&[])?;
     cgroup.enter(target.pid())?;

@@ -19,6 +19,7 @@ use crate::{
     sink::{Format, OutputLine, json::AttachedProbe, otlp::ProcessInfo, write_line},
     target::{
         Target, TargetContext, TargetError,
+        k8s::K8sLookup,
         probes::{ProbeError, Probes},
     },
 };
@@ -87,7 +88,7 @@ pub async fn run(pid: u32, cfg: SessionConfig) -> Result<(), AttachError> {
         return Err(AttachError::Target(TargetError::Exited { pid: target.pid }));
     }
     let mut process_info = ProcessInfo::from_pid(target.pid, &target.exe_name, &binary, cfg.otlp.otlp_command_args);
-    process_info.k8s = cfg.k8s.attributes(target.pid, &process_info.k8s).into_iter().collect();
+    process_info.k8s = k8s_attributes(&cfg.k8s, target.pid, std::mem::take(&mut process_info.k8s));
     announce(&target, &binary, &process_info, cfg.format)?;
     let ctx = TargetContext { pid: target.pid, binary, load_bias, attached_at_ns: goscope_memory::monotonic_ns() };
     let (tx, rx) = mpsc::channel(cfg.queue_len);
@@ -104,6 +105,14 @@ pub async fn run(pid: u32, cfg: SessionConfig) -> Result<(), AttachError> {
         Some(finding) => Err(AttachError::FailOn(finding)),
         None => Ok(()),
     }
+}
+
+/// The process's `k8s.*` attributes. The API lookup uses a blocking HTTP client, which must not
+/// run on the async runtime's threads: it runs on a thread of its own.
+fn k8s_attributes(lookup: &K8sLookup, pid: u32, downward: Vec<(&'static str, String)>) -> Vec<(&'static str, String)> {
+    let lookup = lookup.clone();
+    let fallback = downward.clone();
+    std::thread::spawn(move || lookup.attributes(pid, &downward).into_iter().collect()).join().unwrap_or(fallback)
 }
 
 /// The `attached` line (JSON, on stdout) or a one-line notice (text, on stderr).
