@@ -205,12 +205,88 @@ pub(crate) fn place_entry(func: &str, code: &[u8], entry: u64, nargs: Option<usi
     } else {
         format!("argument registers {} are still intact", argregs.iter().map(|r| format!("{r:?}")).collect::<Vec<_>>().join(","))
     };
+    let Prologue { cands, stack_jcc_off, stop_reason, first_text } = scan_prologue(code, entry, argregs);
+    let after_check = |off: u64| stack_jcc_off.is_none_or(|j| off > j);
+    if let Some((off, _, text, _, ret)) = cands.iter().find(|(off, k, ..)| *k == Cand::PushRbp && after_check(*off)) {
+        return Site {
+            offset: *off,
+            instruction: text.clone(),
+            return_address: *ret,
+            why: format!(
+                "PUSH RBP at {func}+{off}: emulated by the kernel (no single-step, ~1 us/hit vs ~5 us at +0), \
+                 after the stack check so it fires once per call even when the stack grows, and uprobe-at-entry \
+                 stack walks still see the caller; {arg_desc}"
+            ),
+        };
+    }
+    if let Some((off, _, text, what, ret)) = cands.iter().find(|(off, k, ..)| *k == Cand::Other && after_check(*off)) {
+        return Site {
+            offset: *off,
+            instruction: text.clone(),
+            return_address: *ret,
+            why: format!(
+                "{what} at {func}+{off}: emulated by the kernel, reached on every call after the stack check \
+                 (fires once per call), before any CALL, body branch or argument write; {arg_desc}"
+            ),
+        };
+    }
+    if let Some((off, _, text, _, ret)) = cands.iter().find(|(_, k, ..)| *k == Cand::StackJcc) {
+        return Site {
+            offset: *off,
+            instruction: text.clone(),
+            return_address: *ret,
+            why: format!(
+                "stack-check Jcc at {func}+{off}: emulated by the kernel and {arg_desc}, but it FIRES TWICE for a \
+                 call that grows the stack (morestack restarts the function at +0) and the caller is missing \
+                 from kernel stack traces (frame not pushed yet); no later emulated instruction precedes {stop_reason}"
+            ),
+        };
+    }
+    if let Some((off, _, text, what, ret)) = cands.first() {
+        return Site {
+            offset: *off,
+            instruction: text.clone(),
+            return_address: *ret,
+            why: format!(
+                "{what} at {func}+{off}: the only emulated instruction before {stop_reason}; it precedes the stack \
+                 check, so it fires again when the stack grows"
+            ),
+        };
+    }
+    Site {
+        offset: 0,
+        instruction: first_text,
+        return_address: ReturnAddressAt::StackPointer,
+        why: format!(
+            "fallback to {func}+0: no kernel-emulated instruction (PUSH/Jcc/JMP/NOP) before {stop_reason}; +0 is \
+             single-stepped (~5 us per hit)"
+        ),
+    }
+}
+
+/// An emulated instruction that could carry the probe: offset, kind, text, why it is emulated,
+/// where the return address is there.
+type Candidate = (u64, Cand, String, &'static str, ReturnAddressAt);
+
+/// What decoding a function's prologue found for [`place_entry`].
+struct Prologue {
+    cands: Vec<Candidate>,
+    /// The stack check's conditional branch, if any.
+    stack_jcc_off: Option<u64>,
+    /// Why decoding stopped.
+    stop_reason: &'static str,
+    first_text: String,
+}
+
+/// Decodes the straight-line prologue up to the first CALL, body branch or argument write,
+/// collecting the kernel-emulated instructions on the way.
+fn scan_prologue(code: &[u8], entry: u64, argregs: &[Register]) -> Prologue {
     let mut decoder = Decoder::with_ip(64, code, entry, DecoderOptions::NONE);
     let mut factory = InstructionInfoFactory::new();
     let mut instr = Instruction::default();
     let mut prev_stack_cmp = false;
     let mut stack_jcc_off: Option<u64> = None;
-    let mut cands: Vec<(u64, Cand, String, &'static str, ReturnAddressAt)> = Vec::new();
+    let mut cands: Vec<Candidate> = Vec::new();
     // Registers written by the instructions before the current one.
     let (mut rsp_moved, mut rbp_set) = (false, false);
     let mut stop_reason = "end of decoded prologue";
@@ -292,62 +368,7 @@ pub(crate) fn place_entry(func: &str, code: &[u8], entry: u64, nargs: Option<usi
         prev_stack_cmp = is_stack_check_cmp(&instr);
     }
 
-    let after_check = |off: u64| stack_jcc_off.is_none_or(|j| off > j);
-    if let Some((off, _, text, _, ret)) = cands.iter().find(|(off, k, ..)| *k == Cand::PushRbp && after_check(*off)) {
-        return Site {
-            offset: *off,
-            instruction: text.clone(),
-            return_address: *ret,
-            why: format!(
-                "PUSH RBP at {func}+{off}: emulated by the kernel (no single-step, ~1 us/hit vs ~5 us at +0), \
-                 after the stack check so it fires once per call even when the stack grows, and uprobe-at-entry \
-                 stack walks still see the caller; {arg_desc}"
-            ),
-        };
-    }
-    if let Some((off, _, text, what, ret)) = cands.iter().find(|(off, k, ..)| *k == Cand::Other && after_check(*off)) {
-        return Site {
-            offset: *off,
-            instruction: text.clone(),
-            return_address: *ret,
-            why: format!(
-                "{what} at {func}+{off}: emulated by the kernel, reached on every call after the stack check \
-                 (fires once per call), before any CALL, body branch or argument write; {arg_desc}"
-            ),
-        };
-    }
-    if let Some((off, _, text, _, ret)) = cands.iter().find(|(_, k, ..)| *k == Cand::StackJcc) {
-        return Site {
-            offset: *off,
-            instruction: text.clone(),
-            return_address: *ret,
-            why: format!(
-                "stack-check Jcc at {func}+{off}: emulated by the kernel and {arg_desc}, but it FIRES TWICE for a \
-                 call that grows the stack (morestack restarts the function at +0) and the caller is missing \
-                 from kernel stack traces (frame not pushed yet); no later emulated instruction precedes {stop_reason}"
-            ),
-        };
-    }
-    if let Some((off, _, text, what, ret)) = cands.first() {
-        return Site {
-            offset: *off,
-            instruction: text.clone(),
-            return_address: *ret,
-            why: format!(
-                "{what} at {func}+{off}: the only emulated instruction before {stop_reason}; it precedes the stack \
-                 check, so it fires again when the stack grows"
-            ),
-        };
-    }
-    Site {
-        offset: 0,
-        instruction: first_text,
-        return_address: ReturnAddressAt::StackPointer,
-        why: format!(
-            "fallback to {func}+0: no kernel-emulated instruction (PUSH/Jcc/JMP/NOP) before {stop_reason}; +0 is \
-             single-stepped (~5 us per hit)"
-        ),
-    }
+    Prologue { cands, stack_jcc_off, stop_reason, first_text }
 }
 
 /// The closures that call `runtime.newproc1` on the system stack and hand its result (the new
