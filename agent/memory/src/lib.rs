@@ -25,7 +25,6 @@
 
 mod allgs;
 mod process;
-#[allow(missing_docs, reason = "its public items still need rustdoc (left to the reach work under way)")]
 mod reach;
 mod refs;
 mod sema;

@@ -30,8 +30,11 @@ pub use process::ProcessHeap;
 /// What one goroutine contributes to the analysis.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReachGoroutine {
+    /// The goroutine's ID.
     pub goid: u64,
+    /// Address of its g struct.
     pub g_addr: u64,
+    /// Root, blocked on objects, or blocked forever.
     pub role: ReachRole,
     /// Addresses of words in heap objects never followed: the `elem` and `c` words of its
     /// sudogs (see [`crate::Goroutine::sync_pointer_words`]).
@@ -115,11 +118,22 @@ pub enum ReachHolder {
     /// A pointer-bearing global.
     Global,
     /// The stack of this goroutine.
-    Stack { goid: u64 },
+    Stack {
+        /// Whose stack.
+        goid: u64,
+    },
     /// The g struct of this goroutine.
-    GStruct { goid: u64 },
+    GStruct {
+        /// Whose g struct.
+        goid: u64,
+    },
     /// The heap object `[base, base + size)`.
-    Object { base: u64, size: u64 },
+    Object {
+        /// First byte of the object.
+        base: u64,
+        /// Its size class's size in bytes.
+        size: u64,
+    },
 }
 
 /// One step of a [`ReachReport::why_live`] chain: the word at `addr` in `holder`, whose value
@@ -127,8 +141,11 @@ pub enum ReachHolder {
 /// that lives in a stack is a link of its own, with `addr` and `value` its address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReachLink {
+    /// What holds the word.
     pub holder: ReachHolder,
+    /// The word's address.
     pub addr: u64,
+    /// The word's value: a pointer into the next link.
     pub value: u64,
 }
 
@@ -150,9 +167,11 @@ pub struct ReachReport {
     pub complete: bool,
     /// Why it is not complete (the first limit met), None when it is.
     pub incomplete: Option<Incomplete>,
+    /// Bytes read from the target's memory.
     pub bytes_read: u64,
     /// Heap objects whose contents were scanned.
     pub objects_scanned: u64,
+    /// Wall time of the analysis, nanoseconds.
     pub elapsed_ns: u64,
 }
 
@@ -160,12 +179,21 @@ pub struct ReachReport {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Incomplete {
     /// The read budget ([`ReachOptions::max_bytes`]) would have been exceeded.
-    Budget { limit: u64 },
+    Budget {
+        /// The budget in bytes.
+        limit: u64,
+    },
     /// Memory that should hold reachable data could not be read (this many ranges): on a running
     /// process, usually a stack or object freed or moved while it was read.
-    Unreadable { ranges: u64 },
+    Unreadable {
+        /// How many ranges failed to read.
+        ranges: u64,
+    },
     /// A goroutine found live had no readable stack or g struct to follow.
-    UnknownStack { goid: u64 },
+    UnknownStack {
+        /// The goroutine.
+        goid: u64,
+    },
 }
 
 impl std::fmt::Display for Incomplete {
@@ -183,16 +211,28 @@ impl std::fmt::Display for Incomplete {
 /// Why the analysis could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum ReachError {
+    /// Reading the target failed.
     #[error(transparent)]
     Memory(#[from] MemoryError),
+    /// A runtime symbol the analysis starts from is missing (stripped binary).
     #[error("proving leaks needs the binary's symbol table: {0} is not known (stripped binary)")]
     NeedsSymbols(&'static str),
+    /// A struct offset is known neither from DWARF nor from the per-version tables.
     #[error("proving leaks needs the offset of {0} (no DWARF and no table entry for this Go version)")]
     MissingOffset(&'static str),
+    /// Not a linux/amd64 binary.
     #[error("proving leaks is implemented for linux/amd64 only (this binary is {0})")]
     UnsupportedArch(String),
+    /// What was read contradicts the runtime's invariants.
     #[error("{what} at {addr:#x} does not look like the Go runtime's: {why}; is this the binary the process runs?")]
-    BadRuntimeData { what: &'static str, addr: u64, why: String },
+    BadRuntimeData {
+        /// The runtime structure.
+        what: &'static str,
+        /// Where it was read.
+        addr: u64,
+        /// What was wrong.
+        why: String,
+    },
 }
 
 impl ReachError {

@@ -35,7 +35,9 @@ fn stack_sites(sites: &[WaitSite], owner: usize) -> impl Iterator<Item = u64> + 
 /// A heap object: `[base, base + size)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct HeapObject {
+    /// First byte.
     pub base: u64,
+    /// Size in bytes (its span's element size).
     pub size: u64,
     /// Allocated as pointer-free (noscan span): marked, never read.
     pub noscan: bool,
@@ -49,6 +51,7 @@ pub struct HeapObject {
 pub struct GoroutineStack {
     /// `[lo, hi)`: everything that belongs to this stack.
     pub lo: u64,
+    /// One past the stack's last byte.
     pub hi: u64,
     /// Where the part in use starts (the saved stack pointer; `lo` when it is stale).
     pub scan_from: u64,
