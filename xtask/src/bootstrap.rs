@@ -8,7 +8,7 @@
 //!   rustfmt and clippy for the test command's checks); userspace needs it too (aya 0.16 needs
 //!   rustc >= 1.98);
 //! - bpf-linker, built against that nightly's own libLLVM (it must be the same LLVM);
-//! - cargo-fuzz, only for the fuzz step of `cargo xtask test` ([`ensure_test_tools`]);
+//! - cargo-fuzz and Graphviz, only for `cargo xtask test` ([`ensure_test_tools`]);
 //! - a check that Go is installed (fixtures and the demo are built from source).
 use std::{
     fs,
@@ -41,10 +41,12 @@ pub fn ensure_build_tools() -> anyhow::Result<()> {
     ensure_go()
 }
 
-/// What `cargo xtask test` needs on top: cargo-fuzz.
+/// What `cargo xtask test` needs on top: cargo-fuzz and Graphviz.
 pub fn ensure_test_tools() -> anyhow::Result<()> {
     ensure_build_tools()?;
-    ensure_cargo_fuzz(&pin()?.channel)
+    ensure_cargo_fuzz(&pin()?.channel)?;
+    // tests/tests/dot.rs renders goscope's wait-for graphs with Graphviz (not on a new machine).
+    ensure_debian_tool("dot", "-V", "graphviz", "the wait-for graph test")
 }
 
 /// `cargo` of the pinned nightly, whatever toolchain runs xtask. `rustup run` also sets
@@ -171,11 +173,22 @@ fn ensure_cargo_fuzz(channel: &str) -> anyhow::Result<()> {
 /// wrk, the bench's HTTP load generator at saturation (Debian's package). Bench only: the tests
 /// never need it.
 pub fn ensure_wrk() -> anyhow::Result<()> {
-    if Command::new("wrk").arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok() {
+    ensure_debian_tool("wrk", "--version", "wrk", "the bench")
+}
+
+/// A command from a Debian package, installed with apt-get when it does not run (once after an
+/// `apt-get update` if the package lists are stale or empty, as on a new machine).
+fn ensure_debian_tool(command: &str, version_arg: &str, package: &str, needed_by: &str) -> anyhow::Result<()> {
+    if Command::new(command).arg(version_arg).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok() {
         return Ok(());
     }
-    eprintln!("xtask: installing wrk for the bench");
-    check(Command::new("apt-get").args(["install", "-y", "wrk"]))
+    eprintln!("xtask: installing {package} (Debian) for {needed_by}");
+    let install = || Command::new("apt-get").args(["install", "-y", package]).status().is_ok_and(|s| s.success());
+    if install() {
+        return Ok(());
+    }
+    check(Command::new("apt-get").arg("update"))?;
+    check(Command::new("apt-get").args(["install", "-y", package]))
 }
 
 fn ensure_go() -> anyhow::Result<()> {
