@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, anyhow};
 use serde_json::Value;
 
+use crate::WatchMode;
 use crate::fixture::{GoFixture, Variant};
 use crate::goker::is_leak_or_deadlock;
 use crate::goscope::{Goscope, kind};
@@ -29,17 +30,25 @@ pub struct HealthyRun {
 /// Runs every mode at once, each watched by its own `goscope` (binary `goscope`) with
 /// `--block-threshold threshold` for `watch`; results in [`MODES`] order.
 pub fn watch_all(goscope: &Path, watch: Duration, threshold: Duration) -> Vec<Result<HealthyRun>> {
+    watch_all_in(WatchMode::Probes, goscope, watch, threshold)
+}
+
+/// [`watch_all`] with goscope watching in `how`.
+pub fn watch_all_in(how: WatchMode, goscope: &Path, watch: Duration, threshold: Duration) -> Vec<Result<HealthyRun>> {
     let fixture = match GoFixture::build("healthy", None, Variant::Plain) {
         Ok(f) => f,
         Err(e) => return MODES.iter().map(|_| Err(anyhow!("building the healthy fixture: {e:#}"))).collect(),
     };
+    let fixture = &fixture;
     thread::scope(|s| {
-        let runs: Vec<_> = MODES.iter().map(|&mode| s.spawn(|| watch_one(goscope, &fixture, mode, watch, threshold))).collect();
+        let runs: Vec<_> =
+            MODES.iter().map(|&mode| s.spawn(move || watch_one(how, goscope, fixture, mode, watch, threshold))).collect();
         runs.into_iter().map(|r| r.join().unwrap_or_else(|_| Err(anyhow!("watch thread panicked")))).collect()
     })
 }
 
 fn watch_one(
+    how: WatchMode,
     goscope: &Path,
     fixture: &GoFixture,
     mode: &'static str,
@@ -51,7 +60,7 @@ fn watch_one(
     let mut program = fixture.spawn(&["-mode", mode, "-idle", &idle])?;
     program.expect_json("ready", Duration::from_secs(30))?;
     let threshold = format!("{}ms", threshold.as_millis());
-    let mut agent = Goscope::attach_with(goscope, program.pid(), &["--no-events", "--block-threshold", &threshold])?;
+    let mut agent = Goscope::attach_with(goscope, program.pid(), &how.args(&["--no-events", "--block-threshold", &threshold]))?;
     agent.wait_attached(Duration::from_secs(60))?;
     agent.watch_until(Instant::now() + watch, |_| false)?;
     agent.stop(Duration::from_secs(30))?;

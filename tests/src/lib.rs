@@ -50,6 +50,47 @@ macro_rules! go_version_tests {
     };
 }
 pub use goscope::{Goscope, RunOutput, Stopped, goscope_bin, run_goscope, run_goscope_as};
+
+/// How goscope watches the target in a detection test: findings must be right in each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WatchMode {
+    /// Every probe attached (the default).
+    Probes,
+    /// `--scan-only`: no probe, periodic memory scans alone.
+    Scan,
+}
+
+impl WatchMode {
+    /// `args` with the flags that select this mode.
+    pub fn args<'a>(self, args: &[&'a str]) -> Vec<&'a str> {
+        let mut all = args.to_vec();
+        if self == Self::Scan {
+            all.push("--scan-only");
+        }
+        all
+    }
+}
+
+/// For each named test body `fn NAME(mode: WatchMode) -> anyhow::Result<()>`, a module `NAME`
+/// with one `#[test]` per [`WatchMode`]: `NAME::probes` and `NAME::scan`.
+#[macro_export]
+macro_rules! in_each_watch_mode {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[test]
+                fn probes() -> ::anyhow::Result<()> {
+                    super::$name($crate::WatchMode::Probes)
+                }
+
+                #[test]
+                fn scan() -> ::anyhow::Result<()> {
+                    super::$name($crate::WatchMode::Scan)
+                }
+            }
+        )*
+    };
+}
 pub use process::{ChildGuard, Line};
 
 /// The workspace root (the parent of this crate's directory).

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, ensure};
-use goscope_tests::{GoFixture, Goscope, Variant, require_bpf};
+use goscope_tests::{GoFixture, Goscope, Variant, WatchMode, require_bpf};
 use serde_json::Value;
 
 fn is_deadlock(v: &Value) -> bool {
@@ -18,8 +18,7 @@ fn goids(finding: &Value) -> Vec<u64> {
     ids
 }
 
-#[test]
-fn deadlock_formed_before_attach_is_reported_with_its_chain() -> Result<()> {
+fn deadlock_formed_before_attach_is_reported_with_its_chain(mode: WatchMode) -> Result<()> {
     if !require_bpf()? {
         return Ok(());
     }
@@ -30,8 +29,11 @@ fn deadlock_formed_before_attach_is_reported_with_its_chain() -> Result<()> {
     let mut expected: Vec<u64> = stuck.iter().filter_map(|g| g["goid"].as_u64()).collect();
     expected.sort_unstable();
 
-    let mut goscope = Goscope::attach(target.pid(), &["--block-threshold", "1s", "--no-events"])?;
-    goscope.wait_attached(Duration::from_secs(60))?;
+    let mut goscope = Goscope::attach(target.pid(), &mode.args(&["--block-threshold", "1s", "--no-events"]))?;
+    let attached = goscope.wait_attached(Duration::from_secs(60))?;
+    let (want_mode, probed) = if mode == WatchMode::Scan { ("scan", false) } else { ("probes", true) };
+    let listed = attached["probes"].as_array().is_some_and(|p| !p.is_empty());
+    ensure!(attached["mode"] == want_mode && listed == probed, "{attached}");
     let lines = goscope.events_until(is_deadlock, Duration::from_secs(30))?;
     let finding = lines.last().context("a deadlock finding")?;
     ensure!(goids(finding) == expected, "deadlock goroutines {:?}, fixture says {expected:?}: {finding}", goids(finding));
@@ -55,14 +57,13 @@ fn deadlock_formed_before_attach_is_reported_with_its_chain() -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn demo_reports_its_deadlock_and_nothing_about_its_idle_pool() -> Result<()> {
+fn demo_reports_its_deadlock_and_nothing_about_its_idle_pool(mode: WatchMode) -> Result<()> {
     if !require_bpf()? {
         return Ok(());
     }
     let fixture = GoFixture::build("demo", None, Variant::Plain)?;
     let mut target = fixture.spawn(&[])?;
-    let mut goscope = Goscope::attach(target.pid(), &["--block-threshold", "2s", "--no-events"])?;
+    let mut goscope = Goscope::attach(target.pid(), &mode.args(&["--block-threshold", "2s", "--no-events"]))?;
     goscope.wait_attached(Duration::from_secs(60))?;
     // Past the threshold plus the confirmation re-check, with the pool idle between jobs.
     std::thread::sleep(Duration::from_secs(8));
@@ -76,8 +77,7 @@ fn demo_reports_its_deadlock_and_nothing_about_its_idle_pool() -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn fail_on_deadlock_exits_3_at_the_first_deadlock_and_0_without_one() -> Result<()> {
+fn fail_on_deadlock_exits_3_at_the_first_deadlock_and_0_without_one(mode: WatchMode) -> Result<()> {
     if !require_bpf()? {
         return Ok(());
     }
@@ -86,7 +86,7 @@ fn fail_on_deadlock_exits_3_at_the_first_deadlock_and_0_without_one() -> Result<
     target.expect_json("deadlocked", Duration::from_secs(30))?;
     let pid = target.pid().to_string();
     let args = ["attach", "--pid", &pid, "--format", "json", "--no-events", "--block-threshold", "1s", "--fail-on", "deadlock"];
-    let out = goscope_tests::run_goscope(&args, Duration::from_secs(60))?;
+    let out = goscope_tests::run_goscope(&mode.args(&args), Duration::from_secs(60))?;
     ensure!(out.status.code() == Some(3), "exit {:?}, stderr {}", out.status, out.stderr);
     ensure!(out.stderr.contains("--fail-on deadlock"), "{}", out.stderr);
     ensure!(
@@ -101,7 +101,7 @@ fn fail_on_deadlock_exits_3_at_the_first_deadlock_and_0_without_one() -> Result<
     let target = healthy.spawn(&[])?;
     let pid = target.pid().to_string();
     let args = ["attach", "--pid", &pid, "--no-events", "--block-threshold", "1s", "--duration", "4s", "--fail-on", "deadlock"];
-    let out = goscope_tests::run_goscope(&args, Duration::from_secs(60))?;
+    let out = goscope_tests::run_goscope(&mode.args(&args), Duration::from_secs(60))?;
     ensure!(out.status.success(), "exit {:?}, stderr {}", out.status, out.stderr);
     Ok(())
 }
@@ -110,8 +110,7 @@ fn ids(v: &Value) -> Vec<u64> {
     v.as_array().into_iter().flatten().filter_map(Value::as_u64).collect()
 }
 
-#[test]
-fn leaks_and_lock_order_deadlocks_are_proven_or_suspected_and_idle_workers_are_neither() -> Result<()> {
+fn leaks_and_lock_order_deadlocks_are_proven_or_suspected_and_idle_workers_are_neither(mode: WatchMode) -> Result<()> {
     if !require_bpf()? {
         return Ok(());
     }
@@ -120,7 +119,7 @@ fn leaks_and_lock_order_deadlocks_are_proven_or_suspected_and_idle_workers_are_n
     let info = target.expect_json("orphans", Duration::from_secs(30))?;
     let (orphans, local, global, pool) =
         (ids(&info["orphans"]), ids(&info["local_pair"]), ids(&info["global_pair"]), ids(&info["pool"]));
-    let mut goscope = Goscope::attach(target.pid(), &["--block-threshold", "1s", "--no-events"])?;
+    let mut goscope = Goscope::attach(target.pid(), &mode.args(&["--block-threshold", "1s", "--no-events"]))?;
     goscope.wait_attached(Duration::from_secs(60))?;
     // Past the threshold, the re-checks and two agreeing reachability analyses.
     std::thread::sleep(Duration::from_secs(8));
@@ -165,8 +164,7 @@ fn leaks_and_lock_order_deadlocks_are_proven_or_suspected_and_idle_workers_are_n
     Ok(())
 }
 
-#[test]
-fn a_whole_process_deadlock_the_runtime_misses_is_one_proven_finding() -> Result<()> {
+fn a_whole_process_deadlock_the_runtime_misses_is_one_proven_finding(mode: WatchMode) -> Result<()> {
     if !require_bpf()? {
         return Ok(());
     }
@@ -175,7 +173,7 @@ fn a_whole_process_deadlock_the_runtime_misses_is_one_proven_finding() -> Result
     let info = target.expect_json("worker", Duration::from_secs(30))?;
     let mut stuck = vec![info["main"].as_u64().context("main")?, info["worker"].as_u64().context("worker")?];
     stuck.sort_unstable();
-    let mut goscope = Goscope::attach(target.pid(), &["--block-threshold", "1s", "--no-events"])?;
+    let mut goscope = Goscope::attach(target.pid(), &mode.args(&["--block-threshold", "1s", "--no-events"]))?;
     goscope.wait_attached(Duration::from_secs(60))?;
     let whole = |v: &Value| is_deadlock(v) && v["id"].as_str().is_some_and(|id| id.ends_with(":process"));
     let lines = goscope.events_until(whole, Duration::from_secs(30))?;
@@ -189,8 +187,7 @@ fn a_whole_process_deadlock_the_runtime_misses_is_one_proven_finding() -> Result
     Ok(())
 }
 
-#[test]
-fn a_stripped_binary_gets_a_warning_and_suspects_instead_of_proof() -> Result<()> {
+fn a_stripped_binary_gets_a_warning_and_suspects_instead_of_proof(mode: WatchMode) -> Result<()> {
     if !require_bpf()? {
         return Ok(());
     }
@@ -198,7 +195,7 @@ fn a_stripped_binary_gets_a_warning_and_suspects_instead_of_proof() -> Result<()
     let mut target = fixture.spawn(&[])?;
     let info = target.expect_json("orphans", Duration::from_secs(30))?;
     let (local, global) = (ids(&info["local_pair"]), ids(&info["global_pair"]));
-    let mut goscope = Goscope::attach(target.pid(), &["--block-threshold", "1s", "--no-events"])?;
+    let mut goscope = Goscope::attach(target.pid(), &mode.args(&["--block-threshold", "1s", "--no-events"]))?;
     goscope.wait_attached(Duration::from_secs(60))?;
     let warned = |v: &Value| v["kind"] == "warning" && v["message"].as_str().is_some_and(|m| m.contains("symbol table"));
     goscope.events_until(warned, Duration::from_secs(30))?;
@@ -218,3 +215,12 @@ fn a_stripped_binary_gets_a_warning_and_suspects_instead_of_proof() -> Result<()
     );
     Ok(())
 }
+
+goscope_tests::in_each_watch_mode!(
+    deadlock_formed_before_attach_is_reported_with_its_chain,
+    demo_reports_its_deadlock_and_nothing_about_its_idle_pool,
+    fail_on_deadlock_exits_3_at_the_first_deadlock_and_0_without_one,
+    leaks_and_lock_order_deadlocks_are_proven_or_suspected_and_idle_workers_are_neither,
+    a_whole_process_deadlock_the_runtime_misses_is_one_proven_finding,
+    a_stripped_binary_gets_a_warning_and_suspects_instead_of_proof,
+);

@@ -4,16 +4,15 @@
 use std::time::Duration;
 
 use anyhow::{Result, ensure};
-use goscope_tests::{goscope_bin, healthy, require_bpf};
+use goscope_tests::{WatchMode, goscope_bin, healthy, require_bpf};
 
-#[test]
-fn healthy_programs_draw_no_leak_or_deadlock_finding() -> Result<()> {
+fn healthy_programs_draw_no_leak_or_deadlock_finding(how: WatchMode) -> Result<()> {
     if !require_bpf()? {
         return Ok(());
     }
     let goscope = goscope_bin()?;
     // All modes at once, so the test takes one watch: ~25 s, each mode quiet for a third of it.
-    let runs = healthy::watch_all(&goscope, Duration::from_secs(25), Duration::from_secs(1));
+    let runs = healthy::watch_all_in(how, &goscope, Duration::from_secs(25), Duration::from_secs(1));
     let mut failures = Vec::new();
     for (mode, run) in healthy::MODES.iter().zip(runs) {
         match run {
@@ -27,3 +26,5 @@ fn healthy_programs_draw_no_leak_or_deadlock_finding() -> Result<()> {
     ensure!(failures.is_empty(), "{}", failures.join("\n"));
     Ok(())
 }
+
+goscope_tests::in_each_watch_mode!(healthy_programs_draw_no_leak_or_deadlock_finding);

@@ -73,6 +73,10 @@ layout! {
     g_waiting: req = "runtime.g.waiting";
     /// `g.parentGoid` (absent before Go 1.21).
     g_parent_goid: opt = "runtime.g.parentGoid";
+    /// `g.trackingSeq` (uint8): casgstatus adds one on every transition out of `_Grunning` (from
+    /// Go 1.26 also out of `_Gsyscall`), so a parked goroutine whose value did not change did not
+    /// run in between (modulo 256).
+    g_tracking_seq: opt = "runtime.g.trackingSeq";
     /// `g.lockedm`: the M a goroutine is locked to (runtime.LockOSThread), 0 when none.
     g_lockedm: opt = "runtime.g.lockedm";
     /// `g.gopc`: PC of the `go` statement.

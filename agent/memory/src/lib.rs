@@ -44,7 +44,7 @@ pub use reach::{
 pub use refs::{referenced_globals, stack_words};
 pub use sema::{is_semaphore_wait, semaphore_waiters};
 pub use snapshot::{
-    Channel, GStatus, Goroutine, Snapshot, SnapshotError, SnapshotOptions, SnapshotStats, read_goroutines, snapshot,
+    Channel, GStatus, Goroutine, ResumePoint, Snapshot, SnapshotError, SnapshotOptions, SnapshotStats, read_goroutines, snapshot,
     snapshot_with,
 };
 pub use stack::{StackEnd, StackFrame};

@@ -236,6 +236,25 @@ pub struct Goroutine {
     /// Started by the runtime for itself (start function in package runtime, not runtime.main):
     /// the runtime's own tracebacks hide these unless GOTRACEBACK=system.
     pub system: bool,
+    /// Where it last stopped running: `g.sched.pc`, and `g.sched.sp` as a distance below the
+    /// stack's top (a stack copy moves `sp` but keeps this distance). With `tracking_seq`, what
+    /// tells two reads of one park from a run and a new park at the same place.
+    #[serde(skip)]
+    pub resume: ResumePoint,
+    /// `g.trackingSeq`: changes (modulo 256) on every transition out of `_Grunning`; None when
+    /// the binary's layout does not name the field.
+    #[serde(skip)]
+    pub tracking_seq: Option<u8>,
+}
+
+/// Where a stopped goroutine resumes: its saved PC, and its saved SP as bytes below the top of
+/// its stack.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ResumePoint {
+    /// `g.sched.pc`.
+    pub pc: u64,
+    /// `g.stack.hi - g.sched.sp`.
+    pub depth: u64,
 }
 
 impl Goroutine {
@@ -505,6 +524,7 @@ struct GOffsets {
     syscallsp: usize,
     syscallpc: usize,
     syscallbp: Option<usize>,
+    tracking_seq: Option<usize>,
     /// Bytes of g read: the highest field end.
     len: usize,
 }
@@ -534,6 +554,7 @@ impl GOffsets {
             syscallsp,
             syscallpc: syscallsp + 8,
             syscallbp,
+            tracking_seq: l.g_tracking_seq.map(u),
             len: 0,
         };
         o.len = [
@@ -552,6 +573,7 @@ impl GOffsets {
             o.sched_bp + 8,
             o.syscallpc + 8,
             o.syscallbp.map_or(0, |b| b + 8),
+            o.tracking_seq.map_or(0, |t| t + 1),
         ]
         .into_iter()
         .max()
@@ -582,6 +604,7 @@ struct GView {
     syscallsp: u64,
     syscallpc: u64,
     syscallbp: Option<u64>,
+    tracking_seq: Option<u8>,
 }
 
 fn u64_at(b: &[u8], off: usize) -> u64 {
@@ -609,6 +632,7 @@ impl GView {
             syscallsp: u64_at(b, o.syscallsp),
             syscallpc: u64_at(b, o.syscallpc),
             syscallbp: o.syscallbp.map(|x| u64_at(b, x)),
+            tracking_seq: o.tracking_seq.map(|t| b[t]),
         }
     }
 
@@ -1168,6 +1192,8 @@ impl<'a> Ctx<'a> {
             stack,
             stack_end: p.stack_end,
             system,
+            resume: ResumePoint { pc: v.sched_pc, depth: v.hi.wrapping_sub(v.sched_sp) },
+            tracking_seq: v.tracking_seq,
         }
     }
 }

@@ -16,7 +16,12 @@ use crate::{
         processor::{ProcessStats, process},
         reader::{ReadStats, read_events},
     },
-    sink::{Format, OutputLine, json::AttachedProbe, otlp::ProcessInfo, write_line},
+    sink::{
+        Format, OutputLine,
+        json::{AttachedProbe, WatchMode},
+        otlp::ProcessInfo,
+        write_line,
+    },
     target::{
         Target, TargetContext, TargetError,
         k8s::K8sLookup,
@@ -81,15 +86,18 @@ pub async fn run(pid: u32, cfg: SessionConfig) -> Result<(), AttachError> {
         });
     }
     let (mut probes, ring) = Probes::load(cfg.ring_bytes)?;
-    probes.attach(&target, &binary, target_config(&binary)).map_err(|e| {
-        if target.is_alive() { AttachError::Probe(e) } else { AttachError::Target(TargetError::Exited { pid: target.pid }) }
-    })?;
+    // Scan mode attaches nothing: the reader still ticks the processor, over an empty ring.
+    if !cfg.scan_only {
+        probes.attach(&target, &binary, target_config(&binary)).map_err(|e| {
+            if target.is_alive() { AttachError::Probe(e) } else { AttachError::Target(TargetError::Exited { pid: target.pid }) }
+        })?;
+    }
     if !target.is_alive() {
         return Err(AttachError::Target(TargetError::Exited { pid: target.pid }));
     }
     let mut process_info = ProcessInfo::from_pid(target.pid, &target.exe_name, &binary, cfg.otlp.otlp_command_args);
     process_info.k8s = k8s_attributes(&cfg.k8s, target.pid, std::mem::take(&mut process_info.k8s));
-    announce(&target, &binary, &process_info, cfg.format)?;
+    announce(&target, &binary, &process_info, &cfg)?;
     let ctx = TargetContext { pid: target.pid, binary, load_bias, attached_at_ns: goscope_memory::monotonic_ns() };
     let (tx, rx) = mpsc::channel(cfg.queue_len);
     let stop = Arc::new(Notify::new());
@@ -116,20 +124,28 @@ fn k8s_attributes(lookup: &K8sLookup, pid: u32, downward: Vec<(&'static str, Str
 }
 
 /// The `attached` line (JSON, on stdout) or a one-line notice (text, on stderr).
-fn announce(target: &Target, binary: &GoBinary, info: &ProcessInfo, format: Format) -> io::Result<()> {
+fn announce(target: &Target, binary: &GoBinary, info: &ProcessInfo, cfg: &SessionConfig) -> io::Result<()> {
     let go_version = &binary.build_info().go_version.raw;
+    let mode = if cfg.scan_only { WatchMode::Scan } else { WatchMode::Probes };
     let probes: Vec<AttachedProbe> = binary
         .probe_sites()
         .iter()
+        .filter(|_| mode == WatchMode::Probes)
         .map(|s| AttachedProbe { name: s.probe.program_name(), symbol: &s.symbol, offset: s.offset })
         .collect();
     let mut stdout = io::stdout();
-    match format {
+    match cfg.format {
         Format::Json => {
             let k8s = info.k8s.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            let line = OutputLine::Attached { pid: target.pid, go_version, probes, k8s }.to_json()?;
+            let line = OutputLine::Attached { pid: target.pid, go_version, mode, probes, k8s }.to_json()?;
             write_line(&mut stdout, &line)?;
         }
+        Format::Text if mode == WatchMode::Scan => eprintln!(
+            "goscope: watching PID {} ({}, {go_version}) in scan mode: no probes, memory read every {} ms; Ctrl-C to stop",
+            target.pid,
+            target.exe_name,
+            (crate::session::reader::TICK * cfg.scan_every_ticks() as u32).as_millis()
+        ),
         Format::Text => eprintln!(
             "goscope: attached to PID {} ({}, {go_version}) with {} probes; Ctrl-C to stop",
             target.pid,

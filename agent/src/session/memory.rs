@@ -9,7 +9,7 @@ use crate::{
     detect,
     model::{
         Location,
-        state::{GoState, ProcessState, SnapshotGoroutine, Wait, WaitClass, sync_primitive},
+        state::{GoState, ParkMark, ProcessState, SnapshotGoroutine, Wait, WaitClass, sync_primitive},
     },
     target::TargetContext,
 };
@@ -22,21 +22,29 @@ pub struct Seed {
 
 /// Reads every goroutine from the target's memory into the state (without stopping it).
 pub fn seed_from_memory(state: &mut ProcessState, ctx: &TargetContext) -> Result<Seed, Box<dyn std::error::Error>> {
-    read_into_state(state, ctx, ProcessState::reconcile)
+    read_into_state(state, ctx, ProcessState::reconcile, &goscope_memory::SnapshotOptions::default())
 }
 
 /// Re-reads every goroutine after events were lost or dropped (see [`ProcessState::resync`]).
 pub fn resync_from_memory(state: &mut ProcessState, ctx: &TargetContext) -> Result<Seed, Box<dyn std::error::Error>> {
-    read_into_state(state, ctx, ProcessState::resync)
+    read_into_state(state, ctx, ProcessState::resync, &goscope_memory::SnapshotOptions::default())
+}
+
+/// One periodic scan of scan mode (see [`ProcessState::merge_scan`]). Stacks are not read here:
+/// [`read_park_stacks`] reads those of the waits that last.
+pub fn scan_from_memory(state: &mut ProcessState, ctx: &TargetContext) -> Result<Seed, Box<dyn std::error::Error>> {
+    let opts = goscope_memory::SnapshotOptions { stacks: false, ..goscope_memory::SnapshotOptions::default() };
+    read_into_state(state, ctx, ProcessState::merge_scan, &opts)
 }
 
 fn read_into_state(
     state: &mut ProcessState,
     ctx: &TargetContext,
     merge: fn(&mut ProcessState, &[SnapshotGoroutine], u64),
+    opts: &goscope_memory::SnapshotOptions,
 ) -> Result<Seed, Box<dyn std::error::Error>> {
     let mem = ProcessMemory::new(ctx.pid)?;
-    let snap = goscope_memory::snapshot(&mem, &ctx.binary, ctx.load_bias)?;
+    let snap = goscope_memory::snapshot_with(&mem, &ctx.binary, ctx.load_bias, opts)?;
     let goroutines: Vec<SnapshotGoroutine> = snap
         .goroutines
         .iter()
@@ -71,6 +79,14 @@ fn read_into_state(
                 creation_pc: Some(g.gopc),
                 start_pc: Some(g.startpc),
                 g_addr: g.g_addr,
+                park_mark: (state == GoState::Waiting).then(|| ParkMark {
+                    g_addr: g.g_addr,
+                    reason_code: g.wait_reason_code.unwrap_or(0),
+                    resume_pc: g.resume.pc,
+                    resume_depth: g.resume.depth,
+                    tracking_seq: g.tracking_seq,
+                    gc_wait_since: g.wait_since_ns.unwrap_or(0),
+                }),
             })
         })
         .collect();

@@ -37,6 +37,11 @@ pub struct SessionConfig {
     /// globals reach. Past it, leaks and deadlocks are only reported as suspects.
     #[arg(long, default_value_t = 256)]
     pub leak_scan_budget_mib: u64,
+    /// Attach no uprobe at all: goroutine states, waits and findings come from periodic reads of
+    /// the target's memory alone (the target pays only for the reads; no event stream). Blocked
+    /// durations are then lower bounds, and a finding comes about one scan later.
+    #[arg(long)]
+    pub scan_only: bool,
     #[command(flatten)]
     pub otlp: OtlpArgs,
     /// Write each deadlock and leak finding's wait-for graph as Graphviz DOT into this directory,
@@ -67,6 +72,13 @@ impl SessionConfig {
     /// Bytes one leak proof may read.
     pub fn leak_scan_budget(&self) -> u64 {
         self.leak_scan_budget_mib << 20
+    }
+
+    /// Memory scans in scan mode happen every this many ticks (of [`reader::TICK`]): each tick
+    /// when the threshold is short (a finding needs several agreeing scans within it), else
+    /// every other.
+    pub fn scan_every_ticks(&self) -> u64 {
+        if self.block_threshold < Duration::from_secs(10) { 1 } else { 2 }
     }
 
     /// Whether events are printed: not while `--top` owns the screen.

@@ -20,7 +20,9 @@ use crate::{
         SessionConfig,
         findings::{Change, FindingTracker},
         leakscan::LeakScanner,
-        memory::{HOLDINGS_EVERY_TICKS, read_holdings, read_park_stacks, resync_from_memory, seed_from_memory},
+        memory::{
+            HOLDINGS_EVERY_TICKS, Seed, read_holdings, read_park_stacks, resync_from_memory, scan_from_memory, seed_from_memory,
+        },
         probe_hits::ProbeHits,
         reader::{Item, ReadStats},
     },
@@ -98,6 +100,8 @@ struct Processor<'a> {
     dropped_seen: u64,
     /// Resyncs so far (the first one is announced).
     resyncs: u64,
+    /// Scan mode: memory scans that failed in a row (the first failure is announced).
+    failed_scans: u64,
     /// The process's `k8s.*` attributes, on every finding line.
     k8s: BTreeMap<&'static str, String>,
 }
@@ -127,6 +131,7 @@ impl<'a> Processor<'a> {
             resync_pending: false,
             dropped_seen: 0,
             resyncs: 0,
+            failed_scans: 0,
             k8s: BTreeMap::new(),
         }
     }
@@ -148,7 +153,8 @@ impl<'a> Processor<'a> {
     /// goroutine that exists now; the queued events then apply on top (they are a complete log
     /// since attach, so replaying them over a later snapshot ends in the present).
     fn seed(&mut self) -> io::Result<()> {
-        let seed = match seed_from_memory(&mut self.state, self.ctx) {
+        let read = if self.cfg.scan_only { scan_from_memory } else { seed_from_memory };
+        let seed = match read(&mut self.state, self.ctx) {
             Ok(seed) => seed,
             Err(e) => {
                 return self.warn(&format!("memory snapshot failed ({e}): only goroutines active from now on are known"));
@@ -193,6 +199,24 @@ impl<'a> Processor<'a> {
         }
     }
 
+    /// Scan mode: the state takes a fresh memory scan. Whether it could (nothing is judged on a
+    /// state a failed scan left stale).
+    fn scan(&mut self) -> io::Result<bool> {
+        match scan_from_memory(&mut self.state, self.ctx) {
+            Ok(Seed { .. }) => {
+                self.failed_scans = 0;
+                Ok(true)
+            }
+            Err(e) => {
+                self.failed_scans += 1;
+                if self.failed_scans == 1 {
+                    self.warn(&format!("reading the goroutines from memory failed ({e}): retrying every tick"))?;
+                }
+                Ok(false)
+            }
+        }
+    }
+
     fn event(&mut self, ev: &GoroutineEvent) -> io::Result<()> {
         self.stats.events += 1;
         self.hits.count(ev);
@@ -233,7 +257,13 @@ impl<'a> Processor<'a> {
             self.dropped_seen = reader.dropped;
             self.resync_pending = true;
         }
-        if std::mem::take(&mut self.resync_pending) && !self.resync()? {
+        if self.cfg.scan_only {
+            let due = self.ticks.is_multiple_of(self.cfg.scan_every_ticks()) || self.failed_scans > 0;
+            if !due || !self.scan()? {
+                self.ticks += 1;
+                return Ok(());
+            }
+        } else if std::mem::take(&mut self.resync_pending) && !self.resync()? {
             // Nothing is judged on a state that may miss a wake-up or an exit.
             self.resync_pending = true;
             return Ok(());

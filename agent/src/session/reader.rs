@@ -35,6 +35,9 @@ pub struct ReadStats {
     pub target_exited: bool,
 }
 
+/// How often the processor judges (and, in scan mode, reads memory).
+pub const TICK: Duration = Duration::from_millis(500);
+
 /// How often the reader collects events the probes did not wake it for.
 pub const RING_POLL_PERIOD: Duration = Duration::from_millis(10);
 
@@ -55,7 +58,7 @@ pub async fn read_events(
     let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())?;
     let deadline = tokio::time::sleep(duration.unwrap_or(Duration::from_secs(u64::MAX / 4)));
     tokio::pin!(deadline);
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let mut tick = tokio::time::interval(TICK);
     // The probes wake this reader only when the ring is a quarter full: below that, events are
     // collected on this timer, so a busy target pays no wakeup (and goscope no futex) per event.
     let mut poll = tokio::time::interval(RING_POLL_PERIOD);

@@ -14,6 +14,8 @@ pub enum OutputLine<'a> {
     Attached {
         pid: u32,
         go_version: &'a str,
+        /// How the process is watched: probe events, or memory scans alone.
+        mode: WatchMode,
         probes: Vec<AttachedProbe<'a>>,
         /// The process's `k8s.*` resource attributes, when it runs in a Kubernetes pod.
         #[serde(skip_serializing_if = "BTreeMap::is_empty")]
@@ -70,6 +72,16 @@ pub enum OutputLine<'a> {
     Event(&'a EventRecord),
 }
 
+/// How a process is watched (the `mode` of the `attached` and `mode` lines).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WatchMode {
+    /// Every uprobe attached: the state follows the events.
+    Probes,
+    /// No uprobe: the state comes from periodic memory scans.
+    Scan,
+}
+
 /// A probe as the `attached` line lists it.
 #[derive(Debug, Serialize)]
 pub struct AttachedProbe<'a> {
@@ -99,10 +111,11 @@ mod tests {
     #[test]
     fn sorted_lines_keep_their_byte_order() {
         let probes = vec![AttachedProbe { name: "goroutine_parked", symbol: "runtime.gopark", offset: 4 }];
-        let attached = OutputLine::Attached { pid: 7, go_version: "go1.26.0", probes, k8s: BTreeMap::new() };
+        let attached =
+            OutputLine::Attached { pid: 7, go_version: "go1.26.0", mode: WatchMode::Probes, probes, k8s: BTreeMap::new() };
         assert_eq!(
             attached.to_json().unwrap(),
-            r#"{"go_version":"go1.26.0","kind":"attached","pid":7,"probes":[{"name":"goroutine_parked","offset":4,"symbol":"runtime.gopark"}]}"#
+            r#"{"go_version":"go1.26.0","kind":"attached","mode":"probes","pid":7,"probes":[{"name":"goroutine_parked","offset":4,"symbol":"runtime.gopark"}]}"#
         );
         let warning = OutputLine::Warning { pid: Some(7), message: "no leak proof" };
         assert_eq!(warning.to_json().unwrap(), r#"{"kind":"warning","message":"no leak proof","pid":7}"#);

@@ -79,6 +79,45 @@ pub struct Goroutine {
     pub g_addr: Option<u64>,
     /// Timestamp of the newest event applied, for reconciling with a memory snapshot.
     pub last_event_ns: u64,
+    /// What the last memory scan saw of its park (scan mode), to tell whether the next scan
+    /// sees the same park.
+    pub park_mark: Option<ParkMark>,
+}
+
+/// What memory shows of one park of a goroutine: two scans that see equal marks (see
+/// [`ParkMark::same_park`]) saw a goroutine that did not run in between.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParkMark {
+    /// `*g`: the struct is reused for a new goroutine after an exit.
+    pub g_addr: u64,
+    pub reason_code: u8,
+    /// Saved PC and SP (as a depth below the stack's top, which a stack copy keeps).
+    pub resume_pc: u64,
+    pub resume_depth: u64,
+    /// `g.trackingSeq`: +1 (mod 256) on every transition out of running. None: not readable.
+    pub tracking_seq: Option<u8>,
+    /// `g.waitsince`: zeroed whenever the goroutine is scheduled, set by a GC to its start while
+    /// it waits (0: not set).
+    pub gc_wait_since: u64,
+}
+
+impl ParkMark {
+    /// Whether `later` (a newer scan) saw the same park as `self`: the goroutine stayed parked
+    /// in between. Without `trackingSeq` nothing proves that, so the answer is no (the wait then
+    /// counts from the newer read: a lower bound, never a wait that never happened). A run and a
+    /// new park at the same place changes trackingSeq; 256 of them between two scans would wrap
+    /// it, but not `waitsince` once a GC stamped it, and a blocked finding needs the mark to
+    /// hold over every scan of its threshold.
+    pub fn same_park(&self, later: &ParkMark) -> bool {
+        let gc_consistent = self.gc_wait_since == 0 || self.gc_wait_since == later.gc_wait_since;
+        self.tracking_seq.is_some()
+            && self.tracking_seq == later.tracking_seq
+            && self.g_addr == later.g_addr
+            && self.reason_code == later.reason_code
+            && self.resume_pc == later.resume_pc
+            && self.resume_depth == later.resume_depth
+            && gc_consistent
+    }
 }
 
 /// A channel goscope has seen goroutines block on.
@@ -116,6 +155,8 @@ pub struct SnapshotGoroutine {
     pub creation_pc: Option<u64>,
     pub start_pc: Option<u64>,
     pub g_addr: u64,
+    /// Set for a waiting goroutine when the read could tell its park apart (scan mode).
+    pub park_mark: Option<ParkMark>,
 }
 
 /// A change worth telling exporters about.
@@ -289,6 +330,7 @@ impl ProcessState {
                 wait: s.wait.clone(),
                 g_addr: Some(s.g_addr),
                 last_event_ns: 0,
+                park_mark: s.park_mark,
             };
             if let Some(wait) = &g.wait {
                 for &c in &wait.channels {
@@ -326,6 +368,40 @@ impl ProcessState {
         }
         // The runtime's wait start is only a GC's timestamp: counted from the read instead.
         let fresh: Vec<SnapshotGoroutine> = snapshot
+            .iter()
+            .filter(|s| !self.goroutines.contains_key(&s.goid))
+            .map(|s| SnapshotGoroutine { wait_since_ns: 0, ..s.clone() })
+            .collect();
+        self.reconcile(&fresh, read_start_ns);
+    }
+
+    /// Merges one periodic memory scan when no probe reports events (scan mode; `read_start_ns`
+    /// is when the read began). Memory is the whole truth: a goroutine the scan does not list
+    /// has exited. One it lists keeps its wait, and when the wait began, only when both scans saw
+    /// the same park ([`ParkMark::same_park`]); otherwise its state counts from this read (a
+    /// lower bound), so a worker that ran and parked again at the same line never accumulates.
+    pub fn merge_scan(&mut self, scan: &[SnapshotGoroutine], read_start_ns: u64) {
+        let listed: HashMap<u64, &SnapshotGoroutine> = scan.iter().map(|s| (s.goid, s)).collect();
+        let changed: Vec<u64> = self
+            .goroutines
+            .values()
+            .filter(|g| listed.get(&g.goid).is_none_or(|s| !stayed_parked(g, s)))
+            .map(|g| g.goid)
+            .collect();
+        for goid in changed {
+            self.leave_channels(goid);
+            self.goroutines.remove(&goid);
+            if !listed.contains_key(&goid) {
+                self.created_ns.remove(&goid);
+            }
+        }
+        // The newer mark: a GC stamp it carries now must still be there at the next scan.
+        for s in scan {
+            if let Some(g) = self.goroutines.get_mut(&s.goid) {
+                g.park_mark = s.park_mark;
+            }
+        }
+        let fresh: Vec<SnapshotGoroutine> = scan
             .iter()
             .filter(|s| !self.goroutines.contains_key(&s.goid))
             .map(|s| SnapshotGoroutine { wait_since_ns: 0, ..s.clone() })
@@ -404,6 +480,7 @@ impl ProcessState {
             wait: None,
             g_addr: None,
             last_event_ns: ts_ns,
+            park_mark: None,
         });
         g.last_event_ns = g.last_event_ns.max(ts_ns);
         g
@@ -420,6 +497,15 @@ impl ProcessState {
         }
         Some(wait)
     }
+}
+
+/// Whether a goroutine the state knows from a scan is, in a newer scan `s`, still in the same
+/// park.
+fn stayed_parked(g: &Goroutine, s: &SnapshotGoroutine) -> bool {
+    g.state == GoState::Waiting
+        && s.state == GoState::Waiting
+        && g.g_addr == Some(s.g_addr)
+        && matches!((&g.park_mark, &s.park_mark), (Some(a), Some(b)) if a.same_park(b))
 }
 
 fn remember_operator(ch: &mut Channel, goid: u64) {

@@ -84,6 +84,7 @@ fn snap(goid: u64, class: WaitClass, chan: u64, since: u64) -> SnapshotGoroutine
         creation_pc: None,
         start_pc: None,
         g_addr: 0x2000,
+        park_mark: None,
     }
 }
 
@@ -189,4 +190,60 @@ fn channels_are_forgotten_when_their_operators_exit_or_they_idle() {
     assert!(st.channel(OTHER).is_some());
     st.prune_channels(30 + CHANNEL_IDLE_NS);
     assert!(st.channel(OTHER).is_none(), "idle too long");
+}
+
+/// A goroutine parked on CHAN as a scan sees it, with `seq` as its trackingSeq.
+fn scanned(goid: u64, seq: Option<u8>, gc_wait_since: u64) -> SnapshotGoroutine {
+    let mark =
+        ParkMark { g_addr: 0x2000, reason_code: 20, resume_pc: 0x4_1000, resume_depth: 0x300, tracking_seq: seq, gc_wait_since };
+    SnapshotGoroutine { park_mark: Some(mark), ..snap(goid, WaitClass::ChanSend, CHAN, 0) }
+}
+
+#[test]
+fn a_park_seen_by_consecutive_scans_keeps_its_start() {
+    let mut st = ProcessState::new(1, reasons(), LOCK_OFF);
+    st.merge_scan(&[scanned(9, Some(7), 0)], 1000);
+    st.merge_scan(&[scanned(9, Some(7), 0)], 2000);
+    // A GC stamped waitsince in between: still the same park.
+    st.merge_scan(&[scanned(9, Some(7), 1500)], 3000);
+    let g = st.goroutine(9).unwrap();
+    assert_eq!((g.since_ns, g.since_is_lower_bound), (1000, true));
+    assert_eq!(st.channel(CHAN).unwrap().blocked_senders, BTreeSet::from([9]));
+}
+
+#[test]
+fn a_worker_that_ran_and_parked_again_at_the_same_line_starts_over() {
+    let mut st = ProcessState::new(1, reasons(), LOCK_OFF);
+    st.merge_scan(&[scanned(9, Some(7), 0)], 1000);
+    st.merge_scan(&[scanned(9, Some(8), 0)], 2000);
+    assert_eq!(st.goroutine(9).unwrap().since_ns, 2000, "trackingSeq moved: it ran");
+    st.merge_scan(&[scanned(9, Some(8), 1500)], 3000);
+    st.merge_scan(&[scanned(9, Some(8), 2500)], 4000);
+    assert_eq!(st.goroutine(9).unwrap().since_ns, 4000, "a second GC stamp: it ran in between (256 runs wrap trackingSeq)");
+    let moved = SnapshotGoroutine {
+        park_mark: scanned(9, Some(8), 2500).park_mark.map(|m| ParkMark { resume_depth: 0x400, ..m }),
+        ..scanned(9, None, 0)
+    };
+    st.merge_scan(&[moved], 5000);
+    assert_eq!(st.goroutine(9).unwrap().since_ns, 5000, "parked deeper in its stack: another park");
+}
+
+#[test]
+fn without_tracking_seq_every_scan_is_a_new_lower_bound() {
+    let mut st = ProcessState::new(1, reasons(), LOCK_OFF);
+    st.merge_scan(&[scanned(9, None, 0)], 1000);
+    st.merge_scan(&[scanned(9, None, 0)], 2000);
+    assert_eq!(st.goroutine(9).unwrap().since_ns, 2000);
+}
+
+#[test]
+fn a_scan_that_misses_a_goroutine_ends_it_and_frees_its_channel() {
+    let mut st = ProcessState::new(1, reasons(), LOCK_OFF);
+    st.merge_scan(&[scanned(9, Some(1), 0), scanned(10, Some(1), 0)], 1000);
+    let running = SnapshotGoroutine { state: GoState::Running, wait: None, park_mark: None, ..scanned(10, None, 0) };
+    st.merge_scan(&[running], 2000);
+    assert!(st.goroutine(9).is_none(), "not listed: exited");
+    let g10 = st.goroutine(10).unwrap();
+    assert_eq!((g10.state, g10.since_ns), (GoState::Running, 2000));
+    assert!(st.channel(CHAN).unwrap().blocked_senders.is_empty());
 }
