@@ -58,6 +58,8 @@ impl Segment {
 #[derive(Debug, Clone)]
 pub(crate) struct Symbol {
     pub name: String,
+    /// Where `name` starts in [`Elf::symbol_names`].
+    pub name_offset: u32,
     pub value: u64,
     pub size: u64,
     pub kind: u8,
@@ -72,6 +74,8 @@ pub(crate) struct Elf<'a> {
     pub segments: Vec<Segment>,
     /// `.symtab` (not `.dynsym`) function and object symbols.
     pub symbols: Vec<Symbol>,
+    /// The string table `.symtab`'s names are in.
+    pub symbol_names: Option<&'a [u8]>,
     /// Names from `.dynsym` (used only for cgo detection).
     pub dynsym_names: Vec<String>,
     /// R_X86_64_RELATIVE / R_AARCH64_RELATIVE addends by target address (PIE / external link).
@@ -125,6 +129,7 @@ impl<'a> Elf<'a> {
 
         let mut sections = Vec::new();
         let mut symbols = Vec::new();
+        let mut symbol_names = None;
         let mut dynsym_names = Vec::new();
         let mut relative_relocs = HashMap::new();
         if let Ok(table) = header.sections(endian, data) {
@@ -148,6 +153,7 @@ impl<'a> Elf<'a> {
                 Some(String::from_utf8_lossy(name).into_owned())
             };
             if let Ok(symtab) = table.symbols(endian, data, elf::SHT_SYMTAB) {
+                symbol_names = sections.get(symtab.string_section().0).and_then(|s| file_range(data, s.offset, s.size));
                 for sym in symtab.iter() {
                     let kind = sym.st_type();
                     if kind != elf::STT_FUNC && kind != elf::STT_OBJECT {
@@ -156,7 +162,8 @@ impl<'a> Elf<'a> {
                     let Some(name) = symtab.symbol_name(endian, sym).ok().and_then(&mut copy_name) else {
                         break;
                     };
-                    symbols.push(Symbol { name, value: sym.st_value(endian), size: sym.st_size(endian), kind });
+                    let name_offset = sym.st_name(endian);
+                    symbols.push(Symbol { name, name_offset, value: sym.st_value(endian), size: sym.st_size(endian), kind });
                 }
             }
             if let Ok(dynsym) = table.symbols(endian, data, elf::SHT_DYNSYM) {
@@ -194,7 +201,7 @@ impl<'a> Elf<'a> {
                 }
             }
         }
-        Ok(Elf { data, e_type, machine, sections, segments, symbols, dynsym_names, relative_relocs })
+        Ok(Elf { data, e_type, machine, sections, segments, symbols, symbol_names, dynsym_names, relative_relocs })
     }
 
     pub fn section(&self, name: &str) -> Option<&Section> {

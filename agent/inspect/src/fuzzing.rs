@@ -1,7 +1,7 @@
 //! Entry points for the cargo-fuzz targets in `fuzz/`: the crate's internal parsers, each fed
 //! with raw bytes and then queried the way [`crate::GoBinary`] queries them. Not a stable API.
 
-use crate::{buildinfo, pclntab::Pclntab};
+use crate::{buildinfo, pclntab::Pclntab, shared::SharedSlice};
 
 /// `.go.buildinfo` blob parsing: version string, modinfo text, `GoVersion` and settings.
 pub fn buildinfo(data: &[u8]) {
@@ -47,7 +47,7 @@ pub fn pclntab(data: &[u8]) {
             let _ = p.lookup_frames(*pc);
         }
     }
-    p.set_gofunc(0x10, Some(data));
+    p.set_gofunc(0x10, Some(SharedSlice::owned(data.to_vec())));
     for pc in pcs {
         if let Some((frames, _)) = p.lookup_frames(*pc) {
             assert!(!frames.is_empty() && frames.len() <= crate::pclntab::MAX_INLINE_DEPTH);

@@ -24,10 +24,13 @@ mod layout;
 mod pclntab;
 mod probes;
 pub mod runtime;
+mod shared;
+mod symtab;
 mod waitreason;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -36,10 +39,13 @@ pub use error::InspectError;
 pub use layout::{OffsetsSource, RuntimeLayout, render_table};
 pub use probes::{CREATION_CALLERS, ProbeKind, ProbeSite, ReturnAddressAt};
 pub use runtime::{NEWEST_MINOR, OLDEST_MINOR};
+pub use shared::FileBytes;
 pub use waitreason::WaitReasonTable;
 
 use elf::Elf;
 use pclntab::Pclntab;
+use shared::SharedSlice;
+use symtab::{PclnNames, SymbolIndex};
 
 /// Largest file [`GoBinary::open`] reads.
 pub const MAX_FILE_SIZE: u64 = 2 << 30;
@@ -166,12 +172,11 @@ pub struct GoBinary {
     moduledata_gofunc: Option<u64>,
     /// `moduledata.types`: the base that type descriptors' name offsets are relative to.
     types_base: Option<u64>,
-    symtab_funcs: HashMap<String, (u64, u64)>,
-    pcln_funcs: HashMap<String, (u64, u64)>,
-    /// Sorted (entry, end, name) from .symtab, for symbolizing when pclntab has no answer.
-    symtab_sorted: Vec<(u64, u64, String)>,
-    /// `.symtab` data (STT_OBJECT) symbols: name -> link-time address.
-    symtab_objects: HashMap<String, u64>,
+    /// `.gopclntab`'s functions by name.
+    pcln_names: PclnNames,
+    /// `.symtab`'s functions (by name, and by address for symbolizing when pclntab has no
+    /// answer) and data (STT_OBJECT) symbols.
+    symbols: SymbolIndex,
     reasons: Vec<String>,
     notes: Vec<String>,
 }
@@ -199,16 +204,27 @@ impl GoBinary {
             return Err(InspectError::TooLarge { size: meta.len(), limit: MAX_FILE_SIZE });
         }
         let data = std::fs::read(path).map_err(io)?;
-        GoBinary::from_bytes(&data)
+        GoBinary::from_file(Arc::new(data))
     }
 
-    /// Analyses an in-memory ELF image.
+    /// Analyses an in-memory ELF image (a copy of it is kept: see [`GoBinary::from_file`]).
     pub fn from_bytes(data: &[u8]) -> Result<GoBinary, InspectError> {
         if data.len() as u64 > MAX_FILE_SIZE {
             return Err(InspectError::TooLarge { size: data.len() as u64, limit: MAX_FILE_SIZE });
         }
+        GoBinary::from_file(Arc::new(data.to_vec()))
+    }
+
+    /// Analyses the executable whose bytes are `file`. The result keeps `file` (not a copy of
+    /// the tables it needs, `.gopclntab` and the symbol names): a caller that passes a mapping of
+    /// the file holds in memory only the pages that lookups touch.
+    pub fn from_file(file: FileBytes) -> Result<GoBinary, InspectError> {
+        let data: &[u8] = (*file).as_ref();
+        if data.len() as u64 > MAX_FILE_SIZE {
+            return Err(InspectError::TooLarge { size: data.len() as u64, limit: MAX_FILE_SIZE });
+        }
         let elf = Elf::parse(data)?;
-        analyse(&elf)
+        analyse(&elf, &file)
     }
 
     /// Build information from `.go.buildinfo` and the build-id note.
@@ -250,12 +266,8 @@ impl GoBinary {
         if let Some((function, file, line, entry)) = self.pcln.lookup(pc) {
             return Some(Location { function, file, line, entry });
         }
-        let i = self.symtab_sorted.partition_point(|(e, _, _)| *e <= pc).checked_sub(1)?;
-        let (entry, end, name) = &self.symtab_sorted[i];
-        if pc < *end {
-            return Some(Location { function: name.clone(), file: "?".into(), line: 0, entry: *entry });
-        }
-        None
+        let (entry, _, function) = self.symbols.function_at(pc)?;
+        Some(Location { function, file: "?".into(), line: 0, entry })
     }
 
     /// The logical frames at a link-time virtual address, innermost first: one per function the
@@ -297,26 +309,26 @@ impl GoBinary {
 
     /// A function by exact name: `.symtab` when present, else pclntab.
     pub fn function(&self, name: &str) -> Option<FunctionInfo> {
-        let (entry, end) = self.symtab_funcs.get(name).or_else(|| self.pcln_funcs.get(name))?;
-        Some(FunctionInfo { name: name.to_string(), entry: *entry, end: *end })
+        let (entry, end) = self.symbols.function(name).or_else(|| self.pcln_names.function(&self.pcln, name))?;
+        Some(FunctionInfo { name: name.to_string(), entry, end })
     }
 
     /// A function by exact name from `.gopclntab` only (works on stripped binaries).
     pub fn pclntab_function(&self, name: &str) -> Option<FunctionInfo> {
-        let (entry, end) = self.pcln_funcs.get(name)?;
-        Some(FunctionInfo { name: name.to_string(), entry: *entry, end: *end })
+        let (entry, end) = self.pcln_names.function(&self.pcln, name)?;
+        Some(FunctionInfo { name: name.to_string(), entry, end })
     }
 
     /// A function by exact name from the ELF `.symtab` only (None on stripped binaries).
     pub fn symtab_function(&self, name: &str) -> Option<FunctionInfo> {
-        let (entry, end) = self.symtab_funcs.get(name)?;
-        Some(FunctionInfo { name: name.to_string(), entry: *entry, end: *end })
+        let (entry, end) = self.symbols.function(name)?;
+        Some(FunctionInfo { name: name.to_string(), entry, end })
     }
 
     /// Link-time address of a data symbol (STT_OBJECT, e.g. "runtime.allgs") from the ELF
     /// `.symtab`; None on stripped binaries. Add the load bias for PIE.
     pub fn data_symbol(&self, name: &str) -> Option<u64> {
-        self.symtab_objects.get(name).copied()
+        self.symbols.object(name)
     }
 
     /// Number of functions in `.gopclntab`.
@@ -346,19 +358,11 @@ pub fn is_go_binary(data: &[u8]) -> bool {
     Elf::parse(data).is_ok_and(|elf| buildinfo::find_buildinfo(&elf).is_some() || buildinfo::go_build_id(&elf).is_some())
 }
 
-fn analyse(elf: &Elf<'_>) -> Result<GoBinary, InspectError> {
+fn analyse(elf: &Elf<'_>, file: &FileBytes) -> Result<GoBinary, InspectError> {
     let analyse::buildinfo::Identity { go_version, modinfo: mi, arch, build_id } = analyse::buildinfo::identify(elf)?;
 
-    let analyse::symbols::Tables {
-        pcln,
-        moduledata_gofunc,
-        gofunc_note,
-        types_base,
-        pcln_funcs,
-        symtab_funcs,
-        symtab_sorted,
-        symtab_objects,
-    } = analyse::symbols::read_tables(elf, go_version.minor)?;
+    let analyse::symbols::Tables { pcln, moduledata_gofunc, gofunc_note, types_base, pcln_names, symbols } =
+        analyse::symbols::read_tables(elf, file, go_version.minor)?;
 
     let has_symtab = elf.section(".symtab").is_some();
     let has_dwarf = elf.section(".debug_info").is_some() || elf.section(".zdebug_info").is_some();
@@ -366,7 +370,7 @@ fn analyse(elf: &Elf<'_>) -> Result<GoBinary, InspectError> {
     let cgo = settings.iter().any(|(k, v)| k == "CGO_ENABLED" && v == "1")
         || ["x_cgo_init", "crosscall2", "_cgo_sys_thread_start"]
             .iter()
-            .any(|n| symtab_funcs.contains_key(*n) || elf.symbol(n).is_some() || elf.dynsym_names.iter().any(|d| d == n));
+            .any(|n| symbols.has_function(n) || elf.symbol(n).is_some() || elf.dynsym_names.iter().any(|d| d == n));
     let build_info = BuildInfo {
         go_version: go_version.clone(),
         path: mi.path,
@@ -385,7 +389,7 @@ fn analyse(elf: &Elf<'_>) -> Result<GoBinary, InspectError> {
     }
 
     // Function bodies needed by probes and validation.
-    let func_range = |name: &str| -> Option<(u64, u64)> { symtab_funcs.get(name).or_else(|| pcln_funcs.get(name)).copied() };
+    let func_range = |name: &str| -> Option<(u64, u64)> { symbols.function(name).or_else(|| pcln_names.function(&pcln, name)) };
     let body = |name: &str| -> Option<(u64, &[u8])> {
         let (entry, end) = func_range(name)?;
         let len = end.checked_sub(entry)?.min(1 << 20);
@@ -486,10 +490,8 @@ fn analyse(elf: &Elf<'_>) -> Result<GoBinary, InspectError> {
         pcln,
         moduledata_gofunc,
         types_base,
-        symtab_funcs,
-        pcln_funcs,
-        symtab_sorted,
-        symtab_objects,
+        pcln_names,
+        symbols,
         reasons,
         notes,
     })
@@ -533,16 +535,16 @@ type BodyFn<'f, 'a> = dyn Fn(&str) -> Option<(u64, &'a [u8])> + 'f;
 /// `.gopclntab` (or `.data.rel.ro.gopclntab` in PIE builds). Otherwise — no section headers, or
 /// an external linker that merged the table into `.data.rel.ro` (seen with lld-linked binaries
 /// such as the docker CLI) — the first 8-aligned plausible header in a PT_LOAD segment.
-fn find_pclntab(elf: &Elf<'_>) -> Result<Pclntab, InspectError> {
+fn find_pclntab(elf: &Elf<'_>, file: &FileBytes) -> Result<Pclntab, InspectError> {
     for name in [".gopclntab", ".data.rel.ro.gopclntab"] {
         if let Some(s) = elf.section(name)
             && let Some(d) = elf.section_data(s)
         {
-            return Pclntab::parse(d, s.addr);
+            return Pclntab::parse_shared(SharedSlice::of(file, d), s.addr);
         }
     }
-    // A candidate that parses is copied to the end of its segment (Pclntab owns its bytes): give
-    // up after a few decoys rather than copy once per 8 bytes (quadratic: 0.5 s for 2 MB).
+    // Each candidate that parses is checked for plausibility: give up after a few decoys rather
+    // than check once per 8 bytes of crafted input.
     let mut candidates = 0;
     'scan: for (vaddr, bytes) in elf.load_regions() {
         let skip = ((8 - (vaddr % 8)) % 8) as usize;
@@ -553,7 +555,7 @@ fn find_pclntab(elf: &Elf<'_>) -> Result<Pclntab, InspectError> {
                 if candidates > MAX_SCAN_CANDIDATES {
                     break 'scan;
                 }
-                if let Ok(p) = Pclntab::parse(&bytes[off..], vaddr.wrapping_add(off as u64))
+                if let Ok(p) = Pclntab::parse_shared(SharedSlice::of(file, &bytes[off..]), vaddr.wrapping_add(off as u64))
                     && p.plausible()
                 {
                     return Ok(p);
@@ -624,7 +626,7 @@ fn moduledata_types_offset(minor: u32) -> u64 {
 /// the `go:func.*` symbol (`go.func.*` before 1.20) when there is a symbol table, else the
 /// moduledata field (`moduledata_gofunc`). A candidate is kept only if the inline-tree records it yields name
 /// functions ([`Pclntab::check_gofunc`]). Returns a note when none is usable.
-fn set_gofunc(elf: &Elf<'_>, pcln: &mut Pclntab, moduledata_gofunc: Option<u64>) -> Option<String> {
+fn set_gofunc(elf: &Elf<'_>, file: &FileBytes, pcln: &mut Pclntab, moduledata_gofunc: Option<u64>) -> Option<String> {
     let mut candidates = Vec::new();
     for name in ["go:func.*", "go.func.*"] {
         if let Some(s) = elf.symbol(name).filter(|s| s.value != 0) {
@@ -634,7 +636,7 @@ fn set_gofunc(elf: &Elf<'_>, pcln: &mut Pclntab, moduledata_gofunc: Option<u64>)
     candidates.extend(moduledata_gofunc);
     candidates.dedup();
     for vaddr in candidates {
-        pcln.set_gofunc(vaddr, gofunc_bytes(elf, vaddr, pcln.vaddr));
+        pcln.set_gofunc(vaddr, gofunc_bytes(elf, vaddr, pcln.vaddr).map(|b| SharedSlice::of(file, b)));
         let (checked, good) = pcln.check_gofunc(32);
         if checked > 0 && good == checked {
             return None;
@@ -745,8 +747,9 @@ pub fn dwarf_entries(data: &[u8]) -> Result<Option<BTreeMap<String, u32>>, Inspe
 /// Validates `layout` against this binary's runtime code (amd64). Exposed for tests.
 #[doc(hidden)]
 pub fn validate_layout(data: &[u8], layout: &RuntimeLayout) -> Result<(), String> {
-    let elf = Elf::parse(data).map_err(|e| e.to_string())?;
-    let bin = analyse(&elf).map_err(|e| e.to_string())?;
+    let file: FileBytes = Arc::new(data.to_vec());
+    let elf = Elf::parse((*file).as_ref()).map_err(|e| e.to_string())?;
+    let bin = analyse(&elf, &file).map_err(|e| e.to_string())?;
     let body = |name: &str| -> Option<(u64, &[u8])> {
         let f = bin.function(name)?;
         let len = f.end.checked_sub(f.entry)?.min(1 << 20);

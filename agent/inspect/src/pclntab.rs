@@ -11,6 +11,7 @@
 //! pcln, npcdata, cuOffset (u32 each), [startLine i32 from 1.20], funcID u8, ...
 
 use crate::error::{InspectError, Result};
+use crate::shared::SharedSlice;
 
 pub(crate) const MAGIC_118: u32 = 0xffff_fff0;
 pub(crate) const MAGIC_120: u32 = 0xffff_fff1;
@@ -22,7 +23,8 @@ const MAX_NAME: usize = 1 << 16;
 
 #[derive(Clone)]
 pub(crate) struct Pclntab {
-    data: Vec<u8>,
+    /// The table's bytes: a range of the executable (see [`SharedSlice`]).
+    data: SharedSlice,
     pub vaddr: u64,
     pub magic: u32,
     pub min_lc: u8,
@@ -43,7 +45,7 @@ pub(crate) struct Pclntab {
 #[derive(Clone)]
 enum GoFuncBytes {
     InTable(usize),
-    Copied(Vec<u8>),
+    Elsewhere(SharedSlice),
 }
 
 #[derive(Clone)]
@@ -109,9 +111,15 @@ pub(crate) fn looks_like_header(b: &[u8]) -> bool {
 }
 
 impl Pclntab {
-    /// Parses the header of the table in `data` (the table starts at `data[0]`, mapped at `vaddr`).
-    /// Copies `data` so that the result owns everything it needs for later lookups.
+    /// [`Pclntab::parse_shared`] of a copy of `data`.
     pub fn parse(data: &[u8], vaddr: u64) -> Result<Pclntab> {
+        Pclntab::parse_shared(SharedSlice::owned(data.to_vec()), vaddr)
+    }
+
+    /// Parses the header of the table in `data` (the table starts at `data[0]`, mapped at
+    /// `vaddr`). The result keeps `data` (a range of the executable, not a copy) for lookups.
+    pub fn parse_shared(table: SharedSlice, vaddr: u64) -> Result<Pclntab> {
+        let data: &[u8] = &table;
         let magic = rd_u32(data, 0).ok_or_else(|| InspectError::truncated("pclntab header"))?;
         match magic {
             MAGIC_118 | MAGIC_120 => {}
@@ -154,9 +162,6 @@ impl Pclntab {
             return Err(InspectError::truncated(format!("pclntab functab ({nfunc} functions)")));
         }
         Ok(Pclntab {
-            data: data.to_vec(),
-            vaddr,
-            magic,
             min_lc: data[6],
             nfunc: nfunc as usize,
             header_text_start,
@@ -167,6 +172,9 @@ impl Pclntab {
             pctab_off: offs[3] as usize,
             pcln_off: pcln_off as usize,
             gofunc: None,
+            data: table,
+            vaddr,
+            magic,
         })
     }
 
@@ -178,11 +186,11 @@ impl Pclntab {
 
     /// Sets `moduledata.gofunc` to `vaddr`; `bytes` (from `vaddr` on) is used when `vaddr` is not
     /// inside the table itself.
-    pub fn set_gofunc(&mut self, vaddr: u64, bytes: Option<&[u8]>) {
+    pub fn set_gofunc(&mut self, vaddr: u64, bytes: Option<SharedSlice>) {
         let inside = vaddr.checked_sub(self.vaddr).filter(|o| *o < self.data.len() as u64).map(|o| o as usize);
         self.gofunc = match (inside, bytes) {
             (Some(o), _) => Some(GoFunc { vaddr, bytes: GoFuncBytes::InTable(o) }),
-            (None, Some(b)) => Some(GoFunc { vaddr, bytes: GoFuncBytes::Copied(b.to_vec()) }),
+            (None, Some(b)) => Some(GoFunc { vaddr, bytes: GoFuncBytes::Elsewhere(b) }),
             (None, None) => None,
         };
     }
@@ -200,7 +208,7 @@ impl Pclntab {
     fn gofunc_bytes(&self) -> Option<&[u8]> {
         match &self.gofunc.as_ref()?.bytes {
             GoFuncBytes::InTable(o) => self.data.get(*o..),
-            GoFuncBytes::Copied(b) => Some(b),
+            GoFuncBytes::Elsewhere(b) => Some(b),
         }
     }
 
@@ -437,13 +445,18 @@ impl Pclntab {
     /// scanned to [`MAX_NAME`] each time); callers copy the names. So the bytes scanned are
     /// bounded by the table size, which real tables (each name stored once) never reach.
     pub fn functions(&self) -> impl Iterator<Item = (&str, u64, u64)> + '_ {
+        self.indexed_functions().map(|(_, name, entry, end)| (name, entry, end))
+    }
+
+    /// [`Pclntab::functions`] with each function's index.
+    pub fn indexed_functions(&self) -> impl Iterator<Item = (usize, &str, u64, u64)> + '_ {
         let mut budget = self.data.len().saturating_mul(2).saturating_add(1 << 20);
         (0..self.nfunc)
             .map_while(move |i| {
                 let f = self.func(i);
                 let name = f.as_ref().and_then(|f| self.name(f));
                 budget = budget.checked_sub(name.map_or(MAX_NAME, |n| n.len() + 1))?;
-                Some(name.zip(f).and_then(|(n, f)| Some((n, f.entry, self.end(i)?))))
+                Some(name.zip(f).and_then(|(n, f)| Some((i, n, f.entry, self.end(i)?))))
             })
             .flatten()
     }

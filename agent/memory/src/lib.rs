@@ -48,5 +48,5 @@ pub use snapshot::{
     snapshot_with,
 };
 pub use stack::{StackEnd, StackFrame};
-pub use sys::monotonic_ns;
+pub use sys::{MappedFile, monotonic_ns, release_free_heap};
 pub use types::type_names;

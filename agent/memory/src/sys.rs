@@ -3,7 +3,9 @@
 //! - [`read_process`]: `process_vm_readv(2)`, many remote ranges in one call;
 //! - [`read_at`]: `pread(2)` on `/proc/PID/mem`, the fallback when the former is refused;
 //! - [`monotonic_ns`]: `clock_gettime(CLOCK_MONOTONIC)`, the clock of `bpf_ktime_get_ns` and of
-//!   the Go runtime's `nanotime`.
+//!   the Go runtime's `nanotime`;
+//! - [`MappedFile`]: `mmap(2)` of the target's executable, and [`release_free_heap`]:
+//!   `malloc_trim(3)`, which keep the agent's memory small.
 //!
 //! The rest of the crate is `deny(unsafe_code)`. Under `cfg(test)` the two reads can be replaced
 //! by fakes ([`fake`]), as aya's `sys` module does, so tests reach error paths (a process exiting
@@ -46,6 +48,84 @@ pub fn monotonic_ns() -> u64 {
     // SAFETY: clock_gettime only writes the timespec we own; CLOCK_MONOTONIC always exists.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// A whole file mapped read-only (`mmap(2)`, private): the executable a target runs, for its
+/// analysis ([`goscope_inspect::GoBinary::from_file`]). Only the pages read are resident, and
+/// [`MappedFile::release_resident`] gives those back after the analysis; later lookups fault in
+/// the few pages they touch, from the page cache the target's own mapping of the file keeps warm.
+///
+/// A mapped file must not shrink while it is mapped (reads past its new end would fault). An
+/// executable cannot be opened for writing while a process runs it (ETXTBSY), and goscope keeps
+/// the mapping only while it watches a process of that executable.
+pub struct MappedFile {
+    base: *mut libc::c_void,
+    len: usize,
+}
+
+// SAFETY: the mapping is read-only and owned by this value: no thread can write through it, and
+// it is unmapped only by Drop, once no reference into it is left.
+unsafe impl Send for MappedFile {}
+// SAFETY: as above: shared references only read.
+unsafe impl Sync for MappedFile {}
+
+impl MappedFile {
+    /// Maps the file at `path` (an empty file is an empty mapping).
+    pub fn open(path: &std::path::Path) -> io::Result<MappedFile> {
+        use std::os::fd::AsRawFd as _;
+        let file = File::open(path)?;
+        let len = usize::try_from(file.metadata()?.len()).map_err(|_| io::Error::from(io::ErrorKind::FileTooLarge))?;
+        if len == 0 {
+            return Ok(MappedFile { base: std::ptr::null_mut(), len: 0 });
+        }
+        // SAFETY: a new private read-only mapping of an open file; the kernel checks the
+        // descriptor and the length; nothing else refers to the mapping yet.
+        let base = unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ, libc::MAP_PRIVATE, file.as_raw_fd(), 0) };
+        if base == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(MappedFile { base, len })
+    }
+
+    /// Gives back the pages read so far (`madvise(MADV_DONTNEED)`): the contents stay the same,
+    /// and a later read faults the page in again from the file.
+    pub fn release_resident(&self) {
+        if self.len > 0 {
+            // SAFETY: our own read-only file mapping: dropping its pages loses nothing (they are
+            // re-read from the file), and references into it stay valid.
+            unsafe { libc::madvise(self.base, self.len, libc::MADV_DONTNEED) };
+        }
+    }
+}
+
+impl AsRef<[u8]> for MappedFile {
+    fn as_ref(&self) -> &[u8] {
+        if self.len == 0 {
+            return &[];
+        }
+        // SAFETY: `len` readable bytes at `base`, mapped until Drop, which needs `&mut self`
+        // and so cannot run while this borrow lives.
+        unsafe { std::slice::from_raw_parts(self.base.cast::<u8>(), self.len) }
+    }
+}
+
+impl Drop for MappedFile {
+    fn drop(&mut self) {
+        if self.len > 0 {
+            // SAFETY: our own mapping, no longer borrowed (Drop has `&mut self`).
+            unsafe { libc::munmap(self.base, self.len) };
+        }
+    }
+}
+
+/// Returns the allocator's free memory to the kernel (`malloc_trim(3)`; glibc only): after a
+/// large analysis, freed blocks between live ones otherwise stay resident for the agent's life.
+pub fn release_free_heap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// Fakes of the read calls for this thread's tests, and memory for tests to read.
@@ -141,5 +221,27 @@ pub(crate) mod fake {
             // SAFETY: our own mapping; unmapping pages that are already unmapped is allowed.
             unsafe { libc::munmap(self.base, self.len) };
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_mapped_file_reads_the_same_after_its_pages_are_released() {
+        let path = std::env::temp_dir().join(format!("goscope-mapped-{}", std::process::id()));
+        let contents: Vec<u8> = (0..3 * 4096 + 17).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&path, &contents).unwrap();
+        let mapped = MappedFile::open(&path).unwrap();
+        assert_eq!(mapped.as_ref(), &contents[..]);
+        mapped.release_resident();
+        assert_eq!(mapped.as_ref(), &contents[..]);
+        drop(mapped);
+        std::fs::write(&path, b"").unwrap();
+        let empty = MappedFile::open(&path).unwrap();
+        assert!(empty.as_ref().is_empty());
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(MappedFile::open(&path).err().map(|e| e.kind()), Some(io::ErrorKind::NotFound));
     }
 }

@@ -198,7 +198,8 @@ fn exe_id(pid: u32) -> Option<ExeId> {
 /// Whether the process runs a Go program, from its executable's build info alone (read through
 /// `/proc/PID/exe`, so it works for processes in other mount namespaces; attach checks the rest).
 fn is_go_binary(pid: u32) -> bool {
-    fs::read(format!("/proc/{pid}/exe")).is_ok_and(|bytes| goscope_inspect::is_go_binary(&bytes))
+    let path = std::path::PathBuf::from(format!("/proc/{pid}/exe"));
+    goscope_memory::MappedFile::open(&path).is_ok_and(|file| goscope_inspect::is_go_binary(file.as_ref()))
 }
 
 /// One line saying a session ended and why, unless it ended the ordinary way.

@@ -10,10 +10,12 @@ use std::{
     fs,
     io::{self, BufRead as _},
     path::PathBuf,
+    sync::Arc,
     time::Duration,
 };
 
-use goscope_inspect::{GoBinary, Location};
+use goscope_inspect::{FileBytes, GoBinary, Location};
+use goscope_memory::MappedFile;
 use object::{Object as _, ObjectSegment as _};
 
 use crate::target::privilege::{Operation, hint};
@@ -100,21 +102,26 @@ impl Target {
         !matches!(state, None | Some("Z" | "X"))
     }
 
-    /// Reads and analyses the executable: the binary and its load bias.
+    /// Maps and analyses the executable: the binary and its load bias. The binary keeps the
+    /// mapping, of which only the pages its lookups touch stay resident.
     pub fn inspect(&self) -> Result<(GoBinary, u64), TargetError> {
         let inspect_err = |source| TargetError::Inspect { pid: self.pid, exe: self.exe_name.clone(), source };
-        let bytes = self.read_exe()?;
-        let binary = GoBinary::from_bytes(&bytes).map_err(inspect_err)?;
-        let bias = self.load_bias(&bytes)?;
-        Ok((binary, bias))
+        let mapped = Arc::new(self.map_exe()?);
+        let analysed = GoBinary::from_file(Arc::clone(&mapped) as FileBytes).map_err(inspect_err);
+        let bias = analysed.is_ok().then(|| self.load_bias((*mapped).as_ref())).transpose();
+        // The analysis read most of the file and allocated (and freed) much more than the
+        // binary keeps: hand both back.
+        mapped.release_resident();
+        goscope_memory::release_free_heap();
+        Ok((analysed?, bias?.unwrap_or(0)))
     }
 
-    /// Reads `/proc/PID/exe`. It is briefly unreadable while a process execs, and for good once
+    /// Maps `/proc/PID/exe`. It is briefly unreadable while a process execs, and for good once
     /// it exits: retry a few times before deciding which.
-    fn read_exe(&self) -> Result<Vec<u8>, TargetError> {
+    fn map_exe(&self) -> Result<MappedFile, TargetError> {
         let mut tries = 0;
         loop {
-            match fs::read(&self.exe) {
+            match MappedFile::open(&self.exe) {
                 Ok(bytes) => return Ok(bytes),
                 Err(e) if e.kind() == io::ErrorKind::NotFound && tries < 5 && self.is_alive() => {
                     tries += 1;
