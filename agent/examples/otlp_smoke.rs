@@ -62,7 +62,7 @@ fn main() -> anyhow::Result<()> {
     let (chan_send, chan_recv) = (code("chan send"), code("chan receive"));
     let hchan_lock = binary.layout().hchan_lock;
     let mut state = ProcessState::new(pid, WaitReasons::new(names.clone()), hchan_lock);
-    let ctx = TargetContext { pid, binary, load_bias: 0, attached_at_ns: now_ns() };
+    let ctx = TargetContext { pid, binary: binary.into(), load_bias: 0, attached_at_ns: now_ns() };
     let ev = |goid, ts_ns, detail| GoroutineEvent { ts_ns, pid, tid: pid, goid, detail };
     let chan = 0xc0_0001_0000_u64;
     let mut ids = Vec::new();

@@ -61,3 +61,31 @@ fn run_watches_matching_go_processes_as_they_come_and_go() -> Result<()> {
     );
     Ok(())
 }
+
+/// Two processes of one executable: the agent analyses it once and shares the result (its debug
+/// log says so), and watches both.
+#[test]
+fn run_analyses_an_executable_once_for_all_its_processes() -> Result<()> {
+    if !require_bpf()? {
+        return Ok(());
+    }
+    let stuckall = GoFixture::build("stuckall", None, Variant::Plain)?;
+    let mut first = stuckall.spawn(&[])?;
+    let mut second = stuckall.spawn(&[])?;
+    first.expect_json("worker", Duration::from_secs(30))?;
+    second.expect_json("worker", Duration::from_secs(30))?;
+    let mut goscope = Goscope::run_as(&["env", "RUST_LOG=goscope=debug"], &["--match", "stuckall", "--scan-every", "500ms"])?;
+    let pids = [first.pid(), second.pid()];
+    let mut waiting: Vec<u32> = pids.to_vec();
+    let all_attached = |v: &Value| {
+        waiting.retain(|&p| !(v["kind"] == "attached" && pid_of(v) == Some(p)));
+        waiting.is_empty()
+    };
+    goscope.events_until(all_attached, Duration::from_secs(60)).with_context(|| format!("attaching to {pids:?}"))?;
+    let stopped = goscope.stop(Duration::from_secs(30))?;
+    let log = stopped.stderr;
+    let analysed = log.lines().filter(|l| l.contains(": analysing ") && l.contains("stuckall")).count();
+    let shared = log.lines().filter(|l| l.contains("is already analysed") && l.contains("stuckall")).count();
+    ensure!(analysed == 1 && shared == 1, "analysed {analysed} times, shared {shared} times for PIDs {pids:?}; log:\n{log}");
+    Ok(())
+}

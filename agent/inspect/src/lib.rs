@@ -159,6 +159,8 @@ pub struct Support {
 /// An analysed Go binary. Cheap to query; everything is computed by [`GoBinary::open`].
 #[derive(Clone)]
 pub struct GoBinary {
+    /// The executable's bytes, which the tables below are ranges of.
+    file: FileBytes,
     build_info: BuildInfo,
     arch: Arch,
     stripped: bool,
@@ -225,6 +227,11 @@ impl GoBinary {
         }
         let elf = Elf::parse(data)?;
         analyse(&elf, &file)
+    }
+
+    /// The executable's bytes, as given to [`GoBinary::from_file`].
+    pub fn file(&self) -> &[u8] {
+        (*self.file).as_ref()
     }
 
     /// Build information from `.go.buildinfo` and the build-id note.
@@ -479,6 +486,7 @@ fn analyse(elf: &Elf<'_>, file: &FileBytes) -> Result<GoBinary, InspectError> {
     }
 
     Ok(GoBinary {
+        file: Arc::clone(file),
         build_info,
         arch,
         stripped: !has_symtab || !has_dwarf,

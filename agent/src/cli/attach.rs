@@ -23,7 +23,7 @@ use crate::{
         write_line,
     },
     target::{
-        Target, TargetContext, TargetError,
+        ExecutableCache, Target, TargetContext, TargetError,
         k8s::K8sLookup,
         probes::{ProbeError, Probes},
     },
@@ -74,8 +74,13 @@ fn target_config(binary: &GoBinary) -> TargetConfig {
 
 /// Watches `pid` until a signal, `--duration`, a `--fail-on` finding, or the target's exit.
 pub async fn run(pid: u32, cfg: SessionConfig) -> Result<(), AttachError> {
+    run_shared(pid, cfg, Arc::default()).await
+}
+
+/// [`run`] with the binary shared with the other sessions of the same executable.
+pub async fn run_shared(pid: u32, cfg: SessionConfig, executables: Arc<ExecutableCache>) -> Result<(), AttachError> {
     let target = Target::from_pid(pid)?;
-    let (binary, load_bias) = target.inspect()?;
+    let (binary, load_bias) = target.inspect_shared(&executables)?;
     let support = binary.support();
     if !support.supported {
         return Err(AttachError::Unsupported {

@@ -5,6 +5,7 @@ use std::{
     collections::{HashMap, HashSet},
     fs,
     os::unix::fs::MetadataExt as _,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -20,6 +21,7 @@ use crate::{
     },
     session::SessionConfig,
     sink::{Format, warning_line, write_line},
+    target::ExecutableCache,
     target::k8s::{ApiConfig, K8sError, K8sLookup, PodCache},
     target::privilege::{self, Operation},
 };
@@ -67,6 +69,7 @@ pub async fn run(opts: RunOptions) -> Result<(), AttachError> {
     let mut sessions: JoinSet<(u32, Result<(), AttachError>)> = JoinSet::new();
     let own_pid = std::process::id();
     let mut warned_unreadable = false;
+    let executables = Arc::new(ExecutableCache::default());
     loop {
         tokio::select! {
             _ = scan.tick() => {
@@ -85,7 +88,8 @@ pub async fn run(opts: RunOptions) -> Result<(), AttachError> {
                         // Sessions end with the run: at its deadline, or on the signal they see too.
                         let duration = until.map(|u| u.saturating_duration_since(Instant::now()));
                         let session = SessionConfig { duration, ..opts.session.clone() };
-                        sessions.spawn(async move { (pid, attach::run(pid, session).await) });
+                        let executables = Arc::clone(&executables);
+                        sessions.spawn(async move { (pid, attach::run_shared(pid, session, executables).await) });
                     }
                 }
             }

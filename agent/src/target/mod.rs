@@ -7,10 +7,12 @@ pub mod privilege;
 pub mod probes;
 
 use std::{
+    collections::HashMap,
     fs,
     io::{self, BufRead as _},
+    os::unix::fs::MetadataExt as _,
     path::PathBuf,
-    sync::Arc,
+    sync::{Arc, Mutex, Weak},
     time::Duration,
 };
 
@@ -47,7 +49,8 @@ pub enum TargetError {
 /// it is loaded, to symbolize addresses and name wait reasons.
 pub struct TargetContext {
     pub pid: u32,
-    pub binary: GoBinary,
+    /// Shared by the targets of one executable ([`ExecutableCache`]).
+    pub binary: Arc<GoBinary>,
     /// Runtime minus link-time address of the executable (PIE).
     pub load_bias: u64,
     /// CLOCK_MONOTONIC ns at attach, for relative times in text output.
@@ -70,6 +73,15 @@ impl TargetContext {
         (chan_op && lock_addr > lock_off).then(|| lock_addr - lock_off)
     }
 }
+
+/// An executable's identity: (device, inode, modification time).
+type ExecutableId = (u64, u64, i64);
+
+/// Analysed executables, shared by the targets that run the same one: `goscope run` watching
+/// many processes of one server analyses it once and holds its tables once. Entries are weak:
+/// an executable goes with the last session of a process running it.
+#[derive(Default)]
+pub struct ExecutableCache(Mutex<HashMap<ExecutableId, Weak<GoBinary>>>);
 
 #[derive(Debug, Clone)]
 pub struct Target {
@@ -102,9 +114,33 @@ impl Target {
         !matches!(state, None | Some("Z" | "X"))
     }
 
+    /// [`Target::inspect`], or the binary another target of the same executable analysed (same
+    /// device, inode and modification time), still in `executables`.
+    pub fn inspect_shared(&self, executables: &ExecutableCache) -> Result<(Arc<GoBinary>, u64), TargetError> {
+        let Ok(meta) = fs::metadata(&self.exe) else {
+            // Exited or unreadable: inspect says which.
+            return self.inspect().map(|(binary, bias)| (Arc::new(binary), bias));
+        };
+        let id = (meta.dev(), meta.ino(), meta.mtime());
+        // Held while analysing: a second process of the executable waits for this analysis
+        // rather than doing its own.
+        let mut known = executables.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(binary) = known.get(&id).and_then(Weak::upgrade) {
+            log::debug!("PID {}: {} is already analysed (shared with the other targets it runs in)", self.pid, self.exe_name);
+            let bias = self.load_bias(binary.file())?;
+            return Ok((binary, bias));
+        }
+        let (binary, bias) = self.inspect()?;
+        let binary = Arc::new(binary);
+        known.retain(|_, b| b.strong_count() > 0);
+        known.insert(id, Arc::downgrade(&binary));
+        Ok((binary, bias))
+    }
+
     /// Maps and analyses the executable: the binary and its load bias. The binary keeps the
     /// mapping, of which only the pages its lookups touch stay resident.
     pub fn inspect(&self) -> Result<(GoBinary, u64), TargetError> {
+        log::debug!("PID {}: analysing {}", self.pid, self.exe_name);
         let inspect_err = |source| TargetError::Inspect { pid: self.pid, exe: self.exe_name.clone(), source };
         let mapped = Arc::new(self.map_exe()?);
         let analysed = GoBinary::from_file(Arc::clone(&mapped) as FileBytes).map_err(inspect_err);
