@@ -45,7 +45,7 @@ use self::{
     spans::SpanFactory,
 };
 use crate::{
-    detect::{Finding, FindingKey, Grade},
+    detect::{Finding, FindingKey, FindingType, Grade},
     model::state::{GoState, ProcessState, Transition},
     target::TargetContext,
 };
@@ -185,6 +185,10 @@ struct Metrics {
     findings: Counter<u64>,
     retractions: Counter<u64>,
     open_findings: UpDownCounter<i64>,
+    /// Goroutines in open findings, by type and grade.
+    finding_goroutines: Gauge<u64>,
+    /// Kinds reported last time, to zero the ones whose findings all went away.
+    last_finding_kinds: Mutex<HashSet<FindingKind>>,
     health: Arc<HealthCells>,
     /// (state, wait reason) combinations reported last time, to zero the ones that vanished.
     last_combos: Mutex<HashSet<(&'static str, Option<u8>)>>,
@@ -192,9 +196,52 @@ struct Metrics {
     reason_attrs: OnceLock<Vec<[KeyValue; 2]>>,
 }
 
-/// What the exporter remembers of a raised finding, for its retraction.
+/// What the exporter remembers of a raised finding, for its retraction and the
+/// `goscope.findings.goroutines` gauge.
 struct Raised {
     trace: Option<(TraceId, SpanId)>,
+    finding_type: FindingType,
+    grade: Grade,
+    /// How many goroutines the finding names.
+    named: u64,
+}
+
+/// A (type, grade) pair of findings, as the finding metrics' attributes name them.
+type FindingKind = (FindingType, Grade);
+
+/// Goroutines in the open findings by kind: a leak counts every goroutine waiting at its site for
+/// its wait reason now (the pile, which grows while the leak goes on; the finding itself lists
+/// at most a sample), any other finding the goroutines it names.
+fn goroutines_in_findings(raised: &HashMap<FindingKey, Raised>, state: &ProcessState) -> HashMap<FindingKind, u64> {
+    let leak_sites: HashSet<(&str, u32, &str)> = raised
+        .keys()
+        .filter_map(|k| match k {
+            FindingKey::Leak { site: Some((function, line)), reason, .. } => Some((function.as_str(), *line, reason.as_str())),
+            _ => None,
+        })
+        .collect();
+    let mut piles: HashMap<(&str, u32, &str), u64> = HashMap::new();
+    if !leak_sites.is_empty() {
+        for g in state.goroutines().filter(|g| g.state == GoState::Waiting) {
+            let Some(wait) = g.wait.as_ref() else { continue };
+            let (Some(site), Some(reason)) = (wait.site(), state.reasons().name(wait.reason_code)) else { continue };
+            let key = (site.function.as_str(), site.line, reason);
+            if leak_sites.contains(&key) {
+                *piles.entry(key).or_default() += 1;
+            }
+        }
+    }
+    let mut counts: HashMap<FindingKind, u64> = HashMap::new();
+    for (key, r) in raised {
+        let n = match key {
+            FindingKey::Leak { site: Some((function, line)), reason, .. } => {
+                piles.get(&(function.as_str(), *line, reason.as_str())).copied().unwrap_or(0)
+            }
+            _ => r.named,
+        };
+        *counts.entry((r.finding_type, r.grade)).or_default() += n;
+    }
+    counts
 }
 
 /// Exports one target's goroutine activity over OTLP. All methods take `&self` and return at once.
@@ -479,7 +526,8 @@ impl OtlpExporter {
             Grade::Proven => (Severity::Error, "ERROR"),
         };
         self.emit_log(f, severity, "goscope.finding", f.summary.clone(), trace, false, now);
-        let first = self.raised.lock().map(|mut r| r.insert(f.id.clone(), Raised { trace }).is_none()).unwrap_or(true);
+        let raised = Raised { trace, finding_type: f.finding_type, grade: f.grade, named: f.goroutines.len() as u64 };
+        let first = self.raised.lock().map(|mut r| r.insert(f.id.clone(), raised).is_none()).unwrap_or(true);
         if let Some(m) = &self.metrics {
             let attrs = [
                 KeyValue::new(attrs::FINDING_TYPE, spans::finding_type_name(f.finding_type)),
@@ -623,6 +671,31 @@ impl OtlpExporter {
         for (combo, n) in counts {
             m.goroutines.record(n, &attrs(combo));
             last.insert(combo);
+        }
+        drop(last);
+        self.observe_findings(m, state);
+    }
+
+    /// The `goscope.findings.goroutines` gauge, from the open findings and the goroutines now.
+    fn observe_findings(&self, m: &Metrics, state: &ProcessState) {
+        let counts = match self.raised.lock() {
+            Ok(raised) => goroutines_in_findings(&raised, state),
+            Err(_) => return,
+        };
+        let attrs = |(t, g): FindingKind| {
+            [
+                KeyValue::new(attrs::FINDING_TYPE, spans::finding_type_name(t)),
+                KeyValue::new(attrs::FINDING_GRADE, spans::grade_name(g)),
+            ]
+        };
+        let Ok(mut last) = m.last_finding_kinds.lock() else { return };
+        for kind in last.iter().filter(|k| !counts.contains_key(k)) {
+            m.finding_goroutines.record(0, &attrs(*kind));
+        }
+        last.clear();
+        for (kind, n) in counts {
+            m.finding_goroutines.record(n, &attrs(kind));
+            last.insert(kind);
         }
     }
 
@@ -788,6 +861,13 @@ impl Metrics {
             .with_description("Findings raised and not retracted, by type")
             .with_unit("{finding}")
             .build();
+        let finding_goroutines = meter
+            .u64_gauge("goscope.findings.goroutines")
+            .with_description(
+                "Goroutines in open findings by type and grade (for a leak: every goroutine waiting at its site now)",
+            )
+            .with_unit("{goroutine}")
+            .build();
 
         let h = Arc::clone(&health);
         meter
@@ -885,6 +965,8 @@ impl Metrics {
             findings,
             retractions,
             open_findings,
+            finding_goroutines,
+            last_finding_kinds: Mutex::new(HashSet::new()),
             health,
             last_combos: Mutex::new(HashSet::new()),
             reason_attrs: OnceLock::new(),

@@ -300,3 +300,32 @@ fn spans_over_the_rate_limit_are_counted_not_queued() {
     assert!(gate.admit());
     assert!(Gate::new(1000).admit_limited(), "no rate, no limit");
 }
+
+#[test]
+fn a_leaks_pile_counts_every_goroutine_at_its_site_and_grows_with_it() {
+    let (mut leak, mut state) = leak_and_state();
+    // The finding lists one goroutine (a sample); the pile at its site is what counts.
+    leak.goroutines.truncate(1);
+    let raised =
+        |f: &Finding| Raised { trace: None, finding_type: f.finding_type, grade: f.grade, named: f.goroutines.len() as u64 };
+    let mut open = HashMap::new();
+    open.insert(leak.id.clone(), raised(&leak));
+    let dl = deadlock();
+    open.insert(dl.id.clone(), raised(&dl));
+    let counts = goroutines_in_findings(&open, &state);
+    assert_eq!(counts.get(&(FindingType::Leak, Grade::Proven)), Some(&2));
+    assert_eq!(counts.get(&(FindingType::Deadlock, Grade::Proven)), Some(&2));
+
+    // One more goroutine parks at the leak's site: the pile grows.
+    let detail =
+        EventDetail::Parked { wait_reason: 1, lock_addr: 0, g_addr: 0x1007, sema_addr: 0, return_pcs: Default::default() };
+    state.apply(&GoroutineEvent { ts_ns: 20, pid: 1, tid: 1, goid: 7, detail });
+    state.set_park_details(7, Some(Location::new("main.compute", "/src/main.go", 54)), None);
+    assert_eq!(goroutines_in_findings(&open, &state).get(&(FindingType::Leak, Grade::Proven)), Some(&3));
+
+    // Elsewhere, or gone: not counted.
+    state.set_park_details(7, Some(Location::new("main.compute", "/src/main.go", 60)), None);
+    assert_eq!(goroutines_in_findings(&open, &state).get(&(FindingType::Leak, Grade::Proven)), Some(&2));
+    open.remove(&leak.id);
+    assert_eq!(goroutines_in_findings(&open, &state).get(&(FindingType::Leak, Grade::Proven)), None);
+}
