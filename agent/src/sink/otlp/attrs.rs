@@ -168,7 +168,9 @@ impl ProcessInfo {
         if let Some(m) = &self.go_module {
             kv.push(KeyValue::new("goscope.go.module", m.clone()));
         }
-        if let Some(host) = hostname() {
+        let host = hostname();
+        kv.push(KeyValue::new(sc::SERVICE_INSTANCE_ID, service_instance_id(host.as_deref(), self.pid)));
+        if let Some(host) = host {
             kv.push(KeyValue::new(sc::HOST_NAME, host));
         }
         if let Some(id) = &self.container_id {
@@ -193,6 +195,17 @@ pub fn resource(info: &ProcessInfo, service_name: Option<&str>) -> Resource {
         b = b.with_service_name(name.to_owned());
     }
     b.build()
+}
+
+/// `service.instance.id`: the host and the PID, unique among the processes that share a
+/// `service.name` (one executable run twice on a node, a workload's pods on many nodes). Metric
+/// backends key series by it: Prometheus's OTLP receiver makes it the `instance` label, and without
+/// it two such processes would write to the same series.
+fn service_instance_id(host: Option<&str>, pid: u32) -> String {
+    match host {
+        Some(host) => format!("{host}:{pid}"),
+        None => pid.to_string(),
+    }
 }
 
 fn host_arch() -> &'static str {
@@ -313,6 +326,12 @@ mod tests {
         let get = |k: &str| r.get(&opentelemetry::Key::from(k.to_owned())).map(|v| v.to_string());
         assert_eq!(get("service.name").as_deref(), Some("shop"));
         assert_eq!(get("process.pid").as_deref(), Some("42"));
+        let instance = get("service.instance.id").expect("a service.instance.id");
+        assert!(instance.ends_with(":42") || instance == "42", "{instance}");
+        assert_ne!(
+            instance,
+            resource(&ProcessInfo { pid: 43, ..info.clone() }, None).get(&"service.instance.id".into()).unwrap().to_string()
+        );
         assert_eq!(get("process.runtime.version").as_deref(), Some("1.22.3"));
         let r = resource(&info, Some("checkout"));
         assert_eq!(r.get(&opentelemetry::Key::from("service.name")).map(|v| v.to_string()).as_deref(), Some("checkout"));
