@@ -43,6 +43,7 @@ pub const JAEGER: GoProgram = GoProgram {
     package: "github.com/jaegertracing/jaeger/cmd/jaeger",
     replaces: Replaces::Upstream,
     prebuilt_env: "GOSCOPE_JAEGER_BIN",
+    build_tags: "",
 };
 
 /// The Jaeger binary: `$GOSCOPE_JAEGER_BIN` if set, else the cached build in [`jaeger_dir`],

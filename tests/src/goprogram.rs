@@ -40,6 +40,9 @@ pub struct GoProgram {
     pub replaces: Replaces,
     /// An environment variable that names a prebuilt binary to use instead.
     pub prebuilt_env: &'static str,
+    /// `go build -tags` (comma-separated; empty for none): e.g. Prometheus's `remove_all_sd`,
+    /// which leaves out the service discoveries a test does not use.
+    pub build_tags: &'static str,
 }
 
 impl GoProgram {
@@ -83,7 +86,7 @@ impl GoProgram {
         self.write_module(&src)?;
         let tmp = dir.join("bin").join(format!("{}.tmp-{}", self.name, std::process::id()));
         let out = go_command()
-            .args(["build", "-trimpath", "-o"])
+            .args(["build", "-trimpath", "-tags", self.build_tags, "-o"])
             .arg(&tmp)
             .arg(self.package)
             .current_dir(&src)

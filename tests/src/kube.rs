@@ -23,6 +23,7 @@ pub const ETCD: GoProgram = GoProgram {
     package: "go.etcd.io/etcd/server/v3",
     replaces: Replaces::LocalToPublished("v3.6.4"),
     prebuilt_env: "GOSCOPE_ETCD_BIN",
+    build_tags: "",
 };
 
 /// kube-apiserver; Kubernetes' staging modules are published as v0.<minor>.<patch>.
@@ -33,6 +34,7 @@ pub const KUBE_APISERVER: GoProgram = GoProgram {
     package: "k8s.io/kubernetes/cmd/kube-apiserver",
     replaces: Replaces::LocalToPublished("v0.34.2"),
     prebuilt_env: "GOSCOPE_KUBE_APISERVER_BIN",
+    build_tags: "",
 };
 
 /// The token of a cluster administrator (group system:masters).

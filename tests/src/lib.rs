@@ -18,6 +18,7 @@ pub mod goscope;
 pub mod healthy;
 pub mod kube;
 pub mod process;
+pub mod prometheus;
 pub mod scenario;
 
 use std::env;
