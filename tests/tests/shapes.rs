@@ -108,13 +108,23 @@ fn shared_stuck_channels_are_leaks_and_rings_are_deadlocks_go1_22() -> Result<()
     check(Some("1.22.12"))
 }
 
-/// Known gap: main's frame keeps the ring's channels in dead locals; the runtime's stack maps say
-/// those slots are dead, goscope scans stacks conservatively, so it only suspects this deadlock.
+/// Main's frame keeps the ring's channels in dead locals (and in a dead stack object, the slice's
+/// backing array): only the runtime's stack maps say those slots are dead.
 #[test]
-#[ignore = "needs precise stack roots (stack maps) for frames of goroutines that can run"]
 fn a_ring_made_in_mains_frame_is_a_proven_deadlock() -> Result<()> {
     if !require_bpf()? {
         return Ok(());
     }
     check_shapes(None, &[("ringmain", "deadlock")])
+}
+
+/// The same on Go 1.22 (malloc headers, no Green Tea) and 1.19 (the oldest release; `_func` without
+/// `startLine`, stack maps in `.rodata`'s `go:func.*`).
+#[test]
+fn a_ring_made_in_mains_frame_is_a_proven_deadlock_go1_22_and_go1_19() -> Result<()> {
+    if !require_bpf()? {
+        return Ok(());
+    }
+    check_shapes(Some("1.22.12"), &[("ringmain", "deadlock")])?;
+    check_shapes(Some("1.19.13"), &[("ringmain", "deadlock")])
 }

@@ -15,7 +15,7 @@ pub fn buildinfo(data: &[u8]) {
 }
 
 /// A `.gopclntab` mapped at 0x4e0000 (text at 0x401000 when the header has no textStart):
-/// header, every function's name and range, and PC lookups (name, file, line).
+/// header, every function's name and range, and PC lookups (name, file, line, stack maps).
 pub fn pclntab(data: &[u8]) {
     let Ok(mut p) = Pclntab::parse(data, 0x4e_0000) else {
         return;
@@ -45,12 +45,18 @@ pub fn pclntab(data: &[u8]) {
         let _ = p.check_gofunc(8);
         for pc in pcs {
             let _ = p.lookup_frames(*pc);
+            let _ = crate::stackmap::frame_maps(&p, *pc);
         }
     }
     p.set_gofunc(0x10, Some(SharedSlice::owned(data.to_vec())));
     for pc in pcs {
         if let Some((frames, _)) = p.lookup_frames(*pc) {
             assert!(!frames.is_empty() && frames.len() <= crate::pclntab::MAX_INLINE_DEPTH);
+        }
+        // Stack maps: frame size, pointer bitmaps and stack objects from the same bytes.
+        if let Some(maps) = crate::stackmap::frame_maps(&p, *pc) {
+            let words = maps.locals.as_ref().map_or(0, |m| m.words());
+            assert!(words <= 1 << 20);
         }
     }
 }

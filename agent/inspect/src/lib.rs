@@ -25,6 +25,7 @@ mod pclntab;
 mod probes;
 pub mod runtime;
 mod shared;
+mod stackmap;
 mod symtab;
 mod waitreason;
 
@@ -40,6 +41,7 @@ pub use layout::{OffsetsSource, RuntimeLayout, render_table};
 pub use probes::{CREATION_CALLERS, ProbeKind, ProbeSite, ReturnAddressAt};
 pub use runtime::{NEWEST_MINOR, OLDEST_MINOR};
 pub use shared::FileBytes;
+pub use stackmap::{FrameKind, FrameMaps, PointerBitmap, StackObject};
 pub use waitreason::WaitReasonTable;
 
 use elf::Elf;
@@ -292,6 +294,15 @@ impl GoBinary {
             return frames.into_iter().map(|f| Location { function: f.name, file: f.file, line: f.line, entry }).collect();
         }
         self.symbolize(pc).into_iter().collect()
+    }
+
+    /// What the runtime's garbage collector knows about the frame at `pc` (link-time; the resume
+    /// PC of a goroutine's innermost frame or a return address): frame size, live pointer words
+    /// of locals and arguments, stack objects. Works on stripped binaries (`.gopclntab`). None
+    /// when `pc` is in no function with frame information; the maps inside are None where the
+    /// FUNCDATA base (`moduledata.gofunc`) was not found or the tables are unusable.
+    pub fn frame_maps(&self, pc: u64) -> Option<FrameMaps> {
+        stackmap::frame_maps(&self.pcln, pc)
     }
 
     /// `moduledata.gofunc` (link-time address), the base of the inline trees; None when it was

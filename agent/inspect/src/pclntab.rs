@@ -95,6 +95,14 @@ impl std::fmt::Debug for Pclntab {
 pub(crate) struct FuncRec {
     pub entry: u64,
     pub name_off: i32,
+    /// Size of the arguments in bytes (`abi.ArgsSizeUnknown` for reflect's stubs).
+    pub args: i32,
+    /// Offset of the `deferreturn` call from the entry; 0 when the function has no defer.
+    pub deferreturn: u32,
+    /// Offset of the pc-value table of the frame size (SP delta).
+    pub pcsp: u32,
+    /// `abi.FuncFlag` bits (top frame, SP write, assembly).
+    pub flag: u8,
     pub pcfile: u32,
     pub pcln: u32,
     pub cu_offset: u32,
@@ -203,6 +211,11 @@ impl Pclntab {
     /// `moduledata.gofunc`, when known.
     pub fn gofunc_vaddr(&self) -> Option<u64> {
         self.gofunc.as_ref().map(|g| g.vaddr)
+    }
+
+    /// The bytes at `moduledata.gofunc + off` on (a FUNCDATA symbol), when `gofunc` is known.
+    pub fn funcdata_bytes(&self, off: u32) -> Option<&[u8]> {
+        self.gofunc_bytes()?.get(off as usize..)
     }
 
     fn gofunc_bytes(&self) -> Option<&[u8]> {
@@ -362,6 +375,10 @@ impl Pclntab {
         Some(FuncRec {
             entry: self.text_start.checked_add(u64::from(entryoff))?,
             name_off: r(1)? as i32,
+            args: r(2)? as i32,
+            deferreturn: r(3)?,
+            pcsp: r(4)?,
+            flag: *self.data.get(base.checked_add(fixed - 3)?)?,
             pcfile: r(5)?,
             pcln: r(6)?,
             npcdata: r(7)?,

@@ -105,6 +105,45 @@ pub mod sync_fields {
     pub const COND_NOTIFY: u64 = 16;
 }
 
+/// What the runtime's garbage collector reads to scan a goroutine stack precisely
+/// (`internal/abi/symtab.go`, `runtime/symtab.go` `stackmap`, `runtime/stack.go`
+/// `stackObjectRecord`, `runtime/stkframe.go` `getStackMap`). The same in 1.19-1.27 unless a
+/// list says otherwise.
+pub mod stack_maps {
+    use super::{Since, since};
+
+    /// `PCDATA_StackMapIndex`: which bitmap of the function's stack maps is in force at a pc.
+    pub const PCDATA_STACK_MAP_INDEX: u32 = 1;
+    /// `FUNCDATA_ArgsPointerMaps`: the live pointer words of the argument area, per index.
+    pub const FUNCDATA_ARGS_POINTER_MAPS: u32 = 0;
+    /// `FUNCDATA_LocalsPointerMaps`: the live pointer words of the locals, per index.
+    pub const FUNCDATA_LOCALS_POINTER_MAPS: u32 = 1;
+    /// `FUNCDATA_StackObjects`: `n uintptr` then `n` stack object records.
+    pub const FUNCDATA_STACK_OBJECTS: u32 = 2;
+    /// `abi.ArgsSizeUnknown`: `_func.args` of reflect's stubs, whose argument map is dynamic.
+    pub const ARGS_SIZE_UNKNOWN: i32 = i32::MIN;
+    /// `abi.FuncFlagTopFrame`: the function is the bottom of its stack (goexit, mstart, ...).
+    pub const FUNC_FLAG_TOP_FRAME: u8 = 1;
+    /// `abi.FuncFlagSPWrite`: the function writes SP in ways the SP-delta table does not say.
+    pub const FUNC_FLAG_SP_WRITE: u8 = 2;
+    /// Size of a `stackObjectRecord` (`off, size int32; ptrdata int32; gcdataoff uint32`; the
+    /// third field is `ptrBytes` from 1.22 and negative for a GC program before 1.24).
+    pub const STACK_OBJECT_RECORD: &[Since<usize>] = &[since(19, 16)];
+    /// The functions whose next frame stopped at an instruction that is not a call (the runtime's
+    /// `isInjectedCall`): that frame has no stack map in force; asyncPreempt's and
+    /// debugCallV2's frames and their callers' are scanned conservatively by the runtime.
+    pub const INJECTED_CALLS: &[&str] = &["runtime.asyncPreempt", "runtime.debugCallV2", "runtime.sigpanic"];
+    /// Offset of `ctxt` in `runtime.gobuf` (after `sp, pc, g`): the saved closure context.
+    pub const GOBUF_CTXT: u64 = 24;
+    /// Offsets of `g._panic` and `g._defer` (after `stack` and the two stack guards): the
+    /// runtime follows both into the goroutine's stack when it scans it.
+    pub const G_PANIC: u64 = 32;
+    /// See [`G_PANIC`].
+    pub const G_DEFER: u64 = 40;
+    /// Reflect's stubs with a dynamic argument map (`stkframe.argMapInternal`).
+    pub const REFLECT_STUBS: &[&str] = &["reflect.makeFuncStub", "reflect.methodValueCall"];
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

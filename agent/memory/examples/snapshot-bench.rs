@@ -46,12 +46,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let options = ReachOptions { explain, ..ReachOptions::default() };
             let report = find_leaked(&mem, &binary, bias, &goroutines, &options)?;
             println!(
-                "round {r}: reach {:.2} ms, {} leaked (complete: {}), {} objects scanned, {} bytes read",
+                "round {r}: reach {:.2} ms, {} leaked (complete: {}), {} objects scanned, {} bytes read; stack frames: {} by \
+                 their maps, {} conservative; {} stacks conservative",
                 report.elapsed_ns as f64 / 1e6,
                 report.leaked.len(),
                 report.complete,
                 report.objects_scanned,
-                report.bytes_read
+                report.bytes_read,
+                report.stack_frames_precise,
+                report.stack_frames_conservative,
+                report.stacks_conservative
             );
             if explain {
                 println!("  leaked {:?}", report.leaked);

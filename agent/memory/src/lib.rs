@@ -39,7 +39,7 @@ pub use goscope_inspect::Location;
 pub use process::{Batch, DEFAULT_BUDGET, MAX_REQUEST, MemoryError, ProcessMemory, ReadStats};
 pub use reach::{
     GoroutineStack, HeapObject, Incomplete, ProcessHeap, ReachError, ReachGoroutine, ReachHolder, ReachLink, ReachMemory,
-    ReachOptions, ReachReport, ReachRole, find_leaked, find_leaked_in,
+    ReachOptions, ReachReport, ReachRole, StackContext, StackPointers, find_leaked, find_leaked_in,
 };
 pub use refs::{referenced_globals, stack_words};
 pub use sema::{is_semaphore_wait, semaphore_waiters};

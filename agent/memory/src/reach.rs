@@ -22,9 +22,11 @@ use crate::process::{MemoryError, ProcessMemory};
 use crate::snapshot::{GStatus, Goroutine};
 
 mod engine;
+mod frames;
 mod process;
 
 pub use engine::{GoroutineStack, HeapObject, ReachMemory, find_leaked_in};
+pub use frames::{StackContext, StackPointers};
 pub use process::ProcessHeap;
 
 /// What one goroutine contributes to the analysis.
@@ -171,6 +173,16 @@ pub struct ReachReport {
     pub bytes_read: u64,
     /// Heap objects whose contents were scanned.
     pub objects_scanned: u64,
+    /// Frames of live goroutines' stacks scanned by the runtime's stack maps (only the live
+    /// pointer slots).
+    pub stack_frames_precise: u64,
+    /// Frames scanned conservatively (every word): no usable map, asyncPreempt and the frame it
+    /// interrupted, frames with a `defer`, and the rest of a stack that could not be unwound
+    /// (one each).
+    pub stack_frames_conservative: u64,
+    /// Live goroutines' stacks scanned whole, conservatively: running or in a system call (no
+    /// saved context), changed while read, or larger than one read.
+    pub stacks_conservative: u64,
     /// Wall time of the analysis, nanoseconds.
     pub elapsed_ns: u64,
 }

@@ -8,6 +8,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Instant;
 
+use super::frames::{StackContext, StackPointers};
 use super::{Incomplete, ReachError, ReachGoroutine, ReachHolder, ReachLink, ReachOptions, ReachReport, ReachRole};
 
 /// Largest range read at once: big objects are scanned in pieces of this size.
@@ -55,6 +56,9 @@ pub struct GoroutineStack {
     pub hi: u64,
     /// Where the part in use starts (the saved stack pointer; `lo` when it is stale).
     pub scan_from: u64,
+    /// The saved context to unwind from with the stack maps; None: the goroutine is running or
+    /// in a system call (its saved context is stale), the stack is scanned conservatively.
+    pub context: Option<StackContext>,
 }
 
 /// What the fixpoint needs from a process.
@@ -71,6 +75,11 @@ pub trait ReachMemory {
     /// (then every word is followed).
     fn pointer_masks(&mut self, objects: &[(HeapObject, u64)]) -> Result<Vec<Option<Vec<bool>>>, ReachError> {
         Ok(vec![None; objects.len()])
+    }
+    /// For each stack read whole (`[scan_from, hi)`, its words): which words hold pointers by the
+    /// runtime's stack maps; None where that cannot be decided (then every word is followed).
+    fn stack_pointers(&mut self, stacks: &[(GoroutineStack, &[u64])]) -> Result<Vec<Option<StackPointers>>, ReachError> {
+        Ok(vec![None; stacks.len()])
     }
     /// Bytes read so far (metadata included).
     fn bytes_read(&self) -> u64;
@@ -160,6 +169,17 @@ struct Marker<'a, M: ReachMemory> {
     /// Why the marking is not complete (the first reason met), None while it is.
     incomplete: Option<Incomplete>,
     objects_scanned: u64,
+    /// Each goroutine's stack (index), to scan it by its stack maps.
+    stacks_of: Vec<Option<GoroutineStack>>,
+    roots: StackRootStats,
+}
+
+/// How the stacks of live goroutines were scanned.
+#[derive(Debug, Clone, Copy, Default)]
+struct StackRootStats {
+    precise_frames: u64,
+    conservative_frames: u64,
+    conservative_stacks: u64,
 }
 
 impl<M: ReachMemory> Marker<'_, M> {
@@ -245,6 +265,39 @@ impl<M: ReachMemory> Marker<'_, M> {
         for (&k, mask) in typed.iter().zip(masks) {
             let (Some(mask), Some(words)) = (mask, contents[k].as_mut()) else { continue };
             for (word, is_pointer) in words.iter_mut().zip(mask.iter().chain(std::iter::repeat(&true))) {
+                if !is_pointer {
+                    *word = 0;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Zeroes the words of stacks that hold no live pointer by the runtime's stack maps. A stack
+    /// read in pieces, or without a saved context, stays whole (conservative).
+    fn keep_stack_pointers(&mut self, round: &[(u64, u64, Origin)], contents: &mut [Option<Vec<u64>>]) -> Result<(), ReachError> {
+        let mut whole = Vec::new();
+        for (k, &(start, end, origin)) in round.iter().enumerate() {
+            let (Origin::Stack(i), Some(words)) = (origin, &contents[k]) else { continue };
+            match self.stacks_of[i] {
+                Some(s) if s.context.is_some() && start == s.scan_from && end == s.hi => whole.push((k, s, words.as_slice())),
+                _ => self.roots.conservative_stacks += 1,
+            }
+        }
+        if whole.is_empty() {
+            return Ok(());
+        }
+        let requests: Vec<(GoroutineStack, &[u64])> = whole.iter().map(|&(_, s, w)| (s, w)).collect();
+        let masks = self.mem.stack_pointers(&requests)?;
+        let ks: Vec<usize> = whole.iter().map(|w| w.0).collect();
+        for (k, mask) in ks.into_iter().zip(masks) {
+            let (Some(p), Some(words)) = (mask, contents[k].as_mut()) else {
+                self.roots.conservative_stacks += 1;
+                continue;
+            };
+            self.roots.precise_frames += p.precise_frames;
+            self.roots.conservative_frames += p.conservative_frames;
+            for (word, is_pointer) in words.iter_mut().zip(p.mask.iter().chain(std::iter::repeat(&true))) {
                 if !is_pointer {
                     *word = 0;
                 }
@@ -425,6 +478,8 @@ pub fn find_leaked_in<M: ReachMemory>(
         },
         incomplete: None,
         objects_scanned: 0,
+        stacks_of: stacks.clone(),
+        roots: StackRootStats::default(),
     };
     for (i, s) in sites.iter().enumerate() {
         for site in s {
@@ -459,6 +514,7 @@ pub fn find_leaked_in<M: ReachMemory>(
             m.give_up(Incomplete::Unreadable { ranges: unreadable });
         }
         m.keep_typed_pointers(&round, &mut contents)?;
+        m.keep_stack_pointers(&round, &mut contents)?;
         m.drop_untraceable(&round, &mut contents);
         let candidates = m.heap_candidates(contents.iter().flatten().flatten());
         let objs = m.mem.objects(&candidates)?;
@@ -493,6 +549,9 @@ pub fn find_leaked_in<M: ReachMemory>(
         incomplete: m.incomplete,
         bytes_read: m.mem.bytes_read(),
         objects_scanned: m.objects_scanned,
+        stack_frames_precise: m.roots.precise_frames,
+        stack_frames_conservative: m.roots.conservative_frames,
+        stacks_conservative: m.roots.conservative_stacks,
         elapsed_ns: u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX),
     })
 }

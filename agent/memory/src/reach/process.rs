@@ -21,11 +21,14 @@
 //! Globals: `runtime.gcdata` and `runtime.gcbss` are GC programs (`runGCProg`) for the pointer
 //! words of `[data, edata)` and `[bss, ebss)`.
 use std::collections::HashMap;
+use std::sync::Arc;
 
-use goscope_inspect::{Arch, GoBinary, RuntimeLayout};
+use goscope_inspect::runtime::stack_maps::{G_DEFER, G_PANIC, GOBUF_CTXT};
+use goscope_inspect::{Arch, FrameMaps, GoBinary, RuntimeLayout};
 
 use super::ReachError;
 use super::engine::{GoroutineStack, HeapObject, ReachMemory};
+use super::frames::{FrameMapSource, StackContext, StackPointers, stack_pointers};
 use crate::process::{MemoryError, ProcessMemory};
 
 const ARENA_BASE_OFFSET: u64 = 0xffff_8000_0000_0000;
@@ -71,6 +74,7 @@ struct Offsets {
     spanclass: u64,
     state: u64,
     sched_sp: u64,
+    sched_pc: u64,
     atomicstatus: u64,
     module_ranges: [u64; 4],
 }
@@ -87,6 +91,7 @@ impl Offsets {
             spanclass: need(l.mspan_spanclass, "runtime.mspan.spanclass")?,
             state: need(l.mspan_state, "runtime.mspan.state")?,
             sched_sp: u64::from(l.g_sched_sp),
+            sched_pc: u64::from(l.g_sched_pc),
             atomicstatus: u64::from(l.g_atomicstatus),
             module_ranges: [
                 need(l.moduledata_data, "runtime.moduledata.data")?,
@@ -98,6 +103,11 @@ impl Offsets {
     }
 
     /// Bytes of an mspan read: up to the last field used.
+    /// Bytes of a g read for its stack: up to the last field used.
+    fn g_read_len(&self) -> usize {
+        [self.sched_sp + GOBUF_CTXT, self.sched_pc, self.atomicstatus, G_DEFER].into_iter().max().unwrap_or(0) as usize + 8
+    }
+
     fn span_read_len(&self) -> usize {
         let last = [self.start_addr, self.npages, self.elemsize].into_iter().max().unwrap_or(0) + 8;
         last.max(self.spanclass + 1).max(self.state + 1) as usize
@@ -136,6 +146,10 @@ struct TypePointers {
 /// The heap of a live process, with its span metadata cached.
 pub struct ProcessHeap<'a> {
     mem: &'a ProcessMemory,
+    binary: &'a GoBinary,
+    load_bias: u64,
+    /// Runtime PC -> the stack maps there (None: no function with frame information).
+    frame_maps: HashMap<u64, Option<Arc<FrameMaps>>>,
     off: Offsets,
     /// Runtime address of `runtime.firstmoduledata`.
     moduledata: u64,
@@ -170,7 +184,7 @@ pub struct ProcessHeap<'a> {
 impl<'a> ProcessHeap<'a> {
     /// The heap of the process `mem` reads, running `binary` at `load_bias`. Needs the symbol
     /// table (`runtime.mheap_`, `runtime.firstmoduledata`) and the heap offsets of the layout.
-    pub fn new(mem: &'a ProcessMemory, binary: &GoBinary, load_bias: u64) -> Result<ProcessHeap<'a>, ReachError> {
+    pub fn new(mem: &'a ProcessMemory, binary: &'a GoBinary, load_bias: u64) -> Result<ProcessHeap<'a>, ReachError> {
         if binary.arch() != Arch::Amd64 {
             return Err(ReachError::UnsupportedArch(format!("{:?}", binary.arch())));
         }
@@ -199,6 +213,9 @@ impl<'a> ProcessHeap<'a> {
         }
         Ok(ProcessHeap {
             mem,
+            binary,
+            load_bias,
+            frame_maps: HashMap::new(),
             off,
             moduledata,
             gc_programs,
@@ -449,6 +466,36 @@ impl<'a> ProcessHeap<'a> {
     }
 }
 
+impl ProcessHeap<'_> {
+    /// The stack of the g at `g_addr` whose first bytes are `b` (None: implausible bounds).
+    fn stack_of(&self, g_addr: u64, b: &[u8]) -> Option<GoroutineStack> {
+        let word = |o: u64| b.get(o as usize..o as usize + 8).map(le_u64);
+        // g.stack = {lo, hi} at offset 0.
+        let (lo, hi, sp, pc) = (word(0)?, word(8)?, word(self.off.sched_sp)?, word(self.off.sched_pc)?);
+        let at = self.off.atomicstatus as usize;
+        let status = u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?) & !GSCAN;
+        if lo == 0 || hi <= lo || hi - lo > MAX_REGION {
+            return None;
+        }
+        // A running goroutine's (or one in a syscall) saved SP is stale: scan all of it.
+        let saved_sp_valid = status != GRUNNING && status != GSYSCALL && (lo..hi).contains(&sp);
+        let context = saved_sp_valid.then(|| StackContext {
+            g_addr,
+            pc,
+            sp,
+            into_stack: [self.off.sched_sp + GOBUF_CTXT, G_PANIC, G_DEFER].map(|o| word(o).unwrap_or(0)),
+        });
+        Some(GoroutineStack { lo, hi, scan_from: if saved_sp_valid { sp & !7 } else { lo }, context })
+    }
+}
+
+impl FrameMapSource for ProcessHeap<'_> {
+    fn frame_maps(&mut self, pc: u64) -> Option<Arc<FrameMaps>> {
+        let (binary, bias) = (self.binary, self.load_bias);
+        self.frame_maps.entry(pc).or_insert_with(|| binary.frame_maps(pc.wrapping_sub(bias)).map(Arc::new)).clone()
+    }
+}
+
 /// `arenaIndex(addr)`, when inside the arena map.
 fn arena_index(addr: u64) -> Option<u64> {
     let idx = addr.wrapping_sub(ARENA_BASE_OFFSET) >> HEAP_ARENA_SHIFT;
@@ -508,24 +555,30 @@ fn le_u64(b: &[u8]) -> u64 {
 
 impl ReachMemory for ProcessHeap<'_> {
     fn stacks(&mut self, g_addrs: &[u64]) -> Result<Vec<Option<GoroutineStack>>, ReachError> {
-        let (sp_off, status_off) = (self.off.sched_sp as usize, self.off.atomicstatus as usize);
-        let len = sp_off.max(status_off) + 8;
-        let reqs: Vec<(u64, usize)> = g_addrs.iter().map(|g| (*g, len)).collect();
+        let reqs: Vec<(u64, usize)> = g_addrs.iter().map(|g| (*g, self.off.g_read_len())).collect();
         let batch = self.mem.read_batch(&reqs)?;
-        Ok((0..g_addrs.len())
-            .map(|i| {
-                let b = batch.get(i)?;
-                // g.stack = {lo, hi} at offset 0.
-                let (lo, hi, sp) = (le_u64(b), le_u64(&b[8..]), le_u64(&b[sp_off..]));
-                let status = u32::from_le_bytes(b[status_off..status_off + 4].try_into().ok()?) & !GSCAN;
-                if lo == 0 || hi <= lo || hi - lo > MAX_REGION {
-                    return None;
-                }
-                // A running goroutine's (or one in a syscall) saved SP is stale: scan all of it.
-                let saved_sp_valid = status != GRUNNING && status != GSYSCALL && (lo..hi).contains(&sp);
-                Some(GoroutineStack { lo, hi, scan_from: if saved_sp_valid { sp & !7 } else { lo } })
-            })
-            .collect())
+        Ok((0..g_addrs.len()).map(|i| self.stack_of(g_addrs[i], batch.get(i)?)).collect())
+    }
+
+    fn stack_pointers(&mut self, stacks: &[(GoroutineStack, &[u64])]) -> Result<Vec<Option<StackPointers>>, ReachError> {
+        // A goroutine that ran while its stack was read has another layout than its saved
+        // context says: read the g again, and keep the maps only where nothing changed.
+        let contexts: Vec<Option<StackContext>> = stacks.iter().map(|(s, _)| s.context).collect();
+        let reqs: Vec<(u64, usize)> = contexts.iter().flatten().map(|c| (c.g_addr, self.off.g_read_len())).collect();
+        let batch = self.mem.read_batch(&reqs)?;
+        let again: Vec<Option<GoroutineStack>> =
+            (0..reqs.len()).map(|k| batch.get(k).and_then(|b| self.stack_of(reqs[k].0, b))).collect();
+        let mut again = again.into_iter();
+        let mut out = Vec::with_capacity(stacks.len());
+        for (stack, words) in stacks {
+            let Some(ctx) = stack.context else {
+                out.push(None);
+                continue;
+            };
+            let unchanged = again.next().flatten().is_some_and(|now| now == *stack);
+            out.push(unchanged.then(|| stack_pointers(words, stack.scan_from, stack.lo, &ctx, self)));
+        }
+        Ok(out)
     }
 
     fn objects(&mut self, addrs: &[u64]) -> Result<Vec<Option<HeapObject>>, ReachError> {

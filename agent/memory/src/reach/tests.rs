@@ -41,7 +41,7 @@ impl FakeMemory {
         for (i, w) in words.iter().enumerate() {
             self.words.insert(scan_from + 8 * i as u64, *w);
         }
-        self.stacks.insert(g, GoroutineStack { lo: stack, hi, scan_from });
+        self.stacks.insert(g, GoroutineStack { lo: stack, hi, scan_from, context: None });
     }
 
     fn was_read(&self, addr: u64) -> bool {
