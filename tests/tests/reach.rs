@@ -146,12 +146,15 @@ fn check(fixture: &GoFixture) -> Result<String> {
         describe(&report)
     );
     Ok(format!(
-        "{}: {} goroutines, leaked {:?}, could_wake {:?}; {} objects scanned, {} bytes read in {:.1} ms",
+        "{}: {} goroutines, leaked {:?}, could_wake {:?}; {} objects scanned, stack frames {} by their maps and {} \
+         conservative, {} bytes read in {:.1} ms",
         fixture.label(),
         goroutines.len(),
         report.leaked,
         report.could_wake,
         report.objects_scanned,
+        report.stack_frames_precise,
+        report.stack_frames_conservative,
         report.bytes_read,
         report.elapsed_ns as f64 / 1e6
     ))

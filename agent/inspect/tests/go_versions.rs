@@ -118,6 +118,9 @@ fn check_toolchain(tc: Toolchain) {
     assert_eq!(wr.name(recv), Some("chan receive"));
     assert_eq!(wr.names(), table_wait_reasons(minor).unwrap().as_slice());
 
+    // --- Stack maps (what the runtime's GC scans a frame by).
+    check_stack_maps(&plain, minor);
+
     // --- Probe sites.
     check_probe_sites(&plain, &plain_p, minor);
     assert!(plain.support().supported, "{:?}", plain.support());
@@ -211,6 +214,12 @@ fn check_toolchain(tc: Toolchain) {
         check_probe_sites(&stripped, &stripped_p, minor);
         check_probe_sites(&full, &full_p, minor);
         assert_eq!(stripped.probe_sites(), full.probe_sites(), "{what}: probe sites");
+        for f in stripped.pclntab_functions().iter().filter(|f| !dups.contains(&f.name)).step_by(7) {
+            let (s, u) = (f.entry, full.pclntab_function(&f.name).map_or(0, |g| g.entry));
+            for off in [0, (f.end - f.entry) / 2] {
+                assert_eq!(stripped.frame_maps(s + off), full.frame_maps(u + off), "{what}: stack maps of {}", f.name);
+            }
+        }
         assert!(stripped.support().supported, "{what}: {:?}", stripped.support());
     }
 
@@ -231,6 +240,36 @@ fn check_toolchain(tc: Toolchain) {
         let s = arm.support();
         assert!(!s.supported && s.reasons.iter().any(|r| r.contains("amd64")), "{s:?}");
     }
+}
+
+/// Every Go function the runtime scans has its maps: at each instruction of a sample of functions
+/// with a frame of locals, the locals map is there (the runtime throws "missing stackmap"
+/// otherwise), and the args map wherever the function has arguments. Assembly functions
+/// (no FUNCDATA at all) are told apart by having neither map anywhere.
+fn check_stack_maps(b: &GoBinary, minor: u32) {
+    let park = b.pclntab_function("runtime.gopark").expect("gopark");
+    let m = b.frame_maps(park.entry + (park.end - park.entry) / 2).expect("gopark maps");
+    assert!(m.frame_size > 0 && m.locals.is_some() && m.args.is_some() && m.objects.is_some(), "go1.{minor}: {m:?}");
+    let goexit = b.pclntab_function("runtime.goexit").expect("goexit");
+    assert!(b.frame_maps(goexit.entry + 1).expect("goexit maps").top_frame, "go1.{minor}");
+    let preempt = b.pclntab_function("runtime.asyncPreempt").expect("asyncPreempt");
+    assert_eq!(b.frame_maps(preempt.entry).unwrap().kind, goscope_inspect::FrameKind::InjectedCall);
+    let (mut with_locals, mut checked) = (0, 0);
+    for f in b.pclntab_functions().iter().filter(|f| f.name.starts_with("main.") || f.name.starts_with("runtime.")) {
+        // Locals exist where the frame holds more than the saved frame pointer.
+        let maps: Vec<_> = (f.entry..f.end).step_by(3).filter_map(|pc| b.frame_maps(pc)).filter(|m| m.frame_size > 8).collect();
+        if maps.iter().all(|m| m.locals.is_none()) {
+            continue; // assembly, or no frame
+        }
+        checked += 1;
+        for m in &maps {
+            assert!(m.locals.is_some(), "go1.{minor}: {}: {m:?}", f.name);
+            assert!(m.args_size == Some(0) || m.args.is_some(), "go1.{minor}: {}: {m:?}", f.name);
+            assert!(m.objects.is_some(), "go1.{minor}: {}", f.name);
+            with_locals += usize::from(m.locals.as_ref().is_some_and(|l| l.words() > 0));
+        }
+    }
+    assert!(checked > 500 && with_locals > 1000, "go1.{minor}: {checked} functions, {with_locals} pcs with pointer locals");
 }
 
 fn check_probe_sites(b: &GoBinary, path: &Path, minor: u32) {
