@@ -17,7 +17,8 @@ fn lost_events_resync_from_memory_and_make_no_finding() -> Result<()> {
     let mut target = fixture.spawn(&["-duration", "3s"])?;
     target.expect_json("pid", Duration::from_secs(20))?;
     // One page of ring buffer: a flood of parks, wake-ups and exits overflows it at once.
-    let args = ["--no-events", "--ring-buffer-size", "4096", "--block-threshold", "1s"];
+    // Every probe stays attached (no budget governor): this is about the probes' losses.
+    let args = ["--no-events", "--ring-buffer-size", "4096", "--block-threshold", "1s", "--overhead-budget", "off"];
     let mut gs = Goscope::attach(target.pid(), &args)?;
     gs.wait_attached(Duration::from_secs(90))?;
     target.send_line("go")?;

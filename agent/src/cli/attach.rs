@@ -1,7 +1,7 @@
 //! `goscope attach`: inspect the target, attach the probes, run one session until stopped.
 use std::{
     io::{self, Write as _},
-    sync::Arc,
+    sync::{Arc, Mutex, PoisonError},
 };
 
 use agent_ebpf::{ReturnAddress, TargetConfig};
@@ -25,7 +25,7 @@ use crate::{
     target::{
         ExecutableCache, Target, TargetContext, TargetError,
         k8s::K8sLookup,
-        probes::{ProbeError, Probes},
+        probes::{ProbeError, Probes, TargetProbes},
     },
 };
 
@@ -91,12 +91,16 @@ pub async fn run_shared(pid: u32, cfg: SessionConfig, executables: Arc<Executabl
         });
     }
     let (mut probes, ring) = Probes::load(cfg.ring_bytes)?;
-    // Scan mode attaches nothing: the reader still ticks the processor, over an empty ring.
-    if !cfg.scan_only {
-        probes.attach(&target, &binary, target_config(&binary)).map_err(|e| {
-            if target.is_alive() { AttachError::Probe(e) } else { AttachError::Target(TargetError::Exited { pid: target.pid }) }
-        })?;
-    }
+    let attached = if cfg.scan_only {
+        // Scan mode attaches no probe at all: the reader still ticks the processor.
+        probes.register(target.pid, target_config(&binary))
+    } else {
+        probes.attach(&target, &binary, target_config(&binary))
+    };
+    attached.map_err(|e| {
+        if target.is_alive() { AttachError::Probe(e) } else { AttachError::Target(TargetError::Exited { pid: target.pid }) }
+    })?;
+    let probes = TargetProbes { probes: Arc::new(Mutex::new(probes)), target: target.clone() };
     if !target.is_alive() {
         return Err(AttachError::Target(TargetError::Exited { pid: target.pid }));
     }
@@ -108,10 +112,12 @@ pub async fn run_shared(pid: u32, cfg: SessionConfig, executables: Arc<Executabl
     let stop = Arc::new(Notify::new());
     let processor_stop = Arc::clone(&stop);
     let processor_cfg = cfg.clone();
-    let processor = tokio::task::spawn_blocking(move || process(rx, &ctx, &processor_cfg, &process_info, processor_stop));
-    let stats = read_events(ring, &probes, &target, tx, cfg.duration, &stop).await?;
+    let processor_probes = probes.clone();
+    let processor =
+        tokio::task::spawn_blocking(move || process(rx, &ctx, &processor_cfg, &process_info, processor_stop, &processor_probes));
+    let stats = read_events(ring, &probes.probes, &target, tx, cfg.duration, &stop).await?;
     let processed = processor.await.map_err(|e| io::Error::other(e.to_string()))??;
-    probes.detach(target.pid);
+    probes.probes.lock().unwrap_or_else(PoisonError::into_inner).detach(target.pid);
 
     summarise(target.pid, &stats, &processed, cfg.format)?;
     match processed.failed_on {

@@ -11,6 +11,7 @@ use crate::{
         Location,
         state::{GoState, ParkMark, ProcessState, SnapshotGoroutine, Wait, WaitClass, sync_primitive},
     },
+    session::governor::Activity,
     target::TargetContext,
 };
 
@@ -18,6 +19,8 @@ pub struct Seed {
     pub goroutines: usize,
     pub read_ns: u64,
     pub bytes_read: u64,
+    /// How busy the goroutines are, for the budget governor.
+    pub activity: Activity,
 }
 
 /// Reads every goroutine from the target's memory into the state (without stopping it).
@@ -94,7 +97,13 @@ fn read_into_state(
     for ch in snap.channels.values() {
         state.set_channel_info(ch.addr, ch.capacity, ch.closed, ch.element_type.clone());
     }
+    let activity = Activity {
+        seqs: snap.goroutines.iter().filter_map(|g| Some(((g.goid, g.g_addr), g.tracking_seq?))).collect(),
+        max_goid: snap.goroutines.iter().map(|g| g.goid).max().unwrap_or(0),
+        read_ns: snap.read_start_ns,
+    };
     Ok(Seed {
+        activity,
         goroutines: goroutines.len(),
         read_ns: snap.read_end_ns.saturating_sub(snap.read_start_ns),
         bytes_read: snap.stats.bytes_read,

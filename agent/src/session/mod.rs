@@ -2,6 +2,7 @@
 //! queue; the [`processor`] owns the state, applies events in order, runs the detectors on a
 //! clock tick and writes to the sinks; [`findings`] confirms findings over ticks.
 pub mod findings;
+pub mod governor;
 pub mod leakscan;
 pub mod memory;
 pub mod probe_hits;
@@ -42,6 +43,11 @@ pub struct SessionConfig {
     /// durations are then lower bounds, and a finding comes about one scan later.
     #[arg(long)]
     pub scan_only: bool,
+    /// Most CPU watching may cost the target, in percent of one CPU (`1`, `0.5%`), or `off`.
+    /// Over it, probes are detached (down to scan mode) until the estimate fits; they come back
+    /// when the load falls. Default: 1 when events are not printed, off when they are.
+    #[arg(long, value_name = "PCT", value_parser = parse_budget)]
+    pub overhead_budget: Option<Budget>,
     #[command(flatten)]
     pub otlp: OtlpArgs,
     /// Write each deadlock and leak finding's wait-for graph as Graphviz DOT into this directory,
@@ -68,10 +74,46 @@ pub struct SessionConfig {
     pub k8s: K8sLookup,
 }
 
+/// `--overhead-budget` when not given (and events are not printed).
+pub const DEFAULT_BUDGET_PCT: f64 = 1.0;
+
+/// A `--overhead-budget` value.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Budget {
+    Off,
+    /// Percent of one CPU.
+    Percent(f64),
+}
+
+fn parse_budget(s: &str) -> Result<Budget, String> {
+    if s.eq_ignore_ascii_case("off") {
+        return Ok(Budget::Off);
+    }
+    let pct: f64 = s.trim_end_matches('%').trim().parse().map_err(|_| format!("{s:?} is neither a percentage nor `off`"))?;
+    if !(pct > 0.0 && pct <= 100.0) {
+        return Err(format!("{s}: the budget is a percentage of one CPU, above 0 and at most 100"));
+    }
+    Ok(Budget::Percent(pct))
+}
+
 impl SessionConfig {
     /// Bytes one leak proof may read.
     pub fn leak_scan_budget(&self) -> u64 {
         self.leak_scan_budget_mib << 20
+    }
+
+    /// The governor's budget in percent of one CPU, None when nothing governs what is attached
+    /// (`--scan-only`, `--overhead-budget off`, or events printed without a budget given).
+    pub fn governed_budget_pct(&self) -> Option<f64> {
+        if self.scan_only {
+            return None;
+        }
+        match self.overhead_budget {
+            Some(Budget::Percent(p)) => Some(p),
+            Some(Budget::Off) => None,
+            None if self.show_events => None,
+            None => Some(DEFAULT_BUDGET_PCT),
+        }
     }
 
     /// Memory scans in scan mode happen every this many ticks (of [`reader::TICK`]): each tick

@@ -9,6 +9,8 @@ use std::{
 
 use tokio::sync::{Notify, mpsc};
 
+mod modes;
+
 use crate::{
     detect::{self, Detector, Finding, FindingType, Inputs},
     model::{
@@ -19,6 +21,7 @@ use crate::{
     session::{
         SessionConfig,
         findings::{Change, FindingTracker},
+        governor::{Activity, Governor, HitCosts, Level},
         leakscan::LeakScanner,
         memory::{
             HOLDINGS_EVERY_TICKS, Seed, read_holdings, read_park_stacks, resync_from_memory, scan_from_memory, seed_from_memory,
@@ -32,7 +35,7 @@ use crate::{
         otlp::{ExportStats, Health, OtlpExporter, ProcessInfo},
         top, warning_line, write_line,
     },
-    target::TargetContext,
+    target::{TargetContext, probes::TargetProbes},
 };
 
 #[derive(Debug, Default)]
@@ -53,9 +56,10 @@ pub fn process(
     cfg: &SessionConfig,
     process_info: &ProcessInfo,
     stop: Arc<Notify>,
+    probes: &TargetProbes,
 ) -> io::Result<ProcessStats> {
     let otlp = OtlpExporter::start(&cfg.otlp, process_info).map_err(io::Error::other)?;
-    let mut p = Processor::new(ctx, cfg, otlp, stop);
+    let mut p = Processor::new(ctx, cfg, otlp, stop, probes);
     p.k8s = process_info.k8s.iter().map(|(k, v)| (*k, v.clone())).collect();
     p.seed()?;
     while let Some(item) = rx.blocking_recv() {
@@ -102,15 +106,34 @@ struct Processor<'a> {
     resyncs: u64,
     /// Scan mode: memory scans that failed in a row (the first failure is announced).
     failed_scans: u64,
+    /// The target's probes, which the governor attaches and detaches.
+    probes: &'a TargetProbes,
+    /// What watches the target now.
+    level: Level,
+    /// Keeps the probes' cost under `--overhead-budget`, when one applies.
+    governor: Option<Governor>,
+    /// What the last memory scan showed of how busy the goroutines are.
+    activity: Option<Activity>,
     /// The process's `k8s.*` attributes, on every finding line.
     k8s: BTreeMap<&'static str, String>,
 }
 
 impl<'a> Processor<'a> {
-    fn new(ctx: &'a TargetContext, cfg: &'a SessionConfig, otlp: Option<OtlpExporter>, stop: Arc<Notify>) -> Self {
+    fn new(
+        ctx: &'a TargetContext,
+        cfg: &'a SessionConfig,
+        otlp: Option<OtlpExporter>,
+        stop: Arc<Notify>,
+        probes: &'a TargetProbes,
+    ) -> Self {
         let reasons = WaitReasons::new(ctx.binary.wait_reasons().names().to_vec());
         let threshold_ns = cfg.block_threshold.as_nanos() as u64;
+        let level = if cfg.scan_only { Level::Scan } else { Level::Probes };
         Self {
+            probes,
+            level,
+            governor: cfg.governed_budget_pct().map(|pct| Governor::new(pct, HitCosts::of(&ctx.binary), level)),
+            activity: None,
             ctx,
             cfg,
             stop,
@@ -153,9 +176,12 @@ impl<'a> Processor<'a> {
     /// goroutine that exists now; the queued events then apply on top (they are a complete log
     /// since attach, so replaying them over a later snapshot ends in the present).
     fn seed(&mut self) -> io::Result<()> {
-        let read = if self.cfg.scan_only { scan_from_memory } else { seed_from_memory };
+        let read = if self.level == Level::Scan { scan_from_memory } else { seed_from_memory };
         let seed = match read(&mut self.state, self.ctx) {
-            Ok(seed) => seed,
+            Ok(seed) => {
+                self.activity = Some(seed.activity.clone());
+                seed
+            }
             Err(e) => {
                 return self.warn(&format!("memory snapshot failed ({e}): only goroutines active from now on are known"));
             }
@@ -203,8 +229,9 @@ impl<'a> Processor<'a> {
     /// state a failed scan left stale).
     fn scan(&mut self) -> io::Result<bool> {
         match scan_from_memory(&mut self.state, self.ctx) {
-            Ok(Seed { .. }) => {
+            Ok(Seed { activity, .. }) => {
                 self.failed_scans = 0;
+                self.activity = Some(activity);
                 Ok(true)
             }
             Err(e) => {
@@ -218,6 +245,10 @@ impl<'a> Processor<'a> {
     }
 
     fn event(&mut self, ev: &GoroutineEvent) -> io::Result<()> {
+        if self.level == Level::Scan {
+            // Left in the ring from before the probes were detached: memory scans rule now.
+            return Ok(());
+        }
         self.stats.events += 1;
         self.hits.count(ev);
         let park = self.parks.resolve(self.ctx, ev);
@@ -257,15 +288,8 @@ impl<'a> Processor<'a> {
             self.dropped_seen = reader.dropped;
             self.resync_pending = true;
         }
-        if self.cfg.scan_only {
-            let due = self.ticks.is_multiple_of(self.cfg.scan_every_ticks()) || self.failed_scans > 0;
-            if !due || !self.scan()? {
-                self.ticks += 1;
-                return Ok(());
-            }
-        } else if std::mem::take(&mut self.resync_pending) && !self.resync()? {
-            // Nothing is judged on a state that may miss a wake-up or an exit.
-            self.resync_pending = true;
+        if !self.refresh(now_ns)? {
+            self.ticks += 1;
             return Ok(());
         }
         read_park_stacks(&mut self.state, self.ctx, now_ns);

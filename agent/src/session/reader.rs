@@ -1,6 +1,10 @@
 //! The reader: drains the kernel ring buffer into a bounded queue for the processor. A full
 //! queue is a counted drop, never a stalled reader.
-use std::{io, time::Duration};
+use std::{
+    io,
+    sync::{Mutex, PoisonError},
+    time::Duration,
+};
 
 use aya::maps::{MapData, RingBuf};
 use goscope_memory::monotonic_ns;
@@ -44,7 +48,7 @@ pub const RING_POLL_PERIOD: Duration = Duration::from_millis(10);
 /// Drains the ring buffer until a signal, the deadline, or the target's exit.
 pub async fn read_events(
     ring: RingBuf<MapData>,
-    probes: &Probes,
+    probes: &Mutex<Probes>,
     target: &Target,
     tx: mpsc::Sender<Item>,
     duration: Option<Duration>,
@@ -72,7 +76,7 @@ pub async fn read_events(
             }
             _ = poll.tick() => drain(ring.get_mut(), &tx, &mut stats),
             _ = tick.tick() => {
-                let lost = probes.lost_events();
+                let lost = lost_events(probes);
                 if lost > stats.lost_kernel {
                     let _ = tx.try_send(Item::Lost(lost - stats.lost_kernel));
                     stats.lost_kernel = lost;
@@ -92,8 +96,12 @@ pub async fn read_events(
     }
     // Whatever the kernel buffered before we stopped still belongs to the stream.
     drain(ring.get_mut(), &tx, &mut stats);
-    stats.lost_kernel = stats.lost_kernel.max(probes.lost_events());
+    stats.lost_kernel = stats.lost_kernel.max(lost_events(probes));
     Ok(stats)
+}
+
+fn lost_events(probes: &Mutex<Probes>) -> u64 {
+    probes.lock().unwrap_or_else(PoisonError::into_inner).lost_events()
 }
 
 fn drain(ring: &mut RingBuf<MapData>, tx: &mpsc::Sender<Item>, stats: &mut ReadStats) {

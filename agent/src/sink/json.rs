@@ -23,6 +23,18 @@ pub enum OutputLine<'a> {
     },
     /// The goroutines read from memory at attach.
     Snapshot { pid: u32, goroutines: usize, read_ns: u64, bytes_read: u64 },
+    /// The budget governor changed what watches the process.
+    Mode {
+        pid: u32,
+        /// `probes`, `no_semaphore`, `no_creation` or `scan`.
+        mode: &'static str,
+        reason: &'a str,
+        /// The estimate behind the change, in percent of one CPU.
+        estimated_cost_pct: f64,
+        budget_pct: f64,
+        /// Probe programs attached now.
+        probes_attached: usize,
+    },
     /// Events the kernel ring buffer had no room for.
     Lost { pid: u32, count: u64 },
     /// Something goscope could not do, for one process or (`goscope run`) for the host.

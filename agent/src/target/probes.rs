@@ -1,6 +1,10 @@
 //! Loads goscope's eBPF programs once and attaches them to target processes. Per target, the
 //! runtime offsets the probes need go into the TARGETS map; the probes ignore every other process.
-use std::{collections::HashMap as StdHashMap, num::NonZeroU32};
+use std::{
+    collections::HashMap as StdHashMap,
+    num::NonZeroU32,
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
+};
 
 use agent_ebpf::{LOST_MAP, TARGETS_MAP, TargetConfig};
 use aya::{
@@ -118,7 +122,7 @@ pub struct Probes {
     path: AttachPath,
     targets: HashMap<MapData, u32, TargetConfig>,
     lost: PerCpuArray<MapData, u64>,
-    links: StdHashMap<u32, Vec<(&'static str, UProbeLinkId)>>,
+    links: StdHashMap<u32, Vec<(ProbeKind, UProbeLinkId)>>,
 }
 
 impl Probes {
@@ -157,13 +161,33 @@ impl Probes {
     /// attached to the target.
     pub fn attach(&mut self, target: &Target, binary: &GoBinary, config: TargetConfig) -> Result<(), ProbeError> {
         let pid = target.pid;
+        self.register(pid, config)?;
+        let result = self.attach_kinds(target, binary, &PROGRAMS);
+        if result.is_err() {
+            self.detach(pid);
+        }
+        result
+    }
+
+    /// Gives the probes `pid`'s config without attaching any (scan mode: the governor may
+    /// attach them later).
+    pub fn register(&mut self, pid: u32, config: TargetConfig) -> Result<(), ProbeError> {
         self.targets.insert(&pid, &config, 0).map_err(|source| ProbeError::Map { name: TARGETS_MAP, source })?;
         self.links.entry(pid).or_default();
+        Ok(())
+    }
+
+    /// Attaches the probes of `kinds` that are not attached to `target` yet (its config must be
+    /// in place: [`Probes::attach`] first). On error, what did attach stays attached.
+    pub fn attach_kinds(&mut self, target: &Target, binary: &GoBinary, kinds: &[ProbeKind]) -> Result<(), ProbeError> {
+        let pid = target.pid;
+        let attached: Vec<ProbeKind> = self.links.get(&pid).into_iter().flatten().map(|(k, _)| *k).collect();
         // Exited first, created last: a goroutine created between two attaches and gone before
         // the memory snapshot would otherwise leave a `created` with no `exited`, for good. In
         // this order every goroutine with a `created` event also has its `exited` probe live
         // (and semacquire1's probe is live before gopark's).
-        let result = PROGRAMS.into_iter().rev().try_for_each(|kind| {
+        let wanted = PROGRAMS.into_iter().rev().filter(|k| kinds.contains(k) && !attached.contains(k));
+        wanted.into_iter().try_for_each(|kind| {
             let sites: Vec<&ProbeSite> = binary.probe_sites().iter().filter(|s| s.probe == kind).collect();
             if sites.is_empty() {
                 return Err(ProbeError::NoSite(kind));
@@ -185,23 +209,33 @@ impl Probes {
                 hint: hint(operation, &e),
                 source: Box::new(e),
             })?;
-            self.links.entry(pid).or_default().push((name, link));
+            self.links.entry(pid).or_default().push((kind, link));
             Ok(())
-        });
-        if result.is_err() {
-            self.detach(pid);
-        }
-        result
+        })
     }
 
-    /// Detaches every probe of `pid` and forgets its config. Safe to call twice.
-    pub fn detach(&mut self, pid: u32) {
-        for (name, link) in self.links.remove(&pid).unwrap_or_default() {
-            if let Ok(program) = uprobe(&mut self.ebpf, name) {
+    /// Detaches the probes of `kinds` from `pid` (its config stays: they can come back).
+    pub fn detach_kinds(&mut self, pid: u32, kinds: &[ProbeKind]) {
+        let links = self.links.remove(&pid).unwrap_or_default();
+        let (going, staying): (Vec<_>, Vec<_>) = links.into_iter().partition(|(k, _)| kinds.contains(k));
+        self.links.insert(pid, staying);
+        for (kind, link) in going {
+            if let Ok(program) = uprobe(&mut self.ebpf, self.path.program_name(kind)) {
                 // The target may have exited already; then the kernel dropped the probe itself.
                 let _ = program.detach(link);
             }
         }
+    }
+
+    /// Probe programs attached to `pid` now.
+    pub fn attached_count(&self, pid: u32) -> usize {
+        self.links.get(&pid).map_or(0, Vec::len)
+    }
+
+    /// Detaches every probe of `pid` and forgets its config. Safe to call twice.
+    pub fn detach(&mut self, pid: u32) {
+        self.detach_kinds(pid, &PROGRAMS);
+        self.links.remove(&pid);
         let _ = self.targets.remove(&pid);
     }
 
@@ -224,4 +258,40 @@ fn uprobe<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut UProbe, 
 
 fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, ProbeError> {
     ebpf.take_map(name).ok_or(ProbeError::Missing(name))
+}
+
+/// The probes of one target, shared by its reader (loss counters) and its processor (whose
+/// governor attaches and detaches them).
+#[derive(Clone)]
+pub struct TargetProbes {
+    pub probes: Arc<Mutex<Probes>>,
+    pub target: Target,
+}
+
+impl TargetProbes {
+    fn lock(&self) -> MutexGuard<'_, Probes> {
+        self.probes.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The target's probe hit counters (see [`Probes::hits`]).
+    pub fn hits(&self) -> Option<[u64; agent_ebpf::PROBE_HIT_SLOTS]> {
+        self.lock().hits(self.target.pid)
+    }
+
+    /// Makes `kinds` exactly the attached probes; returns how many are attached after (also
+    /// after an error: what attached stays).
+    pub fn set_kinds(&self, binary: &GoBinary, kinds: &[ProbeKind]) -> Result<usize, ProbeError> {
+        let mut probes = self.lock();
+        let pid = self.target.pid;
+        let going: Vec<ProbeKind> = PROGRAMS.into_iter().filter(|k| !kinds.contains(k)).collect();
+        probes.detach_kinds(pid, &going);
+        let result = probes.attach_kinds(&self.target, binary, kinds);
+        let count = probes.attached_count(pid);
+        result.map(|()| count)
+    }
+
+    /// Probe programs attached now.
+    pub fn attached_count(&self) -> usize {
+        self.lock().attached_count(self.target.pid)
+    }
 }

@@ -63,6 +63,12 @@ pub const FINDING_MAX_WAIT_NS: &str = "goscope.finding.max_waiting_for_ns";
 pub const PROBE_NAME: &str = "goscope.probe.name";
 pub const PROBE_MODE: &str = "goscope.probe.mode";
 pub const OTLP_SIGNAL: &str = "goscope.otlp.signal";
+/// How the target is watched (`probes`, `no_semaphore`, `no_creation`, `scan`).
+pub const MODE: &str = "goscope.mode";
+pub const MODE_REASON: &str = "goscope.mode.reason";
+pub const MODE_ESTIMATED_COST_PCT: &str = "goscope.mode.estimated_cost_pct";
+pub const MODE_BUDGET_PCT: &str = "goscope.mode.budget_pct";
+pub const PROBES_ATTACHED: &str = "goscope.probes.attached";
 
 /// Resource attributes from the k8s downward API, when the target runs in Kubernetes: (variable
 /// in the target's environment, semantic-convention key). These are the only variables goscope

@@ -89,6 +89,19 @@ impl ProbeHealth {
     }
 }
 
+/// A change of what watches the target, for [`OtlpExporter::mode_changed`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModeChange<'a> {
+    /// The new mode (`probes`, `no_semaphore`, `no_creation`, `scan`).
+    pub mode: &'static str,
+    pub reason: &'a str,
+    /// Probe programs attached now.
+    pub attached: u64,
+    /// The governor's estimate of watching's cost before the change, in % of one CPU.
+    pub estimated_cost_pct: f64,
+    pub budget_pct: f64,
+}
+
 /// goscope's own health; every count is cumulative since attach.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Health {
@@ -189,6 +202,8 @@ struct Metrics {
     finding_goroutines: Gauge<u64>,
     /// Kinds reported last time, to zero the ones whose findings all went away.
     last_finding_kinds: Mutex<HashSet<FindingKind>>,
+    mode_changes: Counter<u64>,
+    probes_attached: Gauge<u64>,
     health: Arc<HealthCells>,
     /// (state, wait reason) combinations reported last time, to zero the ones that vanished.
     last_combos: Mutex<HashSet<(&'static str, Option<u8>)>>,
@@ -699,6 +714,37 @@ impl OtlpExporter {
         }
     }
 
+    /// What watches the target changed (`mode`, with `attached` probe programs now): an INFO log
+    /// record `goscope.mode.change` saying why, `goscope.mode.changes` + 1 and the
+    /// `goscope.probes.attached` gauge.
+    pub fn mode_changed(&self, change: &ModeChange<'_>) {
+        if let Some(m) = &self.metrics {
+            m.mode_changes.add(1, &[KeyValue::new(attrs::MODE, change.mode)]);
+            m.probes_attached.record(change.attached, &[]);
+        }
+        let Some(l) = &self.logs else { return };
+        if !l.gate.admit() {
+            return;
+        }
+        let now = SystemTime::now();
+        let mut rec = l.logger.create_log_record();
+        rec.set_event_name("goscope.mode.change");
+        rec.set_timestamp(now);
+        rec.set_observed_timestamp(now);
+        rec.set_severity_number(Severity::Info);
+        rec.set_severity_text("INFO");
+        rec.set_body(AnyValue::from(format!("mode {}: {}", change.mode, change.reason)));
+        let attributes = [
+            KeyValue::new(attrs::MODE, change.mode),
+            KeyValue::new(attrs::MODE_REASON, change.reason.to_owned()),
+            KeyValue::new(attrs::MODE_ESTIMATED_COST_PCT, change.estimated_cost_pct),
+            KeyValue::new(attrs::MODE_BUDGET_PCT, change.budget_pct),
+            KeyValue::new(attrs::PROBES_ATTACHED, change.attached as i64),
+        ];
+        rec.add_attributes(attributes.into_iter().map(|kv| (kv.key, any_value(kv.value))));
+        l.logger.emit(rec);
+    }
+
     /// goscope's own health counters (cumulative values; call as often as convenient).
     pub fn health(&self, h: &Health) {
         let Some(m) = &self.metrics else { return };
@@ -868,6 +914,16 @@ impl Metrics {
             )
             .with_unit("{goroutine}")
             .build();
+        let mode_changes = meter
+            .u64_counter("goscope.mode.changes")
+            .with_description("Changes of what watches the target (the budget governor), by the new mode")
+            .with_unit("{change}")
+            .build();
+        let probes_attached = meter
+            .u64_gauge("goscope.probes.attached")
+            .with_description("Probe programs attached to the target now (0 in scan mode)")
+            .with_unit("{probe}")
+            .build();
 
         let h = Arc::clone(&health);
         meter
@@ -967,6 +1023,8 @@ impl Metrics {
             open_findings,
             finding_goroutines,
             last_finding_kinds: Mutex::new(HashSet::new()),
+            mode_changes,
+            probes_attached,
             health,
             last_combos: Mutex::new(HashSet::new()),
             reason_attrs: OnceLock::new(),

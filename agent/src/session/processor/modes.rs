@@ -1,0 +1,97 @@
+//! What watches the target, tick by tick: the memory scans of scan mode, the re-read after lost
+//! events when probes report, and the budget governor's changes between the two.
+use std::io;
+
+use super::Processor;
+use crate::{
+    session::governor::{Decision, Level},
+    sink::{Format, OutputLine, otlp::ModeChange},
+};
+
+impl Processor<'_> {
+    /// Brings the state up to date before judging, and lets the governor change what is
+    /// attached. Whether the state may be judged this tick.
+    pub(super) fn refresh(&mut self, now_ns: u64) -> io::Result<bool> {
+        if self.level == Level::Scan {
+            let due = self.ticks.is_multiple_of(self.cfg.scan_every_ticks()) || self.failed_scans > 0;
+            if !due {
+                return Ok(false);
+            }
+            let earlier = self.activity.take();
+            if !self.scan()? {
+                self.activity = earlier;
+                return Ok(false);
+            }
+            let rates = earlier.zip(self.activity.as_ref()).and_then(|(was, now)| now.rates_since(&was));
+            let decision = match (self.governor.as_mut(), rates) {
+                (Some(g), Some(r)) => g.observe_scan(now_ns, &r),
+                _ => None,
+            };
+            return decision.map_or(Ok(true), |d| self.change_level(d));
+        }
+        if std::mem::take(&mut self.resync_pending) && !self.resync()? {
+            // Nothing is judged on a state that may miss a wake-up or an exit.
+            self.resync_pending = true;
+            return Ok(false);
+        }
+        let decision = match (self.governor.as_mut(), self.probes.hits()) {
+            (Some(g), Some(hits)) => g.observe_hits(now_ns, hits),
+            _ => None,
+        };
+        decision.map_or(Ok(true), |d| self.change_level(d))
+    }
+
+    /// Attaches and detaches what `decision` asks for, hands the state over, and says so.
+    /// Whether the state may be judged this tick.
+    fn change_level(&mut self, decision: Decision) -> io::Result<bool> {
+        let from = self.level;
+        let mut reason = decision.reason;
+        self.level = match self.probes.set_kinds(&self.ctx.binary, decision.to.kinds()) {
+            Ok(_) => decision.to,
+            Err(e) => {
+                // Whatever did attach goes too: scan mode never misses what a probe would see.
+                let _ = self.probes.set_kinds(&self.ctx.binary, &[]);
+                reason = format!("{reason}; attaching failed ({e}), so memory scans go on");
+                Level::Scan
+            }
+        };
+        if let Some(g) = &mut self.governor {
+            g.set_level(self.level);
+        }
+        // Down to scan mode: the scans take over now (every wait counts from this read, as no
+        // scan saw it park). Up from it: the probes are live before this read, so the events
+        // queued after it replay on top of it into the present.
+        let fresh = if self.level == Level::Scan || from == Level::Scan {
+            let read = self.scan()?;
+            if !read && self.level != Level::Scan {
+                self.resync_pending = true;
+            }
+            read
+        } else {
+            true
+        };
+        self.announce_mode(&reason, decision.estimated_pct)?;
+        Ok(fresh)
+    }
+
+    /// The `mode` line, its text twin, and the OTLP log record and metrics.
+    fn announce_mode(&mut self, reason: &str, estimated_cost_pct: f64) -> io::Result<()> {
+        let attached = self.probes.attached_count();
+        let budget_pct = self.governor.as_ref().map_or(0.0, |g| g.budget_pct());
+        let mode = self.level.name();
+        if let Some(x) = &self.otlp {
+            x.mode_changed(&ModeChange { mode, reason, attached: attached as u64, estimated_cost_pct, budget_pct });
+        }
+        let line = match self.cfg.format {
+            Format::Json => {
+                OutputLine::Mode { pid: self.ctx.pid, mode, reason, estimated_cost_pct, budget_pct, probes_attached: attached }
+                    .to_json()?
+            }
+            Format::Text => format!(
+                "goscope: PID {}: mode {mode} ({attached} probes attached): {reason} (budget {budget_pct}% of a CPU)",
+                self.ctx.pid
+            ),
+        };
+        if self.cfg.top { Ok(()) } else { self.write(&line) }
+    }
+}
