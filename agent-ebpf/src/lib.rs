@@ -114,6 +114,10 @@ pub struct TargetConfig {
     /// watching costs the target.
     /// The agent writes zeros when it attaches.
     pub hits: [u64; PROBE_HIT_SLOTS],
+    /// Hits in this process whose probe could not read what it needed from the target's memory
+    /// (or store it), and so dropped its event, indexed by [`ProbeHit`]: an offset that is wrong
+    /// for the target's Go release shows up here at once. Counted as `hits` are.
+    pub read_failures: [u64; PROBE_HIT_SLOTS],
 }
 
 /// Slots of [`TargetConfig::hits`].
@@ -130,6 +134,23 @@ pub enum ProbeHit {
     SemaphoreAcquire = 4,
 }
 
+impl ProbeHit {
+    /// Every slot, in slot order.
+    pub const ALL: [ProbeHit; PROBE_HIT_SLOTS] =
+        [ProbeHit::Created, ProbeHit::Parked, ProbeHit::Ready, ProbeHit::Exited, ProbeHit::SemaphoreAcquire];
+
+    /// The name of the probe's program (without the `_multi` of its uprobe.multi twin).
+    pub const fn program_name(self) -> &'static str {
+        match self {
+            ProbeHit::Created => "goroutine_created",
+            ProbeHit::Parked => "goroutine_parked",
+            ProbeHit::Ready => "goroutine_ready",
+            ProbeHit::Exited => "goroutine_exited",
+            ProbeHit::SemaphoreAcquire => "semaphore_acquire",
+        }
+    }
+}
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: both are repr(C) structs of plain integers with explicit padding: any bytes are valid.
@@ -141,5 +162,5 @@ mod pod {
 /// Compile-time check that the layout has no implicit padding (both sides read the same bytes).
 const _: () = {
     assert!(size_of::<RawEvent>() == 64 + 8 * PARK_FRAMES);
-    assert!(size_of::<TargetConfig>() == 64 + 8 * PROBE_HIT_SLOTS);
+    assert!(size_of::<TargetConfig>() == 64 + 2 * 8 * PROBE_HIT_SLOTS);
 };

@@ -1,5 +1,6 @@
 //! goscope's uprobes on the Go runtime. Each probe is a thin `fn x(ctx)` calling `try_x`; a
-//! probe that cannot read what it needs drops the event (never faults the target).
+//! probe that cannot read what it needs drops the event (never faults the target), counts the
+//! failure in the target's config and logs it (aya-log, rate-limited).
 #![no_std]
 #![no_main]
 
@@ -13,6 +14,7 @@ use aya_ebpf::{
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
     programs::ProbeContext,
 };
+use aya_log_ebpf::warn;
 
 #[map(name = "EVENTS")]
 static EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_RING_BYTES, 0);
@@ -113,6 +115,40 @@ fn emit(event: RawEvent) {
     }
 }
 
+/// Runs a probe's body; a failure is counted in the target's config for `probe` and logged
+/// through aya-log at the 1st, 2nd, 4th, 8th... failure in that process (nothing is logged, and
+/// nothing costs, while reads succeed).
+#[inline(always)]
+fn run_probe(ctx: &ProbeContext, probe: ProbeHit, body: impl Fn(&ProbeContext) -> Result<(), i64>) -> u32 {
+    if let Err(error) = body(ctx) {
+        count_failure(ctx, probe, error);
+    }
+    0
+}
+
+#[inline(always)]
+fn count_failure(ctx: &ProbeContext, probe: ProbeHit, error: i64) {
+    let pid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let Some(cfg) = TARGETS.get_ptr_mut(&pid) else { return };
+    // SAFETY: the map's value slot, valid while the program runs; counted as `target` counts hits.
+    let failures = unsafe {
+        let slot = core::ptr::addr_of_mut!((*cfg).read_failures[probe as usize]);
+        let failures = slot.read_volatile() + 1;
+        slot.write_volatile(failures);
+        failures
+    };
+    if failures & (failures - 1) == 0 {
+        warn!(
+            ctx,
+            "probe {}: reading the target's memory failed (error {}), {} failures in PID {}",
+            probe.program_name(),
+            error,
+            failures,
+            pid
+        );
+    }
+}
+
 #[inline(always)]
 fn event(kind: EventKind, pid: u32, tid: u32, goid: u64) -> RawEvent {
     RawEvent {
@@ -131,10 +167,11 @@ fn event(kind: EventKind, pid: u32, tid: u32, goid: u64) -> RawEvent {
 /// that holds the new `*g` there (0 = RAX); R14 is g0, whose M runs the creator.
 #[uprobe]
 pub fn goroutine_created(ctx: ProbeContext) -> u32 {
-    let _ = try_goroutine_created(&ctx);
-    0
+    run_probe(&ctx, ProbeHit::Created, try_goroutine_created)
 }
 
+// Inlined: a BPF subprogram returns one register, too few for a Result with a payload.
+#[inline(always)]
 fn try_goroutine_created(ctx: &ProbeContext) -> Result<(), i64> {
     let Some((pid, tid, cfg)) = target(ProbeHit::Created) else { return Ok(()) };
     // SAFETY: reads the cookie of the attach point that fired (0 when it has none).
@@ -152,10 +189,11 @@ fn try_goroutine_created(ctx: &ProbeContext) -> Result<(), i64> {
 /// `runtime.gopark(unlockf, lock, reason, ...)` on the parking goroutine's own stack.
 #[uprobe]
 pub fn goroutine_parked(ctx: ProbeContext) -> u32 {
-    let _ = try_goroutine_parked(&ctx);
-    0
+    run_probe(&ctx, ProbeHit::Parked, try_goroutine_parked)
 }
 
+// Inlined: a BPF subprogram returns one register, too few for a Result with a payload.
+#[inline(always)]
 fn try_goroutine_parked(ctx: &ProbeContext) -> Result<(), i64> {
     let Some((pid, tid, cfg)) = target(ProbeHit::Parked) else { return Ok(()) };
     let g = go_abi::current_g(ctx);
@@ -227,10 +265,11 @@ fn read_frame(fp: u64) -> Option<(u64, u64)> {
 /// semaRoot lock, not the user's Mutex/RWMutex/WaitGroup).
 #[uprobe]
 pub fn semaphore_acquire(ctx: ProbeContext) -> u32 {
-    let _ = try_semaphore_acquire(&ctx);
-    0
+    run_probe(&ctx, ProbeHit::SemaphoreAcquire, try_semaphore_acquire)
 }
 
+// Inlined: a BPF subprogram returns one register, too few for a Result with a payload.
+#[inline(always)]
 fn try_semaphore_acquire(ctx: &ProbeContext) -> Result<(), i64> {
     let Some((pid, _, _)) = target(ProbeHit::SemaphoreAcquire) else { return Ok(()) };
     let key = SemaWaitKey { g: go_abi::current_g(ctx), pid, _pad: 0 };
@@ -240,10 +279,11 @@ fn try_semaphore_acquire(ctx: &ProbeContext) -> Result<(), i64> {
 /// `runtime.ready(gp, ...)` runs on the system stack of the M whose user goroutine woke `gp`.
 #[uprobe]
 pub fn goroutine_ready(ctx: ProbeContext) -> u32 {
-    let _ = try_goroutine_ready(&ctx);
-    0
+    run_probe(&ctx, ProbeHit::Ready, try_goroutine_ready)
 }
 
+// Inlined: a BPF subprogram returns one register, too few for a Result with a payload.
+#[inline(always)]
 fn try_goroutine_ready(ctx: &ProbeContext) -> Result<(), i64> {
     let Some((pid, tid, cfg)) = target(ProbeHit::Ready) else { return Ok(()) };
     let gp = go_abi::arg(ctx, 0);
@@ -256,10 +296,11 @@ fn try_goroutine_ready(ctx: &ProbeContext) -> Result<(), i64> {
 /// `runtime.goexit1` on the exiting goroutine's stack.
 #[uprobe]
 pub fn goroutine_exited(ctx: ProbeContext) -> u32 {
-    let _ = try_goroutine_exited(&ctx);
-    0
+    run_probe(&ctx, ProbeHit::Exited, try_goroutine_exited)
 }
 
+// Inlined: a BPF subprogram returns one register, too few for a Result with a payload.
+#[inline(always)]
 fn try_goroutine_exited(ctx: &ProbeContext) -> Result<(), i64> {
     let Some((pid, tid, cfg)) = target(ProbeHit::Exited) else { return Ok(()) };
     let g = go_abi::current_g(ctx);
@@ -272,32 +313,27 @@ fn try_goroutine_exited(ctx: &ProbeContext) -> Result<(), i64> {
 // CAP_PERFMON, where a perf event of the uprobe PMU needs CAP_SYS_ADMIN.
 #[uprobe(multi)]
 pub fn goroutine_created_multi(ctx: ProbeContext) -> u32 {
-    let _ = try_goroutine_created(&ctx);
-    0
+    run_probe(&ctx, ProbeHit::Created, try_goroutine_created)
 }
 
 #[uprobe(multi)]
 pub fn goroutine_parked_multi(ctx: ProbeContext) -> u32 {
-    let _ = try_goroutine_parked(&ctx);
-    0
+    run_probe(&ctx, ProbeHit::Parked, try_goroutine_parked)
 }
 
 #[uprobe(multi)]
 pub fn semaphore_acquire_multi(ctx: ProbeContext) -> u32 {
-    let _ = try_semaphore_acquire(&ctx);
-    0
+    run_probe(&ctx, ProbeHit::SemaphoreAcquire, try_semaphore_acquire)
 }
 
 #[uprobe(multi)]
 pub fn goroutine_ready_multi(ctx: ProbeContext) -> u32 {
-    let _ = try_goroutine_ready(&ctx);
-    0
+    run_probe(&ctx, ProbeHit::Ready, try_goroutine_ready)
 }
 
 #[uprobe(multi)]
 pub fn goroutine_exited_multi(ctx: ProbeContext) -> u32 {
-    let _ = try_goroutine_exited(&ctx);
-    0
+    run_probe(&ctx, ProbeHit::Exited, try_goroutine_exited)
 }
 
 #[cfg(not(test))]

@@ -143,7 +143,7 @@ fn main() -> anyhow::Result<()> {
             dropped: 0,
             undecodable: 0,
             attach_failures: 0,
-            probes: vec![ProbeHealth { name: "goroutine_parked", hits: 2 * (round + 1), emulated: true }],
+            probes: vec![ProbeHealth { name: "goroutine_parked", hits: 2 * (round + 1), emulated: true, read_failures: 0 }],
         };
         timed(&mut || exporter.health(&health));
         ids.push(serde_json::json!({"worker": worker, "waker": waker, "parent": parent, "finding": finding.id}));

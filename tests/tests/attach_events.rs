@@ -111,3 +111,35 @@ fn target_exit_ends_the_session() -> Result<()> {
     );
     Ok(())
 }
+
+/// A layout that is wrong for the target (here a test knob breaks the `g.goid` offset the probes
+/// get) makes the probes' reads fail: each failure is counted per probe, the first one of a probe
+/// is a `warning` line naming it, the summary has the counts, and the probes' own log (aya-log)
+/// reaches goscope's stderr. The target is unharmed.
+#[test]
+fn failed_probe_reads_are_counted_and_reported() -> Result<()> {
+    if !require_bpf()? {
+        return Ok(());
+    }
+    let fixture = GoFixture::build("deadlocked", None, Variant::Plain)?;
+    let mut target = fixture.spawn(&[])?;
+    target.expect_json("deadlocked", Duration::from_secs(20))?;
+    let mut gs = Goscope::attach_as(&["env", "GOSCOPE_TEST_BREAK_PROBE_READS=1"], target.pid(), &["--duration", "3s"])?;
+    let stop = gs.wait_end(Duration::from_secs(90))?;
+    let lines = gs.events();
+    let warnings: Vec<&str> = lines.iter().filter(|l| kind(l) == "warning").filter_map(|l| l["message"].as_str()).collect();
+    // The ticker's goroutine parks and is readied every 50 ms: both probes fail.
+    for probe in ["goroutine_parked", "goroutine_ready"] {
+        let named = warnings.iter().filter(|w| w.starts_with(&format!("probe {probe}: "))).count();
+        ensure!(named == 1, "{named} warnings name {probe} (one expected): {warnings:?}");
+    }
+    let Some(summary) = lines.last().filter(|l| kind(l) == "summary") else {
+        bail!("no summary last: {:?}", lines.last());
+    };
+    let failures = |probe: &str| summary["read_failures"][probe].as_u64().unwrap_or(0);
+    ensure!(failures("goroutine_parked") >= 10 && failures("goroutine_ready") >= 10, "summary {summary}");
+    ensure!(summary["events"].as_u64() == Some(0), "events got through a broken offset: {summary}");
+    ensure!(stop.stderr.contains("goroutine_parked: reading the target's memory failed"), "stderr: {}", stop.stderr);
+    ensure!(target.is_running(), "the target died");
+    Ok(())
+}

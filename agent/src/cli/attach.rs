@@ -49,6 +49,13 @@ pub enum AttachError {
     FailOn(FindingType),
 }
 
+/// Test knob (not a user setting): when this variable is set, the probes get a `g.goid` offset
+/// far outside any goroutine, as a layout wrong for a new Go release would give them, so that
+/// their reads fail; tests check such failures are counted and reported.
+const BREAK_PROBE_READS: &str = "GOSCOPE_TEST_BREAK_PROBE_READS";
+/// An offset no read through a real pointer survives (past the end of the address space).
+const BROKEN_OFFSET: u32 = 0xfff0_0000;
+
 /// What the probes need to know about the target's runtime.
 fn target_config(binary: &GoBinary) -> TargetConfig {
     let l = binary.layout();
@@ -59,7 +66,7 @@ fn target_config(binary: &GoBinary) -> TargetConfig {
         Some(ReturnAddressAt::Unknown) | None => ReturnAddress::Unknown,
     };
     TargetConfig {
-        g_goid: l.g_goid,
+        g_goid: if std::env::var_os(BREAK_PROBE_READS).is_some() { BROKEN_OFFSET } else { l.g_goid },
         g_parent_goid: l.g_parent_goid.unwrap_or(0),
         g_m: l.g_m,
         g_gopc: l.g_gopc,
@@ -69,6 +76,7 @@ fn target_config(binary: &GoBinary) -> TargetConfig {
         _pad: 0,
         sema_wait_reasons: WaitReasons::new(binary.wait_reasons().names().to_vec()).semaphore_codes(),
         hits: [0; agent_ebpf::PROBE_HIT_SLOTS],
+        read_failures: [0; agent_ebpf::PROBE_HIT_SLOTS],
     }
 }
 
@@ -181,17 +189,23 @@ fn summarise(pid: u32, stats: &ReadStats, processed: &ProcessStats, format: Form
                 undecodable: stats.undecodable,
                 target_exited: stats.target_exited,
                 otlp: processed.otlp.as_ref(),
+                read_failures: agent_ebpf::ProbeHit::ALL
+                    .iter()
+                    .map(|&p| (p.program_name(), stats.read_failures[p as usize]))
+                    .collect(),
             }
             .to_json()?;
             write_line(&mut stdout, &line)?;
         }
         Format::Text => {
+            let read_failures: u64 = stats.read_failures.iter().sum();
             eprintln!(
-                "goscope: {} events, {} findings; {} lost in the kernel ring buffer, {} dropped in userspace{}",
+                "goscope: {} events, {} findings; {} lost in the kernel ring buffer, {} dropped in userspace{}{}",
                 processed.events,
                 processed.findings,
                 stats.lost_kernel,
                 stats.dropped,
+                if read_failures > 0 { format!(", {read_failures} failed probe reads") } else { String::new() },
                 if stats.target_exited { "; the target exited" } else { "" }
             );
             if let Some(o) = &processed.otlp {

@@ -284,6 +284,9 @@ impl<'a> Processor<'a> {
 
     /// Reads what memory tells about long waits, judges, and reports what changed.
     fn tick(&mut self, now_ns: u64, reader: &ReadStats) -> io::Result<()> {
+        for warning in self.hits.read_failures(&reader.read_failures) {
+            self.warn(&warning)?;
+        }
         if reader.dropped > self.dropped_seen {
             self.dropped_seen = reader.dropped;
             self.resync_pending = true;

@@ -37,6 +37,8 @@ pub struct ReadStats {
     pub dropped: u64,
     pub undecodable: u64,
     pub target_exited: bool,
+    /// Probe hits whose reads of the target's memory failed, by [`agent_ebpf::ProbeHit`] slot.
+    pub read_failures: [u64; agent_ebpf::PROBE_HIT_SLOTS],
 }
 
 /// How often the processor judges (and, in scan mode, reads memory).
@@ -76,7 +78,7 @@ pub async fn read_events(
             }
             _ = poll.tick() => drain(ring.get_mut(), &tx, &mut stats),
             _ = tick.tick() => {
-                let lost = lost_events(probes);
+                let lost = poll_probes(probes, target.pid, &mut stats);
                 if lost > stats.lost_kernel {
                     let _ = tx.try_send(Item::Lost(lost - stats.lost_kernel));
                     stats.lost_kernel = lost;
@@ -96,12 +98,17 @@ pub async fn read_events(
     }
     // Whatever the kernel buffered before we stopped still belongs to the stream.
     drain(ring.get_mut(), &tx, &mut stats);
-    stats.lost_kernel = stats.lost_kernel.max(lost_events(probes));
+    stats.lost_kernel = stats.lost_kernel.max(poll_probes(probes, target.pid, &mut stats));
     Ok(stats)
 }
 
-fn lost_events(probes: &Mutex<Probes>) -> u64 {
-    probes.lock().unwrap_or_else(PoisonError::into_inner).lost_events()
+/// Passes on the probes' log records, takes their failed-read counts for `pid` into `stats`, and
+/// returns the events lost to a full ring buffer so far.
+fn poll_probes(probes: &Mutex<Probes>, pid: u32, stats: &mut ReadStats) -> u64 {
+    let mut probes = probes.lock().unwrap_or_else(PoisonError::into_inner);
+    probes.flush_log();
+    stats.read_failures = probes.read_failures(pid).unwrap_or(stats.read_failures);
+    probes.lost_events()
 }
 
 fn drain(ring: &mut RingBuf<MapData>, tx: &mpsc::Sender<Item>, stats: &mut ReadStats) {

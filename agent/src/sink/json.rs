@@ -78,6 +78,9 @@ pub enum OutputLine<'a> {
         undecodable: u64,
         target_exited: bool,
         otlp: Option<&'a ExportStats>,
+        /// Probe hits whose reads of the target's memory failed (their events were dropped), by
+        /// probe program name.
+        read_failures: BTreeMap<&'static str, u64>,
     },
     /// A goroutine event: its own `kind` (created, parked, ready, exited) is in the record.
     #[serde(untagged)]
@@ -142,10 +145,11 @@ mod tests {
             undecodable: 5,
             target_exited: true,
             otlp: None,
+            read_failures: BTreeMap::from([("goroutine_parked", 6), ("goroutine_ready", 0)]),
         };
         assert_eq!(
             summary.to_json().unwrap(),
-            r#"{"dropped":4,"events":1,"findings":2,"kind":"summary","lost":3,"otlp":null,"pid":7,"target_exited":true,"undecodable":5}"#
+            r#"{"dropped":4,"events":1,"findings":2,"kind":"summary","lost":3,"otlp":null,"pid":7,"read_failures":{"goroutine_parked":6,"goroutine_ready":0},"target_exited":true,"undecodable":5}"#
         );
     }
 

@@ -60,8 +60,11 @@ impl TopStatus {
         let emulated = self.probes.iter().filter(|p| p.emulated).count();
         let stepped = self.probes.len() - emulated;
         let cost: f64 = self.probes.iter().map(ProbeHealth::estimated_cost_s).sum();
+        let failing: Vec<String> =
+            self.probes.iter().filter(|p| p.read_failures > 0).map(|p| format!("{} {}", p.name, p.read_failures)).collect();
+        let failures = if failing.is_empty() { String::new() } else { format!("; read failures: {}", failing.join(", ")) };
         format!(
-            "probes: {emulated} emulated (~1 us/hit), {stepped} single-stepped (~5 us/hit); target CPU in probes ~{cost:.3} s"
+            "probes: {emulated} emulated (~1 us/hit), {stepped} single-stepped (~5 us/hit); target CPU in probes ~{cost:.3} s{failures}"
         )
     }
 }

@@ -123,6 +123,9 @@ pub struct Probes {
     targets: HashMap<MapData, u32, TargetConfig>,
     lost: PerCpuArray<MapData, u64>,
     links: StdHashMap<u32, Vec<(ProbeKind, UProbeLinkId)>>,
+    /// The probes' aya-log records (read failures), passed to the `log` crate's logger on each
+    /// [`Probes::flush_log`]; None when the object has no log map.
+    log: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
 }
 
 impl Probes {
@@ -149,7 +152,9 @@ impl Probes {
         let targets = HashMap::try_from(targets).map_err(|source| ProbeError::Map { name: TARGETS_MAP, source })?;
         let lost = take_map(&mut ebpf, LOST_MAP)?;
         let lost = PerCpuArray::try_from(lost).map_err(|source| ProbeError::Map { name: LOST_MAP, source })?;
-        Ok((Self { ebpf, path, targets, lost, links: StdHashMap::new() }, events))
+        // Logging is a diagnostic: without it the failures are still counted.
+        let log = aya_log::EbpfLogger::init(&mut ebpf).inspect_err(|e| log::debug!("the probes' log is not available: {e}")).ok();
+        Ok((Self { ebpf, path, targets, lost, links: StdHashMap::new(), log }, events))
     }
 
     /// How the probes attach (and so what privilege they need).
@@ -243,6 +248,20 @@ impl Probes {
     /// `pid` is not attached.
     pub fn hits(&self, pid: u32) -> Option<[u64; agent_ebpf::PROBE_HIT_SLOTS]> {
         self.targets.get(&pid, 0).ok().map(|config| config.hits)
+    }
+
+    /// Hits in `pid` whose probe could not read the target's memory, indexed by
+    /// [`agent_ebpf::ProbeHit`]; None when `pid` is not attached.
+    pub fn read_failures(&self, pid: u32) -> Option<[u64; agent_ebpf::PROBE_HIT_SLOTS]> {
+        self.targets.get(&pid, 0).ok().map(|config| config.read_failures)
+    }
+
+    /// Passes the probes' log records (rate-limited read failures) to the logger. Cheap when
+    /// there are none: a look at the log ring's positions, no system call.
+    pub fn flush_log(&mut self) {
+        if let Some(log) = self.log.as_mut() {
+            log.flush();
+        }
     }
 
     /// Events the probes could not deliver because the ring buffer was full, summed over CPUs.

@@ -72,6 +72,8 @@ pub struct ProbeHealth {
     /// The probed instruction is emulated by the kernel (~1 µs a hit) rather than single-stepped
     /// out of line (~5 µs).
     pub emulated: bool,
+    /// Hits whose reads of the target's memory failed (cumulative; their events were dropped).
+    pub read_failures: u64,
 }
 
 impl ProbeHealth {
@@ -970,6 +972,19 @@ impl Metrics {
                 if let Ok(probes) = h.probes.lock() {
                     for p in probes.iter() {
                         o.observe(p.hits, &probe_attrs(p));
+                    }
+                }
+            })
+            .build();
+        let h = Arc::clone(&health);
+        meter
+            .u64_observable_counter("goscope.probe.read_failures")
+            .with_description("Uprobe hits whose reads of the target's memory failed (their events were dropped), by probe")
+            .with_unit("{hit}")
+            .with_callback(move |o| {
+                if let Ok(probes) = h.probes.lock() {
+                    for p in probes.iter() {
+                        o.observe(p.read_failures, &probe_attrs(p));
                     }
                 }
             })

@@ -187,7 +187,7 @@ fn finding_attributes_flatten_single_goroutine_findings() {
 
 #[test]
 fn probe_cost_estimate() {
-    let p = |emulated| ProbeHealth { name: "goroutine_parked", hits: 1_000_000, emulated };
+    let p = |emulated| ProbeHealth { name: "goroutine_parked", hits: 1_000_000, emulated, read_failures: 0 };
     assert!((p(true).estimated_cost_s() - 1.0).abs() < 1e-9);
     assert!((p(false).estimated_cost_s() - 5.0).abs() < 1e-9);
     assert!(ProbeHealth::is_emulated_instruction("push rbp"));
