@@ -61,6 +61,15 @@ pub struct GoroutineStack {
     pub context: Option<StackContext>,
 }
 
+impl GoroutineStack {
+    /// The stack if it is one: `lo < hi`, with `scan_from` brought inside `[lo, hi]`. A
+    /// [`ReachMemory`] may hand over whatever the target's memory held; reversed bounds are no
+    /// stack (the goroutine's references then cannot be followed: never a proof).
+    fn checked(self) -> Option<GoroutineStack> {
+        (self.lo < self.hi).then(|| GoroutineStack { scan_from: self.scan_from.clamp(self.lo, self.hi), ..self })
+    }
+}
+
 /// What the fixpoint needs from a process.
 pub trait ReachMemory {
     /// The stack of each goroutine, by g address; None when it cannot be read.
@@ -421,7 +430,8 @@ pub fn find_leaked_in<M: ReachMemory>(
 ) -> Result<ReachReport, ReachError> {
     let started = Instant::now();
     let g_addrs: Vec<u64> = goroutines.iter().map(|g| g.g_addr).collect();
-    let stacks = mem.stacks(&g_addrs)?;
+    let stacks: Vec<Option<GoroutineStack>> =
+        mem.stacks(&g_addrs)?.into_iter().map(|s| s.and_then(GoroutineStack::checked)).collect();
     let g_objs = mem.objects(&g_addrs)?;
     let stack_index = RangeIndex::new(stacks.iter().enumerate().filter_map(|(i, s)| s.map(|s| (s.lo, s.hi, i))).collect());
     let global_index = RangeIndex::new(globals.iter().map(|&(s, e)| (s, e, ())).collect());

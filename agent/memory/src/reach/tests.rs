@@ -402,3 +402,26 @@ fn an_incomplete_report_names_what_stopped_it() {
     assert_eq!(r.incomplete, Some(Incomplete::Unreadable { ranges: 1 }));
     assert!(!r.complete);
 }
+
+/// Stack bounds as a hostile process could leave them: the saved SP past the top of a leaked
+/// goroutine's stack (scanned for `could_wake`), or reversed bounds (no stack: its references
+/// cannot be followed, so nothing is proven). No arithmetic on them may overflow.
+#[test]
+fn hostile_stack_bounds_neither_panic_nor_prove() {
+    let mut mem = FakeMemory::default();
+    let ch = mem.object(0xc0_0001_0000, 0x60, &[]);
+    spawn(&mut mem, 1, &[]);
+    spawn(&mut mem, 2, &[]);
+    let g2 = g(2, ReachRole::Blocked(vec![ch]));
+    let s = mem.stacks[&g2.g_addr];
+    mem.stacks.insert(g2.g_addr, GoroutineStack { scan_from: s.hi + 0x100, ..s });
+    let report = run(&mut mem, &[g(1, ReachRole::Root), g2.clone()]);
+    assert!(report.complete, "{report:?}");
+    assert_eq!(report.leaked, [2]);
+
+    let g1 = g(1, ReachRole::Root);
+    mem.stacks.insert(g1.g_addr, GoroutineStack { lo: 0x2000, hi: 0x1000, scan_from: 0x1000, context: None });
+    let report = run(&mut mem, &[g1, g2]);
+    assert!(!report.complete, "goroutine 1's stack is unknown: {report:?}");
+    assert_eq!(report.incomplete, Some(Incomplete::UnknownStack { goid: 1 }));
+}
