@@ -250,8 +250,11 @@ impl ProcessMemory {
         }
         let mut batch = Batch::sized_for(reqs);
 
-        // Group ranges by address.
-        let mut order: Vec<usize> = (0..reqs.len()).filter(|&i| reqs[i].1 > 0).collect();
+        // Group ranges by address. A range that runs past the end of the address space (a
+        // pointer of all ones in the target's memory) can never be read: it stays unread rather
+        // than joining a group whose end would saturate short of it.
+        let mut order: Vec<usize> =
+            (0..reqs.len()).filter(|&i| reqs[i].1 > 0 && reqs[i].0.checked_add(reqs[i].1 as u64).is_some()).collect();
         order.sort_unstable_by_key(|&i| reqs[i].0);
         // (start, end, members in `order`)
         let mut groups: Vec<(u64, u64, std::ops::Range<usize>)> = Vec::new();
@@ -574,6 +577,27 @@ mod tests {
         assert_eq!(mem.read_u64(a).unwrap(), 7);
         assert!(matches!(mem.read_u64(a), Err(MemoryError::BudgetExceeded { .. })));
         assert!(matches!(own().read_vec(a, MAX_REQUEST + 1), Err(MemoryError::TooLarge { .. })));
+    }
+
+    /// Ranges that run past the end of the address space (g pointers of all ones in a hostile
+    /// `allgs`) are unreadable, alone or merged, and never index past what was read.
+    #[test]
+    fn ranges_past_the_end_of_the_address_space_are_unreadable() {
+        let x = 0x1122_3344_5566_7788u64;
+        let good = &x as *const u64 as u64;
+        let mem = own();
+        for reqs in [
+            &[(u64::MAX, 8), (u64::MAX, 8), (good, 8)][..],
+            &[(good, 8), (u64::MAX - 3, 8), (u64::MAX - 3, 16), (u64::MAX, 8)][..],
+            &[(u64::MAX - 7, 8), (u64::MAX - 7, 8), (good, 8)][..],
+        ] {
+            let b = mem.read_batch(reqs).unwrap();
+            for (i, &(addr, _)) in reqs.iter().enumerate() {
+                let bytes = x.to_le_bytes();
+                let expected = (addr == good).then_some(&bytes[..]);
+                assert_eq!(b.get(i), expected, "{reqs:x?}");
+            }
+        }
     }
 
     #[test]
