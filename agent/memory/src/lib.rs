@@ -24,6 +24,9 @@
 #![warn(missing_docs)]
 
 mod allgs;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 mod process;
 mod reach;
 mod refs;

@@ -356,10 +356,21 @@ pub fn snapshot_with(
     load_bias: u64,
     opts: &SnapshotOptions,
 ) -> Result<Snapshot, SnapshotError> {
+    let location = locate_allgs(mem, binary, load_bias)?;
+    snapshot_at(mem, binary, load_bias, location, opts)
+}
+
+/// [`snapshot_with`] from a known goroutine list.
+pub(crate) fn snapshot_at(
+    mem: &ProcessMemory,
+    binary: &GoBinary,
+    load_bias: u64,
+    location: AllgsLocation,
+    opts: &SnapshotOptions,
+) -> Result<Snapshot, SnapshotError> {
     let started = Instant::now();
     let read_start_ns = monotonic_ns();
     let before = mem.stats();
-    let location = locate_allgs(mem, binary, load_bias)?;
     let mut stats = SnapshotStats::default();
 
     // 1. The list: allglen first (see allgs.rs), then the slice header.

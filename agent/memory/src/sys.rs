@@ -8,7 +8,7 @@
 //!   `malloc_trim(3)`, which keep the agent's memory small.
 //!
 //! The rest of the crate is `deny(unsafe_code)`. Under `cfg(test)` the two reads can be replaced
-//! by fakes ([`fake`]), as aya's `sys` module does, so tests reach error paths (a process exiting
+//! by fakes ([`fake`]; also with the `fuzzing` feature), as aya's `sys` module does, so tests reach error paths (a process exiting
 //! mid-read, a refused call, a short copy) that no real process produces on demand.
 use std::{fs::File, io, os::unix::fs::FileExt as _};
 
@@ -16,7 +16,7 @@ use std::{fs::File, io, os::unix::fs::FileExt as _};
 /// sum): `process_vm_readv(2)`. Returns the bytes copied; the kernel stops at the first range it
 /// cannot read completely, so a short count means the ranges before it are complete.
 pub(crate) fn read_process(pid: u32, local: &mut [u8], remote: &[(u64, usize)]) -> io::Result<usize> {
-    #[cfg(test)]
+    #[cfg(any(test, feature = "fuzzing"))]
     if let Some(result) = fake::readv(pid, local, remote) {
         return result;
     }
@@ -34,7 +34,7 @@ pub(crate) fn read_process(pid: u32, local: &mut [u8], remote: &[(u64, usize)]) 
 
 /// Reads from `/proc/PID/mem` at `offset` (the remote address): `pread(2)`.
 pub(crate) fn read_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-    #[cfg(test)]
+    #[cfg(any(test, feature = "fuzzing"))]
     if let Some(result) = fake::pread(buf, offset) {
         return result;
     }
@@ -128,8 +128,8 @@ pub fn release_free_heap() {
     }
 }
 
-/// Fakes of the read calls for this thread's tests, and memory for tests to read.
-#[cfg(test)]
+/// Fakes of the read calls for this thread's tests and fuzzing, and memory for tests to read.
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) mod fake {
     use std::{cell::RefCell, io};
 
@@ -153,6 +153,7 @@ pub(crate) mod fake {
     }
 
     /// Runs `body` with `pread` answered by `fake`.
+    #[cfg(test)]
     pub(crate) fn with_pread<R>(fake: impl FnMut(&mut [u8], u64) -> io::Result<usize> + 'static, body: impl FnOnce() -> R) -> R {
         PREAD.with(|f| *f.borrow_mut() = Some(Box::new(fake)));
         let result = body();
@@ -169,11 +170,13 @@ pub(crate) mod fake {
     }
 
     /// Memory a test maps in its own process: pages to read, some of them unmapped again.
+    #[cfg(test)]
     pub(crate) struct TestPages {
         base: *mut libc::c_void,
         len: usize,
     }
 
+    #[cfg(test)]
     impl TestPages {
         const PAGE: usize = 4096;
 
@@ -216,6 +219,7 @@ pub(crate) mod fake {
         }
     }
 
+    #[cfg(test)]
     impl Drop for TestPages {
         fn drop(&mut self) {
             // SAFETY: our own mapping; unmapping pages that are already unmapped is allowed.

@@ -1,0 +1,230 @@
+//! The decoders of a target's memory over a fake process memory built from bytes: what a Go
+//! process could put in its own memory, for the cargo-fuzz target `memory` (agent/inspect/fuzz)
+//! and the adversarial-memory tests below. Not a stable API (feature `fuzzing`).
+//!
+//! A [`FakeProcess`] answers `process_vm_readv` as the kernel does (ranges copied back to back,
+//! stopping at the first one not completely mapped) from byte regions; everything else is
+//! unmapped. [`snapshot`] runs the whole snapshot (goroutine list, g structs, stack walks, sudogs,
+//! channels, element types, semaphores) over it, from a goroutine list at [`ALLGS`]; [`reach`]
+//! runs the reachability fixpoint over a heap, stacks and goroutines read from bytes.
+use std::io;
+
+use goscope_inspect::GoBinary;
+
+use crate::allgs::{AllgsLocation, AllgsSource};
+use crate::process::ProcessMemory;
+use crate::reach::{
+    GoroutineStack, HeapObject, ReachError, ReachGoroutine, ReachMemory, ReachOptions, ReachReport, ReachRole, find_leaked_in,
+};
+use crate::snapshot::{Snapshot, SnapshotError, SnapshotOptions, snapshot_at};
+use crate::sys::fake;
+
+/// Where the fake memory's first region starts: above the first page, so that pointers into it
+/// are small numbers a fuzzer finds easily.
+pub const BASE: u64 = 0x1_0000;
+/// The `runtime.allgs` slice header (pointer, length, capacity) of [`snapshot`].
+pub const ALLGS: u64 = BASE;
+/// `runtime.allglen` of [`snapshot`].
+pub const ALLGLEN: u64 = BASE + 24;
+
+/// A process's memory: byte regions at addresses; everything else is unmapped.
+#[derive(Debug, Clone, Default)]
+pub struct FakeProcess {
+    regions: Vec<(u64, Vec<u8>)>,
+}
+
+impl FakeProcess {
+    /// One region at [`BASE`].
+    pub fn flat(bytes: Vec<u8>) -> FakeProcess {
+        FakeProcess { regions: vec![(BASE, bytes)] }
+    }
+
+    /// Adds a region at `addr` (regions must not overlap).
+    pub fn with_region(mut self, addr: u64, bytes: Vec<u8>) -> FakeProcess {
+        self.regions.push((addr, bytes));
+        self
+    }
+
+    /// The bytes `[addr, addr + len)` if they are all mapped (within one region).
+    pub fn get(&self, addr: u64, len: usize) -> Option<&[u8]> {
+        self.regions.iter().find_map(|(start, bytes)| {
+            let from = usize::try_from(addr.checked_sub(*start)?).ok()?;
+            bytes.get(from..from.checked_add(len)?)
+        })
+    }
+
+    /// `process_vm_readv`: copies `remote` back to back into `local`, stopping at the first range
+    /// not completely mapped; EFAULT when that is the first.
+    fn readv(&self, local: &mut [u8], remote: &[(u64, usize)]) -> io::Result<usize> {
+        let mut copied = 0;
+        for &(addr, len) in remote {
+            let Some(bytes) = self.get(addr, len) else { break };
+            local[copied..copied + len].copy_from_slice(bytes);
+            copied += len;
+        }
+        if copied == 0 && remote.iter().any(|&(_, len)| len > 0) {
+            return Err(io::Error::from_raw_os_error(libc::EFAULT));
+        }
+        Ok(copied)
+    }
+
+    /// Runs `body` with a reader of this memory (on this thread), capped at `budget` bytes.
+    fn with_reader<R>(self, budget: u64, body: impl FnOnce(&ProcessMemory) -> R) -> R {
+        let mem = ProcessMemory::new(std::process::id()).expect("the current process exists").with_budget(budget);
+        fake::with_readv(move |_, local, remote| self.readv(local, remote), || body(&mem))
+    }
+}
+
+/// What a [`snapshot`] read and how long it took.
+#[derive(Debug)]
+pub struct SnapshotRun {
+    /// The snapshot, or why there is none.
+    pub result: Result<Snapshot, SnapshotError>,
+    /// Bytes requested from the fake memory (merged ranges, as the budget counts them).
+    pub bytes_requested: u64,
+}
+
+/// A snapshot of `memory`, whose goroutine list is at [`ALLGS`] / [`ALLGLEN`], as a process
+/// running `binary` (at load bias 0) would have it, reading at most `budget` bytes.
+pub fn snapshot(binary: &GoBinary, memory: FakeProcess, opts: &SnapshotOptions, budget: u64) -> SnapshotRun {
+    memory.with_reader(budget, |mem| {
+        let location = AllgsLocation { allgs: ALLGS, allglen: Some(ALLGLEN), source: AllgsSource::Symtab };
+        let result = snapshot_at(mem, binary, 0, location, opts);
+        SnapshotRun { result, bytes_requested: budget - mem.budget_left() }
+    })
+}
+
+/// Snapshot options from a fuzz input's first byte: dead g structs, stacks, channels, frame limit.
+pub fn snapshot_options(flags: u8) -> SnapshotOptions {
+    SnapshotOptions {
+        include_dead: flags & 1 != 0,
+        stacks: flags & 2 == 0,
+        channels: flags & 4 == 0,
+        max_frames: [64, 1, 3, 1000][usize::from(flags >> 3) & 3],
+        stack_window: [1024, 16, 64, 4096][usize::from(flags >> 5) & 3],
+        max_sudogs: if flags & 0x80 != 0 { 2 } else { 4096 },
+        ..SnapshotOptions::default()
+    }
+}
+
+/// The fuzz target's whole run: options from `data[0]`, memory from the rest (at [`BASE`]).
+pub fn snapshot_bytes(binary: &GoBinary, data: &[u8]) -> SnapshotRun {
+    let Some((&flags, memory)) = data.split_first() else {
+        return snapshot(binary, FakeProcess::default(), &SnapshotOptions::default(), 1 << 20);
+    };
+    snapshot(binary, FakeProcess::flat(memory.to_vec()), &snapshot_options(flags), 64 << 20)
+}
+
+/// A heap, stacks and goroutines, all read from one region at [`BASE`]:
+///
+/// - goroutine `i` (at most 16) has its g at the word at `BASE + 8i`; its stack's `lo`, `hi`
+///   and `scan_from` are the three words at its g;
+/// - its role is `roles[i] % 3`: a root, blocked on the object at the word at
+///   `BASE + 128 + 8i`, or blocked forever;
+/// - every 32-byte block of the region is a heap object (noscan when its first byte is 0xff,
+///   typed with the pointer mask of its second byte when that is 0xfe); the rest is not heap;
+/// - the first `globals` bytes of the region are the pointer-bearing globals.
+#[derive(Debug, Clone)]
+pub struct FakeHeap {
+    memory: FakeProcess,
+    len: u64,
+    bytes_read: u64,
+}
+
+impl FakeHeap {
+    /// The heap of `region` (at [`BASE`]).
+    pub fn new(region: Vec<u8>) -> FakeHeap {
+        let len = region.len() as u64;
+        FakeHeap { memory: FakeProcess::flat(region), len, bytes_read: 0 }
+    }
+
+    fn word(&self, addr: u64) -> Option<u64> {
+        self.memory.get(addr, 8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+    }
+
+    fn object_at(&self, addr: u64) -> Option<HeapObject> {
+        let off = addr.checked_sub(BASE).filter(|&o| o < self.len)?;
+        let base = BASE + (off & !31);
+        let first = self.memory.get(base, 2)?;
+        Some(HeapObject { base, size: 32, noscan: first[0] == 0xff, typed: first[0] == 0xfe })
+    }
+}
+
+impl ReachMemory for FakeHeap {
+    fn stacks(&mut self, g_addrs: &[u64]) -> Result<Vec<Option<GoroutineStack>>, ReachError> {
+        Ok(g_addrs
+            .iter()
+            .map(|&g| {
+                let (lo, hi, scan_from) = (self.word(g)?, self.word(g.wrapping_add(8))?, self.word(g.wrapping_add(16))?);
+                self.bytes_read += 24;
+                Some(GoroutineStack { lo, hi, scan_from, context: None })
+            })
+            .collect())
+    }
+
+    fn objects(&mut self, addrs: &[u64]) -> Result<Vec<Option<HeapObject>>, ReachError> {
+        Ok(addrs.iter().map(|&a| self.object_at(a)).collect())
+    }
+
+    fn read_words(&mut self, ranges: &[(u64, u64)]) -> Result<Vec<Option<Vec<u64>>>, ReachError> {
+        Ok(ranges
+            .iter()
+            .map(|&(start, end)| {
+                let len = usize::try_from(end.checked_sub(start)?).ok()?;
+                let bytes = self.memory.get(start, len)?;
+                self.bytes_read += len as u64;
+                Some(bytes.as_chunks::<8>().0.iter().map(|w| u64::from_le_bytes(*w)).collect())
+            })
+            .collect())
+    }
+
+    fn pointer_masks(&mut self, objects: &[(HeapObject, u64)]) -> Result<Vec<Option<Vec<bool>>>, ReachError> {
+        Ok(objects
+            .iter()
+            .map(|(o, _)| {
+                let mask = self.memory.get(o.base + 1, 1)?[0];
+                Some((0..o.size / 8).map(|i| mask >> (i % 8) & 1 != 0).collect())
+            })
+            .collect())
+    }
+
+    fn bytes_read(&self) -> u64 {
+        self.bytes_read
+    }
+}
+
+/// The reachability fixpoint over the [`FakeHeap`] of `region`, for goroutines with `roles`.
+pub fn reach(region: Vec<u8>, roles: &[u8], globals: u64, opts: &ReachOptions) -> Result<ReachReport, ReachError> {
+    let mut heap = FakeHeap::new(region);
+    let goroutines: Vec<ReachGoroutine> = roles
+        .iter()
+        .take(16)
+        .enumerate()
+        .map(|(i, &r)| {
+            let g_addr = heap.word(BASE + 8 * i as u64).unwrap_or(0);
+            let object = heap.word(BASE + 128 + 8 * i as u64).unwrap_or(0);
+            let role = match r % 3 {
+                0 => ReachRole::Root,
+                1 => ReachRole::Blocked(vec![object]),
+                _ => ReachRole::Forever,
+            };
+            ReachGoroutine { goid: i as u64 + 1, g_addr, role, untraceable: Vec::new() }
+        })
+        .collect();
+    let globals = [(BASE, BASE + globals.min(heap.len))];
+    find_leaked_in(&mut heap, &globals, &goroutines, opts)
+}
+
+/// The fuzz target's reachability run: `data[0]` goroutines' roles follow (`data[1..=n]`), then
+/// `data[n+1]` (globals, in words), then the region.
+pub fn reach_bytes(data: &[u8]) -> Option<Result<ReachReport, ReachError>> {
+    let (&n, rest) = data.split_first()?;
+    let n = usize::from(n % 17);
+    let roles = rest.get(..n)?;
+    let (&globals, region) = rest.get(n..)?.split_first()?;
+    let opts = ReachOptions { max_bytes: 16 << 20, could_wake_max_objects: 1000, explain: globals & 1 != 0 };
+    Some(reach(region.to_vec(), roles, u64::from(globals) * 8, &opts))
+}
+
+#[cfg(test)]
+mod tests;
