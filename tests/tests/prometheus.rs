@@ -5,7 +5,9 @@
 //!   series);
 //! - the real `goscope attach` exporting OTLP/HTTP metrics straight into Prometheus's OTLP receiver
 //!   while it watches the `leaky` fixture; the series are read back under the names the rules use,
-//!   and the rules, loaded into that Prometheus, fire for the proven leak and the proven deadlock.
+//!   and the rules, loaded into that Prometheus, fire for the proven leak and the proven deadlock;
+//! - the same with the `burst` fixture, whose load makes the budget governor change mode: the mode
+//!   metrics arrive and the mode alert fires.
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -152,5 +154,51 @@ fn goscope_metrics_reach_prometheus_and_the_leak_and_deadlock_alerts_fire() -> R
     }
     let stopped = goscope.stop(Duration::from_secs(30))?;
     ensure!(stopped.status.success(), "goscope: {}", stopped.stderr);
+    Ok(())
+}
+
+/// The budget governor's metrics under the names the mode rules use: the `burst` fixture's ~100k
+/// events/s make goscope (findings only, 1% budget) step down to scan mode; Prometheus gets
+/// `goscope_mode_changes_total{goscope_mode="scan"}` and `goscope_probes_attached` 0, and
+/// `GoscopeModeChanged` fires for that mode (the counter's series is new: the rule's second
+/// branch).
+#[test]
+fn a_mode_change_reaches_prometheus_and_fires_the_mode_alert() -> Result<()> {
+    if !require_bpf()? {
+        return Ok(());
+    }
+    let mut prometheus = Prometheus::start(&[&deploy_dir().join(RULES)])?;
+    let fixture = GoFixture::build("burst", None, Variant::Plain)?;
+    let mut target = fixture.spawn(&["-idle", "1s", "-burst", "4s"])?;
+    target.expect_json("pid", Duration::from_secs(20))?;
+    let job = "burst-prometheus";
+    let endpoint = format!("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT={}", prometheus.otlp_metrics_endpoint());
+    let mut goscope = Goscope::attach_as(
+        &["env", &endpoint],
+        target.pid(),
+        &["--no-events", "--otlp-service-name", job, "--otlp-export-interval", "500ms"],
+    )?;
+    goscope.wait_attached(Duration::from_secs(60))?;
+    target.send_line("go")?;
+    target.expect_json("phase", Duration::from_secs(20))?;
+
+    let fired = prometheus
+        .wait_for(Duration::from_secs(60), |p| {
+            Ok(p.alerts()?.into_iter().find(|a| {
+                a["state"] == "firing"
+                    && a["labels"]["alertname"] == "GoscopeModeChanged"
+                    && a["labels"]["job"] == job
+                    && a["labels"]["goscope_mode"] == "scan"
+            }))
+        })
+        .with_context(|| format!("GoscopeModeChanged for scan mode (goscope: {})", goscope.stderr()))?;
+    eprintln!("fired: {fired}");
+    let attached = format!(r#"goscope_probes_attached{{job="{job}"}}"#);
+    let now = prometheus.query(&attached)?;
+    ensure!(now.iter().any(|s| value(s) == Some(0.0)), "{attached} is 0 in scan mode: {now:?}");
+    let changes = format!(r#"goscope_mode_changes_total{{job="{job}",goscope_mode="scan"}}"#);
+    ensure!(prometheus.query(&changes)?.iter().any(|s| value(s) >= Some(1.0)), "{changes}");
+    goscope.stop(Duration::from_secs(30))?;
+    target.close_stdin();
     Ok(())
 }
