@@ -242,10 +242,11 @@ fn adversarial(rng: &mut Rng, layout: &RuntimeLayout, pc: u64, chan_receive: u8)
             w.put_u32(g + u64::from(l.g_atomicstatus), [0x1004, 0xffff_ffff, 6, 2][rng.below(4) as usize]);
             w.put(g + u64::from(l.g_goid), [0, u64::MAX, 1 << 48][rng.below(3) as usize]);
         }
-        // Every g the same g (duplicates), or the whole list the list itself.
+        // Every g the same g (duplicates), or the same pointer of all ones.
         11 => {
+            let g = if rng.chance(2) { BASE + GS } else { u64::MAX };
             for i in 0..n {
-                w.put(LIST + 8 * i, BASE + GS);
+                w.put(LIST + 8 * i, g);
             }
         }
         // Random words anywhere.
