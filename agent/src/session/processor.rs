@@ -61,6 +61,9 @@ pub fn process(
     let otlp = OtlpExporter::start(&cfg.otlp, process_info).map_err(io::Error::other)?;
     let mut p = Processor::new(ctx, cfg, otlp, stop, probes);
     p.k8s = process_info.k8s.iter().map(|(k, v)| (*k, v.clone())).collect();
+    if let Some(x) = &p.otlp {
+        x.probes_attached(probes.attached_count() as u64);
+    }
     p.seed()?;
     while let Some(item) = rx.blocking_recv() {
         match item {

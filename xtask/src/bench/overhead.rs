@@ -35,11 +35,15 @@ pub struct Mode {
 }
 
 /// Every mode, `off` first (the base of every ratio).
-pub const MODES: [Mode; 4] = [
+/// `goscope findings` keeps every probe (no budget governor); `goscope governed` is what
+/// findings-only attach does by default (a 1% budget); `goscope scan` attaches no probe.
+pub const MODES: [Mode; 6] = [
     Mode { name: "off", watch: Watch::Off },
     Mode { name: "runtime/trace", watch: Watch::RuntimeTrace },
     Mode { name: "goscope events", watch: Watch::Goscope(&["--format", "json"]) },
-    Mode { name: "goscope findings", watch: Watch::Goscope(&["--format", "json", "--no-events"]) },
+    Mode { name: "goscope findings", watch: Watch::Goscope(&["--format", "json", "--no-events", "--overhead-budget", "off"]) },
+    Mode { name: "goscope governed", watch: Watch::Goscope(&["--format", "json", "--no-events"]) },
+    Mode { name: "goscope scan", watch: Watch::Goscope(&["--format", "json", "--no-events", "--scan-only"]) },
 ];
 
 /// One measurement of one mode.

@@ -716,6 +716,13 @@ impl OtlpExporter {
         }
     }
 
+    /// Probe programs attached at the start (the `goscope.probes.attached` gauge).
+    pub fn probes_attached(&self, attached: u64) {
+        if let Some(m) = &self.metrics {
+            m.probes_attached.record(attached, &[]);
+        }
+    }
+
     /// What watches the target changed (`mode`, with `attached` probe programs now): an INFO log
     /// record `goscope.mode.change` saying why, `goscope.mode.changes` + 1 and the
     /// `goscope.probes.attached` gauge.
