@@ -8,8 +8,22 @@ use goscope_tests::goscope::kind;
 use goscope_tests::{GoFixture, Goscope, Variant, require_bpf};
 use serde_json::Value;
 
-#[test]
-fn lost_events_resync_from_memory_and_make_no_finding() -> Result<()> {
+mod lost_events_resync_from_memory_and_make_no_finding {
+    /// Every probe stays attached (no budget governor): the probes' losses alone.
+    #[test]
+    fn every_probe() -> anyhow::Result<()> {
+        super::flood("off")
+    }
+
+    /// The default for findings only: the governor also detaches the probes during the flood.
+    #[test]
+    fn governed() -> anyhow::Result<()> {
+        super::flood("1")
+    }
+}
+
+/// A flood under `--overhead-budget budget`.
+fn flood(budget: &str) -> Result<()> {
     if !require_bpf()? {
         return Ok(());
     }
@@ -17,8 +31,7 @@ fn lost_events_resync_from_memory_and_make_no_finding() -> Result<()> {
     let mut target = fixture.spawn(&["-duration", "3s"])?;
     target.expect_json("pid", Duration::from_secs(20))?;
     // One page of ring buffer: a flood of parks, wake-ups and exits overflows it at once.
-    // Every probe stays attached (no budget governor): this is about the probes' losses.
-    let args = ["--no-events", "--ring-buffer-size", "4096", "--block-threshold", "1s", "--overhead-budget", "off"];
+    let args = ["--no-events", "--ring-buffer-size", "4096", "--block-threshold", "1s", "--overhead-budget", budget];
     let mut gs = Goscope::attach(target.pid(), &args)?;
     gs.wait_attached(Duration::from_secs(90))?;
     target.send_line("go")?;

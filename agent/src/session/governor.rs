@@ -164,6 +164,9 @@ pub struct Decision {
 
 /// Ticks in a row over budget before stepping down.
 const OVER_TICKS: u32 = 2;
+/// An estimate this many times the budget steps down at once: no burst that large is worth a
+/// second tick of its cost.
+const FAR_OVER: f64 = 4.0;
 /// First wait after a step down before trying to step up.
 const FIRST_BACKOFF: Duration = Duration::from_secs(10);
 /// Longest wait.
@@ -189,14 +192,15 @@ pub struct Governor {
 }
 
 impl Governor {
-    /// A governor for `budget_pct` percent of one CPU, starting at `level`.
-    pub fn new(budget_pct: f64, costs: HitCosts, level: Level) -> Self {
+    /// A governor for `budget_pct` percent of one CPU, starting at `level` at `now_ns` (when
+    /// the hit counters are zero).
+    pub fn new(budget_pct: f64, costs: HitCosts, level: Level, now_ns: u64) -> Self {
         Self {
             budget_ns_per_s: budget_pct / 100.0 * 1e9,
             costs,
             level,
             over_ticks: 0,
-            last_hits: None,
+            last_hits: Some(([0; PROBE_HIT_SLOTS], now_ns)),
             backoff: FIRST_BACKOFF,
             next_try_ns: 0,
             stepped_up_ns: None,
@@ -239,7 +243,7 @@ impl Governor {
             return self.maybe_step_up(now_ns, &rates);
         }
         self.over_ticks += 1;
-        if self.over_ticks < OVER_TICKS {
+        if self.over_ticks < OVER_TICKS && cost < self.budget_ns_per_s * FAR_OVER {
             return None;
         }
         let to = Level::ALL
@@ -332,7 +336,7 @@ mod tests {
 
     #[test]
     fn a_quiet_target_keeps_every_probe() {
-        let mut g = Governor::new(1.0, costs(), Level::Probes);
+        let mut g = Governor::new(1.0, costs(), Level::Probes, 0);
         for t in 0..10 {
             // 1000 parks and wake-ups a second: 0.4% of a CPU.
             assert_eq!(g.observe_hits(t * S, hits([10, 1000, 1000, 10, 0], t)), None);
@@ -342,31 +346,30 @@ mod tests {
 
     #[test]
     fn a_sustained_load_steps_down_to_what_fits_and_one_tick_does_not() {
-        let mut g = Governor::new(1.0, costs(), Level::Probes);
-        g.observe_hits(0, [0; 5]);
-        // One tick of 100k parks/s, then quiet again: no change.
-        assert_eq!(g.observe_hits(S, hits([0, 100_000, 100_000, 0, 0], 1)), None);
-        assert_eq!(g.observe_hits(2 * S, [0, 100_000, 100_000, 0, 0]), None);
+        let mut g = Governor::new(1.0, costs(), Level::Probes, 0);
+        // One tick of 1500 parks/s (1.2% of a CPU), then quiet again: no change.
+        assert_eq!(g.observe_hits(S, hits([0, 1_500, 1_500, 0, 0], 1)), None);
+        assert_eq!(g.observe_hits(2 * S, [0, 1_500, 1_500, 0, 0]), None);
+        // 100k parks/s (80%): at once.
+        assert_eq!(g.observe_hits(3 * S, [0, 101_500, 101_500, 0, 0]).map(|d| d.to), Some(Level::Scan));
         // Semaphore acquisitions alone over budget, twice: only that probe goes.
-        let mut g = Governor::new(1.0, costs(), Level::Probes);
+        let mut g = Governor::new(1.0, costs(), Level::Probes, 0);
         g.observe_hits(0, [0; 5]);
         g.observe_hits(S, hits([0, 100, 100, 0, 10_000], 1));
         let d = g.observe_hits(2 * S, hits([0, 100, 100, 0, 10_000], 2)).expect("a step down");
         assert_eq!(d.to, Level::NoSemaphore);
         assert!(d.estimated_pct > 1.0, "{d:?}");
         // Parks over budget: scan mode.
-        let mut g = Governor::new(1.0, costs(), Level::Probes);
-        g.observe_hits(0, [0; 5]);
-        g.observe_hits(S, hits([0, 50_000, 50_000, 0, 0], 1));
-        assert_eq!(g.observe_hits(2 * S, hits([0, 50_000, 50_000, 0, 0], 2)).map(|d| d.to), Some(Level::Scan));
+        let mut g = Governor::new(1.0, costs(), Level::Probes, 0);
+        g.observe_hits(S, hits([0, 3_000, 3_000, 0, 0], 1));
+        assert_eq!(g.observe_hits(2 * S, hits([0, 3_000, 3_000, 0, 0], 2)).map(|d| d.to), Some(Level::Scan));
     }
 
     #[test]
     fn steps_up_after_the_back_off_when_memory_says_the_load_fell_and_backs_off_longer_after_a_relapse() {
-        let mut g = Governor::new(1.0, costs(), Level::Probes);
-        g.observe_hits(0, [0; 5]);
-        g.observe_hits(S, hits([0, 50_000, 50_000, 0, 0], 1));
-        g.observe_hits(2 * S, hits([0, 50_000, 50_000, 0, 0], 2)).expect("down");
+        let mut g = Governor::new(1.0, costs(), Level::Probes, 0);
+        g.observe_hits(S, hits([0, 3_000, 3_000, 0, 0], 1));
+        g.observe_hits(2 * S, hits([0, 3_000, 3_000, 0, 0], 2)).expect("down");
         let busy = Rates::from_memory(20_000.0, 0.0);
         let quiet = Rates::from_memory(100.0, 1.0);
         assert_eq!(g.observe_scan(5 * S, &quiet), None, "within the back-off");
@@ -374,9 +377,9 @@ mod tests {
         assert_eq!(g.observe_scan(13 * S, &quiet).map(|d| d.to), Some(Level::Probes));
         // The load returns at once: down again, and the next try waits twice as long.
         g.observe_hits(13 * S, [0; 5]);
-        g.observe_hits(14 * S, hits([0, 50_000, 50_000, 0, 0], 1));
-        g.observe_hits(15 * S, hits([0, 50_000, 50_000, 0, 0], 2)).expect("down again");
+        g.observe_hits(14 * S, hits([0, 50_000, 50_000, 0, 0], 1)).expect("down again, at once: far over");
+        assert_eq!(g.observe_hits(15 * S, hits([0, 50_000, 50_000, 0, 0], 2)), None, "already in scan mode");
         assert_eq!(g.observe_scan(30 * S, &quiet), None, "20 s back-off");
-        assert_eq!(g.observe_scan(36 * S, &quiet).map(|d| d.to), Some(Level::Probes));
+        assert_eq!(g.observe_scan(35 * S, &quiet).map(|d| d.to), Some(Level::Probes));
     }
 }

@@ -9,7 +9,10 @@ use crate::{
     detect,
     model::{
         Location,
-        state::{GoState, ParkMark, ProcessState, SnapshotGoroutine, Wait, WaitClass, sync_primitive},
+        state::{
+            GoState, ParkMark, ProcessState, SnapshotGoroutine, Wait, WaitClass, is_synchronisation_internal,
+            sync_function_class, sync_primitive,
+        },
     },
     session::governor::Activity,
     target::TargetContext,
@@ -61,13 +64,14 @@ fn read_into_state(
             };
             let wait = (state == GoState::Waiting).then(|| {
                 let code = g.wait_reason_code.unwrap_or(0);
-                let class = WaitClass::of(g.wait_reason.as_deref().unwrap_or(""));
+                let stack = sites(&g.stack);
+                let class = wait_class(g.wait_reason.as_deref(), &stack);
                 Wait {
                     reason_code: code,
                     class,
                     channels: g.channels.clone(),
                     lock: sync_primitive(class, g.sema_addr),
-                    stack: sites(&g.stack),
+                    stack,
                     park_site: None,
                 }
             });
@@ -110,6 +114,19 @@ fn read_into_state(
     })
 }
 
+/// The class of a wait from its reason and, before Go 1.21 (where every sync wait is
+/// "semacquire"; WaitGroup until 1.24), from the sync function on its stack.
+fn wait_class(reason: Option<&str>, stack: &[Location]) -> WaitClass {
+    match WaitClass::of(reason.unwrap_or("")) {
+        WaitClass::Semaphore => stack
+            .iter()
+            .take_while(|f| is_synchronisation_internal(&f.function))
+            .find_map(|f| sync_function_class(&f.function))
+            .unwrap_or(WaitClass::Semaphore),
+        class => class,
+    }
+}
+
 fn sites(stack: &[goscope_memory::StackFrame]) -> Vec<Location> {
     stack.iter().filter_map(|f| f.location.as_ref()).map(|l| Location::clone(l)).collect()
 }
@@ -145,8 +162,9 @@ pub fn read_park_stacks(state: &mut ProcessState, ctx: &TargetContext, now_ns: u
         if !wanted.iter().any(|&(goid, addr)| goid == g.goid && addr == g.g_addr) || g.status != GStatus::Waiting {
             continue;
         }
-        let class = WaitClass::of(g.wait_reason.as_deref().unwrap_or(""));
-        state.enrich_wait(g.goid, &g.channels, sync_primitive(class, g.sema_addr), sites(&g.stack));
+        let stack = sites(&g.stack);
+        let class = wait_class(g.wait_reason.as_deref(), &stack);
+        state.enrich_wait(g.goid, &g.channels, sync_primitive(class, g.sema_addr), stack);
     }
 }
 

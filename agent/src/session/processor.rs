@@ -135,7 +135,9 @@ impl<'a> Processor<'a> {
         Self {
             probes,
             level,
-            governor: cfg.governed_budget_pct().map(|pct| Governor::new(pct, HitCosts::of(&ctx.binary), level)),
+            governor: cfg
+                .governed_budget_pct()
+                .map(|pct| Governor::new(pct, HitCosts::of(&ctx.binary), level, goscope_memory::monotonic_ns())),
             activity: None,
             ctx,
             cfg,

@@ -258,7 +258,7 @@ impl Medians {
             p99_ns: pick(&|s| s.p99_ns),
             cpu_per_request_ns: pick(&|s| s.cpu_per_request_ns),
             events_per_op: pick(&|s| s.agent.as_ref().map(|a| a.events / s.ops.max(1.0))),
-            agent_ns_per_event: pick(&|s| s.agent.as_ref().map(|a| a.cpu_ns / a.events.max(1.0))),
+            agent_ns_per_event: pick(&|s| s.agent.as_ref().filter(|a| a.events > 0.0).map(|a| a.cpu_ns / a.events)),
             rss_mib: pick(&|s| s.agent.as_ref().map(|a| a.rss_kib / 1024.0)),
             events_per_s: pick(&|s| s.agent.as_ref().map(|a| a.events / a.window_s)),
             lost_and_dropped: pick(&|s| s.agent.as_ref().map(|a| a.lost + a.dropped)),

@@ -27,7 +27,7 @@ impl Processor<'_> {
                 (Some(g), Some(r)) => g.observe_scan(now_ns, &r),
                 _ => None,
             };
-            return decision.map_or(Ok(true), |d| self.change_level(d));
+            return decision.map_or(Ok(true), |d| self.change_level(d, now_ns));
         }
         if std::mem::take(&mut self.resync_pending) && !self.resync()? {
             // Nothing is judged on a state that may miss a wake-up or an exit.
@@ -38,12 +38,12 @@ impl Processor<'_> {
             (Some(g), Some(hits)) => g.observe_hits(now_ns, hits),
             _ => None,
         };
-        decision.map_or(Ok(true), |d| self.change_level(d))
+        decision.map_or(Ok(true), |d| self.change_level(d, now_ns))
     }
 
     /// Attaches and detaches what `decision` asks for, hands the state over, and says so.
     /// Whether the state may be judged this tick.
-    fn change_level(&mut self, decision: Decision) -> io::Result<bool> {
+    fn change_level(&mut self, decision: Decision, now_ns: u64) -> io::Result<bool> {
         let from = self.level;
         let mut reason = decision.reason;
         self.level = match self.probes.set_kinds(&self.ctx.binary, decision.to.kinds()) {
@@ -57,6 +57,10 @@ impl Processor<'_> {
         };
         if let Some(g) = &mut self.governor {
             g.set_level(self.level);
+            // The counters go on from where they stood: the next tick's rates start here.
+            if let Some(hits) = self.probes.hits().filter(|_| self.level != Level::Scan) {
+                g.observe_hits(now_ns, hits);
+            }
         }
         // Down to scan mode: the scans take over now (every wait counts from this read, as no
         // scan saw it park). Up from it: the probes are live before this read, so the events
