@@ -140,6 +140,10 @@ pub mod stack_maps {
     pub const G_PANIC: u64 = 32;
     /// See [`G_PANIC`].
     pub const G_DEFER: u64 = 40;
+    /// Offset of `fn` in `runtime._defer` (after `sp, pc` and the flags word).
+    pub const DEFER_FN: u64 = 24;
+    /// Offset of `link` in `runtime._defer`: after `_panic` until 1.21; 1.22 dropped `_panic`.
+    pub const DEFER_LINK: &[Since<u64>] = &[since(19, 40), since(22, 32)];
     /// Reflect's stubs with a dynamic argument map (`stkframe.argMapInternal`).
     pub const REFLECT_STUBS: &[&str] = &["reflect.makeFuncStub", "reflect.methodValueCall"];
 }
@@ -164,7 +168,8 @@ mod tests {
     fn every_list_starts_at_the_oldest_release_in_order() {
         let lists: [&[Since<usize>]; 5] = [NEWPROC1_ARGS, GOPARK_ARGS, READY_ARGS, GOEXIT1_ARGS, SEMACQUIRE1_ARGS];
         let starts = lists.iter().map(|l| l.iter().map(|f| f.since).collect::<Vec<_>>());
-        let offsets = [MODULEDATA_GOFUNC, MODULEDATA_TYPES].map(|l| l.iter().map(|f| f.since).collect::<Vec<_>>());
+        let offsets =
+            [MODULEDATA_GOFUNC, MODULEDATA_TYPES, stack_maps::DEFER_LINK].map(|l| l.iter().map(|f| f.since).collect::<Vec<_>>());
         for sinces in starts.chain(offsets) {
             assert_eq!(sinces.first(), Some(&OLDEST_MINOR));
             assert!(sinces.windows(2).all(|w| w[0] < w[1]) && sinces.iter().all(|&s| s <= NEWEST_MINOR), "{sinces:?}");

@@ -6,11 +6,14 @@
 //! object (an address-taken variable) counts only when a pointer found so far points into it,
 //! and is then scanned whole.
 //!
+//! The defer records linked from `g._defer` are scanned apart from the maps, as the runtime
+//! does: their `fn` and `link` words.
+//!
 //! Everything the maps do not decide is scanned conservatively (every word may be a pointer),
 //! as the runtime does for asyncPreempt's frame and the frame it interrupted: a frame without a
-//! usable map, a frame after an injected call or of reflect's stubs, a frame with a `defer`
-//! (its defer record is scanned by the runtime apart from the maps), and the rest of the stack
-//! once the unwinding cannot go on. Those frames are counted.
+//! usable map, a frame after an injected call or of reflect's stubs, a frame with a `defer` when
+//! the defer chain leaves the stack (a heap record, whose link may lead back into it, is not read
+//! here), and the rest of the stack once the unwinding cannot go on. Those frames are counted.
 use std::sync::Arc;
 
 use goscope_inspect::{FrameKind, FrameMaps, PointerBitmap};
@@ -27,6 +30,9 @@ pub struct StackContext {
     /// Words of the g struct that may point into the stack, which the runtime follows into stack
     /// objects: `sched.ctxt`, `_panic`, `_defer`.
     pub into_stack: [u64; 3],
+    /// Offsets of `fn` and `link` in `runtime._defer` (None: unknown, frames with a defer are
+    /// scanned conservatively).
+    pub defer_fields: Option<[u64; 2]>,
 }
 
 /// The pointer words of a stack, from the stack maps.
@@ -122,6 +128,25 @@ impl Scan<'_> {
         true
     }
 
+    /// Marks the `fn` and `link` words of the defer records chained from `first`; false when the
+    /// chain leaves the stack or cannot be followed (then not every record was seen).
+    fn defer_chain(&mut self, first: u64, [fn_at, link_at]: [u64; 2]) -> bool {
+        let mut d = first;
+        for _ in 0..=self.words.len() {
+            if d == 0 {
+                return true;
+            }
+            if d < self.base || d >= self.end {
+                return false;
+            }
+            self.mark(d.wrapping_add(fn_at));
+            self.mark(d.wrapping_add(link_at));
+            let Some(next) = self.word(d.wrapping_add(link_at)) else { return false };
+            d = next;
+        }
+        false
+    }
+
     /// Scans the stack objects that the marked words (and `extra`) point into, and those that
     /// they point into, to a fixpoint.
     fn stack_objects(&mut self, extra: &[u64]) {
@@ -160,6 +185,7 @@ pub(crate) fn stack_pointers(
 ) -> StackPointers {
     let end = base.saturating_add(8 * words.len() as u64);
     let mut s = Scan { words, base, end, lo, mask: vec![false; words.len()], objects: Vec::new(), out: StackPointers::default() };
+    let defers_seen = ctx.defer_fields.is_some_and(|f| s.defer_chain(ctx.into_stack[2], f));
     let (mut pc, mut sp) = (ctx.pc, ctx.sp);
     let mut innermost = true;
     // The runtime scans the frame an injected call interrupted conservatively; the same for the
@@ -180,7 +206,7 @@ pub(crate) fn stack_pointers(
             s.out.conservative_frames += 1;
             break;
         }
-        let conservative = after_special || m.kind != FrameKind::Normal || m.has_defer;
+        let conservative = after_special || m.kind != FrameKind::Normal || (m.has_defer && !defers_seen);
         s.frame(&m, sp, fp, conservative);
         after_special = m.kind != FrameKind::Normal;
         let lr = if m.top_frame { 0 } else { s.word(fp - 8).unwrap_or(0) };
@@ -228,7 +254,7 @@ mod tests {
     const WORDS: usize = 32;
 
     fn ctx(pc: u64) -> StackContext {
-        StackContext { g_addr: 0, pc, sp: BASE, into_stack: [0; 3] }
+        StackContext { g_addr: 0, pc, sp: BASE, into_stack: [0; 3], defer_fields: Some([24, 32]) }
     }
 
     /// Two frames: f (pc 0x1000) with 32 bytes of frame, called by main (pc 0x2000) with 48;
@@ -281,13 +307,29 @@ mod tests {
         let p = stack_pointers(&words, BASE, BASE, &ctx(0x1005), &mut m);
         assert_eq!(marked(&p), [0, 1, 2, 5, 6, 7, 8, 9]);
         assert_eq!((p.precise_frames, p.conservative_frames), (1, 2));
-        // A frame with a defer is conservative, the others stay precise.
+        // A frame with a defer whose record is on the heap is conservative, the others stay
+        // precise.
         let (words, mut m) = two_frames(&[0], Vec::new());
         let mut main = (*m.0[&0x2000]).clone();
         main.has_defer = true;
         m.0.insert(0x2000, Arc::new(main));
-        let p = stack_pointers(&words, BASE, BASE, &ctx(0x1005), &mut m);
+        let mut c = ctx(0x1005);
+        c.into_stack[2] = 0xc000_1000;
+        let p = stack_pointers(&words, BASE, BASE, &c, &mut m);
         assert_eq!(marked(&p), [0, 5, 6, 7, 8, 9]);
+        // Without defer records, or with records all in the stack, it stays precise; the
+        // records' fn and link words count (fn at +24, link at +32 of a record at word 5).
+        c.into_stack[2] = 0;
+        let p = stack_pointers(&words, BASE, BASE, &c, &mut m);
+        assert_eq!(marked(&p), [0, 5]);
+        let mut words = words;
+        words[9] = 0xc000_2000; // link: a heap record further down the chain
+        c.into_stack[2] = BASE + 40;
+        let p = stack_pointers(&words, BASE, BASE, &c, &mut m);
+        assert_eq!(marked(&p), [0, 5, 6, 7, 8, 9], "the chain leaves the stack: conservative");
+        words[9] = 0;
+        let p = stack_pointers(&words, BASE, BASE, &c, &mut m);
+        assert_eq!(marked(&p), [0, 5, 8, 9]);
     }
 
     #[test]

@@ -23,7 +23,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use goscope_inspect::runtime::stack_maps::{G_DEFER, G_PANIC, GOBUF_CTXT};
+use goscope_inspect::runtime::stack_maps::{DEFER_FN, DEFER_LINK, G_DEFER, G_PANIC, GOBUF_CTXT};
 use goscope_inspect::{Arch, FrameMaps, GoBinary, RuntimeLayout};
 
 use super::ReachError;
@@ -150,6 +150,8 @@ pub struct ProcessHeap<'a> {
     load_bias: u64,
     /// Runtime PC -> the stack maps there (None: no function with frame information).
     frame_maps: HashMap<u64, Option<Arc<FrameMaps>>>,
+    /// Offset of `_defer.link` for this release (None: not a measured release).
+    defer_link: Option<u64>,
     off: Offsets,
     /// Runtime address of `runtime.firstmoduledata`.
     moduledata: u64,
@@ -216,6 +218,9 @@ impl<'a> ProcessHeap<'a> {
             binary,
             load_bias,
             frame_maps: HashMap::new(),
+            defer_link: goscope_inspect::runtime::is_measured(minor)
+                .then(|| goscope_inspect::runtime::at(DEFER_LINK, minor))
+                .flatten(),
             off,
             moduledata,
             gc_programs,
@@ -484,6 +489,7 @@ impl ProcessHeap<'_> {
             pc,
             sp,
             into_stack: [self.off.sched_sp + GOBUF_CTXT, G_PANIC, G_DEFER].map(|o| word(o).unwrap_or(0)),
+            defer_fields: self.defer_link.map(|link| [DEFER_FN, link]),
         });
         Some(GoroutineStack { lo, hi, scan_from: if saved_sp_valid { sp & !7 } else { lo }, context })
     }
