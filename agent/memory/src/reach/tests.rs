@@ -15,6 +15,8 @@ struct FakeMemory {
     reads: Vec<(u64, u64)>,
     /// Pointer words of typed objects, by base.
     masks: HashMap<u64, Vec<bool>>,
+    /// Pointer words of stacks by their stack maps, by the stack's `lo` (stacks with a context).
+    stack_masks: HashMap<u64, Vec<bool>>,
 }
 
 impl FakeMemory {
@@ -82,6 +84,17 @@ impl ReachMemory for FakeMemory {
         Ok(objects.iter().map(|(o, _)| self.masks.get(&o.base).cloned()).collect())
     }
 
+    fn stack_pointers(&mut self, stacks: &[(GoroutineStack, &[u64])]) -> Result<Vec<Option<StackPointers>>, ReachError> {
+        Ok(stacks
+            .iter()
+            .map(|(s, words)| {
+                let mask = self.stack_masks.get(&s.lo)?.clone();
+                assert_eq!(mask.len(), words.len(), "the whole stack from its saved SP");
+                Some(StackPointers { mask, precise_frames: 2, conservative_frames: 1 })
+            })
+            .collect())
+    }
+
     fn bytes_read(&self) -> u64 {
         self.bytes
     }
@@ -100,6 +113,14 @@ fn stack_of(goid: u64) -> u64 {
 /// Adds goroutine `goid` with these stack words.
 fn spawn(mem: &mut FakeMemory, goid: u64, words: &[u64]) {
     mem.goroutine(0x5000_0000 + goid * 0x1000, stack_of(goid), words);
+}
+
+/// Gives goroutine `goid`'s stack a saved context and these pointer words (by its stack maps).
+fn stack_maps(mem: &mut FakeMemory, goid: u64, mask: &[bool]) {
+    let g_addr = 0x5000_0000 + goid * 0x1000;
+    let s = mem.stacks.get_mut(&g_addr).unwrap();
+    s.context = Some(StackContext { g_addr, pc: 0x40_1000, sp: s.scan_from, into_stack: [0; 3], defer_fields: None });
+    mem.stack_masks.insert(s.lo, mask.to_vec());
 }
 
 fn run(mem: &mut FakeMemory, gs: &[ReachGoroutine]) -> ReachReport {
@@ -424,4 +445,45 @@ fn hostile_stack_bounds_neither_panic_nor_prove() {
     let report = run(&mut mem, &[g1, g2]);
     assert!(!report.complete, "goroutine 1's stack is unknown: {report:?}");
     assert_eq!(report.incomplete, Some(Incomplete::UnknownStack { goid: 1 }));
+}
+
+#[test]
+fn dead_stack_slots_keep_nothing_alive() {
+    let build = |maps: bool| {
+        let mut mem = FakeMemory::default();
+        let (ch, other) = (mem.object(0x2000_0000, 96, &[]), mem.object(0x2000_1000, 96, &[]));
+        // Main (a root) still has `ch` in a dead slot; `other` is live.
+        spawn(&mut mem, 1, &[ch, other]);
+        spawn(&mut mem, 2, &[]);
+        spawn(&mut mem, 3, &[]);
+        if maps {
+            stack_maps(&mut mem, 1, &[false, true]);
+        }
+        let gs = [g(1, ReachRole::Root), g(2, ReachRole::Blocked(vec![ch])), g(3, ReachRole::Blocked(vec![other]))];
+        run(&mut mem, &gs)
+    };
+    let conservative = build(false);
+    assert_eq!(conservative.leaked, Vec::<u64>::new());
+    assert_eq!(conservative.stacks_conservative, 1);
+    let precise = build(true);
+    assert_eq!(precise.leaked, vec![2]);
+    assert!(precise.complete);
+    assert_eq!((precise.stack_frames_precise, precise.stack_frames_conservative, precise.stacks_conservative), (2, 1, 0));
+}
+
+#[test]
+fn a_pointer_into_a_goroutines_stack_does_not_make_it_a_root() {
+    let mut mem = FakeMemory::default();
+    let (ch2, ch3) = (mem.object(0x2000_0000, 96, &[]), mem.object(0x2000_1000, 96, &[]));
+    // Goroutine 2 (blocked on ch2, which nobody else has) holds ch3 at the top of its stack;
+    // main holds a pointer to that very word (as a sudog's elem would), and a heap object too.
+    spawn(&mut mem, 2, &[ch3]);
+    let into_stack = stack_of(2) + 0x1000 - 8;
+    let holder = mem.object(0x3000_0000, 16, &[(0, into_stack)]);
+    spawn(&mut mem, 1, &[into_stack, holder]);
+    spawn(&mut mem, 3, &[]);
+    let gs = [g(1, ReachRole::Root), g(2, ReachRole::Blocked(vec![ch2])), g(3, ReachRole::Blocked(vec![ch3]))];
+    let r = run(&mut mem, &gs);
+    assert_eq!(r.leaked, vec![2, 3]);
+    assert!(r.complete);
 }
