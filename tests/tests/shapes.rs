@@ -118,6 +118,17 @@ fn a_ring_made_in_mains_frame_is_a_proven_deadlock() -> Result<()> {
     check_shapes(None, &[("ringmain", "deadlock")])
 }
 
+/// A repeated leak (a hand-written errgroup run 4 times in main's frame): every batch's stuck
+/// workers are proven, the last one's too, whose channel main's dead locals still hold.
+#[test]
+fn every_batch_of_a_repeated_leak_is_proven() -> Result<()> {
+    if !require_bpf()? {
+        return Ok(());
+    }
+    check_shapes(None, &[("batches", "leak")])?;
+    check_shapes(Some("1.22.12"), &[("batches", "leak")])
+}
+
 /// The same on Go 1.22 (malloc headers, no Green Tea) and 1.19 (the oldest release; `_func` without
 /// `startLine`, stack maps in `.rodata`'s `go:func.*`).
 #[test]
