@@ -107,12 +107,13 @@ fn check(fixture: &GoFixture) -> Result<String> {
         let snap = settled_snapshot(&mem, &binary, bias, &all)?;
         let goroutines: Vec<ReachGoroutine> =
             snap.goroutines.iter().filter_map(|g| ReachGoroutine::from_goroutine(g, None)).collect();
-        let report = match find_leaked(&mem, &binary, bias, &goroutines, &ReachOptions::default()) {
-            Err(e @ ReachError::NeedsSymbols(_)) if fixture.variant == Variant::Stripped => {
-                return Ok(format!("{}: refused as expected: {e}", fixture.label()));
-            }
-            r => r?,
-        };
+        let report =
+            match find_leaked(&mem, &binary, bias, &goroutines, &ReachOptions { explain: true, ..ReachOptions::default() }) {
+                Err(e @ ReachError::NeedsSymbols(_)) if fixture.variant == Variant::Stripped => {
+                    return Ok(format!("{}: refused as expected: {e}", fixture.label()));
+                }
+                r => r?,
+            };
         if attempts == 3 || report.leaked.len() >= expected.len() {
             break (snap, goroutines, report);
         }

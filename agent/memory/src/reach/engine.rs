@@ -164,6 +164,8 @@ struct Marker<'a, M: ReachMemory> {
     /// Heap objects that are g structs of listed goroutines: scanned only as part of a live
     /// goroutine (allgs references every g; following that would make every channel reachable).
     g_objects: HashMap<u64, usize>,
+    /// The heap object of each goroutine's (index) g struct.
+    g_heap: Vec<Option<HeapObject>>,
     marked: HashSet<u64>,
     live: Vec<Option<LiveCause>>,
     /// With [`ReachOptions::explain`]: the first marking word of each marked object.
@@ -252,24 +254,25 @@ impl<M: ReachMemory> Marker<'_, M> {
     /// addresses (`uintptr` fields such as `g.stack.hi`, stale queue slots in `runtime.p`) are
     /// not references. Objects split over several ranges are left whole.
     fn keep_typed_pointers(&mut self, round: &[(u64, u64, Origin)], contents: &mut [Option<Vec<u64>>]) -> Result<(), ReachError> {
-        let typed: Vec<usize> = (0..round.len())
-            .filter(|&k| match (round[k], &contents[k]) {
-                ((start, end, Origin::Object(o)), Some(words)) => {
-                    o.typed && start == o.base && end == o.base.saturating_add(o.size) && !words.is_empty()
-                }
-                _ => false,
+        // g structs too: the runtime scans them by their type like any object (a uintptr field
+        // such as `stack.hi` can hold the address of the next span's first object).
+        let typed: Vec<(usize, HeapObject, u64)> = (0..round.len())
+            .filter_map(|k| {
+                let (start, end, origin) = round[k];
+                let o = match origin {
+                    Origin::Object(o) => o,
+                    Origin::GStruct(i) => self.g_heap[i]?,
+                    _ => return None,
+                };
+                let first = *contents[k].as_ref()?.first()?;
+                (o.typed && start == o.base && end == o.base.saturating_add(o.size)).then_some((k, o, first))
             })
             .collect();
         if typed.is_empty() {
             return Ok(());
         }
-        let requests: Vec<(HeapObject, u64)> = typed
-            .iter()
-            .filter_map(|&k| match (round[k].2, &contents[k]) {
-                (Origin::Object(o), Some(words)) => Some((o, words[0])),
-                _ => None,
-            })
-            .collect();
+        let requests: Vec<(HeapObject, u64)> = typed.iter().map(|&(_, o, first)| (o, first)).collect();
+        let typed: Vec<usize> = typed.iter().map(|t| t.0).collect();
         let masks = self.mem.pointer_masks(&requests)?;
         for (&k, mask) in typed.iter().zip(masks) {
             let (Some(mask), Some(words)) = (mask, contents[k].as_mut()) else { continue };
@@ -473,6 +476,7 @@ pub fn find_leaked_in<M: ReachMemory>(
         globals: global_index,
         stacks: stack_index,
         g_objects: g_objs.iter().enumerate().filter_map(|(i, o)| o.map(|o| (o.base, i))).collect(),
+        g_heap: g_objs.clone(),
         marked: HashSet::new(),
         live: vec![None; goroutines.len()],
         parents: opts.explain.then(HashMap::new),

@@ -487,3 +487,23 @@ fn a_pointer_into_a_goroutines_stack_does_not_make_it_a_root() {
     assert_eq!(r.leaked, vec![2, 3]);
     assert!(r.complete);
 }
+
+#[test]
+fn g_structs_are_scanned_by_their_type() {
+    let run_with = |typed: bool| {
+        let mut mem = FakeMemory::default();
+        let ch = mem.object(0x2000_0000, 96, &[]);
+        spawn(&mut mem, 1, &[]);
+        spawn(&mut mem, 2, &[]);
+        // Word 1 of main's g (a uintptr such as `stack.hi`) holds the channel's address.
+        let g1 = 0x5000_0000 + 0x1000;
+        mem.words.insert(g1 + 8, ch);
+        if typed {
+            mem.objects.get_mut(&g1).unwrap().typed = true;
+            mem.masks.insert(g1, (0..32).map(|w| w != 1).collect());
+        }
+        run(&mut mem, &[g(1, ReachRole::Root), g(2, ReachRole::Blocked(vec![ch]))])
+    };
+    assert_eq!(run_with(false).leaked, Vec::<u64>::new());
+    assert_eq!(run_with(true).leaked, vec![2]);
+}
