@@ -14,7 +14,8 @@ use goscope_inspect::GoBinary;
 use crate::allgs::{AllgsLocation, AllgsSource};
 use crate::process::ProcessMemory;
 use crate::reach::{
-    GoroutineStack, HeapObject, ReachError, ReachGoroutine, ReachMemory, ReachOptions, ReachReport, ReachRole, find_leaked_in,
+    GoroutineStack, HeapObject, HeapSymbols, ProcessHeap, ReachError, ReachGoroutine, ReachMemory, ReachOptions, ReachReport,
+    ReachRole, find_leaked_in,
 };
 use crate::snapshot::{Snapshot, SnapshotError, SnapshotOptions, snapshot_at};
 use crate::sys::fake;
@@ -224,6 +225,89 @@ pub fn reach_bytes(data: &[u8]) -> Option<Result<ReachReport, ReachError>> {
     let (&globals, region) = rest.get(n..)?.split_first()?;
     let opts = ReachOptions { max_bytes: 16 << 20, could_wake_max_objects: 1000, explain: globals & 1 != 0 };
     Some(reach(region.to_vec(), roles, u64::from(globals) * 8, &opts))
+}
+
+/// Where [`process_heap`] puts the runtime's variables (outside the region at [`BASE`]).
+const MHEAP: u64 = 0x2000_0000;
+const L2: u64 = 0x3000_0000;
+const HEAP_ARENA: u64 = 0x5000_0000;
+const MODULEDATA: u64 = 0x6000_0000;
+/// `arenaIndex(BASE)` on linux/amd64: `(BASE - 0xffff800000000000) >> 26`.
+const BASE_ARENA_INDEX: u64 = (BASE.wrapping_sub(0xffff_8000_0000_0000)) >> 26;
+/// Pages of 8 KiB before [`BASE`] in its arena.
+const BASE_PAGE: u64 = (BASE >> 13) % 8192;
+
+/// The leak proof as goscope runs it on a process ([`ProcessHeap`]: the runtime's span metadata,
+/// malloc headers and heap bitmaps, stack maps) over `region` at [`BASE`], for a process running
+/// `binary` (which must know the heap offsets, e.g. from its Go version's table). The runtime's
+/// variables are placed around it: `mheap_.arenas[0]` leads to a heapArena whose `spans` entries
+/// for the region's pages are the region's first words (so the region says which `mspan` describes
+/// each of its pages, and the mspans are in the region too); `firstmoduledata` says the region's
+/// first `globals` bytes are `.data`. Goroutines as in [`reach`], their g addresses at
+/// `BASE + 0x40 + 8i` and wait objects at `BASE + 0xc0 + 8i`.
+pub fn process_heap(
+    binary: &GoBinary,
+    region: Vec<u8>,
+    roles: &[u8],
+    globals: u64,
+    opts: &ReachOptions,
+) -> Result<ReachReport, ReachError> {
+    let l = binary.layout();
+    let (Some(arenas), Some(spans)) = (l.mheap_arenas, l.heap_arena_spans) else {
+        return Err(ReachError::MissingOffset("runtime.mheap.arenas"));
+    };
+    let module_fields = [l.moduledata_data, l.moduledata_edata, l.moduledata_bss, l.moduledata_ebss];
+    let len = region.len() as u64;
+    let word =
+        |off: u64| region.get(off as usize..off as usize + 8).map_or(0, |w| u64::from_le_bytes(w.try_into().expect("8 bytes")));
+    let goroutines: Vec<ReachGoroutine> = roles
+        .iter()
+        .take(16)
+        .enumerate()
+        .map(|(i, &r)| {
+            let (g_addr, object) = (word(0x40 + 8 * i as u64), word(0xc0 + 8 * i as u64));
+            let role = match r % 3 {
+                0 => ReachRole::Root,
+                1 => ReachRole::Blocked(vec![object]),
+                _ => ReachRole::Forever,
+            };
+            ReachGoroutine { goid: i as u64 + 1, g_addr, role, untraceable: Vec::new() }
+        })
+        .collect();
+    let mut mheap = vec![0u8; arenas as usize + 8];
+    mheap[arenas as usize..].copy_from_slice(&L2.to_le_bytes());
+    let mut arena = vec![0u8; spans as usize + 8192 * 8];
+    let first_span = spans as usize + 8 * BASE_PAGE as usize;
+    let page_spans = region.len().div_ceil(8192).min(8) * 8;
+    arena[first_span..first_span + page_spans.min(region.len())].copy_from_slice(&region[..page_spans.min(region.len())]);
+    let mut moduledata = vec![0u8; module_fields.iter().flatten().max().map_or(0, |m| *m as usize) + 8];
+    let data_end = BASE + globals.min(len);
+    for (field, value) in module_fields.iter().zip([BASE, data_end, data_end, data_end]) {
+        if let Some(f) = field {
+            moduledata[*f as usize..*f as usize + 8].copy_from_slice(&value.to_le_bytes());
+        }
+    }
+    let memory = FakeProcess::flat(region)
+        .with_region(MHEAP, mheap)
+        .with_region(L2 + 8 * BASE_ARENA_INDEX, HEAP_ARENA.to_le_bytes().to_vec())
+        .with_region(HEAP_ARENA, arena)
+        .with_region(MODULEDATA, moduledata);
+    memory.with_reader(opts.max_bytes.saturating_add(1 << 20), |mem| {
+        let symbols = HeapSymbols { mheap: MHEAP, moduledata: MODULEDATA, semtable: None, gc_programs: None };
+        let mut heap = ProcessHeap::with_symbols(mem, binary, 0, symbols)?;
+        let globals = heap.globals()?;
+        find_leaked_in(&mut heap, &globals, &goroutines, opts)
+    })
+}
+
+/// The fuzz target's [`process_heap`] run, laid out as [`reach_bytes`].
+pub fn process_heap_bytes(binary: &GoBinary, data: &[u8]) -> Option<Result<ReachReport, ReachError>> {
+    let (&n, rest) = data.split_first()?;
+    let n = usize::from(n % 17);
+    let roles = rest.get(..n)?;
+    let (&globals, region) = rest.get(n..)?.split_first()?;
+    let opts = ReachOptions { max_bytes: 16 << 20, could_wake_max_objects: 1000, explain: globals & 1 != 0 };
+    Some(process_heap(binary, region.to_vec(), roles, u64::from(globals) * 8, &opts))
 }
 
 #[cfg(test)]

@@ -27,6 +27,8 @@ mod process;
 
 pub use engine::{GoroutineStack, HeapObject, ReachMemory, find_leaked_in};
 pub use frames::{StackContext, StackPointers};
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) use process::HeapSymbols;
 pub use process::ProcessHeap;
 
 /// What one goroutine contributes to the analysis.

@@ -412,3 +412,82 @@ fn reachability_over_adversarial_heaps_ends_bounded() {
         }
     }
 }
+
+/// The same seed binary with its Go version's offsets table: heap offsets included.
+const SEED_BINARY_TABLE: &[u8] = include_bytes!("../../../inspect/fuzz/corpus/go_binary/seed-go1.26-symtab");
+
+/// The leak proof on a process (span metadata, heap bitmaps, malloc headers, stack maps) over
+/// heaps whose pages point at plausible and implausible mspans (zero, huge or misaligned sizes,
+/// spans covering the address space), with cycles and self-references: no panic, bounded.
+#[test]
+fn the_process_heap_over_adversarial_span_metadata_ends_bounded() {
+    let binary = GoBinary::from_bytes(SEED_BINARY_TABLE).expect("the seed binary analyses");
+    let l = binary.layout().clone();
+    let (start, npages, elemsize, spanclass, state) = (
+        l.mspan_start_addr.unwrap() as usize,
+        l.mspan_npages.unwrap() as usize,
+        l.mspan_elemsize.unwrap() as usize,
+        l.mspan_spanclass.unwrap() as usize,
+        l.mspan_state.unwrap() as usize,
+    );
+    let opts = ReachOptions { max_bytes: 1 << 20, could_wake_max_objects: 100, explain: true };
+    let mut completed = 0;
+    for seed in 1..=1500u64 {
+        let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+        let mut region = vec![0u8; 32 << 10];
+        let put = |region: &mut Vec<u8>, off: usize, v: u64| region[off..off + 8].copy_from_slice(&v.to_le_bytes());
+        // The four pages' mspans: one plausible span over the region, or garbage.
+        let mspan = 0x100usize;
+        for page in 0..4 {
+            let target = match rng.below(6) {
+                0 => BASE + rng.below(32 << 10),
+                1 => u64::MAX - 7,
+                _ => BASE + mspan as u64,
+            };
+            put(&mut region, 8 * page, target);
+        }
+        let (span_start, pages, size) = match rng.below(6) {
+            0 => (BASE, 4, 0),
+            1 => (BASE, u64::MAX >> 13, 64),
+            2 => (BASE + 3, 4, 64),
+            3 => (u64::MAX - 8191, 1, 8192),
+            _ => (BASE, 4, [16, 64, 1024, 8192][rng.below(4) as usize]),
+        };
+        put(&mut region, mspan + start, span_start);
+        put(&mut region, mspan + npages, pages);
+        put(&mut region, mspan + elemsize, size);
+        region[mspan + spanclass] = rng.next() as u8;
+        region[mspan + state] = if rng.chance(5) { rng.next() as u8 } else { 1 };
+        // Goroutines: g structs at 0x1000 + 0x100i with stacks in [0x4000, 0x6000).
+        let n = 1 + rng.below(8);
+        for i in 0..n {
+            let g = 0x1000 + 0x100 * i as usize;
+            put(&mut region, 0x40 + 8 * i as usize, BASE + g as u64);
+            put(&mut region, 0xc0 + 8 * i as usize, BASE + rng.below(32 << 10));
+            let (lo, hi) = if rng.chance(5) { (rng.next(), rng.next()) } else { (BASE + 0x4000, BASE + 0x6000) };
+            put(&mut region, g, lo);
+            put(&mut region, g + 8, hi);
+            put(&mut region, g + l.g_sched_sp as usize, BASE + 0x4000 + rng.below(0x2000));
+            put(&mut region, g + l.g_sched_pc as usize, rng.next());
+        }
+        for _ in 0..rng.below(256) {
+            let off = 0x2000 + 8 * rng.below((30 << 10) / 8) as usize;
+            let v = if rng.chance(2) { BASE + rng.below(32 << 10) } else { rng.next() };
+            if off + 8 <= region.len() {
+                put(&mut region, off, v);
+            }
+        }
+        let roles: Vec<u8> = (0..n).map(|_| rng.next() as u8).collect();
+        let started = Instant::now();
+        let (report, peak) = peak_alloc(|| process_heap(&binary, region, &roles, rng.below(64) * 8, &opts));
+        assert!(started.elapsed() <= MAX_RUN, "seed {seed}: took {:?}", started.elapsed());
+        assert!(peak <= MAX_PEAK_ALLOC, "seed {seed}: {peak} bytes allocated");
+        if let Ok(r) = report {
+            completed += usize::from(r.complete);
+            for goid in &r.leaked {
+                assert!(!roles[*goid as usize - 1].is_multiple_of(3), "seed {seed}: root goroutine {goid} reported leaked");
+            }
+        }
+    }
+    eprintln!("{completed} of 1500 process-heap analyses complete");
+}

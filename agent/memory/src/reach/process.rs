@@ -183,6 +183,19 @@ pub struct ProcessHeap<'a> {
     bytes_at_start: u64,
 }
 
+/// Runtime addresses of the runtime variables a [`ProcessHeap`] starts from.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HeapSymbols {
+    /// `runtime.mheap_`.
+    pub mheap: u64,
+    /// `runtime.firstmoduledata`.
+    pub moduledata: u64,
+    /// `[start, end)` of `runtime.semtable`, when known.
+    pub semtable: Option<(u64, u64)>,
+    /// `runtime.gcdata` and `runtime.gcbss`, when known.
+    pub gc_programs: Option<[u64; 2]>,
+}
+
 impl<'a> ProcessHeap<'a> {
     /// The heap of the process `mem` reads, running `binary` at `load_bias`. Needs the symbol
     /// table (`runtime.mheap_`, `runtime.firstmoduledata`) and the heap offsets of the layout.
@@ -190,14 +203,27 @@ impl<'a> ProcessHeap<'a> {
         if binary.arch() != Arch::Amd64 {
             return Err(ReachError::UnsupportedArch(format!("{:?}", binary.arch())));
         }
-        let off = Offsets::of(binary.layout())?;
         let symbol = |name: &'static str| {
             binary.data_symbol(name).map(|a| a.wrapping_add(load_bias)).ok_or(ReachError::NeedsSymbols(name))
         };
-        let mheap = symbol("runtime.mheap_")?;
-        let moduledata = symbol("runtime.firstmoduledata")?;
-        let semtable = symbol("runtime.semtable").ok().map(|a| (a, a + SEMTABLE_BYTES));
-        let gc_programs = symbol("runtime.gcdata").and_then(|d| Ok([d, symbol("runtime.gcbss")?])).ok();
+        let symbols = HeapSymbols {
+            mheap: symbol("runtime.mheap_")?,
+            moduledata: symbol("runtime.firstmoduledata")?,
+            semtable: symbol("runtime.semtable").ok().map(|a| (a, a + SEMTABLE_BYTES)),
+            gc_programs: symbol("runtime.gcdata").and_then(|d| Ok([d, symbol("runtime.gcbss")?])).ok(),
+        };
+        Self::with_symbols(mem, binary, load_bias, symbols)
+    }
+
+    /// [`Self::new`] with the runtime symbols' addresses given (the fuzzing harness places them).
+    pub(crate) fn with_symbols(
+        mem: &'a ProcessMemory,
+        binary: &'a GoBinary,
+        load_bias: u64,
+        symbols: HeapSymbols,
+    ) -> Result<ProcessHeap<'a>, ReachError> {
+        let off = Offsets::of(binary.layout())?;
+        let HeapSymbols { mheap, moduledata, semtable, gc_programs } = symbols;
         let bytes_at_start = mem.stats().bytes;
         let info = binary.build_info();
         let minor = if info.go_version.major == 1 { info.go_version.minor } else { 0 };
