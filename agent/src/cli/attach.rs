@@ -123,7 +123,7 @@ pub async fn run_shared(pid: u32, cfg: SessionConfig, executables: Arc<Executabl
     let processor_probes = probes.clone();
     let processor =
         tokio::task::spawn_blocking(move || process(rx, &ctx, &processor_cfg, &process_info, processor_stop, &processor_probes));
-    let stats = read_events(ring, &probes.probes, &target, tx, cfg.duration, &stop).await?;
+    let stats = read_events(ring, &probes.probes, &target, tx, cfg.queue_len, cfg.duration, &stop).await?;
     let processed = processor.await.map_err(|e| io::Error::other(e.to_string()))??;
     probes.probes.lock().unwrap_or_else(PoisonError::into_inner).detach(target.pid);
 

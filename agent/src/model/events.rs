@@ -55,13 +55,20 @@ pub enum EventDetail {
 }
 
 impl GoroutineEvent {
-    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+    /// Whether `bytes` is a record [`GoroutineEvent::decode`] decodes (its size and kind), without
+    /// decoding it.
+    pub fn check(bytes: &[u8]) -> Result<EventKind, DecodeError> {
         if bytes.len() != size_of::<RawEvent>() {
             return Err(DecodeError::Size(bytes.len()));
         }
+        let kind = Record(bytes).u8_at(offset_of!(RawEvent, kind));
+        EventKind::from_u8(kind).ok_or(DecodeError::Kind(kind))
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let kind = Self::check(bytes)?;
         let raw = Record(bytes);
-        let kind = raw.u8_at(offset_of!(RawEvent, kind));
-        let detail = match EventKind::from_u8(kind).ok_or(DecodeError::Kind(kind))? {
+        let detail = match kind {
             EventKind::Created => EventDetail::Created {
                 parent_goid: raw.u64_at(offset_of!(RawEvent, peer_goid)),
                 creation_pc: raw.u64_at(offset_of!(RawEvent, addr)),

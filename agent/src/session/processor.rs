@@ -67,7 +67,11 @@ pub fn process(
     p.seed()?;
     while let Some(item) = rx.blocking_recv() {
         match item {
-            Item::Event(ev) => p.event(&ev)?,
+            Item::Events(batch) => {
+                for ev in batch.events() {
+                    p.event(&ev)?;
+                }
+            }
             Item::Lost(n) => p.lost(n)?,
             Item::Tick { now_ns, reader } => p.tick(now_ns, &reader)?,
         }
