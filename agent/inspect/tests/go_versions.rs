@@ -331,7 +331,8 @@ macro_rules! version_tests {
             }
         )*
 
-        /// The same releases as the integration tests' GO_VERSIONS (and `cargo xtask offsets`).
+        /// The same releases as the version matrix (the integration tests' GO_VERSIONS and
+        /// `cargo xtask offsets`).
         #[test]
         fn every_go_version_has_a_test() {
             let tested: Vec<&str> = [$($toolchain),*].iter().map(|t| t.trim_start_matches("go")).collect();
@@ -352,15 +353,9 @@ version_tests! {
     go1_27 => "go1.27.4",
 }
 
-/// `GO_VERSIONS` of tests/src/fixture.rs, read from its source.
+/// The version matrix: the integration tests' `GO_VERSIONS`, the one list.
 fn integration_go_versions() -> Vec<String> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/src/fixture.rs");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    // rustfmt may break the declaration's line after `=`.
-    let start = text.find("GO_VERSIONS: &[&str] =").expect("GO_VERSIONS in tests/src/fixture.rs");
-    let list = &text[start + "GO_VERSIONS: &[&str] =".len()..];
-    let list = &list[list.find("&[").unwrap() + 2..list.find("];").unwrap()];
-    list.split('"').skip(1).step_by(2).map(str::to_owned).collect()
+    goscope_tests::GO_VERSIONS.iter().map(|v| (*v).to_owned()).collect()
 }
 
 /// Every checked-in table has a tested version of its minor.
