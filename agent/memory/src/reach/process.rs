@@ -75,6 +75,9 @@ struct Offsets {
     state: u64,
     sched_sp: u64,
     sched_pc: u64,
+    /// `g.syscallsp` (`g.syscallpc` follows): right after the gobuf `sched`, whose last field is
+    /// `bp`, in every supported release.
+    syscall_sp: u64,
     atomicstatus: u64,
     module_ranges: [u64; 4],
 }
@@ -92,6 +95,7 @@ impl Offsets {
             state: need(l.mspan_state, "runtime.mspan.state")?,
             sched_sp: u64::from(l.g_sched_sp),
             sched_pc: u64::from(l.g_sched_pc),
+            syscall_sp: u64::from(l.g_sched_bp) + 8,
             atomicstatus: u64::from(l.g_atomicstatus),
             module_ranges: [
                 need(l.moduledata_data, "runtime.moduledata.data")?,
@@ -105,7 +109,11 @@ impl Offsets {
     /// Bytes of an mspan read: up to the last field used.
     /// Bytes of a g read for its stack: up to the last field used.
     fn g_read_len(&self) -> usize {
-        [self.sched_sp + GOBUF_CTXT, self.sched_pc, self.atomicstatus, G_DEFER].into_iter().max().unwrap_or(0) as usize + 8
+        [self.sched_sp + GOBUF_CTXT, self.sched_pc, self.syscall_sp + 8, self.atomicstatus, G_DEFER]
+            .into_iter()
+            .max()
+            .unwrap_or(0) as usize
+            + 8
     }
 
     fn span_read_len(&self) -> usize {
@@ -508,8 +516,10 @@ impl ProcessHeap<'_> {
         if lo == 0 || hi <= lo || hi - lo > MAX_REGION {
             return None;
         }
-        // A running goroutine's (or one in a syscall) saved SP is stale: scan all of it.
-        let saved_sp_valid = status != GRUNNING && status != GSYSCALL && (lo..hi).contains(&sp);
+        // A running goroutine's saved context is stale: scan all of its stack. One in a system
+        // call is scanned from where it entered it (`syscallsp`, `syscallpc`), as the runtime does.
+        let (sp, pc) = if status == GSYSCALL { (word(self.off.syscall_sp)?, word(self.off.syscall_sp + 8)?) } else { (sp, pc) };
+        let saved_sp_valid = status != GRUNNING && (lo..hi).contains(&sp);
         let context = saved_sp_valid.then(|| StackContext {
             g_addr,
             pc,
