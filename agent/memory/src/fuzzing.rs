@@ -227,6 +227,17 @@ pub fn reach_bytes(data: &[u8]) -> Option<Result<ReachReport, ReachError>> {
     Some(reach(region.to_vec(), roles, u64::from(globals) * 8, &opts))
 }
 
+/// The walk of `runtime.semtable`'s treaps of sudogs (how Go 1.19-1.25 waiters on a Mutex,
+/// RWMutex or WaitGroup are found) over `memory`, with the table at [`BASE`]: g → (semaphore,
+/// sudog) for the waits it found.
+pub fn semtable(
+    binary: &GoBinary,
+    memory: FakeProcess,
+) -> Result<std::collections::HashMap<u64, (u64, u64)>, crate::MemoryError> {
+    let fields = crate::sema::SudogFields::of(binary);
+    memory.with_reader(64 << 20, |mem| crate::sema::read_table(mem, BASE, &fields))
+}
+
 /// Where [`process_heap`] puts the runtime's variables (outside the region at [`BASE`]).
 const MHEAP: u64 = 0x2000_0000;
 const L2: u64 = 0x3000_0000;

@@ -37,7 +37,7 @@ pub fn is_semaphore_wait(wait_reason: &str) -> bool {
 
 /// Field offsets of `runtime.sudog` the walk reads.
 #[derive(Debug, Clone, Copy)]
-struct SudogFields {
+pub(crate) struct SudogFields {
     g: usize,
     next: usize,
     prev: usize,
@@ -47,7 +47,7 @@ struct SudogFields {
 }
 
 impl SudogFields {
-    fn of(binary: &GoBinary) -> SudogFields {
+    pub(crate) fn of(binary: &GoBinary) -> SudogFields {
         let l = binary.layout();
         let u = |x: u32| x as usize;
         // `prev` follows `next` in every release (`g, next, prev, elem, ...`).
@@ -118,7 +118,7 @@ fn looks_like_semtable(mem: &ProcessMemory, addr: u64) -> bool {
 
 /// One read of every treap: g → (semaphore address, sudog) (a g seen twice is left out: the read
 /// was torn).
-fn read_table(mem: &ProcessMemory, table: u64, f: &SudogFields) -> Result<HashMap<u64, (u64, u64)>, MemoryError> {
+pub(crate) fn read_table(mem: &ProcessMemory, table: u64, f: &SudogFields) -> Result<HashMap<u64, (u64, u64)>, MemoryError> {
     let bytes = mem.read_vec(table, (SEMTABLE_ENTRIES * SEMTABLE_STRIDE) as usize)?;
     let mut todo: Vec<u64> = (0..SEMTABLE_ENTRIES)
         .map(|i| (i * SEMTABLE_STRIDE + TREAP_OFFSET) as usize)

@@ -361,7 +361,48 @@ fn random_bytes_as_memory_never_panic() {
         let run = snapshot_bytes(&binary, &data);
         assert!(run.bytes_requested <= MAX_REQUESTED, "seed {seed}: {} bytes", run.bytes_requested);
         let _ = reach_bytes(&data);
+        let _ = semtable(&binary, FakeProcess::flat(data));
     }
+}
+
+/// `runtime.semtable` treaps whose sudogs point at themselves, at each other, at the table: the
+/// walk ends (each sudog once), and a g found twice is left out.
+#[test]
+fn semaphore_treaps_with_cycles_end() {
+    let binary = binary();
+    let l = binary.layout().clone();
+    let mut found = 0;
+    for seed in 1..=500u64 {
+        let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+        let mut region = vec![0u8; 32 << 10];
+        let mut put = |off: u64, v: u64| region[off as usize..off as usize + 8].copy_from_slice(&v.to_le_bytes());
+        let sudog = |i: u64| BASE + 0x4000 + 0x80 * i;
+        for entry in 0..251 {
+            if rng.chance(4) {
+                put(entry * 64 + 8, sudog(rng.below(32)));
+            }
+        }
+        for i in 0..32 {
+            let s = sudog(i) - BASE;
+            put(s + u64::from(l.sudog_g), BASE + 0x6000 + 8 * rng.below(4));
+            put(s + u64::from(l.sudog_elem), BASE + 4 * rng.below(1024));
+            for link in [u64::from(l.sudog_next), u64::from(l.sudog_next) + 8, u64::from(l.sudog_waitlink)] {
+                let target = match rng.below(4) {
+                    0 => 0,
+                    1 => sudog(i),
+                    2 => BASE,
+                    _ => sudog(rng.below(32)),
+                };
+                put(s + link, target);
+            }
+        }
+        let started = Instant::now();
+        let waits = semtable(&binary, FakeProcess::flat(region)).expect("the table reads");
+        assert!(started.elapsed() <= MAX_RUN, "seed {seed}");
+        assert!(waits.len() <= 4, "seed {seed}: {} distinct gs from 4", waits.len());
+        found += waits.len();
+    }
+    assert!(found > 0, "the walk finds the waiters it can");
 }
 
 /// Heaps with cycles, self-references, goroutines sharing one g, stacks reversed or spanning the
