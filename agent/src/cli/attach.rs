@@ -6,7 +6,7 @@ use std::{
 
 use agent_ebpf::{ReturnAddress, TargetConfig};
 use goscope_inspect::{GoBinary, ProbeKind, ReturnAddressAt};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, mpsc, watch};
 
 use crate::{
     detect::FindingType,
@@ -82,11 +82,23 @@ fn target_config(binary: &GoBinary) -> TargetConfig {
 
 /// Watches `pid` until a signal, `--duration`, a `--fail-on` finding, or the target's exit.
 pub async fn run(pid: u32, cfg: SessionConfig) -> Result<(), AttachError> {
-    run_shared(pid, cfg, Arc::default()).await
+    // Nobody else ends an `attach`: its own signal handling (in the reader) does.
+    let (_never, shutdown) = watch::channel(false);
+    run_shared(pid, cfg, Arc::default(), shutdown).await
 }
 
-/// [`run`] with the binary shared with the other sessions of the same executable.
-pub async fn run_shared(pid: u32, cfg: SessionConfig, executables: Arc<ExecutableCache>) -> Result<(), AttachError> {
+/// [`run`] with the binary shared with the other sessions of the same executable, ended early
+/// when `shutdown` turns true (`goscope run` got a signal: a session still setting up has not
+/// yet registered its own signal handlers, and would otherwise miss it and never end).
+pub async fn run_shared(
+    pid: u32,
+    cfg: SessionConfig,
+    executables: Arc<ExecutableCache>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), AttachError> {
+    if *shutdown.borrow() {
+        return Ok(());
+    }
     let target = Target::from_pid(pid)?;
     let (binary, load_bias) = target.inspect_shared(&executables)?;
     let support = binary.support();
@@ -123,7 +135,16 @@ pub async fn run_shared(pid: u32, cfg: SessionConfig, executables: Arc<Executabl
     let processor_probes = probes.clone();
     let processor =
         tokio::task::spawn_blocking(move || process(rx, &ctx, &processor_cfg, &process_info, processor_stop, &processor_probes));
-    let stats = read_events(ring, &probes.probes, &target, tx, cfg.queue_len, cfg.duration, &stop).await?;
+    // A Notify keeps a permit: a shutdown that comes before the reader waits still stops it.
+    let shutdown_stop = Arc::clone(&stop);
+    let forward_shutdown = tokio::spawn(async move {
+        if shutdown.wait_for(|&down| down).await.is_ok() {
+            shutdown_stop.notify_one();
+        }
+    });
+    let stats = read_events(ring, &probes.probes, &target, tx, cfg.queue_len, cfg.duration, &stop).await;
+    forward_shutdown.abort();
+    let stats = stats?;
     let processed = processor.await.map_err(|e| io::Error::other(e.to_string()))??;
     probes.probes.lock().unwrap_or_else(PoisonError::into_inner).detach(target.pid);
 

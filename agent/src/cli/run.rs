@@ -11,6 +11,7 @@ use std::{
 
 use tokio::{
     signal::unix::{SignalKind, signal},
+    sync::watch,
     task::JoinSet,
 };
 
@@ -70,6 +71,8 @@ pub async fn run(opts: RunOptions) -> Result<(), AttachError> {
     let own_pid = std::process::id();
     let mut warned_unreadable = false;
     let executables = Arc::new(ExecutableCache::default());
+    // Tells every session to end, those still setting up included.
+    let (shutdown, shutdown_seen) = watch::channel(false);
     loop {
         tokio::select! {
             _ = scan.tick() => {
@@ -89,7 +92,8 @@ pub async fn run(opts: RunOptions) -> Result<(), AttachError> {
                         let duration = until.map(|u| u.saturating_duration_since(Instant::now()));
                         let session = SessionConfig { duration, ..opts.session.clone() };
                         let executables = Arc::clone(&executables);
-                        sessions.spawn(async move { (pid, attach::run_shared(pid, session, executables).await) });
+                        let shutdown = shutdown_seen.clone();
+                        sessions.spawn(async move { (pid, attach::run_shared(pid, session, executables, shutdown).await) });
                     }
                 }
             }
@@ -104,6 +108,7 @@ pub async fn run(opts: RunOptions) -> Result<(), AttachError> {
             () = &mut deadline => break,
         }
     }
+    shutdown.send_replace(true);
     while let Some(done) = sessions.join_next().await {
         if let Ok((pid, result)) = done {
             report_end(pid, result, opts.session.format)?;
