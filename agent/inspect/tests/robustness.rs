@@ -119,6 +119,38 @@ fn mutated_stripped_binary_never_panics() {
     }
 }
 
+/// Stack maps over a corrupted `.gopclntab` (frame sizes, pcdata, funcdata offsets, the bitmaps and
+/// stack object records themselves, which Go 1.26 keeps inside the table): lookups at many PCs
+/// answer or return None, never panic, and bitmaps stay bounded.
+#[test]
+fn mutated_stack_maps_never_panic() {
+    let Some(p) = fixture_or_skip(None, Variant::Stripped) else {
+        return;
+    };
+    let data = std::fs::read(p).unwrap();
+    let b = GoBinary::from_bytes(&data).unwrap();
+    let table = data.windows(4).position(|w| w == [0xf1, 0xff, 0xff, 0xff]).expect("pclntab magic");
+    let len = b.pclntab_len();
+    let funcs = b.pclntab_functions();
+    let pcs: Vec<u64> =
+        funcs.iter().step_by((funcs.len() / 100).max(1)).flat_map(|f| [f.entry, f.entry + (f.end - f.entry) / 2]).collect();
+    let mut rng = Rng(21);
+    for _ in 0..150 {
+        let mut d = data.clone();
+        for _ in 0..256 {
+            let pos = table + rng.below(len);
+            d[pos] = rng.next() as u8;
+        }
+        let Ok(m) = GoBinary::from_bytes(&d) else { continue };
+        for &pc in &pcs {
+            if let Some(maps) = m.frame_maps(pc) {
+                assert!(maps.locals.as_ref().is_none_or(|l| l.words() <= 1 << 20));
+                assert!(maps.objects.as_ref().is_none_or(|o| o.len() <= 1 << 16));
+            }
+        }
+    }
+}
+
 #[test]
 fn mutated_dwarf_binary_never_panics() {
     let Some(p) = fixture_or_skip(None, Variant::Plain) else {
