@@ -292,6 +292,17 @@ mod tests {
     }
 
     #[test]
+    fn words_below_the_saved_sp_are_not_pointers() {
+        // The whole stack read from 4 words below SP (a goroutine in a system call): stale words
+        // there hold nothing live.
+        let (words, mut m) = two_frames(&[0b10010], Vec::new());
+        let below = [BASE + 0x100, 0xc000_0000, 0x2010, 7];
+        let all: Vec<u64> = below.iter().copied().chain(words).collect();
+        let p = stack_pointers(&all, BASE - 32, BASE - 32, &ctx(0x1005), &mut m);
+        assert_eq!(marked(&p), [4, 9, 10, 13]);
+    }
+
+    #[test]
     fn frames_without_maps_and_special_frames_are_conservative() {
         let (words, mut m) = two_frames(&[0], Vec::new());
         // No maps at main's pc: main's frame and everything above it are scanned whole.

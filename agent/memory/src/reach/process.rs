@@ -527,7 +527,10 @@ impl ProcessHeap<'_> {
             into_stack: [self.off.sched_sp + GOBUF_CTXT, G_PANIC, G_DEFER].map(|o| word(o).unwrap_or(0)),
             defer_fields: self.defer_link.map(|link| [DEFER_FN, link]),
         });
-        Some(GoroutineStack { lo, hi, scan_from: if saved_sp_valid { sp & !7 } else { lo }, context })
+        // One in a system call can return and run below `syscallsp` at any moment: its whole stack
+        // is read, for the case that it changed while read and is then scanned conservatively.
+        let scan_from = if saved_sp_valid && status != GSYSCALL { sp & !7 } else { lo };
+        Some(GoroutineStack { lo, hi, scan_from, context })
     }
 }
 
