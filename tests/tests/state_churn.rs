@@ -105,7 +105,8 @@ fn run(secs: u64, attach_churn: u32) -> Result<()> {
     let hello = target.expect_json("fixture", Duration::from_secs(30))?;
     let initial = u64_of(&hello, "num_goroutine")?;
 
-    let mut gs = Goscope::attach(target.pid(), &["--no-events", "--state-every", STATE_EVERY])?;
+    // Every probe stays (no budget governor): this checks the state the events build.
+    let mut gs = Goscope::attach(target.pid(), &["--no-events", "--state-every", STATE_EVERY, "--overhead-budget", "off"])?;
     gs.wait_attached(Duration::from_secs(90))?;
     // The first state line comes after the memory snapshot has been read and merged.
     let first = gs.events_until(|v| kind(v) == "state", Duration::from_secs(30))?;

@@ -14,28 +14,27 @@ use crate::sink::otlp::ProbeHealth;
 
 /// What is attached, from everything to nothing. Each step down detaches what memory can stand
 /// in for: the semaphore probe first (a sync wait's lock address is also read from memory), then
-/// the creation probe (a goroutine is then learned at its first park), then the rest (scan mode).
+/// the rest (scan mode). The creation probe never goes alone: a goroutine that has not parked
+/// since would be missing from the state, and "every user goroutine is stuck" could then be
+/// judged on a process that still has a running one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {
     /// Every probe.
     Probes,
     /// Every probe but the semaphore probe.
     NoSemaphore,
-    /// Park, ready and exit probes only.
-    NoCreation,
     /// No probe: periodic memory scans.
     Scan,
 }
 
 impl Level {
-    pub const ALL: [Level; 4] = [Level::Probes, Level::NoSemaphore, Level::NoCreation, Level::Scan];
+    pub const ALL: [Level; 3] = [Level::Probes, Level::NoSemaphore, Level::Scan];
 
     /// The name in `mode` lines and metrics.
     pub fn name(self) -> &'static str {
         match self {
             Self::Probes => "probes",
             Self::NoSemaphore => "no_semaphore",
-            Self::NoCreation => "no_creation",
             Self::Scan => "scan",
         }
     }
@@ -52,7 +51,6 @@ impl Level {
         match self {
             Self::Probes => &ALL,
             Self::NoSemaphore => &ALL[..4],
-            Self::NoCreation => &ALL[1..4],
             Self::Scan => &[],
         }
     }

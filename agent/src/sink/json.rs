@@ -26,7 +26,7 @@ pub enum OutputLine<'a> {
     /// The budget governor changed what watches the process.
     Mode {
         pid: u32,
-        /// `probes`, `no_semaphore`, `no_creation` or `scan`.
+        /// `probes`, `no_semaphore` or `scan`.
         mode: &'static str,
         reason: &'a str,
         /// The estimate behind the change, in percent of one CPU.

@@ -63,7 +63,7 @@ pub const FINDING_MAX_WAIT_NS: &str = "goscope.finding.max_waiting_for_ns";
 pub const PROBE_NAME: &str = "goscope.probe.name";
 pub const PROBE_MODE: &str = "goscope.probe.mode";
 pub const OTLP_SIGNAL: &str = "goscope.otlp.signal";
-/// How the target is watched (`probes`, `no_semaphore`, `no_creation`, `scan`).
+/// How the target is watched (`probes`, `no_semaphore`, `scan`).
 pub const MODE: &str = "goscope.mode";
 pub const MODE_REASON: &str = "goscope.mode.reason";
 pub const MODE_ESTIMATED_COST_PCT: &str = "goscope.mode.estimated_cost_pct";

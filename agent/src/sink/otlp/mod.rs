@@ -94,7 +94,7 @@ impl ProbeHealth {
 /// A change of what watches the target, for [`OtlpExporter::mode_changed`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModeChange<'a> {
-    /// The new mode (`probes`, `no_semaphore`, `no_creation`, `scan`).
+    /// The new mode (`probes`, `no_semaphore`, `scan`).
     pub mode: &'static str,
     pub reason: &'a str,
     /// Probe programs attached now.
