@@ -267,6 +267,8 @@ impl ProcessState {
                 g.since_ns = ev.ts_ns;
                 g.since_is_lower_bound = false;
                 g.g_addr = Some(g_addr);
+                // A park no scan saw: the next scan (scan mode) counts it from its own read.
+                g.park_mark = None;
                 g.wait = Some(Wait { reason_code: wait_reason, class, channels, lock: None, stack: Vec::new(), park_site: None });
                 None
             }
