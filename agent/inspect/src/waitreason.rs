@@ -10,7 +10,7 @@ const MAX_REASON_LEN: u64 = 64;
 const MAX_REASONS: usize = 256;
 
 /// Code -> name table of goroutine wait reasons.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct WaitReasonTable {
     names: Vec<String>,
     source: &'static str,
@@ -19,6 +19,11 @@ pub struct WaitReasonTable {
 impl WaitReasonTable {
     pub(crate) fn new(names: Vec<String>, source: &'static str) -> Self {
         WaitReasonTable { names, source }
+    }
+
+    /// A table of these names in code order (source "given"), e.g. for tests.
+    pub fn from_names(names: Vec<String>) -> Self {
+        WaitReasonTable { names, source: "given" }
     }
 
     /// Name of a code ("chan receive"); None past the end ("unknown wait reason" in Go).
@@ -41,7 +46,8 @@ impl WaitReasonTable {
         self.names.is_empty()
     }
 
-    /// "binary" (read from the binary) or "table" (checked-in per-version table).
+    /// "binary" (read from the binary), "table" (checked-in per-version table) or "given"
+    /// ([`WaitReasonTable::from_names`]).
     pub fn source(&self) -> &'static str {
         self.source
     }

@@ -74,7 +74,7 @@ fn target_config(binary: &GoBinary) -> TargetConfig {
         m_curg: l.m_curg,
         park_return_address: park_return_address as u32,
         _pad: 0,
-        sema_wait_reasons: WaitReasons::new(binary.wait_reasons().names().to_vec()).semaphore_codes(),
+        sema_wait_reasons: WaitReasons::of(binary.wait_reasons()).semaphore_codes(),
         hits: [0; agent_ebpf::PROBE_HIT_SLOTS],
         read_failures: [0; agent_ebpf::PROBE_HIT_SLOTS],
     }

@@ -133,7 +133,7 @@ impl<'a> Processor<'a> {
         stop: Arc<Notify>,
         probes: &'a TargetProbes,
     ) -> Self {
-        let reasons = WaitReasons::new(ctx.binary.wait_reasons().names().to_vec());
+        let reasons = WaitReasons::of(ctx.binary.wait_reasons());
         let threshold_ns = cfg.block_threshold.as_nanos() as u64;
         let level = if cfg.scan_only { Level::Scan } else { Level::Probes };
         Self {

@@ -1,5 +1,6 @@
 //! Wait reasons by what they mean for blocking analysis. The numeric codes differ between Go
 //! versions, so classification goes through the names read from the target binary.
+use goscope_inspect::WaitReasonTable;
 
 /// What kind of thing a parked goroutine waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
@@ -55,21 +56,27 @@ impl WaitClass {
     }
 }
 
-/// The target binary's wait-reason names, indexed by code, with their classes precomputed.
+/// The target binary's wait-reason table, with each code's class precomputed.
 #[derive(Debug, Clone, Default)]
 pub struct WaitReasons {
-    names: Vec<String>,
+    table: WaitReasonTable,
     classes: Vec<WaitClass>,
 }
 
 impl WaitReasons {
+    /// The classes of `table`'s names.
+    pub fn of(table: &WaitReasonTable) -> Self {
+        let classes = table.names().iter().map(|n| WaitClass::of(n)).collect();
+        Self { table: table.clone(), classes }
+    }
+
+    /// [`WaitReasons::of`] a table of these names, in code order.
     pub fn new(names: Vec<String>) -> Self {
-        let classes = names.iter().map(|n| WaitClass::of(n)).collect();
-        Self { names, classes }
+        Self::of(&WaitReasonTable::from_names(names))
     }
 
     pub fn name(&self, code: u8) -> Option<&str> {
-        self.names.get(usize::from(code)).map(String::as_str)
+        self.table.name(code)
     }
 
     pub fn class(&self, code: u8) -> WaitClass {
