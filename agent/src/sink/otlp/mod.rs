@@ -25,7 +25,7 @@ use std::{
 use opentelemetry::{
     InstrumentationScope, KeyValue,
     logs::{AnyValue, LogRecord as _, Logger as _, LoggerProvider as _, Severity},
-    metrics::{Counter, Gauge, Histogram, MeterProvider as _, UpDownCounter},
+    metrics::{Counter, Gauge, Histogram, Meter, MeterProvider as _, UpDownCounter},
     trace::{SpanContext, SpanId, TraceFlags, TraceId},
 };
 use opentelemetry_sdk::{
@@ -934,106 +934,9 @@ impl Metrics {
             .with_unit("{probe}")
             .build();
 
-        let h = Arc::clone(&health);
-        meter
-            .i64_observable_up_down_counter(opentelemetry_semantic_conventions::metric::GO_GOROUTINE_COUNT)
-            .with_description("Count of live goroutines (as goscope's state knows them)")
-            .with_unit("{goroutine}")
-            .with_callback(move |o| o.observe(h.goroutines.load(Relaxed), &[]))
-            .build();
-        let counter = |name: &'static str, description: &'static str, unit: &'static str, read: fn(&HealthCells) -> u64| {
-            let h = Arc::clone(&health);
-            meter
-                .u64_observable_counter(name)
-                .with_description(description)
-                .with_unit(unit)
-                .with_callback(move |o| o.observe(read(&h), &[]))
-                .build();
-        };
-        counter("goscope.events", "Goroutine events processed", "{event}", |h| h.events.load(Relaxed));
-        counter("goscope.events.lost", "Events lost in the kernel ring buffer (it was full)", "{event}", |h| {
-            h.lost.load(Relaxed)
-        });
-        counter("goscope.events.dropped", "Events dropped in userspace (the processing queue was full)", "{event}", |h| {
-            h.dropped.load(Relaxed)
-        });
-        counter("goscope.events.undecodable", "Ring-buffer records that did not decode", "{event}", |h| {
-            h.undecodable.load(Relaxed)
-        });
-        counter("goscope.attach.failures", "Probes or targets that failed to attach", "{failure}", |h| {
-            h.attach_failures.load(Relaxed)
-        });
-
-        let probe_attrs = |p: &ProbeHealth| {
-            [
-                KeyValue::new(attrs::PROBE_NAME, p.name),
-                KeyValue::new(attrs::PROBE_MODE, if p.emulated { "emulated" } else { "single_stepped" }),
-            ]
-        };
-        let h = Arc::clone(&health);
-        meter
-            .u64_observable_counter("goscope.probe.hits")
-            .with_description("Uprobe hits by probe")
-            .with_unit("{hit}")
-            .with_callback(move |o| {
-                if let Ok(probes) = h.probes.lock() {
-                    for p in probes.iter() {
-                        o.observe(p.hits, &probe_attrs(p));
-                    }
-                }
-            })
-            .build();
-        let h = Arc::clone(&health);
-        meter
-            .u64_observable_counter("goscope.probe.read_failures")
-            .with_description("Uprobe hits whose reads of the target's memory failed (their events were dropped), by probe")
-            .with_unit("{hit}")
-            .with_callback(move |o| {
-                if let Ok(probes) = h.probes.lock() {
-                    for p in probes.iter() {
-                        o.observe(p.read_failures, &probe_attrs(p));
-                    }
-                }
-            })
-            .build();
-        let h = Arc::clone(&health);
-        meter
-            .f64_observable_counter("goscope.probe.cost")
-            .with_description(
-                "Estimated CPU time the target spent in goscope's uprobes (~1 us per emulated hit, ~5 us per single-stepped hit)",
-            )
-            .with_unit("s")
-            .with_callback(move |o| {
-                if let Ok(probes) = h.probes.lock() {
-                    for p in probes.iter() {
-                        o.observe(p.estimated_cost_s(), &probe_attrs(p));
-                    }
-                }
-            })
-            .build();
-
-        let mut gates: Vec<(&'static str, Arc<Gate>)> = vec![("metrics", Arc::clone(&gate))];
-        gates.extend(trace_gate.map(|g| ("traces", g)));
-        gates.extend(log_gate.map(|g| ("logs", g)));
-        let gates = Arc::new(gates);
-        let otlp = |name: &'static str, description: &'static str, read: fn(&SignalStats) -> u64| {
-            let gates = Arc::clone(&gates);
-            meter
-                .u64_observable_counter(name)
-                .with_description(description)
-                .with_callback(move |o| {
-                    for (signal, g) in gates.iter() {
-                        o.observe(read(&g.stats()), &[KeyValue::new(attrs::OTLP_SIGNAL, *signal)]);
-                    }
-                })
-                .build();
-        };
-        otlp("goscope.otlp.exported", "Spans, log records or metric collections the backend accepted", |s| s.exported);
-        otlp("goscope.otlp.failed", "Items in exports that failed after retries", |s| s.failed);
-        otlp("goscope.otlp.dropped", "Items dropped because the export queue was full", |s| s.dropped);
-        otlp("goscope.otlp.rate_limited", "Spans refused by the per-target rate limit (--otlp-max-spans-per-second)", |s| {
-            s.rate_limited
-        });
+        health_counters(&meter, &health);
+        probe_counters(&meter, &health);
+        otlp_counters(&meter, &gate, trace_gate, log_gate);
 
         Self {
             provider,
@@ -1052,6 +955,112 @@ impl Metrics {
             reason_attrs: OnceLock::new(),
         }
     }
+}
+
+/// The live goroutine count and goscope's own event counters, read from `health` on collection.
+fn health_counters(meter: &Meter, health: &Arc<HealthCells>) {
+    let h = Arc::clone(health);
+    meter
+        .i64_observable_up_down_counter(opentelemetry_semantic_conventions::metric::GO_GOROUTINE_COUNT)
+        .with_description("Count of live goroutines (as goscope's state knows them)")
+        .with_unit("{goroutine}")
+        .with_callback(move |o| o.observe(h.goroutines.load(Relaxed), &[]))
+        .build();
+    let counter = |name: &'static str, description: &'static str, unit: &'static str, read: fn(&HealthCells) -> u64| {
+        let h = Arc::clone(health);
+        meter
+            .u64_observable_counter(name)
+            .with_description(description)
+            .with_unit(unit)
+            .with_callback(move |o| o.observe(read(&h), &[]))
+            .build();
+    };
+    counter("goscope.events", "Goroutine events processed", "{event}", |h| h.events.load(Relaxed));
+    counter("goscope.events.lost", "Events lost in the kernel ring buffer (it was full)", "{event}", |h| h.lost.load(Relaxed));
+    counter("goscope.events.dropped", "Events dropped in userspace (the processing queue was full)", "{event}", |h| {
+        h.dropped.load(Relaxed)
+    });
+    counter("goscope.events.undecodable", "Ring-buffer records that did not decode", "{event}", |h| h.undecodable.load(Relaxed));
+    counter("goscope.attach.failures", "Probes or targets that failed to attach", "{failure}", |h| {
+        h.attach_failures.load(Relaxed)
+    });
+}
+
+/// Per-probe hits, failed reads and estimated cost, read from `health` on collection.
+fn probe_counters(meter: &Meter, health: &Arc<HealthCells>) {
+    let probe_attrs = |p: &ProbeHealth| {
+        [
+            KeyValue::new(attrs::PROBE_NAME, p.name),
+            KeyValue::new(attrs::PROBE_MODE, if p.emulated { "emulated" } else { "single_stepped" }),
+        ]
+    };
+    let h = Arc::clone(health);
+    meter
+        .u64_observable_counter("goscope.probe.hits")
+        .with_description("Uprobe hits by probe")
+        .with_unit("{hit}")
+        .with_callback(move |o| {
+            if let Ok(probes) = h.probes.lock() {
+                for p in probes.iter() {
+                    o.observe(p.hits, &probe_attrs(p));
+                }
+            }
+        })
+        .build();
+    let h = Arc::clone(health);
+    meter
+        .u64_observable_counter("goscope.probe.read_failures")
+        .with_description("Uprobe hits whose reads of the target's memory failed (their events were dropped), by probe")
+        .with_unit("{hit}")
+        .with_callback(move |o| {
+            if let Ok(probes) = h.probes.lock() {
+                for p in probes.iter() {
+                    o.observe(p.read_failures, &probe_attrs(p));
+                }
+            }
+        })
+        .build();
+    let h = Arc::clone(health);
+    meter
+        .f64_observable_counter("goscope.probe.cost")
+        .with_description(
+            "Estimated CPU time the target spent in goscope's uprobes (~1 us per emulated hit, ~5 us per single-stepped hit)",
+        )
+        .with_unit("s")
+        .with_callback(move |o| {
+            if let Ok(probes) = h.probes.lock() {
+                for p in probes.iter() {
+                    o.observe(p.estimated_cost_s(), &probe_attrs(p));
+                }
+            }
+        })
+        .build();
+}
+
+/// What each OTLP signal's export did (exported, failed, dropped, rate limited).
+fn otlp_counters(meter: &Meter, gate: &Arc<Gate>, trace_gate: Option<Arc<Gate>>, log_gate: Option<Arc<Gate>>) {
+    let mut gates: Vec<(&'static str, Arc<Gate>)> = vec![("metrics", Arc::clone(gate))];
+    gates.extend(trace_gate.map(|g| ("traces", g)));
+    gates.extend(log_gate.map(|g| ("logs", g)));
+    let gates = Arc::new(gates);
+    let otlp = |name: &'static str, description: &'static str, read: fn(&SignalStats) -> u64| {
+        let gates = Arc::clone(&gates);
+        meter
+            .u64_observable_counter(name)
+            .with_description(description)
+            .with_callback(move |o| {
+                for (signal, g) in gates.iter() {
+                    o.observe(read(&g.stats()), &[KeyValue::new(attrs::OTLP_SIGNAL, *signal)]);
+                }
+            })
+            .build();
+    };
+    otlp("goscope.otlp.exported", "Spans, log records or metric collections the backend accepted", |s| s.exported);
+    otlp("goscope.otlp.failed", "Items in exports that failed after retries", |s| s.failed);
+    otlp("goscope.otlp.dropped", "Items dropped because the export queue was full", |s| s.dropped);
+    otlp("goscope.otlp.rate_limited", "Spans refused by the per-target rate limit (--otlp-max-spans-per-second)", |s| {
+        s.rate_limited
+    });
 }
 
 #[cfg(test)]
