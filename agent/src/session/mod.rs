@@ -54,6 +54,14 @@ pub struct SessionConfig {
     /// one `<finding id>.dot` file per finding (`dot -Tsvg FILE` draws it).
     #[arg(long, value_name = "DIR")]
     pub dot_dir: Option<std::path::PathBuf>,
+    /// Keep the last seconds of goroutine events of each target, and write them for each
+    /// deadlock and leak finding into this directory as `<finding id>.trace.json`, a Chrome trace
+    /// (open it in ui.perfetto.dev or chrome://tracing). Scan mode records what the scans saw.
+    #[arg(long, value_name = "DIR")]
+    pub flight_recorder: Option<std::path::PathBuf>,
+    /// How far back the flight recorder reaches (e.g. 10s, 1m).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub flight_recorder_seconds: Duration,
     /// Size of the kernel ring buffer in bytes.
     #[arg(skip = agent_ebpf::DEFAULT_RING_BYTES)]
     pub ring_bytes: u32,

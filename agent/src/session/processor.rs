@@ -9,6 +9,7 @@ use std::{
 
 use tokio::sync::{Notify, mpsc};
 
+mod flight;
 mod modes;
 
 use crate::{
@@ -33,7 +34,9 @@ use crate::{
         Format, OutputLine, dot,
         event::EventRecord,
         otlp::{ExportStats, Health, OtlpExporter, ProcessInfo},
-        top, warning_line, write_line,
+        top,
+        trace::{FlightRecorder, MAX_MOMENTS},
+        warning_line, write_line,
     },
     target::{TargetContext, probes::TargetProbes},
 };
@@ -123,6 +126,8 @@ struct Processor<'a> {
     activity: Option<Activity>,
     /// The process's `k8s.*` attributes, on every finding line.
     k8s: BTreeMap<&'static str, String>,
+    /// The last seconds of goroutine events, with `--flight-recorder`.
+    flight: Option<FlightRecorder>,
 }
 
 impl<'a> Processor<'a> {
@@ -165,6 +170,10 @@ impl<'a> Processor<'a> {
             resyncs: 0,
             failed_scans: 0,
             k8s: BTreeMap::new(),
+            flight: cfg
+                .flight_recorder
+                .as_ref()
+                .map(|_| FlightRecorder::new(cfg.flight_recorder_seconds.as_nanos() as u64, MAX_MOMENTS)),
         }
     }
 
@@ -189,6 +198,7 @@ impl<'a> Processor<'a> {
         let seed = match read(&mut self.state, self.ctx) {
             Ok(seed) => {
                 self.activity = Some(seed.activity.clone());
+                self.record_samples();
                 seed
             }
             Err(e) => {
@@ -241,6 +251,7 @@ impl<'a> Processor<'a> {
             Ok(Seed { activity, .. }) => {
                 self.failed_scans = 0;
                 self.activity = Some(activity);
+                self.record_samples();
                 Ok(true)
             }
             Err(e) => {
@@ -265,6 +276,7 @@ impl<'a> Processor<'a> {
         if let Some(p) = &park {
             self.state.set_park_details(ev.goid, p.site.clone(), p.lock);
         }
+        self.record_event(ev, park.as_ref());
         if let (Some(x), Some(t)) = (&self.otlp, &transition) {
             match t {
                 Transition::Unblocked { .. } => x.blocking_episode(t, &self.state, self.ctx),
@@ -317,6 +329,7 @@ impl<'a> Processor<'a> {
         let changes = self.findings.update(current);
         self.export(&changes, reader);
         self.write_graphs(&changes)?;
+        self.write_traces(&changes, now_ns)?;
         self.count(&changes);
         self.draw(now_ns, changes, reader)
     }

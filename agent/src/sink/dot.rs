@@ -41,12 +41,15 @@ pub fn finding_graph(finding: &Finding) -> String {
     out
 }
 
-/// The file a finding's graph goes to: its id with every character outside `[A-Za-z0-9.-]`
-/// replaced by `_` (ids hold `:` and `/`), and `.dot`.
+/// The file a finding's graph goes to: its [`safe_id`] and `.dot`.
 pub fn file_name(finding: &Finding) -> String {
-    let id = finding.id.to_string();
-    let safe: String = id.chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '_' }).collect();
-    format!("{safe}.dot")
+    format!("{}.dot", safe_id(finding))
+}
+
+/// The finding's id with every character outside `[A-Za-z0-9.-]` replaced by `_` (ids hold `:`
+/// and `/`), for file names.
+pub fn safe_id(finding: &Finding) -> String {
+    finding.id.to_string().chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '_' }).collect()
 }
 
 /// What the goroutine waits on: `chan 0x…` or `lock 0x…`.

@@ -8,6 +8,7 @@ pub mod event;
 pub mod json;
 pub mod otlp;
 pub mod top;
+pub mod trace;
 
 use std::io::{self, Write};
 

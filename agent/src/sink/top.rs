@@ -153,7 +153,7 @@ fn blocked_line(g: &Goroutine, state: &ProcessState, ctx: &TargetContext, now_ns
 
 /// For a goroutine started through the wrapper the compiler makes for `go f(args)` (Go 1.22+:
 /// `main.main.gowrap1`), the function the wrapper called, from the stack read from memory.
-fn called_by_go_wrapper(start: &str, stack: &[Location]) -> Option<String> {
+pub(crate) fn called_by_go_wrapper(start: &str, stack: &[Location]) -> Option<String> {
     let is_wrapper = start.rsplit('.').next().is_some_and(|last| last.starts_with("gowrap"));
     if !is_wrapper {
         return None;
