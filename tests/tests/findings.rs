@@ -121,6 +121,16 @@ fn leaks_and_lock_order_deadlocks_on_go1_22_in_scan_mode() -> Result<()> {
     leaks_and_lock_order_deadlocks_on(WatchMode::Scan, Some("1.22.12"))
 }
 
+/// The wait reason a goroutine blocked in `sync.Mutex.Lock` has: Go 1.21 named it, older
+/// releases say "semacquire" for every sync wait.
+fn mutex_wait_reason(go_version: Option<&str>) -> &'static str {
+    let minor = go_version.and_then(|v| v.split('.').nth(1)).and_then(|m| m.parse::<u32>().ok());
+    match minor {
+        Some(m) if m < 21 => "semacquire",
+        _ => "sync.Mutex.Lock",
+    }
+}
+
 fn leaks_and_lock_order_deadlocks_on(mode: WatchMode, go_version: Option<&str>) -> Result<()> {
     if !require_bpf()? {
         return Ok(());
@@ -148,9 +158,15 @@ fn leaks_and_lock_order_deadlocks_on(mode: WatchMode, go_version: Option<&str>) 
     let mut chain = ids(&pair["chain"]);
     chain.sort_unstable();
     ensure!(chain == local, "chain {chain:?}");
+    let mut locks = Vec::new();
     for g in pair["goroutines"].as_array().context("goroutines")? {
-        ensure!(g["wait_reason"] == "sync.Mutex.Lock" && g["lock"].is_string(), "{g}");
+        ensure!(g["wait_reason"] == mutex_wait_reason(go_version), "{g}");
+        let lock = g["lock"].as_str().and_then(|l| u64::from_str_radix(l.trim_start_matches("0x"), 16).ok());
+        locks.push(lock.with_context(|| format!("lock address of {g}"))?);
     }
+    // Each transfer waits on the other's account: two different locks.
+    locks.dedup();
+    ensure!(locks.len() == 2, "the pair waits on locks {locks:?}");
     // Package-level mutexes are reachable by anyone: only a suspect, from what each refers to.
     let global_findings = deadlock_of(&global);
     ensure!(

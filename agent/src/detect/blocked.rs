@@ -56,7 +56,11 @@ pub fn blocked(state: &ProcessState, now_ns: u64, threshold_ns: u64) -> Vec<Find
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Location, events::GoroutineEvent, state::WaitReasons};
+    use crate::model::{
+        Location,
+        events::GoroutineEvent,
+        state::{WaitClass, WaitReasons},
+    };
 
     #[test]
     fn only_long_user_level_blocks_are_reported() {
@@ -86,9 +90,15 @@ mod tests {
         for (goid, chan) in [(5, 0x1000), (6, 0x2000), (7, 0x3000)] {
             st.apply(&GoroutineEvent::test_park(0, goid, 19, chan + 104));
         }
-        st.enrich_wait(5, &[], None, vec![site("runtime.gopark"), site("runtime.selectgo"), site("runtime.ensureSigM.func1")]);
+        st.enrich_wait(
+            5,
+            WaitClass::ChanReceive,
+            &[],
+            None,
+            vec![site("runtime.gopark"), site("runtime.selectgo"), site("runtime.ensureSigM.func1")],
+        );
         st.set_channel_info(0x2000, 1, false, Some("time.Time".into()));
-        st.enrich_wait(7, &[], None, vec![site("runtime.gopark"), site("main.worker")]);
+        st.enrich_wait(7, WaitClass::ChanReceive, &[], None, vec![site("runtime.gopark"), site("main.worker")]);
         let f = blocked(&st, 1000, 500);
         assert_eq!(f.iter().map(|f| f.goroutines[0].goid).collect::<Vec<_>>(), vec![7]);
     }

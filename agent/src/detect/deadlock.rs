@@ -190,7 +190,7 @@ mod tests {
         let mut st = ProcessState::new(1, WaitReasons::new(names), LOCK);
         for (goid, reason, lock) in [(1, 21, M2), (2, 21, M1), (3, 22, M1 + 0x100), (4, 23, M1 + 0x100), (5, 21, M2)] {
             st.apply(&GoroutineEvent::test_park(0, goid, reason, 0x9000));
-            st.enrich_wait(goid, &[], Some(lock), Vec::new());
+            st.enrich_wait(goid, WaitClass::Semaphore, &[], Some(lock), Vec::new());
         }
         // 1 holds M1 and waits for M2; 2 holds M2 and waits for M1; 5 also waits for M2 but holds
         // nothing 2 or 1 needs. 3 holds a read lock and waits to read again behind writer 4.

@@ -109,7 +109,7 @@ mod tests {
     use super::*;
     use crate::model::{
         events::{EventDetail, GoroutineEvent},
-        state::WaitReasons,
+        state::{WaitClass, WaitReasons},
     };
 
     const CHAN_SEND: u8 = 20;
@@ -124,7 +124,7 @@ mod tests {
         for goid in first_goid..first_goid + n {
             st.apply(&GoroutineEvent::test_park(ts_ns, goid, CHAN_SEND, 0x1068));
             let runtime = Location::new("runtime.chansend1", "chan.go", 1);
-            st.enrich_wait(goid, &[], None, vec![runtime, site(line)]);
+            st.enrich_wait(goid, WaitClass::ChanSend, &[], None, vec![runtime, site(line)]);
         }
     }
 

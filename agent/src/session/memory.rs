@@ -164,7 +164,7 @@ pub fn read_park_stacks(state: &mut ProcessState, ctx: &TargetContext, now_ns: u
         }
         let stack = sites(&g.stack);
         let class = wait_class(g.wait_reason.as_deref(), &stack);
-        state.enrich_wait(g.goid, &g.channels, sync_primitive(class, g.sema_addr), stack);
+        state.enrich_wait(g.goid, class, &g.channels, sync_primitive(class, g.sema_addr), stack);
     }
 }
 

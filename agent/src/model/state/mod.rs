@@ -412,12 +412,16 @@ impl ProcessState {
     }
 
     /// Records what memory showed about a blocked goroutine later: a select's channels, the sync
-    /// primitive, where it blocked.
-    pub fn enrich_wait(&mut self, goid: u64, channels: &[u64], lock: Option<u64>, stack: Vec<Location>) {
+    /// primitive and its kind (`class`, from the stack), where it blocked.
+    pub fn enrich_wait(&mut self, goid: u64, class: WaitClass, channels: &[u64], lock: Option<u64>, stack: Vec<Location>) {
         let Some(g) = self.goroutines.get_mut(&goid) else {
             return;
         };
         let Some(wait) = g.wait.as_mut() else { return };
+        // Before Go 1.21 every sync wait is "semacquire": the stack names the primitive.
+        if wait.class == WaitClass::Semaphore {
+            wait.class = class;
+        }
         wait.lock = wait.lock.or(lock);
         if !stack.is_empty() {
             wait.stack = stack;
@@ -449,11 +453,17 @@ impl ProcessState {
 
     /// Forgets channels nobody waits on whose operators have all exited or that have been idle
     /// for CHANNEL_IDLE_NS, and exited goroutines among the operators of the rest.
+    ///
+    /// A channel a current wait names is kept, whatever the events said: a select's other
+    /// channels are known only from memory (no park event blocks on them), and forgetting a
+    /// `time.After` channel's type would turn a timer wait into a `blocked` finding.
     pub fn prune_channels(&mut self, now_ns: u64) {
         let live = &self.goroutines;
-        self.channels.retain(|_, ch| {
+        let in_a_wait: HashSet<u64> =
+            live.values().filter_map(|g| g.wait.as_ref()).flat_map(|w| w.channels.iter().copied()).collect();
+        self.channels.retain(|addr, ch| {
             ch.operators.retain(|g| live.contains_key(g));
-            let waited_on = !ch.blocked_senders.is_empty() || !ch.blocked_receivers.is_empty();
+            let waited_on = !ch.blocked_senders.is_empty() || !ch.blocked_receivers.is_empty() || in_a_wait.contains(addr);
             waited_on || (!ch.operators.is_empty() && now_ns.saturating_sub(ch.last_blocked_ns) < CHANNEL_IDLE_NS)
         });
     }

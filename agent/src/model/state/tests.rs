@@ -156,7 +156,7 @@ fn select_channels_come_from_memory_later() {
     assert!(st.goroutine(3).unwrap().wait.as_ref().unwrap().channels.is_empty());
     assert_eq!(st.needing_stacks(10, 10), vec![(3, 0x3000)]);
     let frame = Location::new("main.f", "m.go", 3);
-    st.enrich_wait(3, &[0xa, 0xb], None, vec![frame]);
+    st.enrich_wait(3, WaitClass::Select, &[0xa, 0xb], None, vec![frame]);
     assert_eq!(st.goroutine(3).unwrap().wait.as_ref().unwrap().channels, vec![0xa, 0xb]);
     assert!(st.needing_stacks(10, 10).is_empty(), "read once");
     assert!(st.channel(0xa).unwrap().operators.contains(&3));
@@ -246,4 +246,35 @@ fn a_scan_that_misses_a_goroutine_ends_it_and_frees_its_channel() {
     let g10 = st.goroutine(10).unwrap();
     assert_eq!((g10.state, g10.since_ns), (GoState::Running, 2000));
     assert!(st.channel(CHAN).unwrap().blocked_senders.is_empty());
+}
+
+#[test]
+fn a_selects_channels_read_from_memory_outlive_pruning_while_it_waits() {
+    let mut st = ProcessState::new(1, reasons(), LOCK_OFF);
+    const TIMER: u64 = 0xc000_3000;
+    st.apply(&park(10, 3, 18, CHAN));
+    st.enrich_wait(3, WaitClass::Select, &[CHAN, TIMER], None, vec![Location::new("main.loop", "m.go", 3)]);
+    st.set_channel_info(TIMER, 1, false, Some("time.Time".into()));
+    st.prune_channels(20 + CHANNEL_IDLE_NS);
+    let timer = st.channel(TIMER).expect("the timer's channel is still waited on");
+    assert_eq!((timer.capacity, timer.element_type.as_deref()), (Some(1), Some("time.Time")));
+    st.apply(&ev(30 + CHANNEL_IDLE_NS, 3, EventDetail::Ready { waker_goid: 0 }));
+    st.prune_channels(40 + 2 * CHANNEL_IDLE_NS);
+    assert!(st.channel(TIMER).is_none(), "nobody waits on it any more");
+}
+
+#[test]
+fn a_generic_semaphore_wait_takes_the_class_its_stack_names() {
+    let mut st = ProcessState::new(1, reasons(), LOCK_OFF);
+    let parked =
+        EventDetail::Parked { wait_reason: 13, lock_addr: 0, g_addr: 0x3000, sema_addr: 0, return_pcs: Default::default() };
+    st.apply(&ev(5, 3, parked));
+    assert_eq!(st.goroutine(3).unwrap().wait.as_ref().unwrap().class, WaitClass::Semaphore);
+    st.enrich_wait(3, WaitClass::Mutex, &[], Some(0x5000), vec![Location::new("sync.(*Mutex).Lock", "mutex.go", 1)]);
+    let wait = st.goroutine(3).unwrap().wait.as_ref().unwrap();
+    assert_eq!((wait.class, wait.lock), (WaitClass::Mutex, Some(0x5000)));
+    // A class the reason already named is kept.
+    st.apply(&park(10, 4, 19, CHAN));
+    st.enrich_wait(4, WaitClass::Semaphore, &[], None, Vec::new());
+    assert_eq!(st.goroutine(4).unwrap().wait.as_ref().unwrap().class, WaitClass::ChanReceive);
 }
