@@ -2,11 +2,23 @@
 //! its chain, and the healthy parts of the demo service (an idle worker pool, a ticker) are not;
 //! leaks and lock-order deadlocks are proven by reachability where they can be, and suspected
 //! where they cannot (locks in package-level variables).
-use std::time::Duration;
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, ensure};
 use goscope_tests::{GoFixture, Goscope, Variant, WatchMode, require_bpf};
 use serde_json::Value;
+
+/// How long a test waits for a finding that needs several scans to agree. Findings come within
+/// about 8 s on an idle machine; on a loaded CI machine scans run late, and the product keeps
+/// re-proving, so the tests wait for the proof rather than assume one scan gets it.
+const PROOF_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Sleeps until `minimum` has passed since `from`: what must not be reported (idle workers, false
+/// leaks) gets at least that long to show up, however early the awaited finding came.
+fn observe_at_least(from: Instant, minimum: Duration) {
+    std::thread::sleep(minimum.saturating_sub(from.elapsed()));
+}
 
 fn is_deadlock(v: &Value) -> bool {
     v["kind"] == "finding" && v["type"] == "deadlock"
@@ -34,7 +46,7 @@ fn deadlock_formed_before_attach_is_reported_with_its_chain(mode: WatchMode) -> 
     let (want_mode, probed) = if mode == WatchMode::Scan { ("scan", false) } else { ("probes", true) };
     let listed = attached["probes"].as_array().is_some_and(|p| !p.is_empty());
     ensure!(attached["mode"] == want_mode && listed == probed, "{attached}");
-    let lines = goscope.events_until(is_deadlock, Duration::from_secs(30))?;
+    let lines = goscope.events_until(is_deadlock, PROOF_DEADLINE)?;
     let finding = lines.last().context("a deadlock finding")?;
     ensure!(goids(finding) == expected, "deadlock goroutines {:?}, fixture says {expected:?}: {finding}", goids(finding));
     let mut chain: Vec<u64> = finding["chain"].as_array().context("chain")?.iter().filter_map(Value::as_u64).collect();
@@ -65,8 +77,11 @@ fn demo_reports_its_deadlock_and_nothing_about_its_idle_pool(mode: WatchMode) ->
     let mut target = fixture.spawn(&[])?;
     let mut goscope = Goscope::attach(target.pid(), &mode.args(&["--block-threshold", "2s", "--no-events"]))?;
     goscope.wait_attached(Duration::from_secs(60))?;
-    // Past the threshold plus the confirmation re-check, with the pool idle between jobs.
-    std::thread::sleep(Duration::from_secs(8));
+    // Past the threshold plus the confirmation re-check, with the pool idle between jobs: at least
+    // 8 s, and on a loaded machine until the deadlock has been reported (bounded).
+    let observed_from = Instant::now();
+    goscope.watch_until(observed_from + PROOF_DEADLINE, is_deadlock)?;
+    observe_at_least(observed_from, Duration::from_secs(8));
     goscope.stop(Duration::from_secs(30))?;
     let deadlocks: Vec<&Value> = goscope.events().iter().filter(|v| is_deadlock(v)).collect();
     ensure!(deadlocks.len() == 1, "expected the demo's one deadlocked pair, got {deadlocks:?}");
@@ -142,8 +157,22 @@ fn leaks_and_lock_order_deadlocks_on(mode: WatchMode, go_version: Option<&str>) 
         (ids(&info["orphans"]), ids(&info["local_pair"]), ids(&info["global_pair"]), ids(&info["pool"]));
     let mut goscope = Goscope::attach(target.pid(), &mode.args(&["--block-threshold", "1s", "--no-events"]))?;
     goscope.wait_attached(Duration::from_secs(60))?;
-    // Past the threshold, the re-checks and two agreeing reachability analyses.
-    std::thread::sleep(Duration::from_secs(8));
+    // Past the threshold, the re-checks and two agreeing reachability analyses: on an idle machine
+    // about 8 s, on a loaded one later (every scan re-proves), so watch until the local pair's
+    // deadlock and every orphan are proven, then a moment more for anything reported next to them.
+    let observed_from = Instant::now();
+    let (mut pair_proven, mut orphans_proven) = (false, BTreeSet::new());
+    goscope.watch_until(observed_from + PROOF_DEADLINE, |v| {
+        if v["kind"] == "finding" && v["grade"] == "proven" {
+            pair_proven |= is_deadlock(v) && goids(v) == local;
+            if v["type"] == "leak" {
+                orphans_proven.extend(goids(v));
+            }
+        }
+        pair_proven && orphans.iter().all(|g| orphans_proven.contains(g))
+    })?;
+    std::thread::sleep(Duration::from_secs(2));
+    observe_at_least(observed_from, Duration::from_secs(8));
     goscope.stop(Duration::from_secs(30))?;
     let findings: Vec<&Value> =
         goscope.events().iter().filter(|v| v["kind"] == "finding" && (v["type"] == "leak" || v["type"] == "deadlock")).collect();
@@ -203,7 +232,7 @@ fn a_whole_process_deadlock_the_runtime_misses_is_one_proven_finding(mode: Watch
     let mut goscope = Goscope::attach(target.pid(), &mode.args(&["--block-threshold", "1s", "--no-events"]))?;
     goscope.wait_attached(Duration::from_secs(60))?;
     let whole = |v: &Value| is_deadlock(v) && v["id"].as_str().is_some_and(|id| id.ends_with(":process"));
-    let lines = goscope.events_until(whole, Duration::from_secs(30))?;
+    let lines = goscope.events_until(whole, PROOF_DEADLINE)?;
     let finding = lines.last().context("the finding")?;
     ensure!(finding["grade"] == "proven", "{finding}");
     ensure!(goids(finding) == stuck, "goroutines {:?}, the fixture says {stuck:?}", goids(finding));
