@@ -18,6 +18,11 @@
 //! bytes end with a bitmap, one bit per word of the span (`spanHeapBitsRange`), followed with the
 //! Green Tea GC (default from 1.26) by 128 bytes of inline mark bits whose last byte is the span
 //! class. Large objects (size class 0) and everything not matching this are scanned whole.
+//! Go 1.20 and 1.21 (`mbitmap.go` before malloc headers): `heapArena` starts with `bitmap`, one
+//! bit per word of the arena (`heapArenaBitmapWords` uintptrs, 1 MiB), then `noMorePtrs` (16 KiB),
+//! then `spans`; `heapBitsSetType` writes an allocated scan object's bits, zeros through its end,
+//! and `initHeapBits` sets every bit of a scan span of 8-byte objects. Go 1.19's 2-bit bitmap
+//! leaves the bits after an object's last pointer unwritten: its objects stay whole.
 //! Globals: `runtime.gcdata` and `runtime.gcbss` are GC programs (`runGCProg`) for the pointer
 //! words of `[data, edata)` and `[bss, ebss)`.
 use std::collections::HashMap;
@@ -40,6 +45,10 @@ const MSPAN_IN_USE: u8 = 1;
 const SEMTABLE_BYTES: u64 = 251 * 64;
 /// Largest span accepted (1 TiB): a bigger `npages` is a torn or garbage read.
 const MAX_SPAN_PAGES: u64 = 1 << 27;
+/// `heapArena.bitmap` bytes on Go 1.20/1.21 (one bit per word of a 64 MiB arena), followed with
+/// `noMorePtrs` (one bit per bitmap word): where `spans` starts when the arena has that layout.
+const ARENA_BITMAP_BYTES: u64 = (1 << HEAP_ARENA_SHIFT) / 64;
+const ARENA_SPANS_AFTER_BITMAPS: u64 = ARENA_BITMAP_BYTES + ARENA_BITMAP_BYTES / 64;
 /// Objects larger than this in small size classes have a malloc header (`minSizeForMallocHeader`).
 const MIN_SIZE_FOR_MALLOC_HEADER: u64 = 512;
 /// Largest object of a small size class (`maxSmallSize`): bounds a header type's size.
@@ -178,6 +187,8 @@ pub struct ProcessHeap<'a> {
     /// The runtime puts malloc headers in objects (Go 1.22+, unless built with
     /// `GOEXPERIMENT=noallocheaders`).
     malloc_headers: bool,
+    /// Heap arenas start with a bitmap of the words of the arena (Go 1.20 and 1.21).
+    arena_bitmaps: bool,
     /// Masks have no GC programs and may be built on demand (Go 1.24+).
     masks_on_demand: bool,
     /// Spans of small objects end with their heap bitmap in a layout known here (not Go 1.25's
@@ -264,6 +275,7 @@ impl<'a> ProcessHeap<'a> {
             arena_spans: HashMap::new(),
             spans: HashMap::new(),
             malloc_headers,
+            arena_bitmaps: (minor == 20 || minor == 21) && off.spans == ARENA_SPANS_AFTER_BITMAPS,
             masks_on_demand: minor >= 24,
             bitmaps_in_span: malloc_headers && !(minor == 25 && green_tea),
             green_tea,
@@ -388,6 +400,7 @@ impl<'a> ProcessHeap<'a> {
         let batch = self.mem.read_batch(&reqs)?;
         let off = self.off;
         let (malloc_headers, bitmaps_in_span, green_tea) = (self.malloc_headers, self.bitmaps_in_span, self.green_tea);
+        let arena_bitmaps = self.arena_bitmaps;
         for (k, p) in missing.into_iter().enumerate() {
             let span = batch.get(k).and_then(|b| {
                 let word = |o: u64| le_u64(&b[o as usize..o as usize + 8]);
@@ -404,6 +417,8 @@ impl<'a> ProcessHeap<'a> {
                 let small = spanclass >> 1 != 0;
                 let pointers = if noscan || !small {
                     SpanPointers::Unknown
+                } else if arena_bitmaps {
+                    self.arena_bitmap_of(start, bytes)
                 } else if elemsize > MIN_SIZE_FOR_MALLOC_HEADER {
                     if malloc_headers { SpanPointers::Header } else { SpanPointers::Unknown }
                 } else if !bitmaps_in_span || (green_tea && npages != 1) {
@@ -489,6 +504,24 @@ impl<'a> ProcessHeap<'a> {
             self.bitmaps.insert(start, bitmap);
         }
         Ok(())
+    }
+
+    /// Where the heap arena's bitmap (Go 1.20/1.21) has the bits of the span `[start, start +
+    /// bytes)`, in the same layout as a span's own bitmap (bit `w % 8` of byte `w / 8` for word
+    /// `w`); Unknown when the span crosses into another arena or its arena is not cached.
+    fn arena_bitmap_of(&self, start: u64, bytes: u64) -> SpanPointers {
+        // Torn or garbage span fields must not overflow here (the span is checked after).
+        let end = start.checked_add(bytes).and_then(|e| e.checked_sub(1));
+        let (Some(first), Some(last)) = (arena_index(start), end.and_then(arena_index)) else {
+            return SpanPointers::Unknown;
+        };
+        match self.arenas.get(&first) {
+            Some(&arena) if arena != 0 && first == last => {
+                let word_in_arena = (start % (1 << HEAP_ARENA_SHIFT)) / 8;
+                SpanPointers::InSpan { bitmap: arena + word_in_arena / 8, class: None }
+            }
+            _ => SpanPointers::Unknown,
+        }
     }
 
     /// The span holding `addr`, once read.
