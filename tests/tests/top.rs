@@ -94,7 +94,9 @@ fn top_fits_120_columns_and_labels_start_function_and_park_site() -> Result<()> 
     }
     // tmux wraps what does not fit: a wrapped row would start a line with its tail.
     ensure!(!screen.lines().any(|l| l.starts_with("main.go:")), "a wrapped row:\n{screen}");
-    for label in ["START FUNCTION", "PARKED AT", "WAIT REASON", "BLOCKED", "events ", "/s)", "lost ", "dropped ", "probes: "] {
+    for label in
+        ["START FUNCTION", "PARKED AT", "WAIT REASON", "BLOCKED", "events ", "/s)", "lost ", "dropped ", "mode ", "probes: "]
+    {
         ensure!(screen.contains(label), "{label:?} missing from the --top screen:\n{screen}");
     }
     let row = screen.lines().find(|l| l.trim_start().starts_with(&row_start)).context("row")?;

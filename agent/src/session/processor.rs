@@ -417,7 +417,10 @@ impl<'a> Processor<'a> {
         }
         if self.cfg.top {
             // Clear the screen and redraw from the top-left corner.
-            let status = self.top_rate.status(now_ns, self.stats.events, reader.lost_kernel, reader.dropped, self.hits.health());
+            let mut status =
+                self.top_rate.status(now_ns, self.stats.events, reader.lost_kernel, reader.dropped, self.hits.health());
+            status.mode = self.level.name();
+            status.budget_pct = self.governor.as_ref().map(|g| g.budget_pct());
             return write!(self.out, "\x1b[H\x1b[2J{}", top::render(&self.state, self.ctx, now_ns, &status));
         }
         for change in changes {

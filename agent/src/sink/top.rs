@@ -29,6 +29,10 @@ pub struct TopStatus {
     pub dropped: u64,
     /// Hits per probe, and whether the kernel emulates its instruction.
     pub probes: Vec<ProbeHealth>,
+    /// What watches the target now (`probes`, `no_semaphore`, `scan`: the governor's levels).
+    pub mode: &'static str,
+    /// The governor's `--overhead-budget`, in percent of one CPU; None when nothing governs.
+    pub budget_pct: Option<f64>,
 }
 
 /// The event rate `--top` shows: events between two refreshes over the time between them.
@@ -45,14 +49,18 @@ impl EventRate {
             _ => 0.0,
         };
         self.last = Some((now_ns, events));
-        TopStatus { events, events_per_s, lost, dropped, probes }
+        TopStatus { events, events_per_s, lost, dropped, probes, ..TopStatus::default() }
     }
 }
 
 impl TopStatus {
-    /// `events 12345 (812/s)  lost 0  dropped 0`.
+    /// `events 12345 (812/s)  lost 0  dropped 0  mode probes (budget 1% of a CPU)`.
     fn events_line(&self) -> String {
-        format!("events {} ({:.0}/s)  lost {}  dropped {}", self.events, self.events_per_s, self.lost, self.dropped)
+        let budget = self.budget_pct.map_or_else(|| "not governed".to_owned(), |b| format!("budget {b}% of a CPU"));
+        format!(
+            "events {} ({:.0}/s)  lost {}  dropped {}  mode {} ({budget})",
+            self.events, self.events_per_s, self.lost, self.dropped, self.mode
+        )
     }
 
     /// `probes: 3 emulated (~1 us/hit), 1 single-stepped (~5 us/hit); est. target CPU 0.012 s`.
