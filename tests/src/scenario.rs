@@ -234,8 +234,52 @@ pub fn check_chanrecv10(
     stopped: Result<&Stopped, String>,
 ) -> Vec<String> {
     let mut problems = Vec::new();
+    check_attached_line(fixture, facts, events, &mut problems);
+    // Common fields of every goroutine event, whichever goroutine.
+    let goroutine_events: Vec<&Value> = events.iter().filter(|e| EVENT_KINDS.contains(&kind(e))).collect();
+    check_event_fields(facts, events, &goroutine_events, &mut problems);
+    check_summary(events, &goroutine_events, stopped, &mut problems);
+    // The workers' events.
+    let release_chan = format!("{:#x}", facts.release_chan);
+    let release_line = match release_line() {
+        Ok(line) => line,
+        Err(e) => {
+            problems.push(format!("{e:#}"));
+            0
+        }
+    };
+    for w in &facts.workers {
+        check_worker_events(facts, w, &goroutine_events, &release_chan, release_line, &mut problems);
+    }
+    // Only main's ten `go worker()` are part of the contract; anything else main created is noted.
+    let mut by_kind: BTreeMap<&str, usize> = BTreeMap::new();
+    for e in &goroutine_events {
+        *by_kind.entry(kind(e)).or_default() += 1;
+    }
+    let extra_children: Vec<&&Value> = goroutine_events
+        .iter()
+        .filter(|e| {
+            kind(e) == "created"
+                && e.get("parent_goid").and_then(Value::as_u64) == Some(facts.main_goid)
+                && !e.get("goid").and_then(Value::as_u64).is_some_and(|g| facts.worker_goids.contains(&g))
+        })
+        .collect();
+    if !extra_children.is_empty() {
+        eprintln!(
+            "note: {}: main also created {} goroutine(s) outside the scenario, e.g. {}",
+            fixture.label(),
+            extra_children.len(),
+            compact(extra_children[0])
+        );
+    }
+    if !problems.is_empty() {
+        problems.push(format!("event counts by kind (all goroutines): {by_kind:?}"));
+    }
+    problems
+}
 
-    // The attached line: first, once, about our target.
+/// The attached line: first, once, about our target.
+fn check_attached_line(fixture: &GoFixture, facts: &Chanrecv10Facts, events: &[Value], problems: &mut Vec<String>) {
     let attached: Vec<&Value> = events.iter().filter(|e| kind(e) == "attached").collect();
     match (attached.as_slice(), events.first()) {
         ([a], Some(first)) if std::ptr::eq(*a, first) => {
@@ -267,11 +311,12 @@ pub fn check_chanrecv10(
             events.first().map(compact).unwrap_or_default()
         )),
     }
+}
 
-    // Common fields of every goroutine event, whichever goroutine.
-    let goroutine_events: Vec<&Value> = events.iter().filter(|e| EVENT_KINDS.contains(&kind(e))).collect();
+/// Common fields of every goroutine event, whichever goroutine, and kinds outside the contract.
+fn check_event_fields(facts: &Chanrecv10Facts, events: &[Value], goroutine_events: &[&Value], problems: &mut Vec<String>) {
     let mut malformed = 0;
-    for ev in &goroutine_events {
+    for ev in goroutine_events {
         let mut bad = Vec::new();
         if ev.get("pid").and_then(Value::as_u64) != Some(u64::from(facts.pid)) {
             bad.push(format!("pid: expected {}", facts.pid));
@@ -305,8 +350,10 @@ pub fn check_chanrecv10(
     if !unknown.is_empty() {
         eprintln!("note: goscope printed lines of kinds outside the contract: {}", compact(unknown[0]));
     }
+}
 
-    // Nothing lost, and a summary that adds up.
+/// Nothing lost, a clean exit at SIGINT, and one summary, last, that adds up.
+fn check_summary(events: &[Value], goroutine_events: &[&Value], stopped: Result<&Stopped, String>, problems: &mut Vec<String>) {
     for lost in events.iter().filter(|e| kind(e) == "lost") {
         problems.push(format!("goscope lost events, so exact counts cannot be checked: {}", compact(lost)));
     }
@@ -343,118 +390,91 @@ pub fn check_chanrecv10(
             }
         }
     }
+}
 
-    // The workers' events.
-    let release_chan = format!("{:#x}", facts.release_chan);
-    let release_line = match release_line() {
-        Ok(line) => line,
-        Err(e) => {
-            problems.push(format!("{e:#}"));
-            0
+/// One worker's created, parked, ready and exited events, each exactly once, in order.
+fn check_worker_events(
+    facts: &Chanrecv10Facts,
+    w: &WorkerFact,
+    goroutine_events: &[&Value],
+    release_chan: &str,
+    release_line: u64,
+    problems: &mut Vec<String>,
+) {
+    let mine: Vec<&Value> =
+        goroutine_events.iter().copied().filter(|e| e.get("goid").and_then(Value::as_u64) == Some(w.goid)).collect();
+    let mut goid_problems = Vec::new();
+    let expected: [(&str, Value); 4] = [
+        (
+            "created",
+            json!({
+                "parent_goid": facts.main_goid,
+                "start_function": WORKER_START_FUNCTION,
+                "creation_site": {"function": w.created_by, "file": w.file, "line": w.line},
+            }),
+        ),
+        (
+            "parked",
+            json!({
+                "wait_reason": "chan receive",
+                "channel": release_chan,
+                // main.worker is in the same file as main.main, the creation site.
+                "park_site": {
+                    "function": WORKER_START_FUNCTION, "file": w.file, "line": release_line
+                },
+            }),
+        ),
+        ("ready", json!({"waker_goid": facts.main_goid})),
+        ("exited", json!({})),
+    ];
+    let mut ts = Vec::new();
+    for (k, want) in &expected {
+        let of_kind: Vec<&&Value> = mine.iter().filter(|e| kind(e) == *k).collect();
+        let mut shown = want.clone();
+        shown["kind"] = json!(k);
+        shown["goid"] = json!(w.goid);
+        if of_kind.len() != 1 {
+            goid_problems.push(format!("expected exactly 1 `{k}` like {}, observed {}", compact(&shown), of_kind.len()));
         }
-    };
-    for w in &facts.workers {
-        let mine: Vec<&Value> =
-            goroutine_events.iter().copied().filter(|e| e.get("goid").and_then(Value::as_u64) == Some(w.goid)).collect();
-        let mut goid_problems = Vec::new();
-        let expected: [(&str, Value); 4] = [
-            (
-                "created",
-                json!({
-                    "parent_goid": facts.main_goid,
-                    "start_function": WORKER_START_FUNCTION,
-                    "creation_site": {"function": w.created_by, "file": w.file, "line": w.line},
-                }),
-            ),
-            (
-                "parked",
-                json!({
-                    "wait_reason": "chan receive",
-                    "channel": release_chan,
-                    // main.worker is in the same file as main.main, the creation site.
-                    "park_site": {
-                        "function": WORKER_START_FUNCTION, "file": w.file, "line": release_line
-                    },
-                }),
-            ),
-            ("ready", json!({"waker_goid": facts.main_goid})),
-            ("exited", json!({})),
-        ];
-        let mut ts = Vec::new();
-        for (k, want) in &expected {
-            let of_kind: Vec<&&Value> = mine.iter().filter(|e| kind(e) == *k).collect();
-            let mut shown = want.clone();
-            shown["kind"] = json!(k);
-            shown["goid"] = json!(w.goid);
-            if of_kind.len() != 1 {
-                goid_problems.push(format!("expected exactly 1 `{k}` like {}, observed {}", compact(&shown), of_kind.len()));
+        let Some(ev) = of_kind.first() else { continue };
+        let mut ms = mismatches(ev, want);
+        // Channel addresses compare as numbers ("0xC0.." and "0xc0.." are the same address).
+        if *k == "parked" {
+            let observed = ev.get("channel").and_then(Value::as_str).and_then(|c| parse_hex(c).ok());
+            if observed == Some(facts.release_chan) {
+                ms.retain(|m| !m.starts_with("channel:"));
             }
-            let Some(ev) = of_kind.first() else { continue };
-            let mut ms = mismatches(ev, want);
-            // Channel addresses compare as numbers ("0xC0.." and "0xc0.." are the same address).
-            if *k == "parked" {
-                let observed = ev.get("channel").and_then(Value::as_str).and_then(|c| parse_hex(c).ok());
-                if observed == Some(facts.release_chan) {
-                    ms.retain(|m| !m.starts_with("channel:"));
-                }
-                if !ev.get("wait_reason_code").is_some_and(Value::is_u64) {
-                    ms.push("wait_reason_code: expected an unsigned integer".into());
-                }
+            if !ev.get("wait_reason_code").is_some_and(Value::is_u64) {
+                ms.push("wait_reason_code: expected an unsigned integer".into());
             }
-            if *k == "created" {
-                match ev.get("creation_pc").and_then(Value::as_str).map(parse_hex) {
-                    Some(Ok(pc)) if pc != 0 => {}
-                    _ => ms.push(format!(
-                        "creation_pc: expected a non-zero \"0x…\" address, observed {}",
-                        ev.get("creation_pc").unwrap_or(&Value::Null)
-                    )),
-                }
-            }
-            for m in ms {
-                goid_problems.push(format!("`{k}` {m}"));
-            }
-            ts.push((*k, ev.get("ts_ns").and_then(Value::as_u64).unwrap_or(0)));
         }
-        if ts.windows(2).any(|p| p[0].1 > p[1].1) {
-            goid_problems.push(format!("timestamps out of order (created ≤ parked ≤ ready ≤ exited expected): {ts:?}"));
+        if *k == "created" {
+            match ev.get("creation_pc").and_then(Value::as_str).map(parse_hex) {
+                Some(Ok(pc)) if pc != 0 => {}
+                _ => ms.push(format!(
+                    "creation_pc: expected a non-zero \"0x…\" address, observed {}",
+                    ev.get("creation_pc").unwrap_or(&Value::Null)
+                )),
+            }
         }
-        if !goid_problems.is_empty() {
-            let observed: Vec<String> = mine.iter().map(|e| format!("    {}", compact(e))).collect();
-            problems.push(format!(
-                "worker goid {}: {}\n  observed events of goid {}:\n{}",
-                w.goid,
-                goid_problems.join("; "),
-                w.goid,
-                if observed.is_empty() { "    (none)".to_string() } else { observed.join("\n") }
-            ));
+        for m in ms {
+            goid_problems.push(format!("`{k}` {m}"));
         }
+        ts.push((*k, ev.get("ts_ns").and_then(Value::as_u64).unwrap_or(0)));
     }
-
-    // Only main's ten `go worker()` are part of the contract; anything else main created is noted.
-    let mut by_kind: BTreeMap<&str, usize> = BTreeMap::new();
-    for e in &goroutine_events {
-        *by_kind.entry(kind(e)).or_default() += 1;
+    if ts.windows(2).any(|p| p[0].1 > p[1].1) {
+        goid_problems.push(format!("timestamps out of order (created ≤ parked ≤ ready ≤ exited expected): {ts:?}"));
     }
-    let extra_children: Vec<&&Value> = goroutine_events
-        .iter()
-        .filter(|e| {
-            kind(e) == "created"
-                && e.get("parent_goid").and_then(Value::as_u64) == Some(facts.main_goid)
-                && !e.get("goid").and_then(Value::as_u64).is_some_and(|g| facts.worker_goids.contains(&g))
-        })
-        .collect();
-    if !extra_children.is_empty() {
-        eprintln!(
-            "note: {}: main also created {} goroutine(s) outside the scenario, e.g. {}",
-            fixture.label(),
-            extra_children.len(),
-            compact(extra_children[0])
-        );
+    if !goid_problems.is_empty() {
+        let observed: Vec<String> = mine.iter().map(|e| format!("    {}", compact(e))).collect();
+        problems.push(format!(
+            "worker goid {}: {}\n  observed events of goid {}:\n{}",
+            w.goid,
+            goid_problems.join("; "),
+            w.goid,
+            if observed.is_empty() { "    (none)".to_string() } else { observed.join("\n") }
+        ));
     }
-    if !problems.is_empty() {
-        problems.push(format!("event counts by kind (all goroutines): {by_kind:?}"));
-    }
-    problems
 }
 
 #[cfg(test)]
