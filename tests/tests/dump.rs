@@ -232,64 +232,110 @@ fn check(fixture: &GoFixture, herd: usize) -> Result<String> {
             problems.push(format!("{name} (goroutine {goid}) missing from the dump"));
             continue;
         };
-        let wr = want["wait_reason"].as_str().unwrap_or("");
-        if g["state"] != "waiting" || g["wait_reason"] != wr || g["status"] != wr {
-            problems.push(format!("{name}: expected waiting in {wr:?}, got {g}"));
-        }
-        let chans: BTreeSet<String> = strs(&g["channels"]).into_iter().collect();
-        let want_chans: BTreeSet<String> = strs(&want["channels"]).into_iter().collect();
-        if chans != want_chans {
-            problems.push(format!("{name}: channels {chans:?}, the fixture says {want_chans:?}"));
-        }
-        if (name == "selector") != (g["is_select"] == true) {
-            problems.push(format!("{name}: is_select {}", g["is_select"]));
-        }
-        let in_stack = g["stack"].as_array().is_some_and(|s| s.iter().any(|f| f["function"] == want["function"]));
-        if !in_stack {
-            problems.push(format!("{name}: {} not in its stack {}", want["function"], g["stack"]));
-        }
-        let cb = &g["created_by"];
-        let want_parent = if minor >= 21 { Value::from(main_goid) } else { Value::Null };
-        if cb["function"] != "main.main" || cb["goid"] != want_parent {
-            problems.push(format!("{name}: created_by {cb}, expected main.main in goroutine {want_parent}"));
-        }
-        if !g["start_function"].as_str().is_some_and(|f| f.starts_with("main.")) {
-            problems.push(format!("{name}: start_function {}", g["start_function"]));
-        }
-        // The fixture ran a GC after they parked, which set g.waitsince.
-        if !g["waiting_for_ns"].as_u64().is_some_and(|ns| ns < 600_000_000_000) {
-            problems.push(format!("{name}: waiting_for_ns {}", g["waiting_for_ns"]));
-        }
-        if g["locked_to_thread"] != (name == "pinned") {
-            problems.push(format!("{name}: locked_to_thread {}", g["locked_to_thread"]));
-        }
-        if g["stack_end"] != "goexit" {
-            problems.push(format!("{name}: stack_end {}", g["stack_end"]));
-        }
-        // The semaphore: from g.waiting (Go 1.26+ links the sudog there), else from the runtime's
-        // semtable (by its symbol, or decoded from the code in a stripped binary).
-        // sync.Mutex.sema is at +4, WaitGroup.sema at +8 (go-runtime-facts.md §2).
-        if let Some(sync) = want["sync_addr"].as_str() {
-            let field = if name == "locker" || name == "inllock" { 4 } else { 8 };
-            let expect = Value::from(format!("{:#x}", parse_hex(sync)? + field));
-            if g["sema_addr"] != expect {
-                problems.push(format!("{name}: sema_addr {}, expected {expect} ({sync} + sema field)", g["sema_addr"]));
-            }
-        }
-        // The fixture's inlined cases: the runtime shows the blocking function as an inlined
-        // frame (no +offset); goscope must show it too (checked against the runtime's dump below).
-        if name.starts_with("inl") && (name != "inlrecv" || minor >= 22) {
-            inlined_cases.push((name.clone(), goid, want["function"].as_str().unwrap_or("").to_string()));
-        }
-        if name == "fullsend" {
-            let d = &g["channel_details"][0];
-            // The element type comes from hchan.elemtype's descriptor and its name in the binary.
-            if d["capacity"] != 2 || d["len"] != 2 || d["closed"] != false || d["element_type"] != "int" {
-                problems.push(format!("fullsend: channel details {d}"));
-            }
+        let known = Known { minor, main_goid };
+        check_fixture_goroutine(name, want, g, known, &mut problems, &mut inlined_cases)?;
+    }
+    let stats = &summary["stats"];
+    check_herd_and_counts(&info, &ours, stats, herd, &mut problems);
+    // Against the runtime's own dump.
+    let rt = runtime_dump(&mut run)?;
+    let compared = check_against_runtime(fixture, &ours, &rt, main_goid, &mut problems);
+    check_inlined_and_main(&ours, &rt, &inlined_cases, main_goid, &mut problems);
+    if !problems.is_empty() {
+        bail!("{}: {} problem(s):\n  {}", fixture.label(), problems.len(), problems.join("\n  "));
+    }
+    Ok(format!(
+        "{}: {} goroutines ({} compared with the runtime's dump), goscope dump took {:.0} ms (snapshot {:.1} ms, {} bytes, {} syscalls, allgs from {})",
+        fixture.label(),
+        ours.len(),
+        compared,
+        took.as_secs_f64() * 1e3,
+        stats["elapsed_ns"].as_f64().unwrap_or(0.0) / 1e6,
+        stats["bytes_read"],
+        stats["syscalls"],
+        summary["allgs_source"]
+    ))
+}
+
+/// What a goroutine of the fixture is checked against besides the fixture's own report.
+#[derive(Clone, Copy)]
+struct Known {
+    minor: u32,
+    main_goid: u64,
+}
+
+/// One goroutine the fixture reported, as goscope's dump shows it.
+fn check_fixture_goroutine(
+    name: &str,
+    want: &Value,
+    g: &Value,
+    known: Known,
+    problems: &mut Vec<String>,
+    inlined_cases: &mut Vec<(String, u64, String)>,
+) -> Result<()> {
+    let Known { minor, main_goid } = known;
+    let goid = want["goid"].as_u64().unwrap_or(0);
+    let wr = want["wait_reason"].as_str().unwrap_or("");
+    if g["state"] != "waiting" || g["wait_reason"] != wr || g["status"] != wr {
+        problems.push(format!("{name}: expected waiting in {wr:?}, got {g}"));
+    }
+    let chans: BTreeSet<String> = strs(&g["channels"]).into_iter().collect();
+    let want_chans: BTreeSet<String> = strs(&want["channels"]).into_iter().collect();
+    if chans != want_chans {
+        problems.push(format!("{name}: channels {chans:?}, the fixture says {want_chans:?}"));
+    }
+    if (name == "selector") != (g["is_select"] == true) {
+        problems.push(format!("{name}: is_select {}", g["is_select"]));
+    }
+    let in_stack = g["stack"].as_array().is_some_and(|s| s.iter().any(|f| f["function"] == want["function"]));
+    if !in_stack {
+        problems.push(format!("{name}: {} not in its stack {}", want["function"], g["stack"]));
+    }
+    let cb = &g["created_by"];
+    let want_parent = if minor >= 21 { Value::from(main_goid) } else { Value::Null };
+    if cb["function"] != "main.main" || cb["goid"] != want_parent {
+        problems.push(format!("{name}: created_by {cb}, expected main.main in goroutine {want_parent}"));
+    }
+    if !g["start_function"].as_str().is_some_and(|f| f.starts_with("main.")) {
+        problems.push(format!("{name}: start_function {}", g["start_function"]));
+    }
+    // The fixture ran a GC after they parked, which set g.waitsince.
+    if !g["waiting_for_ns"].as_u64().is_some_and(|ns| ns < 600_000_000_000) {
+        problems.push(format!("{name}: waiting_for_ns {}", g["waiting_for_ns"]));
+    }
+    if g["locked_to_thread"] != (name == "pinned") {
+        problems.push(format!("{name}: locked_to_thread {}", g["locked_to_thread"]));
+    }
+    if g["stack_end"] != "goexit" {
+        problems.push(format!("{name}: stack_end {}", g["stack_end"]));
+    }
+    // The semaphore: from g.waiting (Go 1.26+ links the sudog there), else from the runtime's
+    // semtable (by its symbol, or decoded from the code in a stripped binary).
+    // sync.Mutex.sema is at +4, WaitGroup.sema at +8 (go-runtime-facts.md §2).
+    if let Some(sync) = want["sync_addr"].as_str() {
+        let field = if name == "locker" || name == "inllock" { 4 } else { 8 };
+        let expect = Value::from(format!("{:#x}", parse_hex(sync)? + field));
+        if g["sema_addr"] != expect {
+            problems.push(format!("{name}: sema_addr {}, expected {expect} ({sync} + sema field)", g["sema_addr"]));
         }
     }
-    // The herd.
+    // The fixture's inlined cases: the runtime shows the blocking function as an inlined
+    // frame (no +offset); goscope must show it too (checked against the runtime's dump below).
+    if name.starts_with("inl") && (name != "inlrecv" || minor >= 22) {
+        inlined_cases.push((name.to_string(), goid, want["function"].as_str().unwrap_or("").to_string()));
+    }
+    if name == "fullsend" {
+        let d = &g["channel_details"][0];
+        // The element type comes from hchan.elemtype's descriptor and its name in the binary.
+        if d["capacity"] != 2 || d["len"] != 2 || d["closed"] != false || d["element_type"] != "int" {
+            problems.push(format!("fullsend: channel details {d}"));
+        }
+    }
+    Ok(())
+}
+
+/// The herd of receivers, the user goroutine count, and a clean read.
+fn check_herd_and_counts(info: &Value, ours: &BTreeMap<u64, Value>, stats: &Value, herd: usize, problems: &mut Vec<String>) {
     let herd_chan = info["herd"]["channel"].as_str().unwrap_or("").to_string();
     let herd_seen = ours
         .values()
@@ -305,13 +351,20 @@ fn check(fixture: &GoFixture, herd: usize) -> Result<String> {
     if Some(user) != info["num_goroutine"].as_u64() {
         problems.push(format!("{user} user goroutines, runtime.NumGoroutine() said {}", info["num_goroutine"]));
     }
-    let stats = &summary["stats"];
     if stats["invalid"] != 0 || stats["inconsistent"] != 0 {
         problems.push(format!("a quiescent process read with invalid/inconsistent goroutines: {stats}"));
     }
+}
 
-    // Against the runtime's own dump.
-    let rt = runtime_dump(&mut run)?;
+/// goscope's dump against the runtime's: the same goroutines, statuses, top frames and creators.
+/// Returns how many goroutines were compared.
+fn check_against_runtime(
+    fixture: &GoFixture,
+    ours: &BTreeMap<u64, Value>,
+    rt: &BTreeMap<u64, RtGoroutine>,
+    main_goid: u64,
+    problems: &mut Vec<String>,
+) -> usize {
     let rt_ids: BTreeSet<u64> = rt.keys().copied().filter(|&g| g != 0).collect();
     let our_ids: BTreeSet<u64> = ours.keys().copied().collect();
     if rt_ids != our_ids {
@@ -324,7 +377,7 @@ fn check(fixture: &GoFixture, herd: usize) -> Result<String> {
         ));
     }
     let mut compared = 0;
-    for (goid, g) in &ours {
+    for (goid, g) in ours {
         let Some(r) = rt.get(goid) else { continue };
         // The runtime's own goroutines may have moved on between the two dumps; goroutine 1 is
         // in a read syscall, which the runtime's dump shows from the signal's context.
@@ -362,7 +415,18 @@ fn check(fixture: &GoFixture, herd: usize) -> Result<String> {
             problems.push(format!("goroutine {goid}: created by {cb:?} (goscope) vs {:?} (runtime)", r.created_by));
         }
     }
-    for (name, goid, function) in &inlined_cases {
+    compared
+}
+
+/// The fixture's inlined calls shown as the runtime shows them, and main.main in both dumps.
+fn check_inlined_and_main(
+    ours: &BTreeMap<u64, Value>,
+    rt: &BTreeMap<u64, RtGoroutine>,
+    inlined_cases: &[(String, u64, String)],
+    main_goid: u64,
+    problems: &mut Vec<String>,
+) {
+    for (name, goid, function) in inlined_cases {
         let inlined_in_rt = rt.get(goid).is_some_and(|r| r.frames.iter().any(|f| &f.function == function && f.offset.is_none()));
         if !inlined_in_rt {
             problems.push(format!(
@@ -380,20 +444,6 @@ fn check(fixture: &GoFixture, herd: usize) -> Result<String> {
             problems.push(format!("goroutine {main_goid}: main.main missing from a stack: {ours_main:?} / {:?}", r.frames));
         }
     }
-    if !problems.is_empty() {
-        bail!("{}: {} problem(s):\n  {}", fixture.label(), problems.len(), problems.join("\n  "));
-    }
-    Ok(format!(
-        "{}: {} goroutines ({} compared with the runtime's dump), goscope dump took {:.0} ms (snapshot {:.1} ms, {} bytes, {} syscalls, allgs from {})",
-        fixture.label(),
-        ours.len(),
-        compared,
-        took.as_secs_f64() * 1e3,
-        stats["elapsed_ns"].as_f64().unwrap_or(0.0) / 1e6,
-        stats["bytes_read"],
-        stats["syscalls"],
-        summary["allgs_source"]
-    ))
 }
 
 fn matrix(version: Option<&str>, variants: &[Variant], herd: usize) -> Result<()> {
