@@ -125,7 +125,17 @@ fn check_toolchain(tc: Toolchain) {
     check_probe_sites(&plain, &plain_p, minor);
     assert!(plain.support().supported, "{:?}", plain.support());
 
-    // --- Symbolization against go tool addr2line (independent implementation).
+    check_symbolization(&plain, &plain_p);
+    for (full_v, stripped_v) in
+        [(Variant::Plain, Variant::Stripped), (Variant::ExtLink, Variant::ExtLinkStripped), (Variant::Pie, Variant::PieStripped)]
+    {
+        check_stripped_twin(tc, &version, minor, full_v, stripped_v);
+    }
+    check_arm64(tc, &plain);
+}
+
+/// Symbolization against go tool addr2line (an independent implementation).
+fn check_symbolization(plain: &GoBinary, plain_p: &Path) {
     let gopark = plain.symtab_function("runtime.gopark").expect("symtab gopark");
     let fr = plain.symbolize(gopark.entry + 4).unwrap();
     assert_eq!(fr.function, "runtime.gopark");
@@ -135,7 +145,7 @@ fn check_toolchain(tc: Toolchain) {
     let funcs = plain.pclntab_functions();
     let pcs: Vec<u64> =
         funcs.iter().step_by((funcs.len() / 150).max(1)).flat_map(|f| [f.entry, f.entry + (f.end - f.entry) / 2]).collect();
-    match addr2line(&plain_p, &pcs) {
+    match addr2line(plain_p, &pcs) {
         Ok(oracle) => {
             let mut mismatches = 0;
             for (pc, (func, file, line)) in pcs.iter().zip(&oracle) {
@@ -151,79 +161,77 @@ fn check_toolchain(tc: Toolchain) {
         }
         Err(e) => eprintln!("note: go tool addr2line unavailable ({e}); oracle check skipped"),
     }
+}
 
-    // --- Stripped twin: pclntab entries == unstripped symtab, table layout == DWARF layout.
-    for (full_v, stripped_v) in
-        [(Variant::Plain, Variant::Stripped), (Variant::ExtLink, Variant::ExtLinkStripped), (Variant::Pie, Variant::PieStripped)]
-    {
-        let Some(full_p) = fixture_or_skip(tc, full_v) else {
-            continue;
-        };
-        let Some(stripped_p) = fixture_or_skip(tc, stripped_v) else {
-            continue;
-        };
-        let full = open(&full_p);
-        let stripped = open(&stripped_p);
-        let what = format!("{version} {}", stripped_v.name());
-        assert!(stripped.stripped(), "{what}");
-        assert!(stripped.symtab_function("runtime.gopark").is_none(), "{what}: symtab expected gone");
-        assert_eq!(stripped.offsets_source(), OffsetsSource::Table, "{what}");
-        assert_eq!(full.offsets_source(), OffsetsSource::Dwarf, "{what}");
-        assert_eq!(stripped.layout(), full.layout(), "{what}: table vs DWARF layout");
-        assert_eq!(stripped.wait_reasons(), full.wait_reasons(), "{what}: wait reasons");
-        assert_eq!(stripped.wait_reasons().source(), "binary", "{what}");
-        assert_eq!(stripped.build_info().go_version, full.build_info().go_version);
-        assert_eq!(stripped.text_start(), full.text_start(), "{what}: text start");
-        if let Some(rt) = full.symtab_function("runtime.text") {
-            assert_eq!(full.text_start(), rt.entry, "{what}: text start vs runtime.text symbol");
-        }
-        for name in ["runtime.gopark", "runtime.newproc1", "main.main", "runtime.ready", "runtime.goexit1"] {
-            let sym = full.symtab_function(name).unwrap_or_else(|| panic!("{what}: {name} in symtab"));
-            let pc = stripped.pclntab_function(name).unwrap_or_else(|| panic!("{what}: {name} in pclntab"));
-            assert_eq!(pc.entry, sym.entry, "{what}: {name} entry");
-            let f = stripped.function(name).unwrap();
-            assert_eq!(f.entry, sym.entry, "{what}: {name} via function()");
-            let fr = stripped.symbolize(sym.entry + 1).unwrap();
-            assert_eq!(fr.function, name, "{what}");
-            assert_eq!(fr, full.symbolize(sym.entry + 1).unwrap(), "{what}: frames differ");
-        }
-        // Every pclntab function with a unique name matches the symtab entry of the full twin.
-        let dups = duplicate_names(&stripped);
-        let symtab: HashMap<String, u64> = full
-            .pclntab_functions()
-            .into_iter()
-            .filter_map(|f| full.symtab_function(&f.name).map(|s| (f.name, s.entry)))
-            .collect();
-        let mut checked = 0;
-        for f in stripped.pclntab_functions() {
-            if dups.contains(&f.name) {
-                continue;
-            }
-            if let Some(e) = symtab.get(&f.name) {
-                assert_eq!(f.entry, *e, "{what}: {}", f.name);
-                checked += 1;
-            }
-        }
-        assert!(checked > 1000, "{what}: only {checked} functions compared");
-        if stripped_v == Variant::ExtLinkStripped {
-            assert!(stripped.build_info().cgo, "{what}: cgo");
-        }
-        if stripped_v == Variant::PieStripped {
-            assert!(stripped.pie() && full.pie(), "{what}: pie");
-        }
-        check_probe_sites(&stripped, &stripped_p, minor);
-        check_probe_sites(&full, &full_p, minor);
-        assert_eq!(stripped.probe_sites(), full.probe_sites(), "{what}: probe sites");
-        for f in stripped.pclntab_functions().iter().filter(|f| !dups.contains(&f.name)).step_by(7) {
-            let (s, u) = (f.entry, full.pclntab_function(&f.name).map_or(0, |g| g.entry));
-            for off in [0, (f.end - f.entry) / 2] {
-                assert_eq!(stripped.frame_maps(s + off), full.frame_maps(u + off), "{what}: stack maps of {}", f.name);
-            }
-        }
-        assert!(stripped.support().supported, "{what}: {:?}", stripped.support());
+/// A stripped twin: pclntab entries equal the unstripped symtab's, the table layout the DWARF
+/// layout, and so do wait reasons, probe sites and stack maps.
+fn check_stripped_twin(tc: Toolchain, version: &str, minor: u32, full_v: Variant, stripped_v: Variant) {
+    let Some(full_p) = fixture_or_skip(tc, full_v) else {
+        return;
+    };
+    let Some(stripped_p) = fixture_or_skip(tc, stripped_v) else {
+        return;
+    };
+    let full = open(&full_p);
+    let stripped = open(&stripped_p);
+    let what = format!("{version} {}", stripped_v.name());
+    assert!(stripped.stripped(), "{what}");
+    assert!(stripped.symtab_function("runtime.gopark").is_none(), "{what}: symtab expected gone");
+    assert_eq!(stripped.offsets_source(), OffsetsSource::Table, "{what}");
+    assert_eq!(full.offsets_source(), OffsetsSource::Dwarf, "{what}");
+    assert_eq!(stripped.layout(), full.layout(), "{what}: table vs DWARF layout");
+    assert_eq!(stripped.wait_reasons(), full.wait_reasons(), "{what}: wait reasons");
+    assert_eq!(stripped.wait_reasons().source(), "binary", "{what}");
+    assert_eq!(stripped.build_info().go_version, full.build_info().go_version);
+    assert_eq!(stripped.text_start(), full.text_start(), "{what}: text start");
+    if let Some(rt) = full.symtab_function("runtime.text") {
+        assert_eq!(full.text_start(), rt.entry, "{what}: text start vs runtime.text symbol");
     }
+    for name in ["runtime.gopark", "runtime.newproc1", "main.main", "runtime.ready", "runtime.goexit1"] {
+        let sym = full.symtab_function(name).unwrap_or_else(|| panic!("{what}: {name} in symtab"));
+        let pc = stripped.pclntab_function(name).unwrap_or_else(|| panic!("{what}: {name} in pclntab"));
+        assert_eq!(pc.entry, sym.entry, "{what}: {name} entry");
+        let f = stripped.function(name).unwrap();
+        assert_eq!(f.entry, sym.entry, "{what}: {name} via function()");
+        let fr = stripped.symbolize(sym.entry + 1).unwrap();
+        assert_eq!(fr.function, name, "{what}");
+        assert_eq!(fr, full.symbolize(sym.entry + 1).unwrap(), "{what}: frames differ");
+    }
+    // Every pclntab function with a unique name matches the symtab entry of the full twin.
+    let dups = duplicate_names(&stripped);
+    let symtab: HashMap<String, u64> =
+        full.pclntab_functions().into_iter().filter_map(|f| full.symtab_function(&f.name).map(|s| (f.name, s.entry))).collect();
+    let mut checked = 0;
+    for f in stripped.pclntab_functions() {
+        if dups.contains(&f.name) {
+            continue;
+        }
+        if let Some(e) = symtab.get(&f.name) {
+            assert_eq!(f.entry, *e, "{what}: {}", f.name);
+            checked += 1;
+        }
+    }
+    assert!(checked > 1000, "{what}: only {checked} functions compared");
+    if stripped_v == Variant::ExtLinkStripped {
+        assert!(stripped.build_info().cgo, "{what}: cgo");
+    }
+    if stripped_v == Variant::PieStripped {
+        assert!(stripped.pie() && full.pie(), "{what}: pie");
+    }
+    check_probe_sites(&stripped, &stripped_p, minor);
+    check_probe_sites(&full, &full_p, minor);
+    assert_eq!(stripped.probe_sites(), full.probe_sites(), "{what}: probe sites");
+    for f in stripped.pclntab_functions().iter().filter(|f| !dups.contains(&f.name)).step_by(7) {
+        let (s, u) = (f.entry, full.pclntab_function(&f.name).map_or(0, |g| g.entry));
+        for off in [0, (f.end - f.entry) / 2] {
+            assert_eq!(stripped.frame_maps(s + off), full.frame_maps(u + off), "{what}: stack maps of {}", f.name);
+        }
+    }
+    assert!(stripped.support().supported, "{what}: {:?}", stripped.support());
+}
 
-    // --- arm64 cross build: same offsets, symbols work, probes unsupported.
+/// The arm64 cross build: same offsets, symbols work, probes unsupported.
+fn check_arm64(tc: Toolchain, plain: &GoBinary) {
     if let Some(arm_p) = fixture_or_skip(tc, Variant::Arm64) {
         let arm = open(&arm_p);
         assert_eq!(arm.arch(), Arch::Arm64);
