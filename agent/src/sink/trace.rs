@@ -14,7 +14,7 @@ use crate::{detect::Finding, model::Location};
 
 /// Most moments one target's ring holds: past it the oldest go first (and are counted), so a
 /// burst of events costs at most this much memory whatever the window.
-pub const MAX_MOMENTS: usize = 100_000;
+pub const MAX_MOMENTS: usize = 50_000;
 
 /// Something goscope saw a goroutine do (or, in scan mode, be doing) at `ts_ns`.
 #[derive(Debug, Clone, PartialEq)]
