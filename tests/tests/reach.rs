@@ -249,9 +249,9 @@ fn sync_leaks_before_attach_installed_go() -> Result<()> {
 goscope_tests::go_version_tests!(sync_matrix);
 
 /// The `layouts` fixture's objects: where the runtime records which words of an object hold
-/// pointers (Go 1.20/1.21: the heap arena's bitmap; 1.22+: the span's bitmap or the malloc
-/// header's type) must say exactly what the types say, so that scanning by those masks follows
-/// every pointer and nothing else in the data. Go 1.19's objects are scanned whole (no mask).
+/// pointers (Go 1.19: the heap arena's 2-bit bitmap; 1.20/1.21: its 1-bit bitmap; 1.22+: the
+/// span's bitmap or the malloc header's type) must say exactly what the types say, so that
+/// scanning by those masks follows every pointer and nothing else in the data.
 fn pointer_masks_match_the_types(version: Option<&str>) -> Result<()> {
     if !require_root() {
         return Ok(());
@@ -261,7 +261,6 @@ fn pointer_masks_match_the_types(version: Option<&str>) -> Result<()> {
     let info = child.expect_json("objects", Duration::from_secs(60))?;
     let objects = info["objects"].as_array().context("objects")?;
     let binary = GoBinary::open(&fixture.path)?;
-    let minor = binary.build_info().go_version.minor;
     let mem = ProcessMemory::new(child.pid())?;
     let mut heap = ProcessHeap::new(&mem, &binary, load_bias(child.pid(), &fixture.path)?)?;
     let addrs: Vec<u64> = objects.iter().filter_map(|o| o["addr"].as_u64()).collect();
@@ -279,9 +278,7 @@ fn pointer_masks_match_the_types(version: Option<&str>) -> Result<()> {
     let mut problems = Vec::new();
     for ((object, found), mask) in objects.iter().zip(&found).zip(masks) {
         let Some(mask) = mask else {
-            if minor >= 20 {
-                problems.push(format!("no mask for {object} ({found:?})"));
-            }
+            problems.push(format!("no mask for {object} ({found:?})"));
             continue;
         };
         let first = ((object["addr"].as_u64().unwrap_or(0) - found.base) / 8) as usize;

@@ -21,8 +21,10 @@
 //! Go 1.20 and 1.21 (`mbitmap.go` before malloc headers): `heapArena` starts with `bitmap`, one
 //! bit per word of the arena (`heapArenaBitmapWords` uintptrs, 1 MiB), then `noMorePtrs` (16 KiB),
 //! then `spans`; `heapBitsSetType` writes an allocated scan object's bits, zeros through its end,
-//! and `initHeapBits` sets every bit of a scan span of 8-byte objects. Go 1.19's 2-bit bitmap
-//! leaves the bits after an object's last pointer unwritten: its objects stay whole.
+//! and `initHeapBits` sets every bit of a scan span of 8-byte objects. Go 1.19: `heapArena`
+//! starts with `bitmap`, 2 bits per word (2 MiB), then `spans`; byte `w / 4` holds word `w`'s
+//! pointer bit at `w % 4` and its scan bit at `4 + w % 4`; a clear scan bit ends the object's
+//! pointers (the bits after it are not kept), as `scanobject` reads them.
 //! Globals: `runtime.gcdata` and `runtime.gcbss` are GC programs (`runGCProg`) for the pointer
 //! words of `[data, edata)` and `[bss, ebss)`.
 use std::collections::HashMap;
@@ -49,6 +51,8 @@ const MAX_SPAN_PAGES: u64 = 1 << 27;
 /// `noMorePtrs` (one bit per bitmap word): where `spans` starts when the arena has that layout.
 const ARENA_BITMAP_BYTES: u64 = (1 << HEAP_ARENA_SHIFT) / 64;
 const ARENA_SPANS_AFTER_BITMAPS: u64 = ARENA_BITMAP_BYTES + ARENA_BITMAP_BYTES / 64;
+/// Go 1.19's `heapArena.bitmap` (two bits per word), where `spans` starts.
+const ARENA_SPANS_AFTER_PAIRS: u64 = 2 * ARENA_BITMAP_BYTES;
 /// Objects larger than this in small size classes have a malloc header (`minSizeForMallocHeader`).
 const MIN_SIZE_FOR_MALLOC_HEADER: u64 = 512;
 /// Largest object of a small size class (`maxSmallSize`): bounds a header type's size.
@@ -151,6 +155,17 @@ enum SpanPointers {
     /// The bitmap at `bitmap`, one bit per word of the span; `class` is the span class the
     /// inline mark bits after it end with (Green Tea), to check the layout.
     InSpan { bitmap: u64, class: Option<u8> },
+    /// Go 1.19's pairs at `bitmap`, a pointer and a scan bit per word of the span.
+    Pairs { bitmap: u64 },
+}
+
+/// The layout of the bitmap heap arenas start with (before Go 1.22).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ArenaBitmap {
+    /// One pointer bit per word (Go 1.20, 1.21).
+    Bits,
+    /// A pointer and a scan bit per word (Go 1.19).
+    Pairs,
 }
 
 /// A type's pointer layout: `size` bytes, of which the words set in `pointers` hold pointers.
@@ -187,8 +202,8 @@ pub struct ProcessHeap<'a> {
     /// The runtime puts malloc headers in objects (Go 1.22+, unless built with
     /// `GOEXPERIMENT=noallocheaders`).
     malloc_headers: bool,
-    /// Heap arenas start with a bitmap of the words of the arena (Go 1.20 and 1.21).
-    arena_bitmaps: bool,
+    /// Heap arenas start with a bitmap of the words of the arena (Go 1.19 to 1.21).
+    arena_bitmap: Option<ArenaBitmap>,
     /// Masks have no GC programs and may be built on demand (Go 1.24+).
     masks_on_demand: bool,
     /// Spans of small objects end with their heap bitmap in a layout known here (not Go 1.25's
@@ -275,7 +290,11 @@ impl<'a> ProcessHeap<'a> {
             arena_spans: HashMap::new(),
             spans: HashMap::new(),
             malloc_headers,
-            arena_bitmaps: (minor == 20 || minor == 21) && off.spans == ARENA_SPANS_AFTER_BITMAPS,
+            arena_bitmap: match minor {
+                19 if off.spans == ARENA_SPANS_AFTER_PAIRS => Some(ArenaBitmap::Pairs),
+                20 | 21 if off.spans == ARENA_SPANS_AFTER_BITMAPS => Some(ArenaBitmap::Bits),
+                _ => None,
+            },
             masks_on_demand: minor >= 24,
             bitmaps_in_span: malloc_headers && !(minor == 25 && green_tea),
             green_tea,
@@ -400,7 +419,7 @@ impl<'a> ProcessHeap<'a> {
         let batch = self.mem.read_batch(&reqs)?;
         let off = self.off;
         let (malloc_headers, bitmaps_in_span, green_tea) = (self.malloc_headers, self.bitmaps_in_span, self.green_tea);
-        let arena_bitmaps = self.arena_bitmaps;
+        let arena_bitmap = self.arena_bitmap;
         for (k, p) in missing.into_iter().enumerate() {
             let span = batch.get(k).and_then(|b| {
                 let word = |o: u64| le_u64(&b[o as usize..o as usize + 8]);
@@ -417,8 +436,8 @@ impl<'a> ProcessHeap<'a> {
                 let small = spanclass >> 1 != 0;
                 let pointers = if noscan || !small {
                     SpanPointers::Unknown
-                } else if arena_bitmaps {
-                    self.arena_bitmap_of(start, bytes)
+                } else if let Some(kind) = arena_bitmap {
+                    self.arena_bitmap_of(kind, start, bytes)
                 } else if elemsize > MIN_SIZE_FOR_MALLOC_HEADER {
                     if malloc_headers { SpanPointers::Header } else { SpanPointers::Unknown }
                 } else if !bitmaps_in_span || (green_tea && npages != 1) {
@@ -493,10 +512,14 @@ impl<'a> ProcessHeap<'a> {
         let mut reqs = Vec::new();
         let mut checks = Vec::new();
         for s in &missing {
-            let SpanPointers::InSpan { bitmap, class } = s.pointers else { continue };
-            let len = s.bytes / 64 + if class.is_some() { INLINE_MARK_BITS } else { 0 };
+            let (bitmap, bitmap_len, class) = match s.pointers {
+                SpanPointers::InSpan { bitmap, class } => (bitmap, s.bytes / 64, class),
+                SpanPointers::Pairs { bitmap } => (bitmap, s.bytes / 32, None),
+                SpanPointers::Unknown | SpanPointers::Header => continue,
+            };
+            let len = bitmap_len + if class.is_some() { INLINE_MARK_BITS } else { 0 };
             reqs.push((bitmap, len as usize));
-            checks.push((s.start, (s.bytes / 64) as usize, class));
+            checks.push((s.start, bitmap_len as usize, class));
         }
         let batch = self.mem.read_batch(&reqs)?;
         for (k, (start, len, class)) in checks.into_iter().enumerate() {
@@ -506,10 +529,9 @@ impl<'a> ProcessHeap<'a> {
         Ok(())
     }
 
-    /// Where the heap arena's bitmap (Go 1.20/1.21) has the bits of the span `[start, start +
-    /// bytes)`, in the same layout as a span's own bitmap (bit `w % 8` of byte `w / 8` for word
-    /// `w`); Unknown when the span crosses into another arena or its arena is not cached.
-    fn arena_bitmap_of(&self, start: u64, bytes: u64) -> SpanPointers {
+    /// Where the heap arena's bitmap (Go 1.19-1.21) has the bits of the span `[start, start +
+    /// bytes)`; Unknown when the span crosses into another arena or its arena is not cached.
+    fn arena_bitmap_of(&self, kind: ArenaBitmap, start: u64, bytes: u64) -> SpanPointers {
         // Torn or garbage span fields must not overflow here (the span is checked after).
         let end = start.checked_add(bytes).and_then(|e| e.checked_sub(1));
         let (Some(first), Some(last)) = (arena_index(start), end.and_then(arena_index)) else {
@@ -518,7 +540,10 @@ impl<'a> ProcessHeap<'a> {
         match self.arenas.get(&first) {
             Some(&arena) if arena != 0 && first == last => {
                 let word_in_arena = (start % (1 << HEAP_ARENA_SHIFT)) / 8;
-                SpanPointers::InSpan { bitmap: arena + word_in_arena / 8, class: None }
+                match kind {
+                    ArenaBitmap::Bits => SpanPointers::InSpan { bitmap: arena + word_in_arena / 8, class: None },
+                    ArenaBitmap::Pairs => SpanPointers::Pairs { bitmap: arena + word_in_arena / 4 },
+                }
             }
             _ => SpanPointers::Unknown,
         }
@@ -578,6 +603,20 @@ impl FrameMapSource for ProcessHeap<'_> {
 fn arena_index(addr: u64) -> Option<u64> {
     let idx = addr.wrapping_sub(ARENA_BASE_OFFSET) >> HEAP_ARENA_SHIFT;
     (idx < ARENA_L2_ENTRIES).then_some(idx)
+}
+
+/// The pointer words of the object of `words` words from word `first` of a span whose Go 1.19
+/// bitmap (2 bits per word) is `bitmap`: each word's pointer bit up to the first clear scan bit,
+/// none after it (as `scanobject` stops there). None when the bitmap is short.
+pub(super) fn pair_pointers(bitmap: &[u8], first: usize, words: usize) -> Option<Vec<bool>> {
+    let mut mask = Vec::with_capacity(words);
+    let mut more = true;
+    for w in first..first + words {
+        let pair = bitmap.get(w / 4)? >> (w % 4);
+        more &= pair & 0x10 != 0;
+        mask.push(more && pair & 1 != 0);
+    }
+    Some(mask)
 }
 
 /// The pointer mask (one bool per word) a GC program describes, as the runtime's `runGCProg`
@@ -719,6 +758,11 @@ impl ReachMemory for ProcessHeap<'_> {
                         let bitmap = self.bitmaps.get(&span.start)?.as_ref()?;
                         let first = ((obj.base - span.start) / 8) as usize;
                         (first..first + words).map(|w| bitmap.get(w / 8).map(|b| b >> (w % 8) & 1 != 0)).collect()
+                    }
+                    SpanPointers::Pairs { .. } => {
+                        let bitmap = self.bitmaps.get(&span.start)?.as_ref()?;
+                        let first = ((obj.base - span.start) / 8) as usize;
+                        pair_pointers(bitmap, first, words)
                     }
                 }
             })

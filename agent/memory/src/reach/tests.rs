@@ -362,6 +362,19 @@ fn typed_objects_are_followed_only_through_their_pointer_words() {
 }
 
 #[test]
+fn go_1_19_pairs_give_pointer_bits_until_the_first_clear_scan_bit() {
+    use super::process::pair_pointers;
+    // Words 0-3: scan bits 1111, pointer bits 0101; words 4-7: scan 1101 (word 6 dead), pointer
+    // bits 1001 (word 7's is stale: after the dead word it no longer counts).
+    let bitmap = [0xf0 | 0b1010, 0b1011_0000 | 0b1001];
+    let mask: Vec<u8> = pair_pointers(&bitmap, 0, 8).unwrap().into_iter().map(u8::from).collect();
+    assert_eq!(mask, [0, 1, 0, 1, 1, 0, 0, 0]);
+    // An object from word 1 on sees its own words; past the bitmap: unknown.
+    assert_eq!(pair_pointers(&bitmap, 1, 3).unwrap(), [true, false, true]);
+    assert!(pair_pointers(&bitmap, 6, 4).is_none());
+}
+
+#[test]
 fn gc_programs_expand_to_pointer_masks() {
     use super::process::run_gc_program;
     // 3 literal bits 101, then the last 2 bits (01) repeated 3 times, then 1 literal bit 1.
