@@ -139,8 +139,12 @@ fn findings_name_the_pod_container_node_and_workload() -> Result<()> {
     cgroup.enter(target.pid())?;
     target.expect_json("deadlocked", Duration::from_secs(30))?;
 
+    // `run --match deadlocked` may also find another test's fixture of the same name: the finding
+    // about this pod's process is the one checked.
+    let pid = target.pid();
+    let ours = |v: &Value| v["kind"] == "finding" && v["pid"].as_u64() == Some(u64::from(pid));
     let mut goscope = goscope_run(&cluster, AGENT_TOKEN)?;
-    let finding = goscope.events_until(|v| v["kind"] == "finding", Duration::from_secs(60))?.pop().context("no finding")?;
+    let finding = goscope.events_until(ours, Duration::from_secs(60))?.pop().context("no finding")?;
     let expected = json!({
         "k8s.namespace.name": "default", "k8s.pod.name": "shop-api-7d9f-x2k4p", "k8s.pod.uid": pod_uid,
         "k8s.container.name": "api", "k8s.node.name": NODE,
@@ -161,7 +165,7 @@ fn findings_name_the_pod_container_node_and_workload() -> Result<()> {
 
     // A user with no role: the pod UID from the cgroup, and one warning.
     let mut goscope = goscope_run(&cluster, "no-such-token-anyone-has")?;
-    let finding = goscope.events_until(|v| v["kind"] == "finding", Duration::from_secs(60))?.pop().context("no finding")?;
+    let finding = goscope.events_until(ours, Duration::from_secs(60))?.pop().context("no finding")?;
     let expected = json!({"k8s.pod.uid": pod_uid, "k8s.node.name": NODE});
     ensure!(finding["k8s"] == expected, "without API access: finding k8s = {}, expected {expected}", finding["k8s"]);
     goscope.stop(Duration::from_secs(30))?;
