@@ -5,6 +5,7 @@ use std::{
 };
 
 use agent_ebpf::{ReturnAddress, TargetConfig};
+use aya::maps::{MapData, RingBuf};
 use goscope_inspect::{GoBinary, ProbeKind, ReturnAddressAt};
 use tokio::sync::{Notify, mpsc, watch};
 
@@ -99,35 +100,12 @@ pub async fn run_shared(
     if *shutdown.borrow() {
         return Ok(());
     }
-    let target = Target::from_pid(pid)?;
-    let (binary, load_bias) = target.inspect_shared(&executables)?;
-    let support = binary.support();
-    if !support.supported {
-        return Err(AttachError::Unsupported {
-            pid: target.pid,
-            exe: target.exe_name.clone(),
-            version: binary.build_info().go_version.raw.clone(),
-            reasons: support.reasons.join("; "),
-        });
-    }
-    let (mut probes, ring) = Probes::load(cfg.ring_bytes)?;
-    let attached = if cfg.scan_only {
-        // Scan mode attaches no probe at all: the reader still ticks the processor.
-        probes.register(target.pid, target_config(&binary))
-    } else {
-        probes.attach(&target, &binary, target_config(&binary))
-    };
-    attached.map_err(|e| {
-        if target.is_alive() { AttachError::Probe(e) } else { AttachError::Target(TargetError::Exited { pid: target.pid }) }
-    })?;
-    let probes = TargetProbes { probes: Arc::new(Mutex::new(probes)), target: target.clone() };
-    if !target.is_alive() {
-        return Err(AttachError::Target(TargetError::Exited { pid: target.pid }));
-    }
-    let mut process_info = ProcessInfo::from_pid(target.pid, &target.exe_name, &binary, cfg.otlp.otlp_command_args);
-    process_info.k8s = k8s_attributes(&cfg.k8s, target.pid, std::mem::take(&mut process_info.k8s));
-    announce(&target, &binary, &process_info, &cfg)?;
-    let ctx = TargetContext { pid: target.pid, binary, load_bias, attached_at_ns: goscope_memory::monotonic_ns() };
+    // Analysis, probe loading and the k8s lookup block for up to seconds on a huge binary: off
+    // the async workers, so other sessions and the signal handling go on meanwhile.
+    let setup_cfg = cfg.clone();
+    let set_up = tokio::task::spawn_blocking(move || set_up(pid, &setup_cfg, &executables));
+    let Setup { target, ring, probes, ctx, process_info } =
+        set_up.await.map_err(|e| io::Error::other(format!("setting up the session of PID {pid}: {e}")))??;
     let (tx, rx) = mpsc::channel(cfg.queue_len);
     let stop = Arc::new(Notify::new());
     let processor_stop = Arc::clone(&stop);
@@ -153,6 +131,50 @@ pub async fn run_shared(
         Some(finding) => Err(AttachError::FailOn(finding)),
         None => Ok(()),
     }
+}
+
+/// What a session reads and processes with, once set up.
+struct Setup {
+    target: Target,
+    ring: RingBuf<MapData>,
+    probes: TargetProbes,
+    ctx: TargetContext,
+    process_info: ProcessInfo,
+}
+
+/// Inspects the target (or shares the analysis of its executable), loads and attaches the probes
+/// and announces the session. Blocking: runs on a blocking thread.
+fn set_up(pid: u32, cfg: &SessionConfig, executables: &ExecutableCache) -> Result<Setup, AttachError> {
+    let target = Target::from_pid(pid)?;
+    let (binary, load_bias) = target.inspect_shared(executables)?;
+    let support = binary.support();
+    if !support.supported {
+        return Err(AttachError::Unsupported {
+            pid: target.pid,
+            exe: target.exe_name.clone(),
+            version: binary.build_info().go_version.raw.clone(),
+            reasons: support.reasons.join("; "),
+        });
+    }
+    let (mut probes, ring) = Probes::load(cfg.ring_bytes)?;
+    let attached = if cfg.scan_only {
+        // Scan mode attaches no probe at all: the reader still ticks the processor.
+        probes.register(target.pid, target_config(&binary))
+    } else {
+        probes.attach(&target, &binary, target_config(&binary))
+    };
+    attached.map_err(|e| {
+        if target.is_alive() { AttachError::Probe(e) } else { AttachError::Target(TargetError::Exited { pid: target.pid }) }
+    })?;
+    let probes = TargetProbes { probes: Arc::new(Mutex::new(probes)), target: target.clone() };
+    if !target.is_alive() {
+        return Err(AttachError::Target(TargetError::Exited { pid: target.pid }));
+    }
+    let mut process_info = ProcessInfo::from_pid(target.pid, &target.exe_name, &binary, cfg.otlp.otlp_command_args);
+    process_info.k8s = k8s_attributes(&cfg.k8s, target.pid, std::mem::take(&mut process_info.k8s));
+    announce(&target, &binary, &process_info, cfg)?;
+    let ctx = TargetContext { pid: target.pid, binary, load_bias, attached_at_ns: goscope_memory::monotonic_ns() };
+    Ok(Setup { target, ring, probes, ctx, process_info })
 }
 
 /// The process's `k8s.*` attributes. The API lookup uses a blocking HTTP client, which must not

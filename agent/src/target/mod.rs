@@ -79,9 +79,24 @@ type ExecutableId = (u64, u64, i64);
 
 /// Analysed executables, shared by the targets that run the same one: `goscope run` watching
 /// many processes of one server analyses it once and holds its tables once. Entries are weak:
-/// an executable goes with the last session of a process running it.
+/// an executable goes with the last session of a process running it. Each executable has a lock
+/// of its own, held while it is analysed: analyses of different executables run at once.
 #[derive(Default)]
-pub struct ExecutableCache(Mutex<HashMap<ExecutableId, Weak<GoBinary>>>);
+pub struct ExecutableCache(Mutex<HashMap<ExecutableId, AnalysisSlot>>);
+
+/// One executable's analysed binary, if a session still holds it; locked while it is analysed.
+type AnalysisSlot = Arc<Mutex<Weak<GoBinary>>>;
+
+impl ExecutableCache {
+    /// The slot of executable `id` (a new one when unknown). Drops the slots of executables no
+    /// session holds and nobody is analysing.
+    fn slot(&self, id: ExecutableId) -> AnalysisSlot {
+        let mut slots = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // A slot being analysed is locked (kept); try_lock never waits for an analysis here.
+        slots.retain(|_, slot| Arc::strong_count(slot) > 1 || slot.try_lock().map_or(true, |b| b.strong_count() > 0));
+        Arc::clone(slots.entry(id).or_default())
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct Target {
@@ -122,18 +137,18 @@ impl Target {
             return self.inspect().map(|(binary, bias)| (Arc::new(binary), bias));
         };
         let id = (meta.dev(), meta.ino(), meta.mtime());
-        // Held while analysing: a second process of the executable waits for this analysis
-        // rather than doing its own.
-        let mut known = executables.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(binary) = known.get(&id).and_then(Weak::upgrade) {
+        let slot = executables.slot(id);
+        // Held while analysing: a second process of this executable waits for this analysis
+        // rather than doing its own (other executables' analyses go on meanwhile).
+        let mut shared = slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(binary) = shared.upgrade() {
             log::debug!("PID {}: {} is already analysed (shared with the other targets it runs in)", self.pid, self.exe_name);
             let bias = self.load_bias(binary.file())?;
             return Ok((binary, bias));
         }
         let (binary, bias) = self.inspect()?;
         let binary = Arc::new(binary);
-        known.retain(|_, b| b.strong_count() > 0);
-        known.insert(id, Arc::downgrade(&binary));
+        *shared = Arc::downgrade(&binary);
         Ok((binary, bias))
     }
 
