@@ -143,3 +143,51 @@ fn failed_probe_reads_are_counted_and_reported() -> Result<()> {
     ensure!(target.is_running(), "the target died");
     Ok(())
 }
+
+/// Once its last process exited, an executable may be truncated in place (`cp new old` does)
+/// while goscope still reads it to end the session: goscope must end as cleanly as ever, with
+/// a warning when its reads found the file gone. `--state-every` (below the 500 ms tick) makes
+/// every tick symbolize each goroutine's start function, so the tick that notices the exit reads
+/// the truncated file.
+#[test]
+fn executable_truncated_after_the_target_exits_ends_the_session_cleanly() -> Result<()> {
+    if !require_bpf()? {
+        return Ok(());
+    }
+    let fixture = GoFixture::build("deadlocked", None, Variant::Plain)?;
+    let dir = std::env::temp_dir().join(format!("goscope-truncated-exe-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let exe = dir.join("deadlocked");
+    std::fs::copy(&fixture.path, &exe)?;
+    let mut target = goscope_tests::ChildGuard::spawn("deadlocked (a copy)", std::process::Command::new(&exe))?;
+    target.expect_json("deadlocked", Duration::from_secs(20))?;
+    let mut gs = Goscope::attach(target.pid(), &["--state-every", "100ms"])?;
+    gs.wait_attached(Duration::from_secs(90))?;
+    // Once goscope knows the fixture's goroutines (from its snapshot), each state line
+    // symbolizes their start functions.
+    gs.events_until(|l| kind(l) == "state" && l["goroutines"].as_u64().is_some_and(|n| n > 0), Duration::from_secs(30))?;
+    target.close_stdin(); // the fixture exits 0 on stdin EOF
+    ensure!(target.wait_exit(Duration::from_secs(10))?.is_some_and(|s| s.success()), "the fixture did not exit 0");
+    // In place: the inode goscope mapped loses its pages.
+    std::fs::File::create(&exe)?;
+    let truncated_ns = monotonic_ns();
+    let stop = gs.wait_end(Duration::from_secs(20))?;
+    std::fs::remove_dir_all(&dir)?;
+    check_clean_end("executable truncated", &stop, gs.events())?;
+    let states_after: Vec<&Value> =
+        gs.events().iter().filter(|l| kind(l) == "state" && l["ts_ns"].as_u64().is_some_and(|t| t > truncated_ns)).collect();
+    let warned =
+        gs.events().iter().any(|l| kind(l) == "warning" && l["message"].as_str().is_some_and(|m| m.contains("truncated")));
+    eprintln!("state lines after the truncation: {}; truncation warning: {warned}", states_after.len());
+    // A state line made after the truncation read the file: its reads found the pages gone.
+    ensure!(states_after.is_empty() || warned, "state lines after the truncation but no warning: {states_after:?}");
+    Ok(())
+}
+
+/// CLOCK_MONOTONIC in ns, the clock of goscope's `ts_ns`.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime only writes the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}

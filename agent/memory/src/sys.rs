@@ -55,9 +55,12 @@ pub fn monotonic_ns() -> u64 {
 /// [`MappedFile::release_resident`] gives those back after the analysis; later lookups fault in
 /// the few pages they touch, from the page cache the target's own mapping of the file keeps warm.
 ///
-/// A mapped file must not shrink while it is mapped (reads past its new end would fault). An
-/// executable cannot be opened for writing while a process runs it (ETXTBSY), and goscope keeps
-/// the mapping only while it watches a process of that executable.
+/// An executable cannot be opened for writing while a process runs it (ETXTBSY), but once the
+/// last one exited, the file may be truncated in place while goscope still reads it (a session
+/// ending symbolizes what it has left). A read past the new end would raise SIGBUS and end goscope:
+/// [`shrink_guard`] catches that fault and puts a page of zeros where the file's page was, so such
+/// reads see zeros (which the decoders treat as any corrupted table) and [`MappedFile::shrank`]
+/// turns true.
 pub struct MappedFile {
     base: *mut libc::c_void,
     len: usize,
@@ -84,7 +87,18 @@ impl MappedFile {
         if base == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
-        Ok(MappedFile { base, len })
+        let mapped = MappedFile { base, len };
+        shrink_guard::install()?;
+        // Unguarded, a truncation could end goscope: a mapping the guard cannot hold is refused
+        // (and unmapped by Drop, which skips the guard's slots it does not hold).
+        shrink_guard::guard(base as usize, len)?;
+        Ok(mapped)
+    }
+
+    /// Whether the mapped file that holds `bytes` shrank while goscope read it: some reads saw
+    /// zeros, not the file. False for bytes of no mapped file.
+    pub fn shrank(bytes: &[u8]) -> bool {
+        shrink_guard::shrank(bytes.as_ptr() as usize)
     }
 
     /// Gives back the pages read so far (`madvise(MADV_DONTNEED)`): the contents stay the same,
@@ -112,8 +126,152 @@ impl AsRef<[u8]> for MappedFile {
 impl Drop for MappedFile {
     fn drop(&mut self) {
         if self.len > 0 {
+            // Before the unmap: the addresses may be mapped again by anyone afterwards.
+            shrink_guard::unguard(self.base as usize);
             // SAFETY: our own mapping, no longer borrowed (Drop has `&mut self`).
             unsafe { libc::munmap(self.base, self.len) };
+        }
+    }
+}
+
+/// Keeps a mapped file that shrank from ending the process: a SIGBUS handler that, for a fault
+/// inside a guarded mapping, maps a page of zeros over the faulting page and returns (the read is
+/// retried and sees zeros). Any other SIGBUS goes to the handler that was there before (Rust's
+/// own, which reports stack overflows), or ends the process as the default action does.
+mod shrink_guard {
+    use std::{
+        io,
+        sync::{
+            OnceLock,
+            atomic::{AtomicBool, AtomicUsize, Ordering},
+        },
+    };
+
+    /// How many files can be mapped at once: one per executable `goscope run` watches.
+    const SLOTS: usize = 1024;
+
+    /// One guarded mapping, `start..end`; a free slot has `start` 0. `end` is set after `start`
+    /// is claimed and cleared before it is freed, so a half-written slot guards nothing.
+    struct Slot {
+        start: AtomicUsize,
+        end: AtomicUsize,
+        /// A read of this mapping faulted: the file shrank.
+        shrank: AtomicBool,
+    }
+
+    static GUARDED: [Slot; SLOTS] =
+        [const { Slot { start: AtomicUsize::new(0), end: AtomicUsize::new(0), shrank: AtomicBool::new(false) } }; SLOTS];
+    static PAGE_SIZE: AtomicUsize = AtomicUsize::new(4096);
+    /// The SIGBUS action before ours, set once before ours is installed.
+    static PREVIOUS: OnceLock<libc::sigaction> = OnceLock::new();
+
+    /// Installs the handler (once per process).
+    pub(super) fn install() -> io::Result<()> {
+        static INSTALLED: OnceLock<Result<(), i32>> = OnceLock::new();
+        let installed = INSTALLED.get_or_init(|| {
+            // SAFETY: sysconf only reads a system constant.
+            let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+            if page > 0 {
+                PAGE_SIZE.store(page as usize, Ordering::Relaxed);
+            }
+            // SAFETY: an all-zero sigaction is a valid value (SIG_DFL, empty mask, no flags).
+            let mut previous: libc::sigaction = unsafe { std::mem::zeroed() };
+            // SAFETY: reads the current action into `previous`, which we own.
+            if unsafe { libc::sigaction(libc::SIGBUS, std::ptr::null(), &mut previous) } != 0 {
+                return Err(io::Error::last_os_error().raw_os_error().unwrap_or(libc::EINVAL));
+            }
+            let _ = PREVIOUS.set(previous);
+            // SAFETY: as above, all-zero is valid; the fields set next make it ours.
+            let mut ours: libc::sigaction = unsafe { std::mem::zeroed() };
+            ours.sa_sigaction = on_sigbus as *const () as libc::sighandler_t;
+            // On the alternate stack Rust gives every thread: a fault may come with little stack.
+            ours.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
+            // SAFETY: `ours` is a complete action whose handler has the SA_SIGINFO signature and
+            // only makes async-signal-safe calls (atomics, mmap, sigaction).
+            if unsafe { libc::sigaction(libc::SIGBUS, &ours, std::ptr::null_mut()) } != 0 {
+                return Err(io::Error::last_os_error().raw_os_error().unwrap_or(libc::EINVAL));
+            }
+            Ok(())
+        });
+        installed.map_err(io::Error::from_raw_os_error)
+    }
+
+    /// Guards the mapping of `len` bytes at `start`; an error when every slot is taken.
+    pub(super) fn guard(start: usize, len: usize) -> io::Result<()> {
+        for slot in &GUARDED {
+            if slot.start.compare_exchange(0, start, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+                slot.shrank.store(false, Ordering::Relaxed);
+                slot.end.store(start + len, Ordering::Release);
+                return Ok(());
+            }
+        }
+        Err(io::Error::other(format!("more than {SLOTS} files mapped at once")))
+    }
+
+    /// Stops guarding the mapping at `start` (nothing when it was never guarded).
+    pub(super) fn unguard(start: usize) {
+        if let Some(slot) = GUARDED.iter().find(|s| s.start.load(Ordering::Acquire) == start) {
+            slot.end.store(0, Ordering::Release);
+            slot.start.store(0, Ordering::Release);
+        }
+    }
+
+    /// The slot of the guarded mapping that holds `addr`.
+    fn slot_of(addr: usize) -> Option<&'static Slot> {
+        GUARDED.iter().find(|s| {
+            let start = s.start.load(Ordering::Acquire);
+            start != 0 && addr >= start && addr < s.end.load(Ordering::Acquire)
+        })
+    }
+
+    pub(super) fn shrank(addr: usize) -> bool {
+        slot_of(addr).is_some_and(|s| s.shrank.load(Ordering::Relaxed))
+    }
+
+    extern "C" fn on_sigbus(signal: libc::c_int, info: *mut libc::siginfo_t, context: *mut libc::c_void) {
+        // SAFETY: the kernel passes a valid siginfo to an SA_SIGINFO handler.
+        let addr = unsafe { (*info).si_addr() } as usize;
+        if let Some(slot) = slot_of(addr) {
+            let page = addr & !(PAGE_SIZE.load(Ordering::Relaxed) - 1);
+            // SAFETY: replaces one page of our own guarded read-only file mapping (the page the
+            // file no longer has) with zeros; nothing can have a view of it other than reads.
+            let zeros = unsafe {
+                libc::mmap(
+                    page as *mut libc::c_void,
+                    PAGE_SIZE.load(Ordering::Relaxed),
+                    libc::PROT_READ,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
+                    -1,
+                    0,
+                )
+            };
+            if zeros != libc::MAP_FAILED {
+                slot.shrank.store(true, Ordering::Relaxed);
+                return;
+            }
+        }
+        forward(signal, info, context);
+    }
+
+    /// Hands a SIGBUS that is not ours to the action installed before ours.
+    fn forward(signal: libc::c_int, info: *mut libc::siginfo_t, context: *mut libc::c_void) {
+        let previous = PREVIOUS.get().map_or(libc::SIG_DFL, |p| p.sa_sigaction);
+        let takes_info = PREVIOUS.get().is_some_and(|p| p.sa_flags & libc::SA_SIGINFO != 0);
+        if previous == libc::SIG_DFL || previous == libc::SIG_IGN {
+            // SAFETY: an all-zero sigaction is SIG_DFL with an empty mask.
+            let default: libc::sigaction = unsafe { std::mem::zeroed() };
+            // SAFETY: restores the default action; returning re-runs the faulting instruction,
+            // whose SIGBUS then ends the process as it would have without us.
+            unsafe { libc::sigaction(libc::SIGBUS, &default, std::ptr::null_mut()) };
+        } else if takes_info {
+            // SAFETY: the previous action was installed with SA_SIGINFO: its handler has this type.
+            let handler: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
+                unsafe { std::mem::transmute(previous) };
+            handler(signal, info, context);
+        } else {
+            // SAFETY: a previous action without SA_SIGINFO is a plain signal handler.
+            let handler: extern "C" fn(libc::c_int) = unsafe { std::mem::transmute(previous) };
+            handler(signal);
         }
     }
 }
@@ -247,5 +405,22 @@ mod tests {
         assert!(empty.as_ref().is_empty());
         std::fs::remove_file(&path).unwrap();
         assert_eq!(MappedFile::open(&path).err().map(|e| e.kind()), Some(io::ErrorKind::NotFound));
+    }
+
+    #[test]
+    fn a_mapped_file_truncated_in_place_reads_as_zeros_instead_of_ending_the_process() {
+        let path = std::env::temp_dir().join(format!("goscope-truncated-{}", std::process::id()));
+        let contents = vec![0xa5u8; 4 * 4096];
+        std::fs::write(&path, &contents).unwrap();
+        let mapped = MappedFile::open(&path).unwrap();
+        assert_eq!(mapped.as_ref()[3 * 4096], 0xa5, "the file's own bytes before it shrinks");
+        assert!(!MappedFile::shrank(mapped.as_ref()));
+        // In place (O_TRUNC), as `cp new old` does: the mapping outlives the file's pages.
+        File::create(&path).unwrap();
+        let after: Vec<u8> = (0..4).map(|page| std::hint::black_box(mapped.as_ref())[page * 4096 + 7]).collect();
+        assert_eq!(after, [0, 0, 0, 0]);
+        assert!(MappedFile::shrank(mapped.as_ref()));
+        drop(mapped);
+        std::fs::remove_file(&path).unwrap();
     }
 }

@@ -21,7 +21,7 @@ use crate::{
         Format, OutputLine,
         json::{AttachedProbe, WatchMode},
         otlp::ProcessInfo,
-        write_line,
+        warning_line, write_line,
     },
     target::{
         ExecutableCache, Target, TargetContext, TargetError,
@@ -106,6 +106,7 @@ pub async fn run_shared(
     let set_up = tokio::task::spawn_blocking(move || set_up(pid, &setup_cfg, &executables));
     let Setup { target, ring, probes, ctx, process_info } =
         set_up.await.map_err(|e| io::Error::other(format!("setting up the session of PID {pid}: {e}")))??;
+    let binary = Arc::clone(&ctx.binary);
     let (tx, rx) = mpsc::channel(cfg.queue_len);
     let stop = Arc::new(Notify::new());
     let processor_stop = Arc::clone(&stop);
@@ -125,7 +126,9 @@ pub async fn run_shared(
     let stats = stats?;
     let processed = processor.await.map_err(|e| io::Error::other(e.to_string()))??;
     probes.probes.lock().unwrap_or_else(PoisonError::into_inner).detach(target.pid);
-
+    if goscope_memory::MappedFile::shrank(binary.file()) {
+        warn_truncated(&target, cfg.format)?;
+    }
     summarise(target.pid, &stats, &processed, cfg.format)?;
     match processed.failed_on {
         Some(finding) => Err(AttachError::FailOn(finding)),
@@ -175,6 +178,17 @@ fn set_up(pid: u32, cfg: &SessionConfig, executables: &ExecutableCache) -> Resul
     announce(&target, &binary, &process_info, cfg)?;
     let ctx = TargetContext { pid: target.pid, binary, load_bias, attached_at_ns: goscope_memory::monotonic_ns() };
     Ok(Setup { target, ring, probes, ctx, process_info })
+}
+
+/// One warning that the executable shrank under goscope's reads (possible once no process runs
+/// it): what was read from it after that came out as zeros, so some names may be missing.
+fn warn_truncated(target: &Target, format: Format) -> io::Result<()> {
+    let message = format!(
+        "{} was truncated after the process exited, while goscope still read it: names and locations read after that \
+         may be missing",
+        target.exe_name
+    );
+    write_line(&mut io::stdout(), &warning_line(format, Some(target.pid), &message, &format!("PID {}: ", target.pid))?)
 }
 
 /// The process's `k8s.*` attributes. The API lookup uses a blocking HTTP client, which must not
