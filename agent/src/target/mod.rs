@@ -284,6 +284,28 @@ mod tests {
     }
 
     #[test]
+    fn an_executable_being_analysed_never_holds_up_another() {
+        let cache = ExecutableCache::default();
+        let first = cache.slot((1, 1, 0));
+        let analysing = first.lock().unwrap();
+        // Another executable's slot comes at once, though the first is locked by its analysis.
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::scope(|s| {
+            s.spawn(|| sender.send(cache.slot((1, 2, 0))).unwrap());
+            assert!(receiver.recv_timeout(Duration::from_secs(5)).is_ok(), "the second executable waited for the first");
+        });
+        // The same executable shares the slot (its analysis is waited for, not repeated) and the
+        // slot being analysed is kept while no binary is in it yet.
+        assert!(Arc::ptr_eq(&first, &cache.slot((1, 1, 0))));
+        drop(analysing);
+        // Analysed, then the last session let the binary go: the slot goes too.
+        drop(first);
+        cache.slot((1, 3, 0));
+        let slots = cache.0.lock().unwrap();
+        assert!(!slots.contains_key(&(1, 1, 0)) && slots.contains_key(&(1, 3, 0)), "{:?}", slots.keys().collect::<Vec<_>>());
+    }
+
+    #[test]
     fn liveness_follows_the_process() {
         let me = Target::from_pid(std::process::id()).unwrap();
         assert!(me.is_alive());
