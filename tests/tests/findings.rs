@@ -138,16 +138,10 @@ fn leaks_and_lock_order_deadlocks_on_go1_22_in_scan_mode() -> Result<()> {
 
 /// Go 1.19, the oldest release: every sync wait is "semacquire" there (the reason names the
 /// primitive from 1.21 on), and the lock still comes from the semtable; the lock-order deadlock
-/// is proven with both locks named, the package-level one suspected, and no leak is false.
+/// is proven with both locks named, the package-level one suspected, every orphan proven leaked.
 #[test]
 fn leaks_and_lock_order_deadlocks_on_go1_19_in_scan_mode() -> Result<()> {
     leaks_and_lock_order_deadlocks_on(WatchMode::Scan, Some("1.19.13"))
-}
-
-/// Whether the runtime keeps pointer bitmaps for heap objects (malloc headers, Go 1.22 on), so
-/// that the reachability walk follows only real pointers.
-fn heap_pointer_bitmaps(go_version: Option<&str>) -> bool {
-    go_minor(go_version).is_none_or(|m| m >= 22)
 }
 
 fn go_minor(go_version: Option<&str>) -> Option<u32> {
@@ -223,14 +217,7 @@ fn leaks_and_lock_order_deadlocks_on(mode: WatchMode, go_version: Option<&str>) 
     // nothing but orphans is ever called leaked.
     let leaks: Vec<&Value> = findings.iter().filter(|f| f["type"] == "leak").copied().collect();
     let proven: Vec<u64> = leaks.iter().filter(|f| f["grade"] == "proven").flat_map(|f| goids(f)).collect();
-    if heap_pointer_bitmaps(go_version) {
-        ensure!(proven == orphans, "proven leaked {proven:?}, the fixture orphaned {orphans:?}: {leaks:?}");
-    } else {
-        // Before Go 1.22 every word of a heap object counts as a pointer: a `g`'s stack bounds,
-        // reached through the Ms, make a freed stack with stale frames of the requests a root,
-        // and some orphans stay unproven. Never a false leak, though.
-        ensure!(proven.iter().all(|g| orphans.contains(g)), "proven leaked {proven:?}, the fixture orphaned {orphans:?}");
-    }
+    ensure!(proven == orphans, "proven leaked {proven:?}, the fixture orphaned {orphans:?}: {leaks:?}");
     let line = info["compute_line"].as_u64().context("compute_line")? + 1;
     for leak in &leaks {
         ensure!(goids(leak).iter().all(|g| orphans.contains(g)), "leaked {:?}, the fixture orphaned {orphans:?}", goids(leak));
