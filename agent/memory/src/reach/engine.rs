@@ -570,6 +570,41 @@ pub fn find_leaked_in<M: ReachMemory>(
     })
 }
 
+/// Zeroes the dead words of the leaked goroutines' stacks read whole in this round, by the
+/// runtime's stack maps: a stale word in a slot no frame uses (a stack reused from a goroutine
+/// that grew or exited) must not make one goroutine look able to wake another. A stack read in
+/// pieces, or without a saved context or usable maps, stays whole (conservative).
+fn keep_live_stack_words<M: ReachMemory>(
+    m: &mut Marker<'_, M>,
+    stacks: &[Option<GoroutineStack>],
+    sources: &[usize],
+    ranges: &[(u64, u64)],
+    contents: &mut [Option<Vec<u64>>],
+) -> Result<(), ReachError> {
+    let whole: Vec<usize> = (0..sources.len())
+        .filter(|&k| {
+            stacks[sources[k]].is_some_and(|s| s.context.is_some() && ranges[k] == (s.scan_from, s.hi)) && contents[k].is_some()
+        })
+        .collect();
+    if whole.is_empty() {
+        return Ok(());
+    }
+    let masks = {
+        let requests: Vec<(GoroutineStack, &[u64])> =
+            whole.iter().filter_map(|&k| Some((stacks[sources[k]]?, contents[k].as_deref()?))).collect();
+        m.mem.stack_pointers(&requests)?
+    };
+    for (k, mask) in whole.into_iter().zip(masks) {
+        let (Some(p), Some(words)) = (mask, contents[k].as_mut()) else { continue };
+        for (word, is_pointer) in words.iter_mut().zip(p.mask.iter().chain(std::iter::repeat(&true))) {
+            if !is_pointer {
+                *word = 0;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// For each leaked goroutine, the other leaked goroutines whose wait objects its stack reaches
 /// through heap objects no root reaches (at most `max_objects` objects per goroutine).
 fn could_wake<M: ReachMemory>(
@@ -615,7 +650,8 @@ fn could_wake<M: ReachMemory>(
             sources.push(src);
             ranges.push((start, piece_end));
         }
-        let Some(contents) = m.read(&ranges)? else { break };
+        let Some(mut contents) = m.read(&ranges)? else { break };
+        keep_live_stack_words(m, stacks, &sources, &ranges, &mut contents)?;
         let mut per_source: Vec<(usize, u64)> = Vec::new();
         for (src, words) in sources.iter().zip(&contents) {
             for &w in words.iter().flatten() {
