@@ -55,25 +55,30 @@ pub use goscope::{Goscope, RunOutput, Stopped, goscope_bin, run_goscope, run_gos
 /// How goscope watches the target in a detection test: findings must be right in each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WatchMode {
-    /// Every probe attached (the default).
+    /// Every probe attached from the start (`--overhead-budget off`).
     Probes,
     /// `--scan-only`: no probe, periodic memory scans alone.
     Scan,
+    /// The default for findings only: the budget governor starts in scan mode and attaches the
+    /// probes once their estimated cost fits the budget (a quiet fixture's does).
+    Governed,
 }
 
 impl WatchMode {
     /// `args` with the flags that select this mode.
     pub fn args<'a>(self, args: &[&'a str]) -> Vec<&'a str> {
         let mut all = args.to_vec();
-        if self == Self::Scan {
-            all.push("--scan-only");
+        match self {
+            Self::Probes => all.extend(["--overhead-budget", "off"]),
+            Self::Scan => all.push("--scan-only"),
+            Self::Governed => {}
         }
         all
     }
 }
 
 /// For each named test body `fn NAME(mode: WatchMode) -> anyhow::Result<()>`, a module `NAME`
-/// with one `#[test]` per [`WatchMode`]: `NAME::probes` and `NAME::scan`.
+/// with one `#[test]` per [`WatchMode`]: `NAME::probes`, `NAME::scan` and `NAME::governed`.
 #[macro_export]
 macro_rules! in_each_watch_mode {
     ($($name:ident),* $(,)?) => {
@@ -87,6 +92,11 @@ macro_rules! in_each_watch_mode {
                 #[test]
                 fn scan() -> ::anyhow::Result<()> {
                     super::$name($crate::WatchMode::Scan)
+                }
+
+                #[test]
+                fn governed() -> ::anyhow::Result<()> {
+                    super::$name($crate::WatchMode::Governed)
                 }
             }
         )*

@@ -43,11 +43,20 @@ fn deadlock_formed_before_attach_is_reported_with_its_chain(mode: WatchMode) -> 
 
     let mut goscope = Goscope::attach(target.pid(), &mode.args(&["--block-threshold", "1s", "--no-events"]))?;
     let attached = goscope.wait_attached(Duration::from_secs(60))?;
-    let (want_mode, probed) = if mode == WatchMode::Scan { ("scan", false) } else { ("probes", true) };
+    // Governed, the session starts in scan mode; the probes follow once the load is known.
+    let (want_mode, probed) = if mode == WatchMode::Probes { ("probes", true) } else { ("scan", false) };
     let listed = attached["probes"].as_array().is_some_and(|p| !p.is_empty());
     ensure!(attached["mode"] == want_mode && listed == probed, "{attached}");
-    let lines = goscope.events_until(is_deadlock, PROOF_DEADLINE)?;
-    let finding = lines.last().context("a deadlock finding")?;
+    let mut lines = Vec::new();
+    if mode == WatchMode::Governed {
+        lines = goscope.events_until(|v| v["kind"] == "mode", Duration::from_secs(30))?;
+        let up = lines.last().context("a mode line")?;
+        ensure!(up["mode"] == "probes" && up["probes_attached"].as_u64() > Some(0), "an idle target gets its probes: {up}");
+    }
+    if !lines.iter().any(is_deadlock) {
+        lines.extend(goscope.events_until(is_deadlock, PROOF_DEADLINE)?);
+    }
+    let finding = lines.iter().rfind(|v| is_deadlock(v)).context("a deadlock finding")?;
     ensure!(goids(finding) == expected, "deadlock goroutines {:?}, fixture says {expected:?}: {finding}", goids(finding));
     let mut chain: Vec<u64> = finding["chain"].as_array().context("chain")?.iter().filter_map(Value::as_u64).collect();
     ensure!(chain.len() == 2, "chain {chain:?}");

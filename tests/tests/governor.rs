@@ -1,6 +1,7 @@
 //! The budget governor on a real process: a target that idles, bursts to ~100k goroutine events
 //! per second and idles again makes goscope (findings only, so governed with the default 1% budget)
-//! detach every probe during the burst and attach them again after it — each change a `mode`
+//! start in scan mode and attach the probes while the target idles, detach every probe during the
+//! burst and attach them again after it — each change a `mode`
 //! line with its reason — while a goroutine leaked mid-burst is still proven, and nothing else is
 //! ever called leaked or deadlocked.
 use std::time::Duration;
@@ -24,7 +25,16 @@ fn a_burst_steps_down_to_scan_mode_and_back_and_its_leak_is_still_proven() -> Re
     target.expect_json("pid", Duration::from_secs(20))?;
     let mut gs = Goscope::attach(target.pid(), &["--no-events", "--block-threshold", "1s"])?;
     let attached = gs.wait_attached(Duration::from_secs(60))?;
-    ensure!(attached["mode"] == "probes", "governed attach starts with every probe: {attached}");
+    ensure!(attached["mode"] == "scan", "a governed attach starts in scan mode: {attached}");
+    // Idle: two scans show the probes fit the budget.
+    let first = gs.events_until(|v| kind(v) == "mode", Duration::from_secs(20))?;
+    let first = first.last().context("a mode line")?;
+    ensure!(
+        is_mode(first, "probes")
+            && first["probes_attached"].as_u64() > Some(0)
+            && first["reason"].as_str().is_some_and(|r| r.starts_with("the load is light")),
+        "an idle target gets every probe: {first}"
+    );
     target.send_line("go")?;
     target.expect_json("phase", Duration::from_secs(20))?;
     let down = gs.events_until(|v| kind(v) == "mode", Duration::from_secs(20))?;
@@ -55,7 +65,7 @@ fn a_burst_steps_down_to_scan_mode_and_back_and_its_leak_is_still_proven() -> Re
         .collect();
     ensure!(wrong.is_empty(), "only goroutine {leaked} leaked: {wrong:#?}");
     let modes: Vec<&Value> = gs.events().iter().filter(|v| kind(v) == "mode").collect();
-    ensure!(modes.len() == 2, "one step down, one up, no oscillation: {modes:#?}");
+    ensure!(modes.len() == 3, "probes attached, one step down, one up, no oscillation: {modes:#?}");
     target.close_stdin();
     Ok(())
 }

@@ -34,6 +34,12 @@ fn flood(budget: &str) -> Result<()> {
     let args = ["--no-events", "--ring-buffer-size", "4096", "--block-threshold", "1s", "--overhead-budget", budget];
     let mut gs = Goscope::attach(target.pid(), &args)?;
     gs.wait_attached(Duration::from_secs(90))?;
+    if budget != "off" {
+        // Governed, the session starts in scan mode: the flood must meet the probes.
+        let up = gs.events_until(|l| kind(l) == "mode", Duration::from_secs(30))?;
+        let up = up.last().context("a mode line")?;
+        ensure!(up.get("mode").and_then(Value::as_str) == Some("probes"), "the idle flood fixture gets its probes: {up}");
+    }
     target.send_line("go")?;
     let flooded = target.expect_json("flooded", Duration::from_secs(60))?;
     // Quiet now: anything still "blocked" after the threshold and its confirmation is a ghost.

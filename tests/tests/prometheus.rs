@@ -180,6 +180,9 @@ fn a_mode_change_reaches_prometheus_and_fires_the_mode_alert() -> Result<()> {
         &["--no-events", "--otlp-service-name", job, "--otlp-export-interval", "500ms"],
     )?;
     goscope.wait_attached(Duration::from_secs(60))?;
+    // A governed session starts in scan mode: the burst must meet the probes (their first attach
+    // is the governor settling, not counted as a change).
+    goscope.events_until(|v| v["kind"] == "mode" && v["mode"] == "probes", Duration::from_secs(30))?;
     target.send_line("go")?;
     target.expect_json("phase", Duration::from_secs(20))?;
 

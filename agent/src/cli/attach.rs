@@ -160,8 +160,9 @@ fn set_up(pid: u32, cfg: &SessionConfig, executables: &ExecutableCache) -> Resul
         });
     }
     let (mut probes, ring) = Probes::load(cfg.ring_bytes)?;
-    let attached = if cfg.scan_only {
-        // Scan mode attaches no probe at all: the reader still ticks the processor.
+    let attached = if cfg.starts_in_scan() {
+        // Scan mode attaches no probe at all: the reader still ticks the processor (and the
+        // governor, when one applies, attaches the probes later).
         probes.register(target.pid, target_config(&binary))
     } else {
         probes.attach(&target, &binary, target_config(&binary))
@@ -202,7 +203,7 @@ fn k8s_attributes(lookup: &K8sLookup, pid: u32, downward: Vec<(&'static str, Str
 /// The `attached` line (JSON, on stdout) or a one-line notice (text, on stderr).
 fn announce(target: &Target, binary: &GoBinary, info: &ProcessInfo, cfg: &SessionConfig) -> io::Result<()> {
     let go_version = &binary.build_info().go_version.raw;
-    let mode = if cfg.scan_only { WatchMode::Scan } else { WatchMode::Probes };
+    let mode = if cfg.starts_in_scan() { WatchMode::Scan } else { WatchMode::Probes };
     let probes: Vec<AttachedProbe> = binary
         .probe_sites()
         .iter()
@@ -216,6 +217,13 @@ fn announce(target: &Target, binary: &GoBinary, info: &ProcessInfo, cfg: &Sessio
             let line = OutputLine::Attached { pid: target.pid, go_version, mode, probes, k8s }.to_json()?;
             write_line(&mut stdout, &line)?;
         }
+        Format::Text if mode == WatchMode::Scan && !cfg.scan_only => eprintln!(
+            "goscope: watching PID {} ({}, {go_version}) within a budget of {}% of a CPU: memory scans first, probes once \
+             their estimated cost fits; Ctrl-C to stop",
+            target.pid,
+            target.exe_name,
+            cfg.governed_budget_pct().unwrap_or_default()
+        ),
         Format::Text if mode == WatchMode::Scan => eprintln!(
             "goscope: watching PID {} ({}, {go_version}) in scan mode: no probes, memory read every {} ms; Ctrl-C to stop",
             target.pid,

@@ -1,5 +1,7 @@
 //! The budget governor: keeps what watching costs the target under `--overhead-budget` (a
-//! percentage of one CPU). The cost is estimated, never measured in the target: hits per second
+//! percentage of one CPU). A governed session starts in scan mode: the probes are attached only
+//! once two memory scans say they fit, so a busy target never pays for them, not even at attach.
+//! The cost is estimated, never measured in the target: hits per second
 //! of each probe (counted in BPF) times a cost per hit from [`HitCosts`]. Over budget on two ticks
 //! in a row, probes are detached down the [`Level`] ladder to the richest level whose estimate
 //! fits (at worst scan mode, which costs the target nothing but memory reads). Back up: only when
@@ -158,6 +160,9 @@ pub struct Decision {
     pub reason: String,
     /// The estimate behind it, in percent of one CPU.
     pub estimated_pct: f64,
+    /// The session's first probes (it started in scan mode): the governor settling, not a
+    /// change of a settled session's mode.
+    pub first_probes: bool,
 }
 
 /// Ticks in a row over budget before stepping down.
@@ -187,6 +192,8 @@ pub struct Governor {
     next_try_ns: u64,
     /// When the last step up happened (to notice one undone soon).
     stepped_up_ns: Option<u64>,
+    /// Whether any probe was attached yet (a governed session starts in scan mode).
+    probed_before: bool,
 }
 
 impl Governor {
@@ -202,6 +209,7 @@ impl Governor {
             backoff: FIRST_BACKOFF,
             next_try_ns: 0,
             stepped_up_ns: None,
+            probed_before: level != Level::Scan,
         }
     }
 
@@ -277,6 +285,8 @@ impl Governor {
         if estimate > self.budget_ns_per_s * STEP_UP_SHARE {
             return None;
         }
+        let first_probes = !std::mem::replace(&mut self.probed_before, true);
+        let why = if first_probes { "the load is light" } else { "the load fell" };
         self.level = Level::Probes;
         self.over_ticks = 0;
         self.last_hits = None;
@@ -284,12 +294,25 @@ impl Governor {
         Some(Decision {
             to: Level::Probes,
             reason: format!(
-                "the load fell: at least {:.0} events/s would cost about {:.2}% of a CPU",
+                "{why}: at least {:.0} events/s would cost about {:.2}% of a CPU",
                 rates.0.iter().sum::<f64>(),
                 estimate / 1e7
             ),
             estimated_pct: estimate / 1e7,
+            first_probes,
         })
+    }
+
+    /// Attaching the probes a step up asked for failed: scan mode goes on, and the next try
+    /// waits out a back-off that doubles each time (a missing capability does not come back by
+    /// itself; a target busy exec'ing or mapping might).
+    pub fn attach_failed(&mut self, now_ns: u64) {
+        self.level = Level::Scan;
+        self.over_ticks = 0;
+        self.last_hits = None;
+        self.stepped_up_ns = None;
+        self.next_try_ns = now_ns + self.backoff.as_nanos() as u64;
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
     }
 
     fn step_down(&mut self, now_ns: u64, to: Level, reason: String, cost: f64) -> Decision {
@@ -300,7 +323,7 @@ impl Governor {
         self.over_ticks = 0;
         self.last_hits = None;
         self.next_try_ns = now_ns + self.backoff.as_nanos() as u64;
-        Decision { to, reason, estimated_pct: cost / 1e7 }
+        Decision { to, reason, estimated_pct: cost / 1e7, first_probes: false }
     }
 }
 
@@ -361,6 +384,33 @@ mod tests {
         let mut g = Governor::new(1.0, costs(), Level::Probes, 0);
         g.observe_hits(S, hits([0, 3_000, 3_000, 0, 0], 1));
         assert_eq!(g.observe_hits(2 * S, hits([0, 3_000, 3_000, 0, 0], 2)).map(|d| d.to), Some(Level::Scan));
+    }
+
+    #[test]
+    fn a_governor_starting_in_scan_mode_attaches_the_probes_at_the_first_light_estimate() {
+        let mut g = Governor::new(1.0, costs(), Level::Scan, 0);
+        assert_eq!(g.observe_scan(S / 2, &Rates::from_memory(20_000.0, 500.0)), None, "a busy target stays in scan mode");
+        let up = g.observe_scan(S, &Rates::from_memory(100.0, 1.0)).expect("probes when the load fits");
+        assert_eq!(up.to, Level::Probes);
+        assert!(up.reason.starts_with("the load is light") && up.first_probes, "{up:?}");
+        g.observe_hits(S, [0; 5]);
+        g.observe_hits(2 * S, hits([0, 50_000, 50_000, 0, 0], 1)).expect("down: far over");
+        let again = g.observe_scan(40 * S, &Rates::from_memory(100.0, 1.0)).expect("up after the back-off");
+        assert!(again.reason.starts_with("the load fell") && !again.first_probes, "{again:?}");
+    }
+
+    #[test]
+    fn a_failed_attach_waits_out_a_growing_back_off() {
+        let quiet = Rates::from_memory(100.0, 1.0);
+        let mut g = Governor::new(1.0, costs(), Level::Scan, 0);
+        assert!(g.observe_scan(S, &quiet).is_some());
+        g.attach_failed(S);
+        assert_eq!(g.level(), Level::Scan);
+        assert_eq!(g.observe_scan(5 * S, &quiet), None, "within the first back-off");
+        assert!(g.observe_scan(11 * S, &quiet).is_some(), "tried again after 10 s");
+        g.attach_failed(11 * S);
+        assert_eq!(g.observe_scan(25 * S, &quiet), None, "20 s now");
+        assert!(g.observe_scan(31 * S, &quiet).is_some());
     }
 
     #[test]

@@ -44,8 +44,10 @@ pub struct SessionConfig {
     #[arg(long)]
     pub scan_only: bool,
     /// Most CPU watching may cost the target, in percent of one CPU (`1`, `0.5%`), or `off`.
-    /// Over it, probes are detached (down to scan mode) until the estimate fits; they come back
-    /// when the load falls. Default: 1 when events are not printed, off when they are.
+    /// A governed session starts in scan mode and attaches the probes once memory shows their
+    /// estimated cost fits; over the budget, probes are detached (down to scan mode) until the
+    /// estimate fits, and they come back when the load falls. Default: 1 when events are not
+    /// printed, off when they are.
     #[arg(long, value_name = "PCT", value_parser = parse_budget)]
     pub overhead_budget: Option<Budget>,
     #[command(flatten)]
@@ -122,6 +124,13 @@ impl SessionConfig {
             None if self.show_events => None,
             None => Some(DEFAULT_BUDGET_PCT),
         }
+    }
+
+    /// Whether the session starts without probes: `--scan-only`, and every governed session
+    /// (the governor attaches the probes once two scans show the load fits the budget, so a busy
+    /// target never pays for probes the budget would not allow, not even at attach).
+    pub fn starts_in_scan(&self) -> bool {
+        self.scan_only || self.governed_budget_pct().is_some()
     }
 
     /// Memory scans in scan mode happen every this many ticks (of [`reader::TICK`]): each tick

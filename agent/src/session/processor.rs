@@ -140,7 +140,7 @@ impl<'a> Processor<'a> {
     ) -> Self {
         let reasons = WaitReasons::of(ctx.binary.wait_reasons());
         let threshold_ns = cfg.block_threshold.as_nanos() as u64;
-        let level = if cfg.scan_only { Level::Scan } else { Level::Probes };
+        let level = if cfg.starts_in_scan() { Level::Scan } else { Level::Probes };
         Self {
             probes,
             level,

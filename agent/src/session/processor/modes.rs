@@ -46,16 +46,21 @@ impl Processor<'_> {
     fn change_level(&mut self, decision: Decision, now_ns: u64) -> io::Result<bool> {
         let from = self.level;
         let mut reason = decision.reason;
+        let mut attach_failed = false;
         self.level = match self.probes.set_kinds(&self.ctx.binary, decision.to.kinds()) {
             Ok(_) => decision.to,
             Err(e) => {
                 // Whatever did attach goes too: scan mode never misses what a probe would see.
                 let _ = self.probes.set_kinds(&self.ctx.binary, &[]);
                 reason = format!("{reason}; attaching failed ({e}), so memory scans go on");
+                attach_failed = true;
                 Level::Scan
             }
         };
         if let Some(g) = &mut self.governor {
+            if attach_failed {
+                g.attach_failed(now_ns);
+            }
             g.set_level(self.level);
             // The counters go on from where they stood: the next tick's rates start here.
             if let Some(hits) = self.probes.hits().filter(|_| self.level != Level::Scan) {
@@ -74,17 +79,20 @@ impl Processor<'_> {
         } else {
             true
         };
-        self.announce_mode(&reason, decision.estimated_pct)?;
+        // The governor settling on the first probes, or an attach that left scan mode as it
+        // was, is said but not counted as a change.
+        let counted = !decision.first_probes && self.level != from;
+        self.announce_mode(&reason, decision.estimated_pct, counted)?;
         Ok(fresh)
     }
 
     /// The `mode` line, its text twin, and the OTLP log record and metrics.
-    fn announce_mode(&mut self, reason: &str, estimated_cost_pct: f64) -> io::Result<()> {
+    fn announce_mode(&mut self, reason: &str, estimated_cost_pct: f64, counted: bool) -> io::Result<()> {
         let attached = self.probes.attached_count();
         let budget_pct = self.governor.as_ref().map_or(0.0, |g| g.budget_pct());
         let mode = self.level.name();
         if let Some(x) = &self.otlp {
-            x.mode_changed(&ModeChange { mode, reason, attached: attached as u64, estimated_cost_pct, budget_pct });
+            x.mode_changed(&ModeChange { mode, reason, attached: attached as u64, estimated_cost_pct, budget_pct, counted });
         }
         let line = match self.cfg.format {
             Format::Json => {

@@ -102,6 +102,10 @@ pub struct ModeChange<'a> {
     /// The governor's estimate of watching's cost before the change, in % of one CPU.
     pub estimated_cost_pct: f64,
     pub budget_pct: f64,
+    /// Whether `goscope.mode.changes` counts it: not the session's first probes after it
+    /// started in scan mode (that would count, and alert on, every attach), nor a failed attach
+    /// that left the mode as it was. Every change is logged.
+    pub counted: bool,
 }
 
 /// goscope's own health; every count is cumulative since attach.
@@ -728,7 +732,9 @@ impl OtlpExporter {
     /// `goscope.probes.attached` gauge.
     pub fn mode_changed(&self, change: &ModeChange<'_>) {
         if let Some(m) = &self.metrics {
-            m.mode_changes.add(1, &[KeyValue::new(attrs::MODE, change.mode)]);
+            if change.counted {
+                m.mode_changes.add(1, &[KeyValue::new(attrs::MODE, change.mode)]);
+            }
             m.probes_attached.record(change.attached, &[]);
         }
         let Some(l) = &self.logs else { return };
