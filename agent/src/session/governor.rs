@@ -116,6 +116,15 @@ impl HitCosts {
 pub struct Rates(pub [f64; PROBE_HIT_SLOTS]);
 
 impl Rates {
+    /// These rates with parks (and so wake-ups) raised to at least `parks` per second.
+    pub fn with_parks_at_least(mut self, parks: f64) -> Self {
+        for slot in [ProbeHit::Parked, ProbeHit::Ready] {
+            let r = &mut self.0[slot as usize];
+            *r = r.max(parks);
+        }
+        self
+    }
+
     /// What a memory scan tells (lower bounds): `parks` transitions out of running per second
     /// (each a park and, later, a wake-up) and `creations` new goroutines per second (each later
     /// an exit).
@@ -150,6 +159,27 @@ impl Activity {
             self.seqs.iter().filter_map(|(key, &now)| earlier.seqs.get(key).map(|&was| u64::from(now.wrapping_sub(was)))).sum();
         let created = self.max_goid.saturating_sub(earlier.max_goid);
         Some(Rates::from_memory(steps as f64 / seconds, created as f64 / seconds))
+    }
+}
+
+/// A trackingSeq step this large between two scans may be a wrapped count: the goroutine is
+/// sampled more closely before the probes come back (see `sample_busy_parks`).
+const BUSY_STEPS: u8 = 64;
+/// Most goroutines sampled closely.
+const MAX_BUSY: usize = 256;
+
+impl Activity {
+    /// The `*g` of the goroutines whose trackingSeq moved by [`BUSY_STEPS`] or more since
+    /// `earlier` (modulo 256, so perhaps by many times 256), busiest first.
+    pub fn busy_since(&self, earlier: &Activity) -> Vec<u64> {
+        let mut busy: Vec<(u8, u64)> = self
+            .seqs
+            .iter()
+            .filter_map(|(key, &now)| Some((now.wrapping_sub(*earlier.seqs.get(key)?), key.1)))
+            .filter(|&(steps, _)| steps >= BUSY_STEPS)
+            .collect();
+        busy.sort_unstable_by(|a, b| b.cmp(a));
+        busy.into_iter().take(MAX_BUSY).map(|(_, g)| g).collect()
     }
 }
 
@@ -265,6 +295,12 @@ impl Governor {
         Some(self.step_down(now_ns, to, reason, cost))
     }
 
+    /// Whether a light enough load would bring probes back now (not while the back-off lasts):
+    /// only then is the load worth sampling closely.
+    pub fn may_step_up(&self, now_ns: u64) -> bool {
+        self.level != Level::Probes && now_ns >= self.next_try_ns
+    }
+
     /// In scan mode: a lower bound of the event rate, from memory.
     pub fn observe_scan(&mut self, now_ns: u64, rates: &Rates) -> Option<Decision> {
         self.maybe_step_up(now_ns, rates)
@@ -353,6 +389,20 @@ mod tests {
         assert_eq!(r.0[ProbeHit::Parked as usize], 20.0);
         assert_eq!(r.0[ProbeHit::Created as usize], 100.0);
         assert_eq!(a.rates_since(&a), None);
+    }
+
+    #[test]
+    fn busy_goroutines_are_those_whose_count_moved_a_lot_and_close_samples_raise_the_estimate() {
+        let scan = |seqs: &[((u64, u64), u8)]| Activity { seqs: seqs.iter().copied().collect(), max_goid: 9, read_ns: 0 };
+        let a = scan(&[((1, 0x10), 10), ((2, 0x20), 250), ((3, 0x30), 0), ((4, 0x40), 5)]);
+        let b = scan(&[((1, 0x10), 200), ((2, 0x20), 70), ((3, 0x30), 63), ((5, 0x50), 255)]);
+        assert_eq!(b.busy_since(&a), vec![0x10, 0x20], "190 and 76 steps; 63 is not busy; new goroutines are not compared");
+        let r = Rates::from_memory(100.0, 3.0).with_parks_at_least(2e6);
+        assert_eq!((r.0[ProbeHit::Parked as usize], r.0[ProbeHit::Ready as usize]), (2e6, 2e6));
+        assert_eq!(r.with_parks_at_least(5.0).0[ProbeHit::Parked as usize], 2e6, "never lowered");
+        let mut g = Governor::new(1.0, costs(), Level::Scan, 0);
+        assert!(g.may_step_up(0));
+        assert_eq!(g.observe_scan(S, &r), None, "2M parks/s stay in scan mode");
     }
 
     #[test]

@@ -243,3 +243,42 @@ pub fn read_holdings(
         })
         .collect()
 }
+
+/// Back-to-back reads of the busy goroutines' trackingSeq in [`sample_busy_parks`].
+const BUSY_SAMPLES: usize = 64;
+/// A pair of reads further apart than this (goscope itself was descheduled) is left out: a busy
+/// goroutine may have wrapped its 8-bit counter in between.
+const MAX_SAMPLE_GAP_NS: u64 = 200_000;
+
+/// Transitions out of running per second of the goroutines whose `g` structs are at `g_addrs`,
+/// from their `g.trackingSeq` read [`BUSY_SAMPLES`] times back to back (a few microseconds
+/// apart). Two scans half a second apart see that 8-bit counter modulo 256, so a goroutine
+/// parking thousands of times a second looks idle to them; reads microseconds apart see each
+/// step. None when the layout has no trackingSeq or the reads fail.
+pub fn sample_busy_parks(ctx: &TargetContext, g_addrs: &[u64]) -> Option<f64> {
+    let offset = u64::from(ctx.binary.layout().g_tracking_seq?);
+    if g_addrs.is_empty() {
+        return Some(0.0);
+    }
+    let mem = ProcessMemory::new(ctx.pid).ok()?;
+    let reqs: Vec<(u64, usize)> = g_addrs.iter().map(|&g| (g.wrapping_add(offset), 1)).collect();
+    let mut last: Option<(Vec<Option<u8>>, u64)> = None;
+    let (mut steps, mut ns) = (0u64, 0u64);
+    for _ in 0..BUSY_SAMPLES {
+        let batch = mem.read_batch(&reqs).ok()?;
+        let now = goscope_memory::monotonic_ns();
+        let seqs: Vec<Option<u8>> = (0..reqs.len()).map(|i| batch.get(i).and_then(|b| b.first().copied())).collect();
+        if let Some((was, then)) = last.replace((seqs.clone(), now)) {
+            let gap = now.saturating_sub(then);
+            if gap > 0 && gap <= MAX_SAMPLE_GAP_NS {
+                steps += was
+                    .iter()
+                    .zip(&seqs)
+                    .filter_map(|(a, b)| Some(u64::from(b.as_ref()?.wrapping_sub(*a.as_ref()?))))
+                    .sum::<u64>();
+                ns += gap;
+            }
+        }
+    }
+    (ns > 0).then(|| steps as f64 * 1e9 / ns as f64)
+}

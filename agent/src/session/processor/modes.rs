@@ -4,7 +4,10 @@ use std::io;
 
 use super::Processor;
 use crate::{
-    session::governor::{Decision, Level},
+    session::{
+        governor::{Activity, Decision, Level, Rates},
+        memory::sample_busy_parks,
+    },
     sink::{Format, OutputLine, otlp::ModeChange},
 };
 
@@ -22,7 +25,7 @@ impl Processor<'_> {
                 self.activity = earlier;
                 return Ok(false);
             }
-            let rates = earlier.zip(self.activity.as_ref()).and_then(|(was, now)| now.rates_since(&was));
+            let rates = earlier.and_then(|was| self.load_since(&was, now_ns));
             let decision = match (self.governor.as_mut(), rates) {
                 (Some(g), Some(r)) => g.observe_scan(now_ns, &r),
                 _ => None,
@@ -39,6 +42,22 @@ impl Processor<'_> {
             _ => None,
         };
         decision.map_or(Ok(true), |d| self.change_level(d, now_ns))
+    }
+
+    /// What the last scan says of the load since `earlier`: lower bounds of the hit rates the
+    /// probes would have. When the governor might bring probes back, the goroutines whose 8-bit
+    /// count moved a lot are sampled closely first (two scans cannot tell 300 parks from 3 million).
+    fn load_since(&self, earlier: &Activity, now_ns: u64) -> Option<Rates> {
+        let now = self.activity.as_ref()?;
+        let rates = now.rates_since(earlier)?;
+        if !self.governor.as_ref().is_some_and(|g| g.may_step_up(now_ns)) {
+            return Some(rates);
+        }
+        let busy = now.busy_since(earlier);
+        Some(match sample_busy_parks(self.ctx, &busy) {
+            Some(parks) => rates.with_parks_at_least(parks),
+            None => rates,
+        })
     }
 
     /// Attaches and detaches what `decision` asks for, hands the state over, and says so.
