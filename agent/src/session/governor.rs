@@ -116,6 +116,16 @@ impl HitCosts {
 pub struct Rates(pub [f64; PROBE_HIT_SLOTS]);
 
 impl Rates {
+    /// Hits per second between two readings of the cumulative counters `elapsed_ns` apart.
+    fn between(before: &[u64; PROBE_HIT_SLOTS], after: &[u64; PROBE_HIT_SLOTS], elapsed_ns: u64) -> Self {
+        let seconds = elapsed_ns.max(1) as f64 / 1e9;
+        let mut rates = [0.0; PROBE_HIT_SLOTS];
+        for (r, (now, was)) in rates.iter_mut().zip(after.iter().zip(before)) {
+            *r = now.saturating_sub(*was) as f64 / seconds;
+        }
+        Self(rates)
+    }
+
     /// These rates with parks (and so wake-ups) raised to at least `parks` per second.
     pub fn with_parks_at_least(mut self, parks: f64) -> Self {
         for slot in [ProbeHit::Parked, ProbeHit::Ready] {
@@ -200,6 +210,8 @@ const OVER_TICKS: u32 = 2;
 /// An estimate this many times the budget steps down at once: no burst that large is worth a
 /// second tick of its cost.
 const FAR_OVER: f64 = 4.0;
+/// A pulse looks at a window at least this long.
+const MIN_PULSE: Duration = Duration::from_millis(20);
 /// First wait after a step down before trying to step up.
 const FIRST_BACKOFF: Duration = Duration::from_secs(10);
 /// Longest wait.
@@ -224,6 +236,8 @@ pub struct Governor {
     stepped_up_ns: Option<u64>,
     /// Whether any probe was attached yet (a governed session starts in scan mode).
     probed_before: bool,
+    /// The hit counters at the last pulse (see [`Governor::observe_pulse`]).
+    last_pulse: Option<([u64; PROBE_HIT_SLOTS], u64)>,
 }
 
 impl Governor {
@@ -240,6 +254,7 @@ impl Governor {
             next_try_ns: 0,
             stepped_up_ns: None,
             probed_before: level != Level::Scan,
+            last_pulse: None,
         }
     }
 
@@ -252,6 +267,7 @@ impl Governor {
         if level != self.level {
             self.level = level;
             self.last_hits = None;
+            self.last_pulse = None;
             self.over_ticks = 0;
         }
     }
@@ -268,11 +284,7 @@ impl Governor {
         if seconds <= 0.0 {
             return None;
         }
-        let mut rates = [0.0; PROBE_HIT_SLOTS];
-        for (r, (now, was)) in rates.iter_mut().zip(hits.iter().zip(before)) {
-            *r = now.saturating_sub(was) as f64 / seconds;
-        }
-        let rates = Rates(rates);
+        let rates = Rates::between(&before, &hits, now_ns.saturating_sub(then));
         let cost = self.costs.cost(&rates, self.level);
         if cost <= self.budget_ns_per_s {
             self.over_ticks = 0;
@@ -282,23 +294,49 @@ impl Governor {
         if self.over_ticks < OVER_TICKS && cost < self.budget_ns_per_s * FAR_OVER {
             return None;
         }
+        Some(self.step_down_for(now_ns, &rates, cost))
+    }
+
+    /// Down to the richest level whose estimate at `rates` fits.
+    fn step_down_for(&mut self, now_ns: u64, rates: &Rates, cost: f64) -> Decision {
         let to = Level::ALL
             .into_iter()
             .filter(|&l| l > self.level)
-            .find(|&l| self.costs.cost(&rates, l) <= self.budget_ns_per_s)
+            .find(|&l| self.costs.cost(rates, l) <= self.budget_ns_per_s)
             .unwrap_or(Level::Scan);
         let reason = format!(
             "estimated cost {:.2}% of a CPU ({:.0} probe hits/s) is over the budget",
             cost / 1e7,
             rates.0.iter().sum::<f64>()
         );
-        Some(self.step_down(now_ns, to, reason, cost))
+        self.step_down(now_ns, to, reason, cost)
     }
 
     /// Whether a light enough load would bring probes back now (not while the back-off lasts):
     /// only then is the load worth sampling closely.
     pub fn may_step_up(&self, now_ns: u64) -> bool {
         self.level != Level::Probes && now_ns >= self.next_try_ns
+    }
+
+    /// Between ticks, with probes attached: the cumulative hit counters read at `now_ns`. Only
+    /// a burst [`FAR_OVER`] the budget steps down here (over at least [`MIN_PULSE`], so a handful
+    /// of hits in a short window is not a burst); everything else waits for the tick.
+    pub fn observe_pulse(&mut self, now_ns: u64, hits: [u64; PROBE_HIT_SLOTS]) -> Option<Decision> {
+        let Some((before, then)) = self.last_pulse else {
+            self.last_pulse = Some((hits, now_ns));
+            return None;
+        };
+        let elapsed = now_ns.saturating_sub(then);
+        if elapsed < MIN_PULSE.as_nanos() as u64 {
+            return None;
+        }
+        self.last_pulse = Some((hits, now_ns));
+        let rates = Rates::between(&before, &hits, elapsed);
+        let cost = self.costs.cost(&rates, self.level);
+        if cost < self.budget_ns_per_s * FAR_OVER {
+            return None;
+        }
+        Some(self.step_down_for(now_ns, &rates, cost))
     }
 
     /// In scan mode: a lower bound of the event rate, from memory.
@@ -326,6 +364,7 @@ impl Governor {
         self.level = Level::Probes;
         self.over_ticks = 0;
         self.last_hits = None;
+        self.last_pulse = None;
         self.stepped_up_ns = Some(now_ns);
         Some(Decision {
             to: Level::Probes,
@@ -346,6 +385,7 @@ impl Governor {
         self.level = Level::Scan;
         self.over_ticks = 0;
         self.last_hits = None;
+        self.last_pulse = None;
         self.stepped_up_ns = None;
         self.next_try_ns = now_ns + self.backoff.as_nanos() as u64;
         self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
@@ -358,6 +398,7 @@ impl Governor {
         self.level = to;
         self.over_ticks = 0;
         self.last_hits = None;
+        self.last_pulse = None;
         self.next_try_ns = now_ns + self.backoff.as_nanos() as u64;
         Decision { to, reason, estimated_pct: cost / 1e7, first_probes: false }
     }
@@ -403,6 +444,21 @@ mod tests {
         let mut g = Governor::new(1.0, costs(), Level::Scan, 0);
         assert!(g.may_step_up(0));
         assert_eq!(g.observe_scan(S, &r), None, "2M parks/s stay in scan mode");
+    }
+
+    #[test]
+    fn a_pulse_steps_down_only_from_a_burst_far_over_budget() {
+        const MS: u64 = 1_000_000;
+        let mut g = Governor::new(1.0, costs(), Level::Probes, 0);
+        assert_eq!(g.observe_pulse(0, [0; 5]), None, "the first pulse is the baseline");
+        // 2,000 parks/s for 50 ms (1.6% of a CPU): over, but not far; the tick decides.
+        assert_eq!(g.observe_pulse(50 * MS, [0, 100, 100, 0, 0]), None);
+        assert_eq!(g.observe_pulse(60 * MS, [0, 10_000, 10_000, 0, 0]), None, "10 ms is too short a window");
+        // 100k parks/s over the next 50 ms: scan mode at once.
+        let d = g.observe_pulse(100 * MS, [0, 5_100, 5_100, 0, 0]).expect("a burst");
+        assert_eq!(d.to, Level::Scan);
+        assert!(d.estimated_pct > 4.0, "{d:?}");
+        assert_eq!(g.level(), Level::Scan);
     }
 
     #[test]

@@ -77,6 +77,7 @@ pub fn process(
             }
             Item::Lost(n) => p.lost(n)?,
             Item::Tick { now_ns, reader } => p.tick(now_ns, &reader)?,
+            Item::Pulse { now_ns } => p.pulse(now_ns)?,
         }
         if rx.is_empty() {
             p.out.flush()?;

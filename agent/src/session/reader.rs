@@ -34,6 +34,9 @@ pub enum Item {
     Lost(u64),
     /// Clock tick: time to run the detectors and report health.
     Tick { now_ns: u64, reader: ReadStats },
+    /// A short tick between two [`Item::Tick`]s: the budget governor's look at the probes' hit
+    /// counters, so that a sudden burst costs the target at most this period of probes.
+    Pulse { now_ns: u64 },
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -99,6 +102,9 @@ pub const TICK: Duration = Duration::from_millis(500);
 /// How often the reader collects events the probes did not wake it for.
 pub const RING_POLL_PERIOD: Duration = Duration::from_millis(10);
 
+/// How often the budget governor looks for a burst far over budget ([`Item::Pulse`]).
+pub const PULSE: Duration = Duration::from_millis(50);
+
 /// Drains the ring buffer until a signal, the deadline, or the target's exit.
 pub async fn read_events(
     ring: RingBuf<MapData>,
@@ -123,6 +129,8 @@ pub async fn read_events(
     // collected on this timer, so a busy target pays no wakeup (and goscope no futex) per event.
     let mut poll = tokio::time::interval(RING_POLL_PERIOD);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut pulse = tokio::time::interval(PULSE);
+    pulse.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         tokio::select! {
             guard = ring.readable_mut() => {
@@ -131,6 +139,9 @@ pub async fn read_events(
                 guard.clear_ready();
             }
             _ = poll.tick() => drain(ring.get_mut(), &tx, &queued, &mut stats),
+            _ = pulse.tick() => {
+                let _ = tx.try_send(Item::Pulse { now_ns: monotonic_ns() });
+            }
             _ = tick.tick() => {
                 let lost = poll_probes(probes, target.pid, &mut stats);
                 if lost > stats.lost_kernel {

@@ -44,6 +44,22 @@ impl Processor<'_> {
         decision.map_or(Ok(true), |d| self.change_level(d, now_ns))
     }
 
+    /// Between ticks: lets the governor step down at once from a burst far over budget.
+    pub(super) fn pulse(&mut self, now_ns: u64) -> io::Result<()> {
+        if self.level == Level::Scan {
+            return Ok(());
+        }
+        let decision = match (self.governor.as_mut(), self.probes.hits()) {
+            (Some(g), Some(hits)) => g.observe_pulse(now_ns, hits),
+            _ => None,
+        };
+        match decision {
+            // The next tick judges, on the state this change hands over.
+            Some(d) => self.change_level(d, now_ns).map(drop),
+            None => Ok(()),
+        }
+    }
+
     /// What the last scan says of the load since `earlier`: lower bounds of the hit rates the
     /// probes would have. When the governor might bring probes back, the goroutines whose 8-bit
     /// count moved a lot are sampled closely first (two scans cannot tell 300 parks from 3 million).
