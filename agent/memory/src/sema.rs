@@ -152,6 +152,8 @@ pub(crate) fn read_table(mem: &ProcessMemory, table: u64, f: &SudogFields) -> Re
 /// Offset of `head` in `runtime.notifyList` (`wait, notify uint32; lock uintptr; head, tail
 /// *sudog`, 1.19–1.27).
 const NOTIFY_LIST_HEAD: u64 = 16;
+/// Offset of `tail`, the last sudog of the list.
+const NOTIFY_LIST_TAIL: u64 = 24;
 /// Offset of `notify` (the notifyList) in `sync.Cond` (`noCopy; L Locker; notify; checker`).
 const COND_NOTIFY: u64 = 16;
 /// Bytes of stack read above a Cond waiter's saved SP: the frames of gopark, goparkunlock,
@@ -204,7 +206,6 @@ pub fn notify_list_waiters(
         candidates.extend(words.into_iter().flat_map(|w| [(g, w), (g, w + COND_NOTIFY)]));
     }
     // Walk every candidate list one sudog a round; a list proves itself by holding its waiter.
-    let mut found: HashMap<u64, (u64, u64)> = HashMap::new();
     let reqs: Vec<(u64, usize)> = candidates.iter().map(|&(_, list)| (list + NOTIFY_LIST_HEAD, 8)).collect();
     let heads = mem.read_batch(&reqs)?;
     // (waiter, list, next sudog)
@@ -215,8 +216,9 @@ pub fn notify_list_waiters(
         .filter(|&(_, _, s)| plausible(s))
         .collect();
     let len = sudog_g.max(sudog_next) + 8;
+    // (waiter, list, its sudog, the sudog reached so far)
+    let mut matches: Vec<(u64, u64, u64, u64)> = Vec::new();
     for _ in 0..MAX_LIST_SUDOGS {
-        cursors.retain(|(g, _, _)| !found.contains_key(g));
         if cursors.is_empty() {
             break;
         }
@@ -226,14 +228,53 @@ pub fn notify_list_waiters(
         for (k, &(g, list, sudog)) in cursors.iter().enumerate() {
             let Some(b) = batch.get(k) else { continue };
             if word(b, sudog_g) == g {
-                found.insert(g, (list, sudog));
+                matches.push((g, list, sudog, sudog));
             } else if plausible(word(b, sudog_next)) {
                 next.push((g, list, word(b, sudog_next)));
             }
         }
         cursors = next;
     }
-    Ok(found)
+    // A word that is not the list but 8 bytes before it takes the list's `tail` for its `head`,
+    // and that chain holds the last waiter too: a list is only one whose walk from the waiter's
+    // sudog ends at its `tail`.
+    let reqs: Vec<(u64, usize)> = matches.iter().map(|&(_, list, _, _)| (list + NOTIFY_LIST_TAIL, 8)).collect();
+    let tails: Vec<Option<u64>> = {
+        let batch = mem.read_batch(&reqs)?;
+        (0..matches.len()).map(|k| batch.get(k).map(|b| word(b, 0))).collect()
+    };
+    let mut walking: Vec<(usize, u64)> = matches.iter().enumerate().map(|(k, m)| (k, m.3)).collect();
+    let mut verified = vec![false; matches.len()];
+    for _ in 0..MAX_LIST_SUDOGS {
+        if walking.is_empty() {
+            break;
+        }
+        let reqs: Vec<(u64, usize)> = walking.iter().map(|&(_, s)| (s, len)).collect();
+        let batch = mem.read_batch(&reqs)?;
+        let mut next = Vec::new();
+        for (i, &(k, at)) in walking.iter().enumerate() {
+            let Some(b) = batch.get(i) else { continue };
+            match word(b, sudog_next) {
+                0 => verified[k] = tails[k] == Some(at),
+                n if plausible(n) => next.push((k, n)),
+                _ => {}
+            }
+        }
+        walking = next;
+    }
+    // One list per waiter; two that both hold it decide nothing.
+    let mut found: HashMap<u64, Option<(u64, u64)>> = HashMap::new();
+    for (&(g, list, sudog, _), _) in matches.iter().zip(&verified).filter(|(_, v)| **v) {
+        found
+            .entry(g)
+            .and_modify(|f| {
+                if f.is_some_and(|(l, _)| l != list) {
+                    *f = None
+                }
+            })
+            .or_insert(Some((list, sudog)));
+    }
+    Ok(found.into_iter().filter_map(|(g, f)| Some((g, f?))).collect())
 }
 
 /// A pointer to a runtime object could be this (non-null, word-aligned, above the zero page).
