@@ -44,7 +44,7 @@ pub use reach::{
     GoroutineStack, HeapObject, Incomplete, ProcessHeap, ReachError, ReachGoroutine, ReachHolder, ReachLink, ReachMemory,
     ReachOptions, ReachReport, ReachRole, StackContext, StackPointers, find_leaked, find_leaked_in,
 };
-pub use refs::{referenced_globals, stack_words};
+pub use refs::{referenced_globals, stack_words, whole_stack_words};
 pub use sema::{is_semaphore_wait, semaphore_waiters};
 pub use snapshot::{
     Channel, GStatus, Goroutine, ResumePoint, Snapshot, SnapshotError, SnapshotOptions, SnapshotStats, read_goroutines, snapshot,

@@ -26,6 +26,22 @@ pub fn stack_words(mem: &ProcessMemory, binary: &GoBinary, g_addr: u64) -> Resul
     Ok(bytes.as_chunks::<8>().0.iter().map(|c| u64::from_le_bytes(*c)).collect())
 }
 
+/// Every 8-byte word of the stack `[lo, hi)` of the goroutine at `g_addr`, whatever its saved
+/// state (for one that is running, whose saved stack pointer is stale). An error when the bounds
+/// are implausible or the stack is larger than a read allows (a caller that must see every word
+/// then knows it did not).
+pub fn whole_stack_words(mem: &ProcessMemory, g_addr: u64) -> Result<Vec<u64>, MemoryError> {
+    // g.stack = {lo, hi} at offset 0.
+    let head = mem.read_vec(g_addr, 16)?;
+    let word = |b: &[u8], i: usize| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap_or_default());
+    let (lo, hi) = (word(&head, 0), word(&head, 1));
+    if lo == 0 || hi <= lo || !lo.is_multiple_of(8) || hi - lo > MAX_STACK_READ {
+        return Err(MemoryError::Unmapped { pid: mem.pid(), addr: lo, len: hi.saturating_sub(lo) as usize });
+    }
+    let bytes = mem.read_vec(lo, (hi - lo) as usize)?;
+    Ok(bytes.as_chunks::<8>().0.iter().map(|c| u64::from_le_bytes(*c)).collect())
+}
+
 /// Largest function body decoded for its global references.
 const MAX_FUNCTION_BYTES: u64 = 64 << 10;
 

@@ -16,7 +16,9 @@ use crate::model::{
 };
 
 pub use blocked::blocked;
-pub use deadlock::{Holdings, candidates as deadlock_candidates, deadlocks, wait_objects};
+pub use deadlock::{
+    Holdings, candidates as deadlock_candidates, deadlocks, stuck_without_outside as deadlock_stuck_without_outside, wait_objects,
+};
 pub use growth::LeakGrowth;
 pub use key::FindingKey;
 pub use leak::{LeakEvidence, proven};
@@ -27,7 +29,8 @@ pub struct Inputs<'a> {
     pub now_ns: u64,
     /// How long a goroutine must have blocked before it is judged.
     pub threshold_ns: u64,
-    /// Which blocked-on objects each blocked goroutine refers to (deadlock suspects' evidence).
+    /// Which blocked-on objects each blocked goroutine, and any other goroutine, refers to
+    /// (deadlock suspects' evidence).
     pub holdings: &'a Holdings,
     /// What two complete reachability analyses agree on, when there is such evidence.
     pub proof: Option<&'a LeakEvidence>,

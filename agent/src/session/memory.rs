@@ -174,10 +174,68 @@ pub const HOLDINGS_EVERY_TICKS: u64 = 10;
 const HOLDINGS_MAX: usize = 1024;
 /// Lock-holding objects starting at or below a word that are checked for containing it.
 const LOCK_SPANS_CHECKED: usize = 16;
+/// Most goroutines outside the stuck candidates whose stacks are read before a suspect deadlock
+/// is raised; past it none is raised.
+const OUTSIDE_MAX: usize = 20_000;
+/// Most bytes read for them (stacks, the goroutine list, what package-level variables hold).
+const OUTSIDE_BUDGET: u64 = 128 << 20;
+/// `sync.Cond.L`'s data word: the Locker's pointer (the interface's second word).
+const COND_LOCKER_DATA: u64 = 8;
 
-/// For each goroutine blocked on channels past the threshold, which of those channels it holds:
-/// in a variable on its stack, or in a package-level variable that a function on its stack uses.
-/// The deadlock detector's evidence of who could serve whom.
+/// An object the deadlock detector's evidence credits: `[lo, hi)` is referred to by any word
+/// inside it, and counts as a reference to `object`.
+type Span = (u64, u64, u64);
+
+/// Which wait objects words refer to: channels by their address, locks, WaitGroups and Conds by
+/// any pointer into the heap object holding them (or, outside the heap, their own address), a
+/// Cond also through its Locker.
+struct Referents {
+    channels: HashSet<u64>,
+    spans: Vec<Span>,
+}
+
+impl Referents {
+    fn refer(&self, w: u64, held: &mut BTreeSet<u64>) {
+        if self.channels.contains(&w) {
+            held.insert(w);
+        }
+        let after = self.spans.partition_point(|&(lo, _, _)| lo <= w);
+        held.extend(self.spans[..after].iter().rev().take(LOCK_SPANS_CHECKED).filter(|&&(_, hi, _)| w < hi).map(|&(_, _, l)| l));
+    }
+
+    /// What the package-level variables that `function`'s code uses refer to (their addresses,
+    /// and the words they hold).
+    fn refer_globals(
+        &self,
+        mem: &ProcessMemory,
+        ctx: &TargetContext,
+        function: &str,
+        globals_of: &mut HashMap<String, Vec<u64>>,
+        held: &mut BTreeSet<u64>,
+    ) {
+        if function.starts_with("runtime.") {
+            return;
+        }
+        let globals = globals_of.entry(function.to_owned()).or_insert_with(|| {
+            ctx.binary
+                .function(function)
+                .and_then(|f| goscope_memory::referenced_globals(mem, f.entry + ctx.load_bias, f.end + ctx.load_bias).ok())
+                .unwrap_or_default()
+        });
+        for &addr in globals.iter() {
+            self.refer(addr, held);
+            if let Ok(value) = mem.read_u64(addr) {
+                self.refer(value, held);
+            }
+        }
+    }
+}
+
+/// For each goroutine blocked on channels, locks, WaitGroups or Conds past the threshold, which
+/// of those objects it refers to: in a variable on its stack, or in a package-level variable that
+/// a function on its stack uses. When those alone leave some candidates that only each other
+/// could serve, also which of the objects any other goroutine refers to ([`read_outside`]). The
+/// deadlock detector's evidence of who could serve whom.
 pub fn read_holdings(
     state: &ProcessState,
     ctx: &TargetContext,
@@ -187,59 +245,155 @@ pub fn read_holdings(
 ) -> detect::Holdings {
     let candidates = detect::deadlock_candidates(state, now_ns, threshold_ns);
     if candidates.len() < 2 {
-        return detect::Holdings::new();
+        return detect::Holdings::default();
     }
     let Ok(mem) = ProcessMemory::new(ctx.pid) else {
-        return detect::Holdings::new();
+        return detect::Holdings::default();
     };
     let waits = candidates.iter().filter_map(|g| g.wait.as_ref());
     let channels: HashSet<u64> = waits.clone().flat_map(|w| w.channels.iter().copied()).collect();
+    let conds: Vec<u64> = waits.clone().filter(|w| w.class == WaitClass::Cond).filter_map(|w| w.lock).collect();
     let mut locks: Vec<u64> = waits.filter(|w| w.channels.is_empty()).flat_map(detect::wait_objects).collect();
     locks.sort_unstable();
     locks.dedup();
+    // A Cond is also referred to through its Locker (or the object holding that): whoever can
+    // take the lock may be the one to Signal.
+    let mut lockers: Vec<(u64, u64)> =
+        conds.iter().filter_map(|&c| mem.read_u64(c + COND_LOCKER_DATA).ok().filter(|&l| l != 0).map(|l| (l, c))).collect();
+    lockers.sort_unstable();
+    lockers.dedup();
     // A channel is referred to by its address. A lock is a field: referred to by any pointer into
     // the heap object that holds it, or (a package-level or stack variable) by its own address.
+    let credited: Vec<(u64, u64)> = locks.iter().map(|&l| (l, l)).chain(lockers.iter().copied()).collect();
+    let addrs: Vec<u64> = credited.iter().map(|&(a, _)| a).collect();
     let objects = goscope_memory::ProcessHeap::new(&mem, &ctx.binary, ctx.load_bias)
-        .and_then(|mut heap| heap.objects(&locks))
-        .unwrap_or_else(|_| vec![None; locks.len()]);
-    let mut lock_spans: Vec<(u64, u64, u64)> = locks
+        .and_then(|mut heap| heap.objects(&addrs))
+        .unwrap_or_else(|_| vec![None; addrs.len()]);
+    let mut spans: Vec<Span> = credited
         .iter()
         .zip(objects)
-        .map(|(&l, o)| o.map_or((l, l + 1, l), |o| (o.base, o.base.saturating_add(o.size), l)))
+        .map(|(&(a, l), o)| o.map_or((a, a + 1, l), |o| (o.base, o.base.saturating_add(o.size), l)))
         .collect();
-    lock_spans.sort_unstable();
-    let refer = |w: u64, held: &mut BTreeSet<u64>| {
-        if channels.contains(&w) {
-            held.insert(w);
-        }
-        let after = lock_spans.partition_point(|&(lo, _, _)| lo <= w);
-        held.extend(lock_spans[..after].iter().rev().take(LOCK_SPANS_CHECKED).filter(|&&(_, hi, _)| w < hi).map(|&(_, _, l)| l));
-    };
-    candidates
+    spans.sort_unstable();
+    let referents = Referents { channels, spans };
+    let of = candidates
         .iter()
         .take(HOLDINGS_MAX)
         .filter_map(|g| {
             let mut held = BTreeSet::new();
             for w in goscope_memory::stack_words(&mem, &ctx.binary, g.g_addr?).ok()? {
-                refer(w, &mut held);
+                referents.refer(w, &mut held);
             }
-            for frame in g.wait.iter().flat_map(|w| &w.stack).filter(|f| !f.function.starts_with("runtime.")) {
-                let globals = globals_of.entry(frame.function.clone()).or_insert_with(|| {
-                    ctx.binary
-                        .function(&frame.function)
-                        .and_then(|f| {
-                            goscope_memory::referenced_globals(&mem, f.entry + ctx.load_bias, f.end + ctx.load_bias).ok()
-                        })
-                        .unwrap_or_default()
-                });
-                for &addr in globals.iter() {
-                    refer(addr, &mut held);
-                    if let Ok(value) = mem.read_u64(addr) {
-                        refer(value, &mut held);
-                    }
-                }
+            for frame in g.wait.iter().flat_map(|w| &w.stack) {
+                referents.refer_globals(&mem, ctx, &frame.function, globals_of, &mut held);
             }
             Some((g.goid, held))
+        })
+        .collect();
+    let mut holdings = detect::Holdings::of(of);
+    if !detect::deadlock_stuck_without_outside(state, now_ns, threshold_ns, &holdings).is_empty() {
+        holdings.outside = read_outside(ctx, &holdings, &referents, globals_of);
+    }
+    holdings
+}
+
+/// Which of the candidates' objects the goroutines outside them refer to: every goroutine of the
+/// process except the candidates still parked (from a fresh read of the goroutine list), each by
+/// the words of its stack (a parked one's live pointer slots by the stack maps where the heap
+/// metadata is readable, else every word from its saved stack pointer; a running one's whole
+/// stack, which only finds more) and the package-level variables the functions on it use (a
+/// running one's: every word of its stack that is a code address, and its start function).
+/// None when that cannot be read completely within [`OUTSIDE_MAX`] goroutines and
+/// [`OUTSIDE_BUDGET`] bytes: a server could then hide among the unread.
+fn read_outside(
+    ctx: &TargetContext,
+    holdings: &detect::Holdings,
+    referents: &Referents,
+    globals_of: &mut HashMap<String, Vec<u64>>,
+) -> Option<BTreeSet<u64>> {
+    let mem = ProcessMemory::new(ctx.pid).ok()?.with_budget(OUTSIDE_BUDGET);
+    let opts = goscope_memory::SnapshotOptions {
+        max_goroutines: OUTSIDE_MAX,
+        channels: false,
+        ..goscope_memory::SnapshotOptions::default()
+    };
+    let snap = goscope_memory::snapshot_with(&mem, &ctx.binary, ctx.load_bias, &opts).ok()?;
+    if snap.stats.not_examined > 0 || snap.stats.invalid > 0 {
+        return None;
+    }
+    let others: Vec<&goscope_memory::Goroutine> = snap
+        .goroutines
+        .iter()
+        .filter(|g| !g.status.is_dead())
+        .filter(|g| !(holdings.of.contains_key(&g.goid) && matches!(g.status, GStatus::Waiting | GStatus::Leaked)))
+        .collect();
+    let words = outside_stacks(&mem, ctx, &others)?;
+    let mut held = BTreeSet::new();
+    let mut code: HashMap<u64, Option<String>> = HashMap::new();
+    for (g, (words, whole)) in others.iter().zip(words) {
+        for &w in &words {
+            referents.refer(w, &mut held);
+        }
+        let mut functions: BTreeSet<String> =
+            g.stack.iter().filter_map(|f| f.location.as_ref()).map(|l| l.function.clone()).collect();
+        functions.extend(g.start_function.clone());
+        // Its frames are not known (running, or a walk that stopped early): any code address on
+        // its stack may be a return address.
+        if whole || g.stack_end != goscope_memory::StackEnd::Goexit {
+            for &w in &words {
+                let name = code.entry(w).or_insert_with(|| {
+                    w.checked_sub(ctx.load_bias + 1).and_then(|pc| ctx.binary.symbolize(pc)).map(|l| l.function)
+                });
+                functions.extend(name.clone());
+            }
+        }
+        for f in &functions {
+            referents.refer_globals(&mem, ctx, f, globals_of, &mut held);
+        }
+    }
+    Some(held)
+}
+
+/// The stack words of each goroutine to look through, and whether they are its whole stack
+/// (its frames unknown). None when one cannot be read.
+fn outside_stacks(
+    mem: &ProcessMemory,
+    ctx: &TargetContext,
+    others: &[&goscope_memory::Goroutine],
+) -> Option<Vec<(Vec<u64>, bool)>> {
+    let g_addrs: Vec<u64> = others.iter().map(|g| g.g_addr).collect();
+    if let Ok(mut heap) = goscope_memory::ProcessHeap::new(mem, &ctx.binary, ctx.load_bias) {
+        let stacks = heap.stacks(&g_addrs).ok()?;
+        let stacks: Vec<goscope_memory::GoroutineStack> = stacks.into_iter().collect::<Option<_>>()?;
+        let ranges: Vec<(u64, u64)> = stacks.iter().map(|s| (s.scan_from, s.hi)).collect();
+        let words: Vec<Vec<u64>> = heap.read_words(&ranges).ok()?.into_iter().collect::<Option<_>>()?;
+        let pairs: Vec<(goscope_memory::GoroutineStack, &[u64])> =
+            stacks.iter().copied().zip(words.iter().map(Vec::as_slice)).collect();
+        let masks = heap.stack_pointers(&pairs).ok()?;
+        return Some(
+            stacks
+                .iter()
+                .zip(words.iter().zip(masks))
+                .map(|(s, (w, mask))| {
+                    let live = match mask {
+                        Some(m) => w.iter().zip(&m.mask).filter(|&(_, &p)| p).map(|(&w, _)| w).collect(),
+                        None => w.clone(),
+                    };
+                    (live, s.context.is_none())
+                })
+                .collect(),
+        );
+    }
+    // No heap metadata (a stripped binary): every word, from the saved stack pointer, or the
+    // whole stack of one that runs.
+    others
+        .iter()
+        .map(|g| {
+            if g.status == GStatus::Running {
+                goscope_memory::whole_stack_words(mem, g.g_addr).ok().map(|w| (w, true))
+            } else {
+                goscope_memory::stack_words(mem, &ctx.binary, g.g_addr).ok().map(|w| (w, false))
+            }
         })
         .collect()
 }

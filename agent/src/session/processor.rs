@@ -158,7 +158,7 @@ impl<'a> Processor<'a> {
             parks: ParkResolver::default(),
             hits: ProbeHits::new(&ctx.binary),
             detectors: detect::all(threshold_ns),
-            holdings: detect::Holdings::new(),
+            holdings: detect::Holdings::default(),
             globals_of: HashMap::new(),
             scanner: LeakScanner::new(cfg.leak_scan_budget()),
             findings: FindingTracker::default(),
@@ -341,8 +341,9 @@ impl<'a> Processor<'a> {
         // Suspect chains from what blocked goroutines refer to: the only judgement for locks in
         // package-level variables (always reachable), and a first word before proof. Re-read
         // periodically, and at once when a goroutine becomes a candidate.
-        let new_candidate =
-            detect::deadlock_candidates(&self.state, now_ns, threshold_ns).iter().any(|g| !self.holdings.contains_key(&g.goid));
+        let new_candidate = detect::deadlock_candidates(&self.state, now_ns, threshold_ns)
+            .iter()
+            .any(|g| !self.holdings.of.contains_key(&g.goid));
         if new_candidate || self.ticks.is_multiple_of(HOLDINGS_EVERY_TICKS) {
             self.holdings = read_holdings(&self.state, self.ctx, now_ns, threshold_ns, &mut self.globals_of);
         }
