@@ -62,6 +62,9 @@ pub enum WatchMode {
     /// The default for findings only: the budget governor starts in scan mode and attaches the
     /// probes once their estimated cost fits the budget (a quiet fixture's does).
     Governed,
+    /// The governor's middle level, held: every probe but the semaphore probe (sync waits' lock
+    /// addresses come from memory).
+    NoSemaphore,
 }
 
 impl WatchMode {
@@ -72,13 +75,15 @@ impl WatchMode {
             Self::Probes => all.extend(["--overhead-budget", "off"]),
             Self::Scan => all.push("--scan-only"),
             Self::Governed => {}
+            Self::NoSemaphore => all.extend(["--overhead-budget", "off", "--no-semaphore-probe"]),
         }
         all
     }
 }
 
 /// For each named test body `fn NAME(mode: WatchMode) -> anyhow::Result<()>`, a module `NAME`
-/// with one `#[test]` per [`WatchMode`]: `NAME::probes`, `NAME::scan` and `NAME::governed`.
+/// with one `#[test]` per [`WatchMode`]: `NAME::probes`, `NAME::scan`, `NAME::governed` and
+/// `NAME::no_semaphore`.
 #[macro_export]
 macro_rules! in_each_watch_mode {
     ($($name:ident),* $(,)?) => {
@@ -97,6 +102,11 @@ macro_rules! in_each_watch_mode {
                 #[test]
                 fn governed() -> ::anyhow::Result<()> {
                     super::$name($crate::WatchMode::Governed)
+                }
+
+                #[test]
+                fn no_semaphore() -> ::anyhow::Result<()> {
+                    super::$name($crate::WatchMode::NoSemaphore)
                 }
             }
         )*

@@ -44,7 +44,10 @@ fn deadlock_formed_before_attach_is_reported_with_its_chain(mode: WatchMode) -> 
     let mut goscope = Goscope::attach(target.pid(), &mode.args(&["--block-threshold", "1s", "--no-events"]))?;
     let attached = goscope.wait_attached(Duration::from_secs(60))?;
     // Governed, the session starts in scan mode; the probes follow once the load is known.
-    let (want_mode, probed) = if mode == WatchMode::Probes { ("probes", true) } else { ("scan", false) };
+    let (want_mode, probed) =
+        if matches!(mode, WatchMode::Probes | WatchMode::NoSemaphore) { ("probes", true) } else { ("scan", false) };
+    let semaphore_listed = attached["probes"].as_array().into_iter().flatten().any(|p| p["name"] == "semaphore_acquire");
+    ensure!(!(semaphore_listed && mode == WatchMode::NoSemaphore), "the semaphore probe is attached: {attached}");
     let listed = attached["probes"].as_array().is_some_and(|p| !p.is_empty());
     ensure!(attached["mode"] == want_mode && listed == probed, "{attached}");
     let mut lines = Vec::new();

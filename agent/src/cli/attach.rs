@@ -160,12 +160,11 @@ fn set_up(pid: u32, cfg: &SessionConfig, executables: &ExecutableCache) -> Resul
         });
     }
     let (mut probes, ring) = Probes::load(cfg.ring_bytes)?;
-    let attached = if cfg.starts_in_scan() {
-        // Scan mode attaches no probe at all: the reader still ticks the processor (and the
-        // governor, when one applies, attaches the probes later).
-        probes.register(target.pid, target_config(&binary))
-    } else {
-        probes.attach(&target, &binary, target_config(&binary))
+    // Scan mode attaches no probe at all: the reader still ticks the processor (and the
+    // governor, when one applies, attaches the probes later).
+    let attached = match cfg.start_level().kinds() {
+        [] => probes.register(target.pid, target_config(&binary)),
+        kinds => probes.attach_only(&target, &binary, target_config(&binary), kinds),
     };
     attached.map_err(|e| {
         if target.is_alive() { AttachError::Probe(e) } else { AttachError::Target(TargetError::Exited { pid: target.pid }) }
@@ -207,7 +206,7 @@ fn announce(target: &Target, binary: &GoBinary, info: &ProcessInfo, cfg: &Sessio
     let probes: Vec<AttachedProbe> = binary
         .probe_sites()
         .iter()
-        .filter(|_| mode == WatchMode::Probes)
+        .filter(|s| cfg.start_level().kinds().contains(&s.probe))
         .map(|s| AttachedProbe { name: s.probe.program_name(), symbol: &s.symbol, offset: s.offset })
         .collect();
     let mut stdout = io::stdout();

@@ -43,6 +43,10 @@ pub struct SessionConfig {
     /// durations are then lower bounds, and a finding comes about one scan later.
     #[arg(long)]
     pub scan_only: bool,
+    /// Attach every probe but the semaphore probe (the governor's `no_semaphore` level; sync
+    /// waits' lock addresses then come from memory). For tests of each level.
+    #[arg(long, hide = true, conflicts_with = "scan_only")]
+    pub no_semaphore_probe: bool,
     /// Most CPU watching may cost the target, in percent of one CPU (`1`, `0.5%`), or `off`.
     /// A governed session starts in scan mode and attaches the probes once memory shows their
     /// estimated cost fits; over the budget, probes are detached (down to scan mode) until the
@@ -131,6 +135,17 @@ impl SessionConfig {
     /// target never pays for probes the budget would not allow, not even at attach).
     pub fn starts_in_scan(&self) -> bool {
         self.scan_only || self.governed_budget_pct().is_some()
+    }
+
+    /// What watches the target at attach.
+    pub fn start_level(&self) -> governor::Level {
+        if self.starts_in_scan() {
+            governor::Level::Scan
+        } else if self.no_semaphore_probe {
+            governor::Level::NoSemaphore
+        } else {
+            governor::Level::Probes
+        }
     }
 
     /// Memory scans in scan mode happen every this many ticks (of [`reader::TICK`]): each tick

@@ -141,7 +141,7 @@ impl<'a> Processor<'a> {
     ) -> Self {
         let reasons = WaitReasons::of(ctx.binary.wait_reasons());
         let threshold_ns = cfg.block_threshold.as_nanos() as u64;
-        let level = if cfg.starts_in_scan() { Level::Scan } else { Level::Probes };
+        let level = cfg.start_level();
         Self {
             probes,
             level,

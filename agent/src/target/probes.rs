@@ -165,9 +165,20 @@ impl Probes {
     /// Attaches every probe to `target` at the sites `binary` chose. On error nothing stays
     /// attached to the target.
     pub fn attach(&mut self, target: &Target, binary: &GoBinary, config: TargetConfig) -> Result<(), ProbeError> {
+        self.attach_only(target, binary, config, &PROGRAMS)
+    }
+
+    /// [`Probes::attach`] with the probes of `kinds` only.
+    pub fn attach_only(
+        &mut self,
+        target: &Target,
+        binary: &GoBinary,
+        config: TargetConfig,
+        kinds: &[ProbeKind],
+    ) -> Result<(), ProbeError> {
         let pid = target.pid;
         self.register(pid, config)?;
-        let result = self.attach_kinds(target, binary, &PROGRAMS);
+        let result = self.attach_kinds(target, binary, kinds);
         if result.is_err() {
             self.detach(pid);
         }
