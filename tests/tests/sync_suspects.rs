@@ -24,10 +24,14 @@ fn goids(v: &Value) -> BTreeSet<u64> {
 }
 
 fn suspected_with_their_primitives_twins_silent(mode: WatchMode, go_version: Option<&str>) -> Result<()> {
+    suspected_in(mode, go_version, Variant::Plain)
+}
+
+fn suspected_in(mode: WatchMode, go_version: Option<&str>, variant: Variant) -> Result<()> {
     if !require_bpf()? {
         return Ok(());
     }
-    let fixture = GoFixture::build("syncstuck", go_version, Variant::Plain)?;
+    let fixture = GoFixture::build("syncstuck", go_version, variant)?;
     let mut target = fixture.spawn(&["-idle", IDLE])?;
     let info = target.expect_json("locks", Duration::from_secs(30))?;
     let mut locks = goids(&info["locks"]);
@@ -105,6 +109,13 @@ fn sync_deadlocks_on_go1_22_in_scan_mode() -> Result<()> {
 #[test]
 fn sync_deadlocks_on_go1_19() -> Result<()> {
     suspected_with_their_primitives_twins_silent(WatchMode::Probes, Some("1.19.13"))
+}
+
+/// A stripped binary: no heap metadata, so the other goroutines' stacks are read whole from their
+/// stack pointers and what they point to by windows; the twins must stay silent all the same.
+#[test]
+fn sync_deadlocks_in_a_stripped_binary() -> Result<()> {
+    suspected_in(WatchMode::Probes, None, Variant::Stripped)
 }
 
 goscope_tests::in_each_watch_mode!(sync_deadlocks_are_suspected_and_their_healthy_twins_are_not);

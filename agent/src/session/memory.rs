@@ -327,15 +327,14 @@ fn read_outside(
         .filter(|g| !g.status.is_dead())
         .filter(|g| !(holdings.of.contains_key(&g.goid) && matches!(g.status, GStatus::Waiting | GStatus::Leaked)))
         .collect();
-    let words = outside_stacks(&mem, ctx, &others)?;
+    let mut heap = goscope_memory::ProcessHeap::new(&mem, &ctx.binary, ctx.load_bias).ok();
+    let words = outside_stacks(&mem, ctx, heap.as_mut(), &others)?;
     let mut held = BTreeSet::new();
     let mut code: HashMap<u64, Option<String>> = HashMap::new();
+    let mut functions: BTreeSet<String> = BTreeSet::new();
+    let mut frontier: Vec<u64> = Vec::new();
     for (g, (words, whole)) in others.iter().zip(words) {
-        for &w in &words {
-            referents.refer(w, &mut held);
-        }
-        let mut functions: BTreeSet<String> =
-            g.stack.iter().filter_map(|f| f.location.as_ref()).map(|l| l.function.clone()).collect();
+        functions.extend(g.stack.iter().filter_map(|f| f.location.as_ref()).map(|l| l.function.clone()));
         functions.extend(g.start_function.clone());
         // Its frames are not known (running, or a walk that stopped early): any code address on
         // its stack may be a return address.
@@ -347,11 +346,102 @@ fn read_outside(
                 functions.extend(name.clone());
             }
         }
-        for f in &functions {
-            referents.refer_globals(&mem, ctx, f, globals_of, &mut held);
-        }
+        frontier.extend(words);
     }
+    // The package-level variables their code uses (a field of one at its own address): their
+    // addresses, and the word each holds.
+    let mut globals: Vec<u64> = functions
+        .iter()
+        .filter(|f| !f.starts_with("runtime."))
+        .flat_map(|f| {
+            globals_of
+                .entry(f.clone())
+                .or_insert_with(|| {
+                    ctx.binary
+                        .function(f)
+                        .and_then(|f| {
+                            goscope_memory::referenced_globals(&mem, f.entry + ctx.load_bias, f.end + ctx.load_bias).ok()
+                        })
+                        .unwrap_or_default()
+                })
+                .clone()
+        })
+        .collect();
+    globals.sort_unstable();
+    globals.dedup();
+    for &g in &globals {
+        referents.refer(g, &mut held);
+    }
+    let windows: Vec<(u64, usize)> = globals.iter().map(|&g| (g, 8)).collect();
+    let batch = mem.read_batch(&windows).ok()?;
+    frontier.extend(
+        (0..windows.len()).filter_map(|k| batch.get(k)).flat_map(|b| b.as_chunks::<8>().0.iter().map(|c| u64::from_le_bytes(*c))),
+    );
+    follow(&mem, heap.as_mut(), frontier, referents, &mut held)?;
     Some(held)
+}
+
+/// Without heap metadata, bytes read where a word points (the first fields of a struct; the
+/// objects next to it in memory are unrelated, and refer to more).
+const WINDOW: usize = 32;
+/// Heap objects followed from a stack or a package-level variable: one that holds a pointer to a
+/// struct that holds the channel refers to it too.
+const OUTSIDE_HOPS: usize = 3;
+/// Most heap objects (or, without heap metadata, windows) read in those hops.
+const OUTSIDE_OBJECTS: usize = 200_000;
+
+/// Looks for references to the candidates' objects in what the words of `frontier` point to, and
+/// so on for [`OUTSIDE_HOPS`]: the heap object each points into, read whole (pointer-free ones
+/// have nothing to follow), or without heap metadata (a stripped binary) a window of [`WINDOW`]
+/// bytes from it. None past [`OUTSIDE_OBJECTS`] or the read budget.
+fn follow(
+    mem: &ProcessMemory,
+    mut heap: Option<&mut goscope_memory::ProcessHeap<'_>>,
+    mut frontier: Vec<u64>,
+    referents: &Referents,
+    held: &mut BTreeSet<u64>,
+) -> Option<()> {
+    let mut seen: HashSet<u64> = HashSet::new();
+    let mut read = 0;
+    for hop in 0..=OUTSIDE_HOPS {
+        frontier.sort_unstable();
+        frontier.dedup();
+        for &w in &frontier {
+            referents.refer(w, held);
+        }
+        if hop == OUTSIDE_HOPS {
+            break;
+        }
+        frontier.retain(|&w| w >= 4096 && w.is_multiple_of(8) && !seen.contains(&w));
+        let ranges: Vec<(u64, u64)> = match heap.as_deref_mut() {
+            Some(h) => {
+                let objects = h.objects(&frontier).ok()?;
+                let mut r: Vec<(u64, u64)> = objects
+                    .into_iter()
+                    .flatten()
+                    .filter(|o| !o.noscan)
+                    .map(|o| (o.base, o.base.saturating_add(o.size)))
+                    .collect();
+                r.sort_unstable();
+                r.dedup();
+                r.retain(|&(base, _)| seen.insert(base));
+                r
+            }
+            None => frontier.iter().filter(|&&w| seen.insert(w)).map(|&w| (w, w + WINDOW as u64)).collect(),
+        };
+        seen.extend(frontier.iter().copied());
+        read += ranges.len();
+        if read > OUTSIDE_OBJECTS {
+            return None;
+        }
+        let reqs: Vec<(u64, usize)> = ranges.iter().map(|&(lo, hi)| (lo, (hi - lo) as usize)).collect();
+        let batch = mem.read_batch(&reqs).ok()?;
+        frontier = (0..reqs.len())
+            .filter_map(|k| batch.get(k))
+            .flat_map(|b| b.as_chunks::<8>().0.iter().map(|c| u64::from_le_bytes(*c)))
+            .collect();
+    }
+    Some(())
 }
 
 /// The stack words of each goroutine to look through, and whether they are its whole stack
@@ -359,10 +449,11 @@ fn read_outside(
 fn outside_stacks(
     mem: &ProcessMemory,
     ctx: &TargetContext,
+    heap: Option<&mut goscope_memory::ProcessHeap<'_>>,
     others: &[&goscope_memory::Goroutine],
 ) -> Option<Vec<(Vec<u64>, bool)>> {
     let g_addrs: Vec<u64> = others.iter().map(|g| g.g_addr).collect();
-    if let Ok(mut heap) = goscope_memory::ProcessHeap::new(mem, &ctx.binary, ctx.load_bias) {
+    if let Some(heap) = heap {
         let stacks = heap.stacks(&g_addrs).ok()?;
         let stacks: Vec<goscope_memory::GoroutineStack> = stacks.into_iter().collect::<Option<_>>()?;
         let ranges: Vec<(u64, u64)> = stacks.iter().map(|s| (s.scan_from, s.hi)).collect();
