@@ -453,6 +453,58 @@ impl KernelRun {
     pub fn false_goids(&self) -> Vec<u64> {
         self.named().into_iter().filter(|g| !self.leaked.contains_key(g)).collect()
     }
+
+    /// The `type` goscope gave the leaked goroutines of this run (None: it did not manifest).
+    pub fn finding_type(&self) -> Option<FindingTypes> {
+        self.manifested().then(|| FindingTypes::of(self.leaked.keys().copied(), &self.findings))
+    }
+}
+
+/// Which finding types name the leaked goroutines of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum FindingTypes {
+    /// Every leaked goroutine is named, each only by `deadlock` findings.
+    Deadlock,
+    /// Every leaked goroutine is named, each only by `leak` findings.
+    Leak,
+    /// Every leaked goroutine is named, some by `deadlock`, some by `leak` findings.
+    Both,
+    /// Some leaked goroutine is named by no leak/deadlock finding.
+    Unnamed,
+}
+
+impl FindingTypes {
+    pub const ALL: [FindingTypes; 4] = [FindingTypes::Deadlock, FindingTypes::Leak, FindingTypes::Both, FindingTypes::Unnamed];
+
+    /// Of the goroutines `leaked`, by the leak/deadlock `findings` that name them.
+    pub fn of(leaked: impl IntoIterator<Item = u64>, findings: &[Value]) -> FindingTypes {
+        let (mut deadlock, mut leak) = (false, false);
+        for goid in leaked {
+            let types: BTreeSet<&str> =
+                findings.iter().filter(|f| named_goids(f).contains(&goid)).filter_map(|f| f["type"].as_str()).collect();
+            match (types.contains("deadlock"), types.contains("leak")) {
+                (false, false) => return FindingTypes::Unnamed,
+                (true, false) => deadlock = true,
+                (false, true) => leak = true,
+                (true, true) => (deadlock, leak) = (true, true),
+            }
+        }
+        match (deadlock, leak) {
+            (true, false) => FindingTypes::Deadlock,
+            (false, true) => FindingTypes::Leak,
+            (true, true) => FindingTypes::Both,
+            (false, false) => FindingTypes::Unnamed,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            FindingTypes::Deadlock => "deadlock",
+            FindingTypes::Leak => "leak",
+            FindingTypes::Both => "both",
+            FindingTypes::Unnamed => "unnamed",
+        }
+    }
 }
 
 /// Runs `kernel`, attaches `goscope` (`--block-threshold threshold`) once its profile is written,
@@ -491,4 +543,23 @@ pub fn run_kernel(goker: &Path, goscope: &Path, kernel: &Kernel, watch: Duration
         time_to_detection,
         attach_time: attached - started,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn finding_types_of_the_leaked_goroutines() {
+        let deadlock = json!({"type": "deadlock", "goroutines": [{"goid": 5}, {"goid": 6}], "chain": [5, 6]});
+        let leak = json!({"type": "leak", "goroutines": [{"goid": 7}], "chain": []});
+        let both = [deadlock.clone(), leak.clone()];
+        assert_eq!(FindingTypes::of([5, 6], &both), FindingTypes::Deadlock);
+        assert_eq!(FindingTypes::of([7], &both), FindingTypes::Leak);
+        assert_eq!(FindingTypes::of([5, 7], &both), FindingTypes::Both);
+        assert_eq!(FindingTypes::of([5, 8], &both), FindingTypes::Unnamed);
+        assert_eq!(FindingTypes::of([5], &[leak]), FindingTypes::Unnamed);
+    }
 }

@@ -16,7 +16,7 @@ use std::{
 };
 
 use goscope_tests::{
-    goker::{self, BugClass, Kernel, KernelRun},
+    goker::{self, BugClass, FindingTypes, Kernel, KernelRun},
     healthy,
 };
 use regex::Regex;
@@ -100,9 +100,10 @@ fn describe(result: &anyhow::Result<KernelRun>) -> String {
         Err(e) => format!("ERROR {e:#}"),
         Ok(r) if !r.manifested() => "did not manifest".to_string(),
         Ok(r) => format!(
-            "{} leaked, {} named{}{}",
+            "{} leaked, {} named ({}){}{}",
             r.leaked.len(),
             r.named_leaked(),
+            r.finding_type().map_or("-", FindingTypes::name),
             r.time_to_detection.map(|t| format!(" after {:.1}s", t.as_secs_f64())).unwrap_or_default(),
             if r.false_goids().is_empty() { String::new() } else { format!(", {} not in the profile", r.false_goids().len()) }
         ),
@@ -120,6 +121,8 @@ struct Score {
     completeness: Vec<f64>,
     detection_secs: Vec<f64>,
     false_goids: usize,
+    /// Manifested runs by the finding type of their leaked goroutines.
+    types: BTreeMap<FindingTypes, usize>,
 }
 
 impl Score {
@@ -138,6 +141,7 @@ impl Score {
                     continue;
                 }
                 score.manifested += 1;
+                *score.types.entry(run.finding_type().unwrap_or(FindingTypes::Unnamed)).or_default() += 1;
                 score.completeness.push(run.completeness());
                 if run.detected() {
                     score.detected += 1;
@@ -162,10 +166,15 @@ impl Score {
         v.get(v.len() / 2).copied()
     }
 
+    /// Manifested runs by type: `deadlock/leak/both/unnamed`.
+    fn types_text(&self) -> String {
+        FindingTypes::ALL.iter().map(|t| self.types.get(t).copied().unwrap_or(0).to_string()).collect::<Vec<_>>().join("/")
+    }
+
     fn row(&self, label: &str) -> String {
         let pct = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{:.0}%", v * 100.0));
         format!(
-            "{label:<18} {:>7} {:>5} {:>6} {:>10} {:>8} {:>6} {:>12} {:>14} {:>9}",
+            "{label:<18} {:>7} {:>5} {:>6} {:>10} {:>8} {:>6} {:>12} {:>14} {:>9} {:>11}",
             self.kernels,
             self.runs,
             self.errors,
@@ -175,6 +184,7 @@ impl Score {
             pct(self.mean_completeness()),
             self.median_detection().map_or("-".to_string(), |s| format!("{s:.1}s")),
             self.false_goids,
+            self.types_text(),
         )
     }
 
@@ -183,11 +193,12 @@ impl Score {
             "kernels": self.kernels, "runs": self.runs, "errors": self.errors, "manifested": self.manifested,
             "detected": self.detected, "recall": self.recall(), "mean_completeness": self.mean_completeness(),
             "median_time_to_detection_s": self.median_detection(), "goids_not_in_profile": self.false_goids,
+            "types": self.types.iter().map(|(t, n)| (t.name().to_string(), json!(n))).collect::<serde_json::Map<_, _>>(),
         })
     }
 }
 
-const HEADER: &str = "kernels  runs errors manifested detected recall completeness time-to-detect not-leaked";
+const HEADER: &str = "kernels  runs errors manifested detected recall completeness time-to-detect not-leaked        type";
 
 fn print_class_table(kernels: &[Kernel], runs: &[Vec<anyhow::Result<KernelRun>>]) {
     println!("{:<18} {HEADER}", "class");
@@ -202,21 +213,22 @@ fn print_class_table(kernels: &[Kernel], runs: &[Vec<anyhow::Result<KernelRun>>]
     println!(
         "(recall = detected / manifested runs; completeness = leaked goroutines named / leaked, mean over manifested runs; \
          time to detection from goscope's attached line, median over detected runs; not-leaked = goroutines that \
-         leak/deadlock findings name and the runtime's profile does not list)\n"
+         leak/deadlock findings name and the runtime's profile does not list; type = manifested runs whose leaked \
+         goroutines are all named by deadlock findings / all by leak findings / by both / not all named)\n"
     );
 }
 
 fn print_kernel_table(kernels: &[Kernel], runs: &[Vec<anyhow::Result<KernelRun>>]) {
     println!(
-        "{:<18} {:<23} {:>5} {:>6} {:>10} {:>8} {:>12} {:>14} {:>9}  leaked (mean)",
-        "kernel", "class", "runs", "errors", "manifested", "detected", "completeness", "time-to-detect", "not-leaked"
+        "{:<18} {:<23} {:>5} {:>6} {:>10} {:>8} {:>12} {:>14} {:>9} {:>11}  leaked (mean)",
+        "kernel", "class", "runs", "errors", "manifested", "detected", "completeness", "time-to-detect", "not-leaked", "type"
     );
     for (kernel, runs) in kernels.iter().zip(runs) {
         let score = Score::of([runs]);
         let leaked: Vec<usize> = runs.iter().flatten().filter(|r| r.manifested()).map(|r| r.leaked.len()).collect();
         let class = format!("{}{}", kernel.class(), if kernel.deterministic { "" } else { " (flaky)" });
         println!(
-            "{:<18} {class:<23} {:>5} {:>6} {:>10} {:>8} {:>12} {:>14} {:>9}  {}",
+            "{:<18} {class:<23} {:>5} {:>6} {:>10} {:>8} {:>12} {:>14} {:>9} {:>11}  {}",
             kernel.name,
             score.runs,
             score.errors,
@@ -225,6 +237,7 @@ fn print_kernel_table(kernels: &[Kernel], runs: &[Vec<anyhow::Result<KernelRun>>
             score.mean_completeness().map_or("-".to_string(), |v| format!("{:.0}%", v * 100.0)),
             score.median_detection().map_or("-".to_string(), |s| format!("{s:.1}s")),
             score.false_goids,
+            score.types_text(),
             if leaked.is_empty() {
                 "-".to_string()
             } else {
@@ -306,6 +319,7 @@ fn run_json(run: &anyhow::Result<KernelRun>) -> Value {
         "manifested": run.manifested(),
         "detected": run.detected(),
         "completeness": run.completeness(),
+        "type": run.finding_type().map(FindingTypes::name),
         "time_to_detection_s": run.time_to_detection.map(|t| t.as_secs_f64()),
         "attach_s": run.attach_time.as_secs_f64(),
         "leaked": run.leaked.values().map(|l| json!({"goid": l.goid, "wait_reason": l.wait_reason, "function": l.function})).collect::<Vec<_>>(),
