@@ -58,7 +58,8 @@ pub fn proven(state: &ProcessState, now_ns: u64, threshold_ns: u64, evidence: &L
     let mut waits_for: BTreeMap<u64, BTreeSet<u64>> = stuck.keys().map(|&g| (g, BTreeSet::new())).collect();
     for (h, wakes) in &evidence.could_wake {
         let Some(&waker) = stuck.get(h) else { continue };
-        for g in wakes.iter().filter(|g| stuck.get(g).is_some_and(|&g| !same_channel_side(g, waker))) {
+        for g in wakes.iter().filter(|g| stuck.get(g).is_some_and(|&g| !same_channel_side(g, waker) && !same_primitive(g, waker)))
+        {
             waits_for.entry(*g).or_default().insert(*h);
         }
     }
@@ -134,6 +135,22 @@ fn same_channel_side(g: &Goroutine, h: &Goroutine) -> bool {
         && matches!(gw.class, WaitClass::ChanSend | WaitClass::ChanReceive)
         && gw.class == hw.class
         && gw.channels.iter().any(|c| hw.channels.contains(c))
+}
+
+/// `g` and `h` both wait on one sync primitive (Mutex, RWMutex, WaitGroup, Cond): h's reference
+/// to it is the one its own wait needs, not evidence that h holds it. A Mutex has one holder, and
+/// Go records none: two goroutines waiting for a lock whose holder returned without unlocking it
+/// would otherwise be a "cycle" (a leak, not a deadlock). The cost: a goroutine waiting for a lock
+/// it already holds itself (double locking, an RWMutex read lock asked for again behind a waiting
+/// writer) is a deadlock memory cannot prove, so it stays a leak.
+fn same_primitive(g: &Goroutine, h: &Goroutine) -> bool {
+    let (Some(gw), Some(hw)) = (&g.wait, &h.wait) else {
+        return false;
+    };
+    let sync = |c: WaitClass| {
+        matches!(c, WaitClass::Mutex | WaitClass::RWMutexRead | WaitClass::RWMutexWrite | WaitClass::WaitGroup | WaitClass::Cond)
+    };
+    g.goid != h.goid && sync(gw.class) && sync(hw.class) && gw.lock.is_some() && gw.lock == hw.lock
 }
 
 /// Every user goroutine is stuck: the process can never make progress again, although timers,
@@ -268,6 +285,27 @@ mod tests {
         assert_eq!(f.len(), 1, "{f:?}");
         assert_eq!(f[0].finding_type, FindingType::Leak);
         assert_eq!(f[0].goroutines.iter().map(|g| g.goid).collect::<Vec<_>>(), vec![3, 4, 5]);
+    }
+
+    #[test]
+    fn waiters_on_one_lock_whose_holder_left_are_one_leak_not_a_deadlock() {
+        // 3 and 4 wait for one Mutex, 5 (a reader) and 6 (a writer) for one RWMutex; each
+        // stack holds the lock it waits for, so each "could wake" the other, but neither holds
+        // it. 7 waits for another lock that 3 refers to (3 could release it): 7 waits for 3.
+        let mut st = state_with(&[(3, MUTEX), (4, MUTEX), (5, MUTEX), (6, MUTEX), (7, MUTEX)]);
+        for (goid, lock) in [(3, 0xa0), (4, 0xa0), (5, 0xb0), (6, 0xb0), (7, 0xc0)] {
+            st.set_park_details(goid, None, Some(lock));
+        }
+        running(&mut st, 9);
+        let wakes: &[(u64, &[u64])] = &[(3, &[4, 7]), (4, &[3]), (5, &[6]), (6, &[5])];
+        let f = proven(&st, 100, 50, &evidence(&[3, 4, 5, 6, 7], wakes));
+        assert!(f.iter().all(|f| f.finding_type == FindingType::Leak), "{f:?}");
+        let named: BTreeSet<u64> = f.iter().flat_map(|f| f.goroutines.iter().map(|g| g.goid)).collect();
+        assert_eq!(named, BTreeSet::from([3, 4, 5, 6, 7]));
+        // Two locks each held by the other's waiter stay a deadlock.
+        let f = proven(&st, 100, 50, &evidence(&[3, 7], &[(3, &[7]), (7, &[3])]));
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!(f[0].finding_type, FindingType::Deadlock);
     }
 
     #[test]

@@ -269,6 +269,14 @@ pub fn read_holdings(
     let objects = goscope_memory::ProcessHeap::new(&mem, &ctx.binary, ctx.load_bias)
         .and_then(|mut heap| heap.objects(&addrs))
         .unwrap_or_else(|_| vec![None; addrs.len()]);
+    // A goroutine waiting for a lock refers to the object holding it for that wait: no sign that
+    // it holds another lock, WaitGroup or Cond of that object (two mutexes in one allocation, e.g.
+    // two small structs the allocator packed into one block).
+    let object_of: HashMap<u64, (u64, u64)> = locks
+        .iter()
+        .zip(&objects)
+        .map(|(&l, o)| (l, o.map_or((l, l + 1), |o| (o.base, o.base.saturating_add(o.size)))))
+        .collect();
     let mut spans: Vec<Span> = credited
         .iter()
         .zip(objects)
@@ -286,6 +294,14 @@ pub fn read_holdings(
             }
             for frame in g.wait.iter().flat_map(|w| &w.stack) {
                 referents.refer_globals(&mem, ctx, &frame.function, globals_of, &mut held);
+            }
+            let own = g
+                .wait
+                .as_ref()
+                .filter(|w| matches!(w.class, WaitClass::Mutex | WaitClass::RWMutexRead | WaitClass::RWMutexWrite))
+                .and_then(|w| w.lock);
+            if let Some((own, own_object)) = own.and_then(|l| Some((l, object_of.get(&l)?))) {
+                held.retain(|&l| l == own || object_of.get(&l) != Some(own_object));
             }
             Some((g.goid, held))
         })

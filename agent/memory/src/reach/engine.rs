@@ -606,7 +606,8 @@ fn keep_live_stack_words<M: ReachMemory>(
 }
 
 /// For each leaked goroutine, the other leaked goroutines whose wait objects its stack reaches
-/// through heap objects no root reaches (at most `max_objects` objects per goroutine).
+/// through heap objects no root reaches (at most `max_objects` objects per goroutine), except
+/// through a heap object it waits on itself.
 fn could_wake<M: ReachMemory>(
     m: &mut Marker<'_, M>,
     goroutines: &[ReachGoroutine],
@@ -679,8 +680,12 @@ fn could_wake<M: ReachMemory>(
             if seen.len() >= max_objects || !seen.insert(obj.base) {
                 continue;
             }
+            // Two goroutines blocked on one object (senders on one channel, waiters for one lock,
+            // or for two locks in one allocation) hold it for their own waits: that is no sign
+            // that either could release what the other waits for.
+            let own_wait = sites[src].iter().any(|s| matches!(*s, WaitSite::Heap(base) if base == obj.base));
             for &waiter in waiting_on_heap.get(&obj.base).into_iter().flatten() {
-                if waiter != src {
+                if waiter != src && !own_wait {
                     edges.entry(goroutines[src].goid).or_default().insert(goroutines[waiter].goid);
                 }
             }

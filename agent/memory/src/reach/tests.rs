@@ -312,7 +312,35 @@ fn garbage_cycles_and_self_references_terminate() {
     let gs = [g(1, ReachRole::Blocked(vec![ch])), g(2, ReachRole::Blocked(vec![ch]))];
     let r = run(&mut mem, &gs);
     assert_eq!(r.leaked, vec![1, 2]);
-    assert_eq!(r.could_wake, edges(&[(1, &[2]), (2, &[1])]));
+    // Both hold only the channel they wait on: neither could wake the other.
+    assert!(r.could_wake.is_empty(), "{:?}", r.could_wake);
+}
+
+#[test]
+fn waiting_on_one_object_is_no_evidence_of_holding_what_another_waits_for() {
+    let mut mem = FakeMemory::default();
+    // 1 and 2 wait for two mutexes in one 16-byte allocation (each locked twice by its own
+    // goroutine), each stack pointing at its own mutex; 3 waits for a mutex of its own object and
+    // refers to that allocation too; 4 waits for a mutex in `other`, which 3 refers to.
+    let shared = mem.noscan(0x2000_0000, 16, &[]);
+    let own = mem.noscan(0x2000_1000, 16, &[]);
+    let other = mem.noscan(0x2000_2000, 16, &[]);
+    spawn(&mut mem, 1, &[shared]);
+    spawn(&mut mem, 2, &[shared + 8]);
+    spawn(&mut mem, 3, &[own, shared, other]);
+    spawn(&mut mem, 4, &[other]);
+    spawn(&mut mem, 5, &[]);
+    let gs = [
+        g(1, ReachRole::Blocked(vec![shared + 4])),
+        g(2, ReachRole::Blocked(vec![shared + 12])),
+        g(3, ReachRole::Blocked(vec![own + 4])),
+        g(4, ReachRole::Blocked(vec![other + 4])),
+        g(5, ReachRole::Root),
+    ];
+    let r = run(&mut mem, &gs);
+    assert_eq!(r.leaked, vec![1, 2, 3, 4]);
+    // 3 does not wait on `shared` or `other`: its references to them are evidence.
+    assert_eq!(r.could_wake, edges(&[(3, &[1, 2, 4])]));
 }
 
 #[test]
