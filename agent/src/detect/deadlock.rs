@@ -29,12 +29,31 @@ pub struct Holdings {
     /// formed a stuck set. None: not read (no stuck set then, or more goroutines than a bounded
     /// read covers): no suspect is raised.
     pub outside: Option<BTreeSet<u64>>,
+    /// `outside` joins two reads (some time apart) that each found it: a goroutine that moved a
+    /// reference while one read was under way, or ran in a function whose frame no read shows,
+    /// is seen by the other. Only confirmed evidence raises a suspect.
+    pub confirmed: bool,
 }
 
 impl Holdings {
     /// Evidence about the candidates only (`outside` unread).
     pub fn of(of: HashMap<u64, BTreeSet<u64>>) -> Self {
-        Self { of, outside: None }
+        Self { of, outside: None, confirmed: false }
+    }
+
+    /// This read joined with the `previous` one: confirmed when both read the other goroutines,
+    /// with what either saw them refer to.
+    pub fn confirmed_by(mut self, previous: &Holdings) -> Holdings {
+        if let (Some(now), Some(before)) = (&mut self.outside, &previous.outside) {
+            now.extend(before.iter().copied());
+            self.confirmed = true;
+        }
+        self
+    }
+
+    /// The other goroutines were read once only: read them again before anything is raised.
+    pub fn needs_confirmation(&self) -> bool {
+        self.outside.is_some() && !self.confirmed
     }
 }
 
@@ -116,7 +135,7 @@ pub fn stuck_without_outside(state: &ProcessState, now_ns: u64, threshold_ns: u6
 
 pub fn deadlocks(state: &ProcessState, now_ns: u64, threshold_ns: u64, holdings: &Holdings) -> Vec<Finding> {
     // Without having looked at the other goroutines, a server may be among them: nothing.
-    let Some(outside) = &holdings.outside else {
+    let (Some(outside), true) = (&holdings.outside, holdings.confirmed) else {
         return Vec::new();
     };
     let blocked = blocked(state, now_ns, threshold_ns, holdings);
@@ -191,7 +210,11 @@ mod tests {
 
     /// Evidence where no goroutine outside the candidates refers to anything.
     fn holds(h: &[(u64, &[u64])]) -> Holdings {
-        Holdings { of: h.iter().map(|&(g, c)| (g, c.iter().copied().collect())).collect(), outside: Some(BTreeSet::new()) }
+        Holdings {
+            of: h.iter().map(|&(g, c)| (g, c.iter().copied().collect())).collect(),
+            outside: Some(BTreeSet::new()),
+            confirmed: true,
+        }
     }
 
     const A_TO_B: u64 = 0xa000;
@@ -377,8 +400,18 @@ mod tests {
         // Not having read the other goroutines is no evidence that none of them serves.
         h.outside = None;
         assert!(deadlocks(&st, 100, 50, &h).is_empty());
-        h.outside = Some(BTreeSet::new());
-        assert_eq!(groups(&deadlocks(&st, 100, 50, &h)), vec![vec![1, 2, 3]]);
+        // Nor is one read of them: the next tick reads them again, and what either read saw
+        // counts.
+        let first = Holdings { outside: Some(BTreeSet::new()), confirmed: false, ..h.clone() };
+        assert!(first.needs_confirmation() && deadlocks(&st, 100, 50, &first).is_empty());
+        let second = Holdings { outside: Some(BTreeSet::new()), confirmed: false, ..h.clone() }.confirmed_by(&first);
+        assert!(!second.needs_confirmation());
+        assert_eq!(groups(&deadlocks(&st, 100, 50, &second)), vec![vec![1, 2, 3]]);
+        let seen_once = Holdings { outside: Some(BTreeSet::from([JOBS])), ..first.clone() };
+        assert!(
+            deadlocks(&st, 100, 50, &Holdings { outside: Some(BTreeSet::new()), ..h.clone() }.confirmed_by(&seen_once))
+                .is_empty()
+        );
     }
 
     #[test]

@@ -461,7 +461,8 @@ fn follow(
 }
 
 /// The stack words of each goroutine to look through, and whether they are its whole stack
-/// (its frames unknown). None when one cannot be read.
+/// (its frames unknown); nothing for one that exited since the list was read. None when the
+/// stack of one still there cannot be read.
 fn outside_stacks(
     mem: &ProcessMemory,
     ctx: &TargetContext,
@@ -469,40 +470,53 @@ fn outside_stacks(
     others: &[&goscope_memory::Goroutine],
 ) -> Option<Vec<(Vec<u64>, bool)>> {
     let g_addrs: Vec<u64> = others.iter().map(|g| g.g_addr).collect();
-    if let Some(heap) = heap {
+    let read: Vec<Option<(Vec<u64>, bool)>> = if let Some(heap) = heap {
         let stacks = heap.stacks(&g_addrs).ok()?;
-        let stacks: Vec<goscope_memory::GoroutineStack> = stacks.into_iter().collect::<Option<_>>()?;
-        let ranges: Vec<(u64, u64)> = stacks.iter().map(|s| (s.scan_from, s.hi)).collect();
-        let words: Vec<Vec<u64>> = heap.read_words(&ranges).ok()?.into_iter().collect::<Option<_>>()?;
+        let ranges: Vec<(u64, u64)> = stacks.iter().map(|s| s.map_or((0, 0), |s| (s.scan_from, s.hi))).collect();
+        let words = heap.read_words(&ranges).ok()?;
         let pairs: Vec<(goscope_memory::GoroutineStack, &[u64])> =
-            stacks.iter().copied().zip(words.iter().map(Vec::as_slice)).collect();
-        let masks = heap.stack_pointers(&pairs).ok()?;
-        return Some(
-            stacks
-                .iter()
-                .zip(words.iter().zip(masks))
-                .map(|(s, (w, mask))| {
-                    let live = match mask {
-                        Some(m) => w.iter().zip(&m.mask).filter(|&(_, &p)| p).map(|(&w, _)| w).collect(),
-                        None => w.clone(),
-                    };
-                    (live, s.context.is_none())
-                })
-                .collect(),
-        );
+            stacks.iter().zip(&words).filter_map(|(s, w)| Some(((*s)?, w.as_deref()?))).collect();
+        let mut masks = heap.stack_pointers(&pairs).ok()?.into_iter();
+        stacks
+            .iter()
+            .zip(&words)
+            .map(|(s, w)| {
+                let (s, w) = ((*s)?, w.as_ref()?);
+                let live = match masks.next().flatten() {
+                    Some(m) => w.iter().zip(&m.mask).filter(|&(_, &p)| p).map(|(&w, _)| w).collect(),
+                    None => w.clone(),
+                };
+                Some((live, s.context.is_none()))
+            })
+            .collect()
+    } else {
+        // No heap metadata (a stripped binary): every word, from the saved stack pointer, or the
+        // whole stack of one that runs.
+        others
+            .iter()
+            .map(|g| {
+                if g.status == GStatus::Running {
+                    goscope_memory::whole_stack_words(mem, g.g_addr).ok().map(|w| (w, true))
+                } else {
+                    goscope_memory::stack_words(mem, &ctx.binary, g.g_addr).ok().map(|w| (w, false))
+                }
+            })
+            .collect()
+    };
+    // A stack that could not be read is only no loss when its goroutine has exited.
+    let unread: Vec<u64> = read.iter().zip(&g_addrs).filter(|(r, _)| r.is_none()).map(|(_, &g)| g).collect();
+    if !unread.is_empty() {
+        let opts =
+            goscope_memory::SnapshotOptions { stacks: false, channels: false, ..goscope_memory::SnapshotOptions::default() };
+        let (again, _) = goscope_memory::read_goroutines(mem, &ctx.binary, ctx.load_bias, &unread, &opts).ok()?;
+        let alive = |g: &&goscope_memory::Goroutine| {
+            again.iter().any(|a| a.g_addr == g.g_addr && a.goid == g.goid && !a.status.is_dead())
+        };
+        if others.iter().filter(|g| unread.contains(&g.g_addr)).any(alive) {
+            return None;
+        }
     }
-    // No heap metadata (a stripped binary): every word, from the saved stack pointer, or the
-    // whole stack of one that runs.
-    others
-        .iter()
-        .map(|g| {
-            if g.status == GStatus::Running {
-                goscope_memory::whole_stack_words(mem, g.g_addr).ok().map(|w| (w, true))
-            } else {
-                goscope_memory::stack_words(mem, &ctx.binary, g.g_addr).ok().map(|w| (w, false))
-            }
-        })
-        .collect()
+    Some(read.into_iter().map(Option::unwrap_or_default).collect())
 }
 
 /// Back-to-back reads of the busy goroutines' trackingSeq in [`sample_busy_parks`].

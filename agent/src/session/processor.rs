@@ -340,12 +340,14 @@ impl<'a> Processor<'a> {
         let threshold_ns = self.threshold_ns();
         // Suspect chains from what blocked goroutines refer to: the only judgement for locks in
         // package-level variables (always reachable), and a first word before proof. Re-read
-        // periodically, and at once when a goroutine becomes a candidate.
+        // periodically, at once when a goroutine becomes a candidate, and on the next tick when
+        // the other goroutines were read once only (a suspect needs two reads of them).
         let new_candidate = detect::deadlock_candidates(&self.state, now_ns, threshold_ns)
             .iter()
             .any(|g| !self.holdings.of.contains_key(&g.goid));
-        if new_candidate || self.ticks.is_multiple_of(HOLDINGS_EVERY_TICKS) {
-            self.holdings = read_holdings(&self.state, self.ctx, now_ns, threshold_ns, &mut self.globals_of);
+        if new_candidate || self.ticks.is_multiple_of(HOLDINGS_EVERY_TICKS) || self.holdings.needs_confirmation() {
+            let read = read_holdings(&self.state, self.ctx, now_ns, threshold_ns, &mut self.globals_of);
+            self.holdings = read.confirmed_by(&self.holdings);
         }
         let proof = self.scanner.update(&self.state, self.ctx, self.ticks, now_ns, threshold_ns);
         let inputs = Inputs { state: &self.state, now_ns, threshold_ns, holdings: &self.holdings, proof };
