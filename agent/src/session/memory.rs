@@ -557,3 +557,31 @@ pub fn sample_busy_parks(ctx: &TargetContext, g_addrs: &[u64]) -> Option<f64> {
     }
     (ns > 0).then(|| steps as f64 * 1e9 / ns as f64)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_word_refers_to_channels_by_address_and_to_sync_objects_through_the_objects_holding_them() {
+        const CHAN: u64 = 0xc000_0100;
+        const QUEUE: u64 = 0xc000_2000; // a heap object of 64 bytes holding the Cond's Locker
+        const COND: u64 = 0xc000_3000; // a heap object of 64 bytes: the Cond
+        const MU: u64 = 0x5a_0000; // a package-level Mutex
+        let mut spans = vec![(QUEUE, QUEUE + 64, COND), (COND, COND + 64, COND), (MU, MU + 1, MU)];
+        spans.sort_unstable();
+        let r = Referents { channels: HashSet::from([CHAN]), spans };
+        let refers = |w: u64| {
+            let mut held = BTreeSet::new();
+            r.refer(w, &mut held);
+            held
+        };
+        assert_eq!(refers(CHAN), BTreeSet::from([CHAN]));
+        assert!(refers(CHAN + 8).is_empty(), "a channel only by its address");
+        assert_eq!(refers(QUEUE + 16), BTreeSet::from([COND]), "a pointer into the Locker's object");
+        assert_eq!(refers(COND + 40), BTreeSet::from([COND]));
+        assert!(refers(COND + 64).is_empty());
+        assert_eq!(refers(MU), BTreeSet::from([MU]));
+        assert!(refers(MU + 8).is_empty(), "a package-level lock only by its own address");
+    }
+}
