@@ -364,6 +364,18 @@ fn read_outside(
         }
         frontier.extend(words);
     }
+    // What their g structs point to: the closure of one not started yet (`sched.ctxt`), panic and
+    // defer records (a deferred call's receiver).
+    {
+        use goscope_inspect::runtime::stack_maps::{G_DEFER, G_PANIC, GOBUF_CTXT};
+        let ctxt = u64::from(ctx.binary.layout().g_sched_sp) + GOBUF_CTXT;
+        let reqs: Vec<(u64, usize)> =
+            others.iter().flat_map(|g| [ctxt, G_PANIC, G_DEFER].map(|off| (g.g_addr + off, 8))).collect();
+        let batch = mem.read_batch(&reqs).ok()?;
+        frontier.extend(
+            (0..reqs.len()).filter_map(|k| batch.get(k)).map(|b| u64::from_le_bytes(b[..8].try_into().unwrap_or_default())),
+        );
+    }
     // The package-level variables their code uses (a field of one at its own address): their
     // addresses, and the word each holds.
     let mut globals: Vec<u64> = functions
