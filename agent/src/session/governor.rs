@@ -164,13 +164,18 @@ impl Activity {
     /// trackingSeq steps of goroutines in both (each step modulo 256: a goroutine that parks more
     /// than 255 times between scans counts less), creations from the goid growth.
     pub fn rates_since(&self, earlier: &Activity) -> Option<Rates> {
-        let seconds = self.read_ns.checked_sub(earlier.read_ns).filter(|&d| d > 0)? as f64 / 1e9;
+        let elapsed = self.read_ns.checked_sub(earlier.read_ns).filter(|&d| d >= MIN_ESTIMATE_WINDOW.as_nanos() as u64)?;
+        let seconds = elapsed as f64 / 1e9;
         let steps: u64 =
             self.seqs.iter().filter_map(|(key, &now)| earlier.seqs.get(key).map(|&was| u64::from(now.wrapping_sub(was)))).sum();
         let created = self.max_goid.saturating_sub(earlier.max_goid);
         Some(Rates::from_memory(steps as f64 / seconds, created as f64 / seconds))
     }
 }
+
+/// Two scans closer than this tell nothing of the load (the reader's first tick comes right
+/// after the scan at attach: a target idle for those milliseconds is not known to be idle).
+const MIN_ESTIMATE_WINDOW: Duration = Duration::from_millis(250);
 
 /// A trackingSeq step this large between two scans may be a wrapped count: the goroutine is
 /// sampled more closely before the probes come back (see `sample_busy_parks`).
@@ -430,6 +435,8 @@ mod tests {
         assert_eq!(r.0[ProbeHit::Parked as usize], 20.0);
         assert_eq!(r.0[ProbeHit::Created as usize], 100.0);
         assert_eq!(a.rates_since(&a), None);
+        let soon = Activity { read_ns: S / 10, ..b.clone() };
+        assert_eq!(soon.rates_since(&a), None, "100 ms is too short a window to call a target idle");
     }
 
     #[test]
