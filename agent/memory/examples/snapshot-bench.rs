@@ -1,7 +1,8 @@
 //! Times snapshots of a running Go process: `snapshot-bench PID [ROUNDS] [--no-stacks] [--reach]`.
 //! Prints one line per round and the median. With `--reach`, each round also runs the leak
 //! analysis (`find_leaked`) over the snapshot's goroutines and prints its figures; with
-//! `--explain` too, the chain of words that reached each blocked goroutine found live.
+//! `--explain` too, the chain of words that reached each blocked goroutine found live, and which
+//! leaked goroutines each leaked one could wake (the deadlock evidence).
 use std::path::Path;
 use std::time::Instant;
 
@@ -59,6 +60,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             );
             if explain {
                 println!("  leaked {:?}", report.leaked);
+                let mut wakes: Vec<_> = report.could_wake.iter().collect();
+                wakes.sort_unstable();
+                for (goid, woken) in wakes {
+                    println!("  goroutine {goid} could wake {woken:?}");
+                }
                 for g in &snap.goroutines {
                     let (status, reason) = (g.status.name(), g.wait_reason.as_deref().unwrap_or(""));
                     println!("  goroutine {} at {:#x}: {status} {reason} {:?}", g.goid, g.g_addr, g.start_function);

@@ -320,16 +320,18 @@ impl<M: ReachMemory> Marker<'_, M> {
 
     /// Zeroes the words of heap objects that are never followed (sudogs' `elem` and `c`).
     fn drop_untraceable(&self, round: &[(u64, u64, Origin)], contents: &mut [Option<Vec<u64>>]) {
-        if self.untraceable.is_empty() {
-            return;
-        }
         for (&(start, end, origin), words) in round.iter().zip(contents.iter_mut()) {
             let (Origin::Object(_), Some(words)) = (origin, words.as_mut()) else { continue };
-            let from = self.untraceable.partition_point(|&a| a < start);
-            for &addr in self.untraceable[from..].iter().take_while(|&&a| a < end) {
-                if let Some(word) = words.get_mut(((addr - start) / 8) as usize) {
-                    *word = 0;
-                }
+            self.drop_untraceable_in(start, end, words);
+        }
+    }
+
+    /// Zeroes the untraceable words of the range `[start, end)` read as `words`.
+    fn drop_untraceable_in(&self, start: u64, end: u64, words: &mut [u64]) {
+        let from = self.untraceable.partition_point(|&a| a < start);
+        for &addr in self.untraceable[from..].iter().take_while(|&&a| a < end) {
+            if let Some(word) = words.get_mut(((addr - start) / 8) as usize) {
+                *word = 0;
             }
         }
     }
@@ -653,6 +655,14 @@ fn could_wake<M: ReachMemory>(
         }
         let Some(mut contents) = m.read(&ranges)? else { break };
         keep_live_stack_words(m, stacks, &sources, &ranges, &mut contents)?;
+        // A sudog's `elem` and `c` are not followed here either: the semaphore treap links the
+        // sudogs of unrelated waiters (a goroutine's own sudog, on its stack, would lead through
+        // its neighbours' `elem` to every lock waited on at that semaphore root).
+        for (&(start, end), words) in ranges.iter().zip(contents.iter_mut()) {
+            if let Some(words) = words.as_mut() {
+                m.drop_untraceable_in(start, end, words);
+            }
+        }
         let mut per_source: Vec<(usize, u64)> = Vec::new();
         for (src, words) in sources.iter().zip(&contents) {
             for &w in words.iter().flatten() {

@@ -443,6 +443,30 @@ fn a_live_waiters_sudog_neighbours_do_not_keep_other_waits_alive() {
 }
 
 #[test]
+fn a_leaked_waiters_sudog_neighbours_are_no_evidence_it_could_wake_them() {
+    // 2 and 3 each wait for a mutex of their own (double locking), nothing else refers to them;
+    // 2's sudog, on its stack, has 3's sudog as its treap neighbour, whose `elem` is 3's mutex.
+    let mut mem = FakeMemory::default();
+    let (m2, m3) = (mem.noscan(0x2000_0000, 16, &[]), mem.noscan(0x2000_1000, 16, &[]));
+    let sudog3 = mem.object(0x3000_0100, 96, &[(24, m3 + 4)]);
+    let sudog2 = mem.object(0x3000_0000, 96, &[(8, sudog3), (24, m2 + 4)]);
+    spawn(&mut mem, 1, &[]);
+    spawn(&mut mem, 2, &[sudog2, m2]);
+    spawn(&mut mem, 3, &[sudog3, m3]);
+    let blocked = |goid, m: u64, sudog: u64| ReachGoroutine {
+        untraceable: vec![sudog + 24, sudog + 80],
+        ..g(goid, ReachRole::Blocked(vec![m + 4]))
+    };
+    let gs = [g(1, ReachRole::Root), blocked(2, m2, sudog2), blocked(3, m3, sudog3)];
+    let r = run(&mut mem, &gs);
+    assert_eq!(r.leaked, vec![2, 3]);
+    assert!(r.could_wake.is_empty(), "{:?}", r.could_wake);
+    // Followed as ordinary pointers, the neighbour's elem would make 2 look able to wake 3.
+    let plain: Vec<ReachGoroutine> = gs.iter().map(|g| ReachGoroutine { untraceable: Vec::new(), ..g.clone() }).collect();
+    assert_eq!(run(&mut mem, &plain).could_wake, edges(&[(2, &[3])]));
+}
+
+#[test]
 fn an_incomplete_report_names_what_stopped_it() {
     let mut mem = FakeMemory::default();
     let ch = mem.object(0x2000_0000, 96, &[]);
