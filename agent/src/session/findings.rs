@@ -90,7 +90,7 @@ impl FindingTracker {
             if key.as_ref().is_some_and(|k| self.flapped.contains(k)) {
                 continue;
             }
-            if count >= CONFIRMATIONS && !next.values().any(|(p, _)| detect::supersedes(p, &f)) {
+            if count >= CONFIRMATIONS && !detect::superseded(next.values().map(|(p, _)| p), &f) {
                 if let Some(k) = key {
                     if self.flapped.len() >= MAX_FLAPPED {
                         self.flapped.clear();
