@@ -463,7 +463,8 @@ impl KernelRun {
 /// Which finding types name the leaked goroutines of a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum FindingTypes {
-    /// Every leaked goroutine is named, each only by `deadlock` findings.
+    /// Every leaked goroutine is named, each only by `deadlock` findings (by its proven findings
+    /// where it has some, else by all).
     Deadlock,
     /// Every leaked goroutine is named, each only by `leak` findings.
     Leak,
@@ -476,12 +477,15 @@ pub enum FindingTypes {
 impl FindingTypes {
     pub const ALL: [FindingTypes; 4] = [FindingTypes::Deadlock, FindingTypes::Leak, FindingTypes::Both, FindingTypes::Unnamed];
 
-    /// Of the goroutines `leaked`, by the leak/deadlock `findings` that name them.
+    /// Of the goroutines `leaked`, by the leak/deadlock `findings` that name them: the proven
+    /// ones where there are (a suspect raised before the proof is the weaker judgement).
     pub fn of(leaked: impl IntoIterator<Item = u64>, findings: &[Value]) -> FindingTypes {
         let (mut deadlock, mut leak) = (false, false);
         for goid in leaked {
-            let types: BTreeSet<&str> =
-                findings.iter().filter(|f| named_goids(f).contains(&goid)).filter_map(|f| f["type"].as_str()).collect();
+            let naming: Vec<&Value> = findings.iter().filter(|f| named_goids(f).contains(&goid)).collect();
+            let proven: Vec<&Value> = naming.iter().copied().filter(|f| f["grade"] == "proven").collect();
+            let judged = if proven.is_empty() { naming } else { proven };
+            let types: BTreeSet<&str> = judged.iter().filter_map(|f| f["type"].as_str()).collect();
             match (types.contains("deadlock"), types.contains("leak")) {
                 (false, false) => return FindingTypes::Unnamed,
                 (true, false) => deadlock = true,
@@ -560,6 +564,11 @@ mod tests {
         assert_eq!(FindingTypes::of([7], &both), FindingTypes::Leak);
         assert_eq!(FindingTypes::of([5, 7], &both), FindingTypes::Both);
         assert_eq!(FindingTypes::of([5, 8], &both), FindingTypes::Unnamed);
-        assert_eq!(FindingTypes::of([5], &[leak]), FindingTypes::Unnamed);
+        assert_eq!(FindingTypes::of([5], &[leak.clone()]), FindingTypes::Unnamed);
+        // A suspect deadlock before a proven leak of the same goroutine: the proof counts.
+        let suspect = json!({"type": "deadlock", "grade": "suspect", "goroutines": [{"goid": 7}]});
+        let proven = json!({"type": "leak", "grade": "proven", "goroutines": [{"goid": 7}]});
+        assert_eq!(FindingTypes::of([7], &[suspect.clone(), proven]), FindingTypes::Leak);
+        assert_eq!(FindingTypes::of([7], &[suspect, leak]), FindingTypes::Both);
     }
 }

@@ -214,7 +214,8 @@ fn print_class_table(kernels: &[Kernel], runs: &[Vec<anyhow::Result<KernelRun>>]
         "(recall = detected / manifested runs; completeness = leaked goroutines named / leaked, mean over manifested runs; \
          time to detection from goscope's attached line, median over detected runs; not-leaked = goroutines that \
          leak/deadlock findings name and the runtime's profile does not list; type = manifested runs whose leaked \
-         goroutines are all named by deadlock findings / all by leak findings / by both / not all named)\n"
+         goroutines are all named by deadlock findings / all by leak findings / by both / not all named; a goroutine's \
+         proven findings where it has some)\n"
     );
 }
 
