@@ -564,7 +564,7 @@ mod tests {
         assert_eq!(FindingTypes::of([7], &both), FindingTypes::Leak);
         assert_eq!(FindingTypes::of([5, 7], &both), FindingTypes::Both);
         assert_eq!(FindingTypes::of([5, 8], &both), FindingTypes::Unnamed);
-        assert_eq!(FindingTypes::of([5], &[leak.clone()]), FindingTypes::Unnamed);
+        assert_eq!(FindingTypes::of([5], std::slice::from_ref(&leak)), FindingTypes::Unnamed);
         // A suspect deadlock before a proven leak of the same goroutine: the proof counts.
         let suspect = json!({"type": "deadlock", "grade": "suspect", "goroutines": [{"goid": 7}]});
         let proven = json!({"type": "leak", "grade": "proven", "goroutines": [{"goid": 7}]});
