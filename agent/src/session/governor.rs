@@ -185,12 +185,14 @@ const MAX_BUSY: usize = 256;
 
 impl Activity {
     /// The `*g` of the goroutines whose trackingSeq moved by [`BUSY_STEPS`] or more since
-    /// `earlier` (modulo 256, so perhaps by many times 256), busiest first.
+    /// `earlier` (modulo 256, so perhaps by many times 256), busiest first, and of those new
+    /// since then (a new g's trackingSeq starts at a random value, so how much it moved is
+    /// unknown: a loop started between the two scans would otherwise look idle).
     pub fn busy_since(&self, earlier: &Activity) -> Vec<u64> {
         let mut busy: Vec<(u8, u64)> = self
             .seqs
             .iter()
-            .filter_map(|(key, &now)| Some((now.wrapping_sub(*earlier.seqs.get(key)?), key.1)))
+            .map(|(key, &now)| (earlier.seqs.get(key).map_or(u8::MAX, |&was| now.wrapping_sub(was)), key.1))
             .filter(|&(steps, _)| steps >= BUSY_STEPS)
             .collect();
         busy.sort_unstable_by(|a, b| b.cmp(a));
@@ -444,7 +446,7 @@ mod tests {
         let scan = |seqs: &[((u64, u64), u8)]| Activity { seqs: seqs.iter().copied().collect(), max_goid: 9, read_ns: 0 };
         let a = scan(&[((1, 0x10), 10), ((2, 0x20), 250), ((3, 0x30), 0), ((4, 0x40), 5)]);
         let b = scan(&[((1, 0x10), 200), ((2, 0x20), 70), ((3, 0x30), 63), ((5, 0x50), 255)]);
-        assert_eq!(b.busy_since(&a), vec![0x10, 0x20], "190 and 76 steps; 63 is not busy; new goroutines are not compared");
+        assert_eq!(b.busy_since(&a), vec![0x50, 0x10, 0x20], "new, 190 and 76 steps; 63 is not busy");
         let r = Rates::from_memory(100.0, 3.0).with_parks_at_least(2e6);
         assert_eq!((r.0[ProbeHit::Parked as usize], r.0[ProbeHit::Ready as usize]), (2e6, 2e6));
         assert_eq!(r.with_parks_at_least(5.0).0[ProbeHit::Parked as usize], 2e6, "never lowered");
